@@ -1,0 +1,596 @@
+//! The command line: arguments, the pipeline of each command, and exit codes.
+//!
+//! Owns the documented exit codes and the single function that maps an error to one
+//! ([`exit_code`]). `run` is the whole pipeline in order: config → work list validation
+//! (every item rendered before the first request) → store import → scheduler and limiter →
+//! runner → summary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::clock::SystemClock;
+use crate::config::{Config, ConfigError};
+use crate::estimate::{self, SimItem};
+use crate::job::{self, Job};
+use crate::limiter::{Costs, Limiter};
+use crate::mock::{MockSpec, Profile};
+use crate::report::{self, export, progress::Progress, status};
+use crate::runner::transport::HttpTransport;
+use crate::runner::{Before, End, Runner, Settings};
+use crate::scheduler::Scheduler;
+use crate::store::{Store, StoreError, Writer};
+use crate::worklist::{Item, WorklistError, WorklistReader};
+
+/// Every item is done.
+pub const EXIT_OK: u8 = 0;
+/// Finished with permanent failures, or stopped because the API refused the credentials.
+pub const EXIT_FAILURES: u8 = 1;
+/// Usage, config or input error; nothing was sent.
+pub const EXIT_USAGE: u8 = 2;
+/// Paused on a quota or budget; resume later.
+pub const EXIT_PAUSED: u8 = 75;
+/// Interrupted (Ctrl-C); run the same command again to continue.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Most input problems reported at once.
+const MAX_PROBLEMS: usize = 20;
+
+/// Bulk job runner for rate-limited HTTP APIs: uses the whole allowed rate, never more,
+/// and survives every interruption.
+#[derive(Parser, Debug)]
+#[command(name = "ratebound", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start or continue a run of WORKLIST (the same db continues where it stopped).
+    Run(RunArgs),
+    /// Show a run's progress, limits and ETA, live or stopped.
+    Status(StatusArgs),
+    /// Write finished items' results as JSONL or CSV.
+    Export(ExportArgs),
+    /// Predict a run before sending anything: makespan, binding limit, workers needed.
+    Estimate(EstimateArgs),
+    /// Run the built-in rate-limited mock API.
+    Mock(MockArgs),
+}
+
+#[derive(Args, Debug)]
+struct EstimateArgs {
+    /// The work list to predict.
+    worklist: PathBuf,
+    /// The config file [default: ratebound.toml in the current folder].
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Latency assumed for every request, e.g. `800ms`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    latency: Duration,
+    /// Workers to simulate (overrides `[workers] max`).
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The work list: CSV with a header row, or JSONL (OpenAI Batch input lines run as they are).
+    worklist: PathBuf,
+    /// The config file [default: ratebound.toml in the current folder].
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The run's database [default: <worklist stem>.ratebound.db in the current folder].
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Most requests in flight at once (overrides `[workers] max`).
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The run's database.
+    #[arg(long)]
+    db: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// The run's database.
+    #[arg(long)]
+    db: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: export::Format,
+    /// Output file [default: standard output].
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Only the items that failed permanently.
+    #[arg(long)]
+    failed: bool,
+}
+
+#[derive(Args, Debug)]
+struct MockArgs {
+    /// Provider to emulate.
+    #[arg(long, default_value = "openai")]
+    profile: String,
+    /// Port on 127.0.0.1 [default: any free port].
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Requests per minute (a bucket of N refilled continuously).
+    #[arg(long)]
+    rpm: Option<u64>,
+    /// Requests per second (a bucket of N refilled continuously).
+    #[arg(long)]
+    rps: Option<u64>,
+    /// Tokens per minute.
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Latency of every response, e.g. `50ms`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    latency: Duration,
+}
+
+/// A mistake in how ratebound was called.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}\n  hint: {hint}")]
+pub struct UsageError {
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+/// Every problem found in the work list, reported together before anything is sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}", problems.join("\nerror: "), more_note(*more))]
+pub struct InputErrors {
+    /// One rendered problem each: `FILE:LINE: ...` and a hint.
+    pub problems: Vec<String>,
+    /// Problems beyond the cap, not shown.
+    pub more: usize,
+}
+
+impl InputErrors {
+    fn push(&mut self, problem: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.more += 1;
+        }
+    }
+}
+
+fn more_note(more: usize) -> String {
+    if more == 0 {
+        String::new()
+    } else {
+        format!("\nerror: ... and {more} more problems (fix these and run again to see them)")
+    }
+}
+
+/// Maps an error to its documented exit code by walking its chain.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<ConfigError>()
+            || cause.is::<WorklistError>()
+            || cause.is::<InputErrors>()
+            || cause.is::<UsageError>()
+        {
+            return EXIT_USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>()
+            && matches!(
+                e,
+                StoreError::WorklistChanged { .. } | StoreError::Missing { .. }
+            )
+        {
+            return EXIT_USAGE;
+        }
+    }
+    EXIT_FAILURES
+}
+
+/// Runs the chosen command and returns its exit code.
+pub fn main(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Status(args) => status_command(&args),
+        Command::Export(args) => export_command(&args),
+        Command::Run(args) => runtime()?.block_on(run_command(args)),
+        Command::Estimate(args) => estimate_command(&args),
+        Command::Mock(args) => runtime()?.block_on(mock_command(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn status_command(args: &StatusArgs) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let s = status::read(&store, SystemTime::now())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", status::render(&s));
+    }
+    Ok(EXIT_OK)
+}
+
+fn export_command(args: &ExportArgs) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let rows = store.results(args.failed)?;
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("{}: cannot create the export file", path.display()))?;
+            export::write(&rows, args.format, file)
+                .with_context(|| format!("{}: cannot write the export", path.display()))?;
+            eprintln!("exported {} items to {}", rows.len(), path.display());
+        }
+        None => export::write(&rows, args.format, std::io::stdout().lock())
+            .context("cannot write the export")?,
+    }
+    Ok(EXIT_OK)
+}
+
+async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
+    let profile = match args.profile.as_str() {
+        "openai" => Profile::OpenAi,
+        other => {
+            return Err(UsageError {
+                message: format!("unknown mock profile `{other}`"),
+                hint: "profiles: openai".into(),
+            }
+            .into());
+        }
+    };
+    let positive = |n: Option<u64>, flag: &str| -> anyhow::Result<_> {
+        n.map(|n| {
+            std::num::NonZeroU64::new(n).ok_or_else(|| UsageError {
+                message: format!("--{flag} must be positive, found `0`"),
+                hint: format!("leave --{flag} out for no limit"),
+            })
+        })
+        .transpose()
+        .map_err(Into::into)
+    };
+    let spec = MockSpec {
+        profile,
+        rpm: positive(args.rpm, "rpm")?,
+        rps: positive(args.rps, "rps")?,
+        tpm: positive(args.tpm, "tpm")?,
+        latency: args.latency,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let addr = listener.local_addr()?;
+    let provider = std::sync::Arc::new(crate::mock::provider::Provider::new(
+        spec,
+        SystemClock::new(),
+    ));
+    println!(
+        "mock: {} listening on http://{addr} (Ctrl-C to stop)",
+        args.profile
+    );
+    crate::mock::server::serve(listener, provider, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(EXIT_OK)
+}
+
+fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
+    let config = Config::load(&config_path(args.config.clone())?)?;
+    let limiter = Limiter::new(&config.limits);
+    let mut items = Vec::new();
+    validate(&args.worklist, &config, &limiter, |item, costs| {
+        items.push(SimItem {
+            priority: item.priority,
+            seq: item.seq,
+            costs,
+        });
+    })?;
+    let workers = args.workers.unwrap_or(config.workers).max(1);
+    let e = estimate::estimate(&items, &config.limits, workers, args.latency)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", report::estimate(&e));
+    }
+    Ok(EXIT_OK)
+}
+
+/// A work list validated against the config: its fingerprint and item count.
+struct Validated {
+    fingerprint: String,
+    items: u64,
+}
+
+/// Reads every item, renders its request and checks it can ever be admitted, collecting
+/// every problem (up to a cap) before anything is sent.
+///
+/// `on_item` sees every valid item with its estimated cost.
+fn validate(
+    path: &Path,
+    config: &Config,
+    limiter: &Limiter,
+    mut on_item: impl FnMut(&Item, Costs),
+) -> anyhow::Result<Validated> {
+    let fingerprint = fingerprint(path)?;
+    let reader = WorklistReader::open(path)?;
+    let mut problems = InputErrors {
+        problems: Vec::new(),
+        more: 0,
+    };
+    if let Some(columns) = reader.columns() {
+        let spec = &config.request;
+        let templates = [(&spec.path, spec.path_line, "path")]
+            .into_iter()
+            .chain(spec.body.as_ref().map(|b| (b, spec.body_line, "body")));
+        for (template, line, key) in templates {
+            for field in template.placeholders() {
+                // `id` is derived from the record number when the work list has no such column.
+                if field != "id" && !columns.iter().any(|c| c == field) {
+                    problems.push(format!(
+                        "{}:{line}: `{key}` uses placeholder `{{{{{field}}}}}` but {} has no column `{field}`\n  hint: the columns are {}; rename the placeholder or add the column",
+                        config.path.display(),
+                        path.display(),
+                        columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        if !problems.problems.is_empty() {
+            return Err(problems.into());
+        }
+    }
+    let mut items = 0u64;
+    for item in reader {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        items += 1;
+        match job::build(&config.request, &item.payload, item.tokens) {
+            Ok((_, costs)) => {
+                if let Err(never) = limiter.check_fits(&costs) {
+                    problems.push(format!(
+                        "{}:{}: item `{}`: {never}\n  hint: raise the limit's burst, lower the item's `tokens` or `max_tokens`, or split the item",
+                        path.display(),
+                        item.line,
+                        item.id
+                    ));
+                }
+                on_item(&item, costs);
+            }
+            Err(e) => problems.push(format!(
+                "{}:{}: item `{}`: {e}\n  hint: check the item's fields against the request template in {}",
+                path.display(),
+                item.line,
+                item.id,
+                config.path.display()
+            )),
+        }
+    }
+    if problems.problems.is_empty() {
+        Ok(Validated { fingerprint, items })
+    } else {
+        Err(problems.into())
+    }
+}
+
+fn fingerprint(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|source| WorklistError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("{}: cannot read the work list", path.display()))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn default_db(worklist: &Path) -> PathBuf {
+    let stem = worklist
+        .file_stem()
+        .map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from(format!("{stem}.ratebound.db"))
+}
+
+fn config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    let local = PathBuf::from("ratebound.toml");
+    if local.exists() {
+        return Ok(local);
+    }
+    Err(UsageError {
+        message: "no config: --config was not given and there is no ratebound.toml here".into(),
+        hint: "pass --config FILE, or copy sample-config.toml to ratebound.toml and edit it".into(),
+    }
+    .into())
+}
+
+async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
+    let config_path = config_path(args.config)?;
+    let mut config = Config::load(&config_path)?;
+    if let Some(workers) = args.workers {
+        if workers == 0 {
+            return Err(UsageError {
+                message: "--workers must be at least 1".into(),
+                hint: "leave it out to use `[workers] max` from the config".into(),
+            }
+            .into());
+        }
+        config.workers = workers;
+    }
+    let headers = config.api.resolve_headers(&config.path)?;
+    let mut limiter = Limiter::new(&config.limits);
+    let validated = validate(&args.worklist, &config, &limiter, |_, _| {})?;
+    let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
+
+    let mut store = Store::open(&db)?;
+    if store.bind_worklist(&args.worklist, &validated.fingerprint, &config.snapshot())? {
+        let items = WorklistReader::open(&args.worklist)?.filter_map(Result::ok);
+        let imported = store.import(items)?;
+        tracing::info!(imported, "work list imported");
+    }
+    let clock = SystemClock::new();
+    if let Some(progress) = store.progress()? {
+        limiter.restore(&progress.limiter_state, &clock);
+    }
+    let mut scheduler = Scheduler::new();
+    for row in store.pending()? {
+        let (request, costs) = job::from_stored(&config.request, &row.payload, row.tokens)
+            .with_context(|| format!("{}: item `{}` cannot be rebuilt", db.display(), row.id))?;
+        scheduler.push(
+            row.priority,
+            row.seq,
+            Job {
+                seq: row.seq,
+                id: row.id,
+                priority: row.priority,
+                request,
+                costs,
+                attempts: row.attempts,
+                failures: 0,
+            },
+        );
+    }
+    let counts = store.counts()?;
+    let requests = store.request_counts()?;
+    let previous = store.progress()?;
+    let before = Before {
+        total: counts.total,
+        done: counts.done,
+        failed: counts.failed,
+        sent: requests.sent,
+        rate_limited: requests.rate_limited,
+        retries: requests.retries,
+        elapsed: Duration::from_millis(previous.map_or(0, |p| p.elapsed_ms)),
+    };
+    debug_assert_eq!(counts.total, validated.items);
+
+    let (base_url, _mock) = if config.api.base_url.starts_with("mock://") {
+        let spec = MockSpec::parse_url(&config.api.base_url).with_context(|| {
+            format!(
+                "{}: `base_url` is not a valid mock URL",
+                config.path.display()
+            )
+        })?;
+        let mock = crate::mock::server::start_in_runtime(spec).await?;
+        (format!("http://{}", mock.addr()), Some(mock))
+    } else {
+        (config.api.base_url.clone(), None)
+    };
+    let transport = HttpTransport::new(&base_url, &headers, config.api.timeout, config.workers)?;
+
+    let (stop_tx, stop_rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut presses = 0u32;
+        while wait_for_stop_signal().await {
+            presses += 1;
+            if presses >= 2 {
+                eprintln!(
+                    "\nratebound: aborted at once; finished results are saved, run the same command again to continue"
+                );
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            eprintln!(
+                "\nratebound: stopping: no new requests; waiting for those in flight (Ctrl-C again to abort at once)"
+            );
+            let _ = stop_tx.send(presses);
+        }
+    });
+
+    let runner = Runner {
+        transport: std::sync::Arc::new(transport),
+        clock,
+        limiter,
+        scheduler,
+        writer: Writer::start(&db)?,
+        progress: Progress::new(counts.total, counts.done + counts.failed, args.quiet),
+        settings: Settings {
+            workers: config.workers,
+            retry: config.retry.clone(),
+        },
+        before,
+    };
+    drop(store);
+    let summary = runner.run(stop_rx).await?;
+    if !args.quiet || summary.end != End::Finished {
+        print!("{}", report::summary(&summary, &db));
+    }
+    Ok(match summary.end {
+        End::Finished if summary.snapshot.failed == 0 => EXIT_OK,
+        End::Finished | End::AuthRefused { .. } => EXIT_FAILURES,
+        End::Interrupted => EXIT_INTERRUPTED,
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM; false if signals cannot be watched.
+async fn wait_for_stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            s = term.recv() => s.is_some(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_db_is_named_after_the_worklist() {
+        assert_eq!(
+            default_db(Path::new("jobs/bios.csv")),
+            PathBuf::from("bios.ratebound.db")
+        );
+    }
+}

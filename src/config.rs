@@ -1,0 +1,703 @@
+//! The run's configuration: TOML in, a validated [`Config`] out.
+//!
+//! Owns every config key, its default and its check. Unknown keys are errors; every problem
+//! is reported at once with `FILE:LINE:COL` and a hint, before anything is sent. Secrets stay
+//! out of the config's values: header values may hold `${ENV_VAR}` references, resolved only
+//! when the run starts ([`Api::resolve_headers`]) and never stored, logged or printed; the
+//! snapshot kept in the store ([`Config::snapshot`]) redacts any literal header value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::limiter::{LimitSpec, Unit};
+use crate::retry::RetryPolicy;
+use crate::template::{Template, TemplateKind};
+
+/// The keys of each table, for hints on unknown keys.
+const KEYS: &[(&str, &str)] = &[
+    ("top level", "api, request, limits, workers, retry"),
+    ("[api]", "base_url, headers, timeout"),
+    ("[request]", "method, path, body, headers"),
+    ("[[limits]]", "name, unit, rate, per, burst"),
+    ("[workers]", "max"),
+    ("[retry]", "max_attempts, backoff, max_backoff"),
+];
+
+/// One problem in a config file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub col: usize,
+    /// What is wrong, with the bad value in backticks.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error(
+        "{path}: cannot read the config file\n  hint: pass an existing file with --config, or copy sample-config.toml to ratebound.toml"
+    )]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more keys are missing, unknown or invalid.
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// Every problem found, in file order.
+        problems: Vec<ConfigProblem>,
+    },
+    /// A `${VAR}` reference names an unset environment variable.
+    #[error(
+        "{path}:{line}: environment variable `{var}` is not set\n  hint: export {var}=... before running; its value is read at run time and never stored"
+    )]
+    MissingEnv {
+        /// The config path.
+        path: PathBuf,
+        /// The line of the reference.
+        line: usize,
+        /// The variable's name.
+        var: String,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[ConfigProblem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\nerror: ");
+        }
+        out.push_str(&format!(
+            "{}:{}:{}: {}\n  hint: {}",
+            path.display(),
+            p.line,
+            p.col,
+            p.message,
+            p.hint
+        ));
+    }
+    out
+}
+
+/// Where and how to reach the API.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// `https://...`, `http://...` or `mock://PROFILE?...` for the built-in mock.
+    pub base_url: String,
+    /// Header name and value template (may hold `${VAR}`), with the value's line.
+    pub headers: Vec<(String, String, usize)>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// The request sent for each item of the work list.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path (and query) appended to the base URL; `{{field}}` values are percent-encoded.
+    pub path: Template,
+    /// JSON body template, if the request has a body.
+    pub body: Option<Template>,
+    /// Extra headers per request, `{{field}}` inserted raw.
+    pub headers: Vec<(String, Template)>,
+    /// Line of `body` in the config, for errors about placeholders.
+    pub body_line: usize,
+    /// Line of `path` in the config.
+    pub path_line: usize,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The API to call.
+    pub api: Api,
+    /// The request template.
+    pub request: RequestSpec,
+    /// Rolling limits, in config order.
+    pub limits: Vec<LimitSpec>,
+    /// Most requests in flight at once.
+    pub workers: usize,
+    /// Retry policy for transient failures.
+    pub retry: RetryPolicy,
+    source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    api: RawApi,
+    request: RawRequest,
+    #[serde(default)]
+    limits: Vec<RawLimit>,
+    #[serde(default)]
+    workers: RawWorkers,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    base_url: Spanned<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    method: Option<Spanned<String>>,
+    path: Spanned<String>,
+    body: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    name: Spanned<String>,
+    unit: Option<Spanned<String>>,
+    rate: Spanned<i64>,
+    per: Spanned<String>,
+    burst: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    max: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+}
+
+/// Collects problems while validating, turning spans into line and column.
+struct Checker<'a> {
+    source: &'a str,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn position(&self, span: Range<usize>) -> (usize, usize) {
+        line_col(self.source, span.start)
+    }
+
+    fn problem(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
+        let (line, col) = self.position(span);
+        self.problems.push(ConfigProblem {
+            line,
+            col,
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "`{key}` must be longer than zero, found `{}`",
+                        value.get_ref()
+                    ),
+                    "write a duration such as `250ms`, `2s`, `15m`, `1h` or `1d`",
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!("`{key}` is not a duration: `{}` ({e})", value.get_ref()),
+                    "write a duration such as `250ms`, `2s`, `15m`, `1h` or `1d`",
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, value: &Spanned<i64>, key: &str, hint: &str) -> Option<NonZeroU64> {
+        let n = *value.get_ref();
+        match u64::try_from(n).ok().and_then(NonZeroU64::new) {
+            Some(n) => Some(n),
+            None => {
+                self.problem(
+                    value.span(),
+                    format!("`{key}` must be a positive whole number, found `{n}`"),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    fn template(
+        &mut self,
+        value: &Spanned<String>,
+        kind: TemplateKind,
+        key: &str,
+    ) -> Option<Template> {
+        match Template::parse(value.get_ref(), kind) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!("`{key}` is not a valid template: {e}"),
+                    "placeholders are written `{{field}}` with a work-list field name inside",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The 1-based line and column of byte `offset` in `source`.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &source)
+    }
+
+    /// Validates config text; `path` is used in messages only.
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let raw: RawConfig = toml::from_str(source).map_err(|e| {
+            let (line, col) = e.span().map_or((0, 0), |s| line_col(source, s.start));
+            invalid(vec![ConfigProblem {
+                line,
+                col,
+                message: e.message().trim_end_matches('\n').replace('\n', " "),
+                hint: parse_hint(e.message()),
+            }])
+        })?;
+        let mut check = Checker {
+            source,
+            problems: Vec::new(),
+        };
+        let api = check_api(&mut check, raw.api);
+        let request = check_request(&mut check, raw.request);
+        let limits = check_limits(&mut check, raw.limits);
+        let workers = raw.workers.max.as_ref().and_then(|m| {
+            check.positive(
+                m,
+                "max",
+                "set `[workers] max` to the most requests in flight at once, e.g. 16",
+            )
+        });
+        let retry = check_retry(&mut check, raw.retry);
+        if !check.problems.is_empty() {
+            return Err(invalid(check.problems));
+        }
+        match (api, request, retry) {
+            (Some(api), Some(request), Some(retry)) => Ok(Config {
+                path: path.to_path_buf(),
+                api,
+                request,
+                limits,
+                workers: workers.map_or(16, |w| usize::try_from(w.get()).unwrap_or(usize::MAX)),
+                retry,
+                source: source.to_string(),
+            }),
+            _ => Err(invalid(Vec::new())),
+        }
+    }
+
+    /// The config text as stored with a run: `${VAR}` references kept, literal header values
+    /// (which may be secrets) replaced by `"<redacted>"`.
+    pub fn snapshot(&self) -> String {
+        let mut text = self.source.clone();
+        for (_, value, line) in &self.api.headers {
+            if !value.contains("${") && !value.is_empty() {
+                text = redact_on_line(&text, *line, value);
+            }
+        }
+        text
+    }
+}
+
+fn redact_on_line(text: &str, line: usize, value: &str) -> String {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == line {
+                l.replace(value, "<redacted>")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn parse_hint(message: &str) -> String {
+    if message.contains("unknown field") {
+        let tables = KEYS
+            .iter()
+            .map(|(table, keys)| format!("{table}: {keys}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        format!(
+            "remove or rename the key; valid keys are {tables} (sample-config.toml documents each)"
+        )
+    } else if message.contains("missing field") {
+        "add the missing key; sample-config.toml shows every key with an example".to_string()
+    } else {
+        "check the TOML syntax at that position (strings in quotes, one key per line)".to_string()
+    }
+}
+
+fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
+    let url = raw.base_url.get_ref();
+    let known = ["https://", "http://", "mock://"];
+    if !known.iter().any(|scheme| url.starts_with(scheme)) {
+        check.problem(
+            raw.base_url.span(),
+            format!("`base_url` must start with http://, https:// or mock://, found `{url}`"),
+            "for example `https://api.openai.com` or `mock://openai?rpm=600&tpm=100000`",
+        );
+    }
+    let headers = raw
+        .headers
+        .into_iter()
+        .map(|(name, value)| {
+            let (line, _) = check.position(value.span());
+            (name, value.into_inner(), line)
+        })
+        .collect();
+    let timeout = match &raw.timeout {
+        Some(t) => check.duration(t, "timeout")?,
+        None => Duration::from_secs(60),
+    };
+    Some(Api {
+        base_url: raw.base_url.into_inner(),
+        headers,
+        timeout,
+    })
+}
+
+fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec> {
+    let method = raw
+        .method
+        .as_ref()
+        .map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
+    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+        if let Some(m) = &raw.method {
+            check.problem(
+                m.span(),
+                format!("`method` must be an HTTP method, found `{}`", m.get_ref()),
+                "use GET, POST, PUT, PATCH or DELETE",
+            );
+        }
+    }
+    if !raw.path.get_ref().starts_with('/') {
+        check.problem(
+            raw.path.span(),
+            format!("`path` must start with `/`, found `{}`", raw.path.get_ref()),
+            "write the path relative to base_url, e.g. `/v1/chat/completions`",
+        );
+    }
+    let path_line = check.position(raw.path.span()).0;
+    let path = check.template(&raw.path, TemplateKind::Path, "path");
+    let (body, body_line) = match &raw.body {
+        Some(b) => (
+            Some(check.template(b, TemplateKind::Json, "body")?),
+            check.position(b.span()).0,
+        ),
+        None => (None, 0),
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &raw.headers {
+        headers.push((
+            name.clone(),
+            check.template(value, TemplateKind::Text, "headers")?,
+        ));
+    }
+    Some(RequestSpec {
+        method,
+        path: path?,
+        body,
+        headers,
+        body_line,
+        path_line,
+    })
+}
+
+fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
+    let mut limits: Vec<LimitSpec> = Vec::new();
+    for l in raw {
+        let name = l.name.get_ref().trim().to_string();
+        if name.is_empty() || limits.iter().any(|other| other.name == name) {
+            check.problem(
+                l.name.span(),
+                format!("limit name `{name}` is empty or used twice"),
+                "give each [[limits]] entry its own name, e.g. `rpm` and `tpm`",
+            );
+        }
+        let unit = l.unit.as_ref().map_or(Unit::Requests, |u| {
+            if u.get_ref().trim().is_empty() {
+                check.problem(
+                    u.span(),
+                    "`unit` is empty",
+                    "use `requests`, `tokens` or a custom unit name",
+                );
+            }
+            Unit::from_name(u.get_ref().trim())
+        });
+        let rate = check.positive(
+            &l.rate,
+            "rate",
+            "a limit admits `rate` units per `per`, e.g. rate = 5000 and per = \"1m\"",
+        );
+        let per = check.duration(&l.per, "per");
+        let burst = match &l.burst {
+            Some(b) => check.positive(
+                b,
+                "burst",
+                "burst is the most units admitted at once; leave it out to use `rate`",
+            ),
+            None => None,
+        };
+        if let (Some(rate), Some(per)) = (rate, per) {
+            limits.push(LimitSpec {
+                name,
+                unit,
+                rate,
+                per,
+                burst,
+            });
+        }
+    }
+    limits
+}
+
+fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
+    let default = RetryPolicy::default();
+    let max_attempts = match &raw.max_attempts {
+        Some(n) => check
+            .positive(
+                n,
+                "max_attempts",
+                "the number of tries for transient failures, the first included, e.g. 6",
+            )
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        None => Some(default.max_attempts),
+    };
+    let base = match &raw.backoff {
+        Some(d) => check.duration(d, "backoff"),
+        None => Some(default.base),
+    };
+    let max = match &raw.max_backoff {
+        Some(d) => check.duration(d, "max_backoff"),
+        None => Some(default.max),
+    };
+    Some(RetryPolicy {
+        max_attempts: max_attempts?,
+        base: base?,
+        max: max?,
+    })
+}
+
+impl Api {
+    /// Resolves `${VAR}` references in header values from the environment.
+    ///
+    /// The values are returned for the HTTP client only; they must not be stored or logged.
+    pub fn resolve_headers(&self, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        self.headers
+            .iter()
+            .map(|(name, value, line)| {
+                interpolate(value, |var| std::env::var(var).ok())
+                    .map(|v| (name.clone(), v))
+                    .map_err(|var| ConfigError::MissingEnv {
+                        path: path.to_path_buf(),
+                        line: *line,
+                        var,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Replaces each `${VAR}` in `text` with `lookup(VAR)` (`${VAR:-default}` falls back to
+/// `default`); the error is the first unset name without a default.
+pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let reference = &after[..end];
+        let value = match reference.split_once(":-") {
+            Some((var, default)) => lookup(var).unwrap_or_else(|| default.to_string()),
+            None => lookup(reference).ok_or_else(|| reference.to_string())?,
+        };
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.col, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[api]
+base_url = "mock://openai?rpm=600"
+headers = { Authorization = "Bearer ${API_KEY}" }
+
+[request]
+path = "/v1/chat/completions"
+body = '{"model": "m", "messages": [{"role": "user", "content": "{{prompt}}"}]}'
+
+[[limits]]
+name = "rpm"
+unit = "requests"
+rate = 600
+per = "1m"
+
+[[limits]]
+name = "tpm"
+unit = "tokens"
+rate = 100000
+per = "1m"
+
+[workers]
+max = 8
+"#;
+
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        match Config::parse(Path::new("c.toml"), text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_config_is_accepted_with_defaults() {
+        let config = Config::parse(Path::new("c.toml"), GOOD).unwrap();
+        assert_eq!(config.limits.len(), 2);
+        assert_eq!(config.limits[1].unit, Unit::Tokens);
+        assert_eq!(config.limits[0].per, Duration::from_secs(60));
+        assert_eq!(config.workers, 8);
+        assert_eq!(config.request.method, "POST");
+        assert_eq!(config.api.timeout, Duration::from_secs(60));
+        assert_eq!(config.request.body_line, 8);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_lists_valid_keys() {
+        let text = GOOD.replace("max = 8", "max = 8\nmaxx = 3");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].line, 24, "{p:?}");
+        assert!(p[0].message.contains("maxx"), "{}", p[0].message);
+        assert!(p[0].hint.contains("[workers]: max"), "{}", p[0].hint);
+    }
+
+    #[test]
+    fn malformed_toml_points_at_the_position() {
+        let p = problems("[api]\nbase_url = \"http://x\n");
+        assert_eq!(p[0].line, 2, "{p:?}");
+    }
+
+    #[test]
+    fn zero_and_negative_rates_are_refused_with_their_lines() {
+        let text = GOOD
+            .replace("rate = 600", "rate = 0")
+            .replace("rate = 100000", "rate = -5");
+        let p = problems(&text);
+        assert_eq!(p.len(), 2, "every problem is reported: {p:?}");
+        assert_eq!((p[0].line, p[1].line), (13, 19));
+        assert!(p[1].message.contains("`-5`"));
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        let p =
+            problems(&GOOD.replace("per = \"1m\"\n\n[[limits]]", "per = \"soon\"\n\n[[limits]]"));
+        assert!(p[0].message.contains("`soon`"), "{p:?}");
+        assert_eq!(p[0].line, 14);
+    }
+
+    #[test]
+    fn snapshot_keeps_references_and_redacts_literal_secrets() {
+        let config = Config::parse(Path::new("c.toml"), GOOD).unwrap();
+        assert!(config.snapshot().contains("Bearer ${API_KEY}"));
+        let literal = GOOD.replace("Bearer ${API_KEY}", "Bearer sk-live-123");
+        let config = Config::parse(Path::new("c.toml"), &literal).unwrap();
+        let snap = config.snapshot();
+        assert!(!snap.contains("sk-live-123"), "{snap}");
+        assert!(snap.contains("<redacted>"));
+    }
+
+    #[test]
+    fn interpolation_resolves_and_names_missing_variables() {
+        let lookup = |v: &str| (v == "KEY").then(|| "s3cret".to_string());
+        assert_eq!(
+            interpolate("Bearer ${KEY}", lookup).unwrap(),
+            "Bearer s3cret"
+        );
+        assert_eq!(interpolate("x ${NOPE} y", lookup).unwrap_err(), "NOPE");
+        assert_eq!(interpolate("no refs", lookup).unwrap(), "no refs");
+        assert_eq!(
+            interpolate("${NOPE:-dev}/${KEY:-x}", lookup).unwrap(),
+            "dev/s3cret"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! A job: one item turned into the request to send and its estimated cost.
+//!
+//! Owns rendering the request template with an item's fields and estimating what the request
+//! will cost before it is sent. Pure: no I/O. Every item is rendered once before the first
+//! request (so a bad placeholder or an invalid JSON body stops the run before anything is
+//! sent) and again when it is dispatched.
+//!
+//! The token estimate follows OpenAI's description of how requests count against a tokens
+//! limit (<https://platform.openai.com/docs/guides/rate-limits>): prompt characters / 4 plus
+//! `max_tokens`, unless the item gives `tokens`.
+
+use serde_json::Value;
+
+use crate::config::RequestSpec;
+use crate::limiter::Costs;
+use crate::template::RenderError;
+use crate::worklist::Payload;
+
+/// The HTTP request of one attempt, relative to the API's base URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    /// Per-item headers (the API's shared headers are added by the transport).
+    pub headers: Vec<(String, String)>,
+    /// JSON body text, if any.
+    pub body: Option<String>,
+}
+
+/// An item ready for dispatch.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The item's sequence number (file order).
+    pub seq: u64,
+    /// The item's id.
+    pub id: String,
+    /// Higher goes first.
+    pub priority: i64,
+    /// What to send.
+    pub request: Request,
+    /// The estimated cost, reserved before sending.
+    pub costs: Costs,
+    /// Attempts made so far, over all sessions.
+    pub attempts: u32,
+    /// Transient failures so far in this session.
+    pub failures: u32,
+}
+
+/// Why an item cannot be turned into a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// A placeholder names a field the item lacks.
+    #[error("field `{field}` is used by the request template but missing from this item")]
+    MissingField {
+        /// The placeholder's name.
+        field: String,
+    },
+    /// The rendered body is not valid JSON.
+    #[error("the rendered request body is not valid JSON: {reason}")]
+    InvalidBody {
+        /// serde_json's description, with line and column inside the body.
+        reason: String,
+    },
+    /// The stored payload could not be read back.
+    #[error("the stored item is unreadable: {reason}")]
+    Payload {
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl From<RenderError> for JobError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::MissingField { field } => JobError::MissingField { field },
+        }
+    }
+}
+
+/// Renders the request for an item and estimates its cost.
+///
+/// `tokens` (the item's override) replaces the token estimate when given.
+pub fn build(
+    spec: &RequestSpec,
+    payload: &Payload,
+    tokens: Option<u64>,
+) -> Result<(Request, Costs), JobError> {
+    let (request, body) = match payload {
+        Payload::Vars(vars) => {
+            let body = match &spec.body {
+                Some(t) => Some(t.render(vars)?),
+                None => None,
+            };
+            let headers = spec
+                .headers
+                .iter()
+                .map(|(name, t)| Ok((name.clone(), t.render(vars)?)))
+                .collect::<Result<Vec<_>, JobError>>()?;
+            let parsed = match &body {
+                Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                    JobError::InvalidBody {
+                        reason: e.to_string(),
+                    }
+                })?),
+                None => None,
+            };
+            (
+                Request {
+                    method: spec.method.clone(),
+                    path: spec.path.render(vars)?,
+                    headers,
+                    body,
+                },
+                parsed,
+            )
+        }
+        Payload::Batch { method, url, body } => (
+            Request {
+                method: method.to_ascii_uppercase(),
+                path: url.clone(),
+                headers: Vec::new(),
+                body: Some(body.to_string()),
+            },
+            Some(body.clone()),
+        ),
+    };
+    let tokens = tokens.unwrap_or_else(|| body.as_ref().map_or(0, estimate_tokens));
+    Ok((request, Costs::request(tokens)))
+}
+
+/// Rebuilds a job from its stored payload (JSON text of a [`Payload`]).
+pub fn from_stored(
+    spec: &RequestSpec,
+    payload: &str,
+    tokens: Option<u64>,
+) -> Result<(Request, Costs), JobError> {
+    let payload: Payload = serde_json::from_str(payload).map_err(|e| JobError::Payload {
+        reason: e.to_string(),
+    })?;
+    build(spec, &payload, tokens)
+}
+
+/// Estimated tokens of a chat request: `ceil(prompt chars / 4) + max_tokens`.
+///
+/// Prompt characters are those of every message's `content` (text parts of multi-part
+/// content too), or of `prompt`/`input` for completion and embedding style bodies.
+///
+/// ```
+/// let body = serde_json::json!({"max_tokens": 100, "messages": [{"role": "user", "content": "12345678"}]});
+/// assert_eq!(ratebound::job::estimate_tokens(&body), 2 + 100);
+/// ```
+pub fn estimate_tokens(body: &Value) -> u64 {
+    let mut chars = 0usize;
+    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
+        for m in messages {
+            chars += text_chars(m.get("content"));
+        }
+    }
+    for key in ["prompt", "input"] {
+        chars += text_chars(body.get(key));
+    }
+    let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(0);
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX) + max_tokens
+}
+
+fn text_chars(value: Option<&Value>) -> usize {
+    match value {
+        Some(Value::String(s)) => s.chars().count(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => s.chars().count(),
+                other => text_chars(other.get("text")),
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::Unit;
+    use serde_json::json;
+
+    #[test]
+    fn estimate_counts_prompt_chars_and_max_tokens() {
+        let body = json!({"max_tokens": 200, "messages": [
+            {"role": "system", "content": "abc"},
+            {"role": "user", "content": [{"type": "text", "text": "héllo"}]}
+        ]});
+        assert_eq!(estimate_tokens(&body), 2 + 200, "8 chars -> 2 tokens");
+        assert_eq!(estimate_tokens(&json!({"input": "12345"})), 2);
+        assert_eq!(estimate_tokens(&json!({})), 0);
+    }
+
+    #[test]
+    fn batch_lines_are_sent_as_they_stand() {
+        let spec = crate::config::Config::parse(
+            std::path::Path::new("c.toml"),
+            "[api]\nbase_url = \"http://x\"\n[request]\npath = \"/unused\"\n",
+        )
+        .unwrap()
+        .request;
+        let payload = Payload::Batch {
+            method: "post".into(),
+            url: "/v1/chat/completions".into(),
+            body: json!({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        };
+        let (request, costs) = build(&spec, &payload, None).unwrap();
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/v1/chat/completions");
+        assert_eq!(costs.get(&Unit::Tokens), 11);
+        let (_, costs) = build(&spec, &payload, Some(500)).unwrap();
+        assert_eq!(costs.get(&Unit::Tokens), 500, "the item's override wins");
+    }
+}

@@ -1,0 +1,44 @@
+//! ratebound: run a bulk work list against a rate-limited HTTP API as fast as the provider
+//! allows and no faster, survive every interruption, and tell the truth about progress.
+//!
+//! Data flows one way:
+//! worklist → store → scheduler → limiter → runner (HTTP) → retry → store.
+//!
+//! Vocabulary, used everywhere: an *item* is one record of the work list; a *job* is an item
+//! turned into the request(s) to send; an *attempt* is one *request* sent for a job; a
+//! *limit* is configured as a *bucket* (rolling) or a *window*/*quota* (calendar); admission
+//! takes a *reservation* that is later *settled* to actual usage; a response yields an
+//! *observation* (what the provider says about its limits) and an *outcome*.
+//!
+//! Modules:
+//! - [`cli`]: arguments, each command's pipeline, exit codes.
+//! - [`config`]: TOML → validated [`config::Config`] with line:column errors.
+//! - [`worklist`]: CSV/JSONL → items, streamed and validated.
+//! - [`template`]: `{{field}}` request templates, JSON-escaped where they stand in strings.
+//! - [`job`]: an item rendered into its request and estimated cost.
+//! - [`store`]: SQLite: items, results, attempts, progress, limiter state.
+//! - [`clock`]: the `Clock` trait; real and manual time.
+//! - [`limiter`]: buckets and atomic multi-bucket admission, pure over a clock.
+//! - [`headers`]: provider headers → observations (`Retry-After` so far).
+//! - [`retry`]: outcome classes and backoff with jitter.
+//! - [`scheduler`]: priority order and retry timers.
+//! - [`runner`]: the async loop where network, store and clock meet.
+//! - [`estimate`]: a dry run in virtual time over the limiter and scheduler.
+//! - [`mock`]: the built-in rate-limited API.
+//! - [`report`]: progress, summary, status, export.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod estimate;
+pub mod headers;
+pub mod job;
+pub mod limiter;
+pub mod mock;
+pub mod report;
+pub mod retry;
+pub mod runner;
+pub mod scheduler;
+pub mod store;
+pub mod template;
+pub mod worklist;

@@ -1,0 +1,540 @@
+//! The mock's behaviour as a pure type: a request in, a response and a simulated latency
+//! out, decided against the mock's own buckets on a [`Clock`].
+//!
+//! Owns admission (a request is admitted only if every configured bucket holds its cost at
+//! arrival; then all are debited, else none), the record of every request, and the
+//! counts. No tokio, no sockets: [`server`](super::server) and the runner's in-memory
+//! transport both wait [`MockResponse::delay`] themselves. The wire format comes from the
+//! profile's dialect (`openai.rs`).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::bucket::Bucket;
+use super::{MockSpec, Profile, openai};
+use crate::clock::{Clock, Nanos};
+
+pub use super::openai::{estimate_request_tokens, format_openai_duration};
+
+/// A request as the mock receives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MockRequest {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path, possibly with a query string.
+    pub path: String,
+    /// Headers as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+/// What the mock answers, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers, names lower case.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+    /// The simulated latency: the caller waits this long before delivering the response.
+    pub delay: Duration,
+}
+
+/// One request the mock received, kept for tests to inspect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Arrival, in the provider clock's nanoseconds.
+    pub at: Nanos,
+    /// HTTP method.
+    pub method: String,
+    /// Path as sent.
+    pub path: String,
+    /// Headers as sent (a mock keeps them all; it is never pointed at real credentials).
+    pub headers: Vec<(String, String)>,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+    /// The status the mock answered.
+    pub status: u16,
+}
+
+/// Counts of the requests received so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MockStats {
+    /// Every request, whatever its answer.
+    pub requests: u64,
+    /// Answered 200.
+    pub ok: u64,
+    /// Answered 429.
+    pub rate_limited: u64,
+}
+
+/// A configured limit of the mock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Limit {
+    /// Requests per minute.
+    Rpm,
+    /// Requests per second.
+    Rps,
+    /// Tokens per minute.
+    Tpm,
+}
+
+impl Limit {
+    /// What it counts, as OpenAI's headers and error types say: `requests` or `tokens`.
+    pub(super) fn unit(self) -> &'static str {
+        match self {
+            Limit::Rpm | Limit::Rps => "requests",
+            Limit::Tpm => "tokens",
+        }
+    }
+
+    /// As OpenAI names it in a 429 message.
+    pub(super) fn description(self) -> &'static str {
+        match self {
+            Limit::Rpm => "requests per min (RPM)",
+            Limit::Rps => "requests per sec (RPS)",
+            Limit::Tpm => "tokens per min (TPM)",
+        }
+    }
+
+    fn cost(self, tokens: u64) -> u64 {
+        match self {
+            Limit::Rpm | Limit::Rps => 1,
+            Limit::Tpm => tokens,
+        }
+    }
+}
+
+/// Why a request was refused: the first limit that refused it and how long until every
+/// limit would admit it (`None`: never, it exceeds a capacity).
+struct Refusal {
+    limit: Limit,
+    bucket: Bucket,
+    wait: Option<Nanos>,
+}
+
+struct State {
+    /// In the order rpm, rps, tpm: requests are checked before tokens, as OpenAI does.
+    limits: Vec<(Limit, Bucket)>,
+    records: Vec<Record>,
+    stats: MockStats,
+}
+
+/// The mock API: answers requests as the spec's profile would, enforcing its limits on
+/// `clock`. Shared by reference; state sits behind a mutex.
+pub struct Provider<C: Clock> {
+    spec: MockSpec,
+    clock: C,
+    state: Mutex<State>,
+}
+
+impl<C: Clock> Provider<C> {
+    /// A provider whose buckets start full at `clock.now()`.
+    pub fn new(spec: MockSpec, clock: C) -> Provider<C> {
+        let now = clock.now();
+        let minute = Duration::from_secs(60);
+        let limits = [
+            (Limit::Rpm, spec.rpm, minute),
+            (Limit::Rps, spec.rps, Duration::from_secs(1)),
+            (Limit::Tpm, spec.tpm, minute),
+        ]
+        .into_iter()
+        .filter_map(|(limit, n, period)| Some((limit, Bucket::full(n?, period, now))))
+        .collect();
+        Provider {
+            spec,
+            clock,
+            state: Mutex::new(State {
+                limits,
+                records: Vec::new(),
+                stats: MockStats::default(),
+            }),
+        }
+    }
+
+    /// Answers `req` at the clock's current time and records it.
+    pub fn handle(&self, req: &MockRequest) -> MockResponse {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let (status, mut headers, body) = match self.spec.profile {
+            Profile::OpenAi => self.openai(&mut state, req, now),
+        };
+        headers.push(("content-type".into(), "application/json".into()));
+        state.stats.requests += 1;
+        match status {
+            200 => state.stats.ok += 1,
+            429 => state.stats.rate_limited += 1,
+            _ => {}
+        }
+        state.records.push(Record {
+            at: now,
+            method: req.method.clone(),
+            path: req.path.clone(),
+            headers: req.headers.clone(),
+            body: String::from_utf8_lossy(&req.body).into_owned(),
+            status,
+        });
+        MockResponse {
+            status,
+            headers,
+            body: body.to_string().into_bytes(),
+            delay: self.spec.latency,
+        }
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn records(&self) -> Vec<Record> {
+        self.lock().records.clone()
+    }
+
+    /// Counts of the requests received so far.
+    pub fn stats(&self) -> MockStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the state half-updated in a way that matters to a
+        // mock: keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn openai(
+        &self,
+        state: &mut State,
+        req: &MockRequest,
+        now: Nanos,
+    ) -> (u16, Vec<(String, String)>, Value) {
+        let path = req.path.split('?').next().unwrap_or_default();
+        if req.method != "POST" || path != openai::CHAT_PATH {
+            return (404, Vec::new(), openai::not_found(&req.method, path));
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+            return (400, Vec::new(), openai::invalid_json());
+        };
+        let tokens = estimate_request_tokens(&body);
+        let admitted = admit(&mut state.limits, tokens, now);
+        let mut headers = openai::rate_limit_headers(&state.limits);
+        match admitted {
+            Ok(()) => {
+                let n = state.stats.ok + 1;
+                let created = self
+                    .clock
+                    .wall()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let reply = openai::completion(&body, n, created.as_secs());
+                (200, headers, reply)
+            }
+            Err(refusal) => {
+                if let Some(wait) = refusal.wait {
+                    let wait_ms = wait.div_ceil(1_000_000);
+                    let wait_s = wait.div_ceil(1_000_000_000).max(1);
+                    headers.push(("retry-after".into(), wait_s.to_string()));
+                    headers.push(("retry-after-ms".into(), wait_ms.to_string()));
+                }
+                let requested = refusal.limit.cost(tokens);
+                let error = openai::rate_limited(
+                    &body,
+                    refusal.limit,
+                    &refusal.bucket,
+                    requested,
+                    refusal.wait,
+                );
+                (429, headers, error)
+            }
+        }
+    }
+}
+
+/// Debits every bucket if one request of `tokens` tokens fits all of them at `now`;
+/// otherwise debits none and says why.
+fn admit(limits: &mut [(Limit, Bucket)], tokens: u64, now: Nanos) -> Result<(), Refusal> {
+    let waits: Vec<Option<Nanos>> = limits
+        .iter_mut()
+        .map(|(limit, bucket)| {
+            bucket.refill(now);
+            bucket.wait(limit.cost(tokens))
+        })
+        .collect();
+    // A request over a capacity can never be admitted: that limit speaks first.
+    let refused = (waits.iter().position(Option::is_none))
+        .or_else(|| waits.iter().position(|w| *w != Some(0)));
+    let Some(i) = refused else {
+        for (limit, bucket) in limits.iter_mut() {
+            bucket.take(limit.cost(tokens));
+        }
+        return Ok(());
+    };
+    let (limit, bucket) = &limits[i];
+    Err(Refusal {
+        limit: *limit,
+        bucket: bucket.clone(),
+        wait: waits.iter().try_fold(0, |max, w| w.map(|w| max.max(w))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn provider(url: &str) -> (Provider<ManualClock>, ManualClock) {
+        let clock = ManualClock::at_2026();
+        let spec = MockSpec::parse_url(url).unwrap();
+        (Provider::new(spec, clock.clone()), clock)
+    }
+
+    fn chat(prompt: &str, max_tokens: u64) -> MockRequest {
+        let body = serde_json::json!({
+            "model": "gpt-test",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        });
+        MockRequest {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: vec![("x-item".into(), "i1".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn header<'a>(r: &'a MockResponse, name: &str) -> &'a str {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no `{name}` in {:?}", r.headers))
+    }
+
+    fn json(r: &MockResponse) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn rpm_bucket_starts_full_then_refills_one_request_per_second() {
+        let (p, clock) = provider("mock://openai?rpm=60");
+        for i in 0..60 {
+            assert_eq!(p.handle(&chat("hi", 1)).status, 200, "request {i} at t=0");
+        }
+        let refused = p.handle(&chat("hi", 1));
+        assert_eq!(refused.status, 429);
+        assert_eq!(header(&refused, "retry-after-ms"), "1000");
+        assert_eq!(header(&refused, "retry-after"), "1");
+        assert_eq!(json(&refused)["error"]["type"], "requests");
+        assert_eq!(json(&refused)["error"]["code"], "rate_limit_exceeded");
+
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(p.handle(&chat("hi", 1)).status, 429, "not before 1 s");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(p.handle(&chat("hi", 1)).status, 200, "at exactly 1 s");
+        assert_eq!(p.handle(&chat("hi", 1)).status, 429, "and only one");
+    }
+
+    #[test]
+    fn rejected_requests_are_recorded_and_consume_nothing() {
+        let (p, _) = provider("mock://openai?rps=2&tpm=600");
+        assert_eq!(p.handle(&chat("", 500)).status, 200);
+        // 200 tokens wanted, 100 left: refused on tokens, and neither bucket pays.
+        let refused = p.handle(&chat("", 200));
+        assert_eq!(refused.status, 429);
+        assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "1");
+        assert_eq!(header(&refused, "x-ratelimit-remaining-tokens"), "100");
+        assert_eq!(
+            p.handle(&chat("", 100)).status,
+            200,
+            "the refusal took nothing"
+        );
+        let stats = p.stats();
+        assert_eq!((stats.requests, stats.ok, stats.rate_limited), (3, 2, 1));
+        let statuses: Vec<u16> = p.records().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 429, 200]);
+        assert_eq!(
+            p.records()[1].headers,
+            [("x-item".to_string(), "i1".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_token_refusal_waits_for_the_token_refill() {
+        let (p, clock) = provider("mock://openai?tpm=600&rpm=1000");
+        // 40 chars -> 10 prompt tokens + 290 = 300 per request; 600 per minute = 10 per s.
+        let prompt = "x".repeat(40);
+        assert_eq!(p.handle(&chat(&prompt, 290)).status, 200);
+        clock.advance(Duration::from_secs(3));
+        // 300 + 30 refilled = 330 left; 400 wanted: 70 short = 7 s.
+        let refused = p.handle(&chat(&prompt, 390));
+        assert_eq!(
+            refused.status,
+            429,
+            "{}",
+            String::from_utf8_lossy(&refused.body)
+        );
+        assert_eq!(json(&refused)["error"]["type"], "tokens");
+        assert_eq!(header(&refused, "retry-after-ms"), "7000");
+        assert_eq!(header(&refused, "retry-after"), "7");
+        let message = json(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.starts_with("Rate limit reached for gpt-test"),
+            "{message}"
+        );
+        assert!(
+            message.contains("Limit 600, Used 270, Requested 400"),
+            "{message}"
+        );
+        clock.advance(Duration::from_secs(7));
+        assert_eq!(p.handle(&chat(&prompt, 390)).status, 200);
+    }
+
+    #[test]
+    fn the_wait_is_the_longest_of_every_short_bucket() {
+        let (p, clock) = provider("mock://openai?rps=1&tpm=60");
+        assert_eq!(p.handle(&chat("", 30)).status, 200);
+        clock.advance(Duration::from_millis(500));
+        // Requests short for 0.5 s, tokens (30.5 left, 60 wanted) for 29.5 s.
+        let refused = p.handle(&chat("", 60));
+        assert_eq!(
+            json(&refused)["error"]["type"],
+            "requests",
+            "requests are checked first"
+        );
+        assert_eq!(header(&refused, "retry-after-ms"), "29500");
+        assert_eq!(header(&refused, "retry-after"), "30");
+    }
+
+    #[test]
+    fn a_request_larger_than_the_token_limit_is_refused_without_a_retry_time() {
+        let (p, _) = provider("mock://openai?rpm=1&tpm=100");
+        assert_eq!(p.handle(&chat("", 1)).status, 200);
+        let refused = p.handle(&chat("", 101));
+        assert_eq!(refused.status, 429);
+        assert_eq!(
+            json(&refused)["error"]["type"],
+            "tokens",
+            "not the empty rpm bucket"
+        );
+        let message = json(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.starts_with("Request too large"), "{message}");
+        assert!(
+            !refused
+                .headers
+                .iter()
+                .any(|(n, _)| n.starts_with("retry-after"))
+        );
+    }
+
+    #[test]
+    fn rate_limit_headers_show_limit_remaining_and_time_to_full() {
+        let (p, clock) = provider("mock://openai?rpm=600&tpm=100000&latency=50ms");
+        let r = p.handle(&chat("abcdefgh", 998));
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(r.delay, Duration::from_millis(50));
+        let expect = [
+            ("x-ratelimit-limit-requests", "600"),
+            ("x-ratelimit-remaining-requests", "599"),
+            ("x-ratelimit-reset-requests", "100ms"),
+            ("x-ratelimit-limit-tokens", "100000"),
+            ("x-ratelimit-remaining-tokens", "99000"),
+            ("x-ratelimit-reset-tokens", "600ms"),
+            ("content-type", "application/json"),
+        ];
+        for (name, value) in expect {
+            assert_eq!(header(&r, name), value, "{name}");
+        }
+        let r = p.handle(&chat("", 0));
+        assert_eq!(
+            header(&r, "x-ratelimit-reset-requests"),
+            "190ms",
+            "1.9 requests short at 10 ms"
+        );
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-tokens"),
+            "99016",
+            "1000 spent, 16.7 refilled"
+        );
+
+        // OpenAI has one request limit: with rpm and rps both set, rpm speaks for requests.
+        let (p, _) = provider("mock://openai?rps=5&rpm=100");
+        let r = p.handle(&chat("", 0));
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), "100");
+        assert!(
+            !r.headers.iter().any(|(n, _)| n.ends_with("-tokens")),
+            "no tpm, no token headers"
+        );
+    }
+
+    #[test]
+    fn a_completion_echoes_the_prompt_and_reports_usage_by_the_formula() {
+        let (p, clock) = provider("mock://openai");
+        clock.advance(Duration::from_secs(5));
+        let prompt = "Write a short biography of Ella Fitzgerald, the First Lady of Song.";
+        let r = p.handle(&chat(prompt, 200));
+        assert_eq!(r.status, 200);
+        let body = json(&r);
+        assert_eq!(body["id"], "chatcmpl-mock-1");
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["created"], 1_767_225_605);
+        assert_eq!(body["model"], "gpt-test");
+        let reply = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(
+            reply,
+            "mock reply to: Write a short biography of Ella Fitzgera"
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        // 67 chars -> 17 prompt tokens; 200 max_tokens caps nothing below 16.
+        let usage = &body["usage"];
+        assert_eq!(
+            (
+                usage["prompt_tokens"].as_u64(),
+                usage["completion_tokens"].as_u64()
+            ),
+            (Some(17), Some(16))
+        );
+        assert_eq!(usage["total_tokens"], 33);
+        let small = json(&p.handle(&chat("", 3)));
+        assert_eq!(
+            small["usage"]["completion_tokens"], 3,
+            "max_tokens below 16 caps it"
+        );
+        assert_eq!(small["id"], "chatcmpl-mock-2");
+    }
+
+    #[test]
+    fn unknown_paths_and_bad_json_get_openai_errors_and_spend_nothing() {
+        let (p, _) = provider("mock://openai?rpm=1");
+        let mut req = chat("", 0);
+        req.path = "/v1/completions".into();
+        let r = p.handle(&req);
+        assert_eq!(r.status, 404);
+        assert_eq!(json(&r)["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            json(&r)["error"]["message"],
+            "Invalid URL (POST /v1/completions)"
+        );
+
+        let mut req = chat("", 0);
+        req.body = b"{not json".to_vec();
+        let r = p.handle(&req);
+        assert_eq!(r.status, 400);
+        assert_eq!(json(&r)["error"]["param"], Value::Null);
+
+        let mut req = chat("", 0);
+        req.path = "/v1/chat/completions?trace=1".into();
+        assert_eq!(
+            p.handle(&req).status,
+            200,
+            "the query string is not part of the route"
+        );
+        assert_eq!(p.stats().requests, 3);
+        assert_eq!(p.records()[2].path, "/v1/chat/completions?trace=1");
+    }
+}

@@ -1,0 +1,313 @@
+//! The mock on a socket: axum as a thin shell over [`Provider`].
+//!
+//! Owns the HTTP plumbing only: every request, whatever its path, becomes a [`MockRequest`],
+//! the provider decides, and the shell waits the response's simulated latency before sending
+//! it. [`serve`] takes a bound listener and a shutdown future (as mini-redis does), so callers
+//! choose the port. [`MockServer`] runs it on its own thread and runtime for blocking tests;
+//! [`start_in_runtime`] spawns it on the caller's runtime for `base_url = "mock://..."`.
+//! Both stop when dropped.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::MockSpec;
+use super::provider::{MockRequest, MockStats, Provider, Record};
+use crate::clock::SystemClock;
+
+/// Serves `provider` on `listener` until `shutdown` completes, then finishes the requests
+/// in flight.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: TcpListener,
+    provider: Arc<Provider<SystemClock>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let router = Router::new().fallback(respond).with_state(provider);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn respond(
+    State(provider): State<Arc<Provider<SystemClock>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = MockRequest {
+        method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_string(), ToString::to_string),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (n.as_str().to_string(), value)
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let reply = provider.handle(&request);
+    tokio::time::sleep(reply.delay).await;
+    let mut response = Response::builder().status(reply.status);
+    for (name, value) in reply.headers {
+        response = response.header(name, value);
+    }
+    response.body(Body::from(reply.body)).unwrap_or_else(|e| {
+        tracing::error!("mock: cannot build a response: {e}");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    })
+}
+
+/// A mock serving on `127.0.0.1` from its own thread and current-thread runtime, so that
+/// test code may block (assert_cmd) while it serves. Dropping it stops the server and
+/// waits for its thread.
+pub struct MockServer {
+    addr: SocketAddr,
+    provider: Arc<Provider<SystemClock>>,
+    /// Dropped first to signal shutdown.
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl MockServer {
+    /// Binds a free port on `127.0.0.1` and starts serving `spec` there.
+    ///
+    /// # Errors
+    /// When the runtime, the socket or the thread cannot be created.
+    pub fn start(spec: MockSpec) -> io::Result<MockServer> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let socket = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        socket.set_nonblocking(true)?;
+        let addr = socket.local_addr()?;
+        // Inside the server's runtime, so its clock is that runtime's (real) time even when
+        // the caller runs under a paused tokio clock.
+        let (listener, provider) = {
+            let _entered = runtime.enter();
+            let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+            (TcpListener::from_std(socket)?, provider)
+        };
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let served = Arc::clone(&provider);
+        let thread = std::thread::Builder::new()
+            .name(format!("mock-{addr}"))
+            .spawn(move || {
+                runtime.block_on(serve(listener, served, async {
+                    let _ = signal.await;
+                }))
+            })?;
+        Ok(MockServer {
+            addr,
+            provider,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, to use as an API base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn records(&self) -> Vec<Record> {
+        self.provider.records()
+    }
+
+    /// Counts of the requests received so far.
+    pub fn stats(&self) -> MockStats {
+        self.provider.stats()
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        drop(self.shutdown.take());
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("mock on {}: {e}", self.addr),
+                Err(_) => tracing::warn!("mock on {}: the server thread panicked", self.addr),
+            }
+        }
+    }
+}
+
+/// A mock spawned on the caller's tokio runtime; it stops serving when this is dropped.
+pub struct MockHandle {
+    addr: SocketAddr,
+    provider: Arc<Provider<SystemClock>>,
+    /// Its drop is the shutdown signal.
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl MockHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The provider serving, for its records and counts.
+    pub fn provider(&self) -> &Arc<Provider<SystemClock>> {
+        &self.provider
+    }
+}
+
+/// Binds a free port on `127.0.0.1` and serves `spec` there as a task of the current tokio
+/// runtime, for runs whose `base_url` is `mock://...`.
+///
+/// # Errors
+/// When the socket cannot be bound.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub async fn start_in_runtime(spec: MockSpec) -> io::Result<MockHandle> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let served = Arc::clone(&provider);
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = signal.await;
+        };
+        if let Err(e) = serve(listener, served, stopped).await {
+            tracing::warn!("mock on {addr}: {e}");
+        }
+    });
+    Ok(MockHandle {
+        addr,
+        provider,
+        _shutdown: shutdown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends one HTTP/1.1 request by hand and returns the status, lower-cased headers and
+    /// body of the answer.
+    async fn post(
+        addr: SocketAddr,
+        path: &str,
+        body: &str,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-item: a1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_ascii_lowercase(), v.to_string())
+            })
+            .collect();
+        (status, headers, body.to_string())
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    const CHAT: &str =
+        r#"{"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hello"}]}"#;
+
+    #[tokio::test]
+    async fn mock_server_answers_over_loopback_with_openai_headers_and_records() {
+        let url = "mock://openai?rpm=2&tpm=1000&latency=5ms";
+        let server = MockServer::start(MockSpec::parse_url(url).unwrap()).unwrap();
+        assert_eq!(
+            server.base_url(),
+            format!("http://127.0.0.1:{}", server.addr().port())
+        );
+
+        let (status, headers, body) = post(server.addr(), "/v1/chat/completions", CHAT).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        assert_eq!(header(&headers, "x-ratelimit-limit-requests"), Some("2"));
+        assert_eq!(
+            header(&headers, "x-ratelimit-remaining-requests"),
+            Some("1")
+        );
+        assert_eq!(
+            header(&headers, "x-ratelimit-remaining-tokens"),
+            Some("988")
+        );
+        let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(reply["usage"]["total_tokens"], 12);
+
+        post(server.addr(), "/v1/chat/completions", CHAT).await;
+        let (status, headers, _) = post(server.addr(), "/v1/chat/completions", CHAT).await;
+        assert_eq!(status, 429);
+        assert!(header(&headers, "retry-after-ms").is_some(), "{headers:?}");
+
+        let records = server.records();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].body, CHAT);
+        assert!(
+            records[0]
+                .headers
+                .contains(&("x-item".to_string(), "a1".to_string()))
+        );
+        assert_eq!(server.stats().rate_limited, 1);
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn an_in_runtime_mock_serves_until_its_handle_drops() {
+        let mock = start_in_runtime(MockSpec::parse_url("mock://openai").unwrap())
+            .await
+            .unwrap();
+        let addr = mock.addr();
+        let (status, _, _) = post(addr, "/nowhere", "{}").await;
+        assert_eq!(status, 404);
+        assert_eq!(mock.provider().stats().requests, 1);
+        drop(mock);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "stopped listening"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Everything the user reads: live progress, the end-of-run summary, status and exports.
+//!
+//! Owns user-facing text. Other modules hand it numbers; it decides how they look. Nothing
+//! here prints secrets: it only ever sees counts, ids, statuses and response bodies.
+
+pub mod export;
+pub mod progress;
+pub mod status;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::estimate::Estimate;
+use crate::runner::{End, Summary};
+
+/// The human form of an estimate: a short table.
+pub fn estimate(e: &Estimate) -> String {
+    let mut out = format!(
+        "items      {}\nrequests   {}\ntokens     {}\nmakespan   {} ({:.1} s) with {} workers at {:.0} ms latency\nbinding    {}\nworkers    {} reach 99% of that throughput\n",
+        e.items,
+        e.requests,
+        e.tokens,
+        humantime::format_duration(Duration::from_secs(e.makespan_s.ceil() as u64)),
+        e.makespan_s,
+        e.workers,
+        e.latency_ms,
+        e.binding_limit,
+        e.recommended_workers,
+    );
+    for l in &e.limits {
+        out.push_str(&format!(
+            "limit      {:<12} needs {} {}, alone allows {:.1} s, used {:.0}%\n",
+            l.name,
+            l.needed,
+            l.unit,
+            l.bound_s,
+            l.utilization * 100.0
+        ));
+    }
+    out
+}
+
+/// The one-screen summary printed when a session ends.
+pub fn summary(s: &Summary, db: &Path) -> String {
+    let snap = &s.snapshot;
+    let secs = s.session.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.session_sent as f64 / secs
+    } else {
+        0.0
+    };
+    let headline = match &s.end {
+        End::Finished if snap.failed == 0 => "finished: every item is done".to_string(),
+        End::Finished => format!("finished with {} permanent failures", snap.failed),
+        End::Interrupted => {
+            "interrupted: in-flight requests were recorded; run the same command again to continue"
+                .to_string()
+        }
+        End::AuthRefused { status, .. } => format!(
+            "stopped: the API refused the credentials (HTTP {status}); no item was marked failed"
+        ),
+    };
+    let mut out = format!(
+        "{headline}\n  items     {} done, {} failed, {} pending of {}\n  requests  {} this session ({rate:.1}/s over {}), {} answered 429, {} retries\n",
+        snap.done,
+        snap.failed,
+        snap.total.saturating_sub(snap.finished()),
+        snap.total,
+        s.session_sent,
+        humantime::format_duration(Duration::from_millis(s.session.as_millis() as u64)),
+        snap.rate_limited,
+        snap.retries,
+    );
+    for l in &snap.limits {
+        out.push_str(&format!(
+            "  limit     {} = {} {} per {}\n",
+            l.name,
+            l.limit,
+            l.unit,
+            humantime::format_duration(Duration::from_secs_f64(l.window_s))
+        ));
+    }
+    if let End::AuthRefused { body, .. } = &s.end {
+        out.push_str(&format!("  response  {body}\n  hint: check the API key your config's headers reference (e.g. ${{API_KEY}}), then run the same command again\n"));
+    }
+    let db = db.display();
+    if snap.failed > 0 {
+        out.push_str(&format!(
+            "  failures  ratebound export --db {db} --failed\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  results   ratebound export --db {db} -o results.jsonl\n"
+    ));
+    out
+}

@@ -1,0 +1,176 @@
+//! Live progress of a run: a bar on a terminal, plain periodic lines otherwise.
+//!
+//! Owns what the user sees while a run is going. On a terminal, an indicatif bar shows
+//! done/total, rate, ETA, 429s, retries and in-flight requests; when stdout is not a
+//! terminal (a log file, CI), one plain line every few seconds says the same. `--quiet`
+//! shows nothing.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::limiter::BucketUsage;
+
+/// How often a plain progress line is printed.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// The run's state at one instant, totals over every session.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Items in the run.
+    pub total: u64,
+    /// Items done.
+    pub done: u64,
+    /// Items failed permanently.
+    pub failed: u64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// 429 responses.
+    pub rate_limited: u64,
+    /// Attempts after an item's first.
+    pub retries: u64,
+    /// Active run time.
+    pub elapsed: Duration,
+    /// Per-limit usage.
+    pub limits: Vec<BucketUsage>,
+}
+
+impl Snapshot {
+    /// Items finished, done or failed.
+    pub fn finished(&self) -> u64 {
+        self.done + self.failed
+    }
+}
+
+enum Mode {
+    Bar(ProgressBar),
+    Lines {
+        last: Option<Instant>,
+        session_start: Instant,
+        start_finished: u64,
+    },
+    Quiet,
+}
+
+/// The progress display of one session.
+pub struct Progress {
+    mode: Mode,
+}
+
+impl Progress {
+    /// A bar when stdout is a terminal, plain lines otherwise, nothing when `quiet`.
+    pub fn new(total: u64, finished: u64, quiet: bool) -> Progress {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stdout().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+            let style = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_position(finished);
+            bar.reset_eta();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Mode::Bar(bar)
+        } else {
+            Mode::Lines {
+                last: None,
+                session_start: Instant::now(),
+                start_finished: finished,
+            }
+        };
+        Progress { mode }
+    }
+
+    /// Shows `s` (a plain line at most every few seconds).
+    pub fn update(&mut self, s: &Snapshot) {
+        match &mut self.mode {
+            Mode::Bar(bar) => {
+                bar.set_position(s.finished());
+                bar.set_message(format!(
+                    "429s {} · retries {} · in flight {} · failed {}",
+                    s.rate_limited, s.retries, s.in_flight, s.failed
+                ));
+            }
+            Mode::Lines {
+                last,
+                session_start,
+                start_finished,
+            } => {
+                if last.is_some_and(|l| l.elapsed() < LINE_EVERY) {
+                    return;
+                }
+                *last = Some(Instant::now());
+                println!("{}", line(s, session_start.elapsed(), *start_finished));
+            }
+            Mode::Quiet => {}
+        }
+    }
+
+    /// Clears the bar at the end of a session.
+    pub fn finish(&mut self, s: &Snapshot) {
+        if let Mode::Bar(bar) = &self.mode {
+            bar.set_position(s.finished());
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One plain progress line: counts, rate and ETA from this session's pace.
+pub fn line(s: &Snapshot, session: Duration, start_finished: u64) -> String {
+    let pct = if s.total == 0 {
+        100.0
+    } else {
+        s.finished() as f64 * 100.0 / s.total as f64
+    };
+    let secs = session.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.finished().saturating_sub(start_finished) as f64 / secs
+    } else {
+        0.0
+    };
+    let left = s.total.saturating_sub(s.finished());
+    let eta = if rate > 0.0 {
+        humantime::format_duration(Duration::from_secs((left as f64 / rate).ceil() as u64))
+            .to_string()
+    } else {
+        "unknown".to_string()
+    };
+    format!(
+        "progress: {}/{} ({pct:.1}%) done {} failed {} · {rate:.1}/s · ETA {eta} · 429s {} · retries {} · in flight {}",
+        s.finished(),
+        s.total,
+        s.done,
+        s.failed,
+        s.rate_limited,
+        s.retries,
+        s.in_flight
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_line_gives_counts_rate_and_eta() {
+        let s = Snapshot {
+            total: 1000,
+            done: 240,
+            failed: 10,
+            rate_limited: 3,
+            retries: 4,
+            in_flight: 8,
+            ..Snapshot::default()
+        };
+        let text = line(&s, Duration::from_secs(10), 50);
+        assert_eq!(
+            text,
+            "progress: 250/1000 (25.0%) done 240 failed 10 · 20.0/s · ETA 38s · 429s 3 · retries 4 · in flight 8"
+        );
+    }
+}

@@ -1,0 +1,507 @@
+//! The run loop: take a job, reserve, send, classify, settle, checkpoint.
+//!
+//! Owns the one place where network, store and clock meet. A single dispatcher task owns the
+//! limiter and the scheduler (so admission needs no lock): it sends the next job in priority
+//! order whenever a worker slot is free and the limiter admits it, and otherwise sleeps until
+//! the limiter's "not before" instant, a retry's instant, a completion or a stop request.
+//! Each request runs on its own task and reports back through a channel.
+//!
+//! Invariants: an item is marked done only through [`Writer::finish`], which stores its
+//! result in the same transaction; a 429 makes every dispatch wait for the provider's
+//! `Retry-After` (no storm of doomed requests); a stop request stops dispatching at once and
+//! the loop ends only when every request in flight has come back and been recorded.
+
+#[cfg(test)]
+mod tests;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::{Clock, Nanos, SystemClock, nanos};
+use crate::headers;
+use crate::job::Job;
+use crate::limiter::{Costs, Denied, Limiter, Reservation, Unit};
+use crate::report::progress::{Progress, Snapshot};
+use crate::retry::{self, Outcome, RetryPolicy};
+use crate::scheduler::Scheduler;
+use crate::store::{
+    AttemptRecord, ItemResult, ItemStatus, ProgressRow, StoreError, Writer, unix_ms,
+};
+pub use transport::{Response, Transport, TransportError};
+
+/// How often progress is written to the store and shown.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Settings of one run session.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Most requests in flight at once.
+    pub workers: usize,
+    /// Retry policy for transient failures.
+    pub retry: RetryPolicy,
+}
+
+/// Counts carried over from earlier sessions of the same run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Before {
+    /// Items in the run.
+    pub total: u64,
+    /// Items already done.
+    pub done: u64,
+    /// Items already failed.
+    pub failed: u64,
+    /// Requests sent in earlier sessions.
+    pub sent: u64,
+    /// 429s seen in earlier sessions.
+    pub rate_limited: u64,
+    /// Retries in earlier sessions.
+    pub retries: u64,
+    /// Active time of earlier sessions.
+    pub elapsed: Duration,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Every item is done or failed.
+    Finished,
+    /// A stop was requested; unfinished items stay pending.
+    Interrupted,
+    /// The API refused the credentials (401/403); items stay pending.
+    AuthRefused {
+        /// The status code.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+}
+
+/// What a session did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// How it ended.
+    pub end: End,
+    /// Totals, including earlier sessions.
+    pub snapshot: Snapshot,
+    /// This session's wall time.
+    pub session: Duration,
+    /// Requests sent in this session.
+    pub session_sent: u64,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store failed; results since the last commit may need redoing.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Completion {
+    job: Job,
+    reservation: Reservation,
+    sent_at_ms: u64,
+    latency: Duration,
+    result: Result<Response, TransportError>,
+}
+
+/// One session of a run over `jobs`, until all are finished or a stop is requested.
+pub struct Runner<T: Transport> {
+    /// Sends the requests.
+    pub transport: Arc<T>,
+    /// Real (or paused tokio) time.
+    pub clock: SystemClock,
+    /// Admission across every configured limit.
+    pub limiter: Limiter,
+    /// Jobs waiting to be sent.
+    pub scheduler: Scheduler<Job>,
+    /// The store's single writer.
+    pub writer: Writer,
+    /// Progress display.
+    pub progress: Progress,
+    /// Session settings.
+    pub settings: Settings,
+    /// Counts from earlier sessions.
+    pub before: Before,
+}
+
+struct Counters {
+    done: u64,
+    failed: u64,
+    sent: u64,
+    rate_limited: u64,
+    retries: u64,
+    in_flight: usize,
+}
+
+impl<T: Transport> Runner<T> {
+    /// Runs until every job is finished, a stop is requested through `stop` (any change of
+    /// its value), or the API refuses the credentials.
+    pub async fn run(mut self, mut stop: watch::Receiver<u32>) -> Result<Summary, RunError> {
+        let session_start = Instant::now();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+        let mut c = Counters {
+            done: 0,
+            failed: 0,
+            sent: 0,
+            rate_limited: 0,
+            retries: 0,
+            in_flight: 0,
+        };
+        let mut stopping = false;
+        let mut end = End::Finished;
+        let mut hold_until: Nanos = 0;
+        let mut consecutive_429 = 0u32;
+        let mut next_heartbeat: Nanos = 0;
+        loop {
+            let now = self.clock.now();
+            let mut wake = self.scheduler.next_at();
+            if !stopping {
+                while c.in_flight < self.settings.workers {
+                    if now < hold_until {
+                        wake = earliest(wake, hold_until);
+                        break;
+                    }
+                    let Some(job) = self.scheduler.peek(now) else {
+                        break;
+                    };
+                    match self.limiter.reserve(&job.costs, now) {
+                        Ok(reservation) => {
+                            let Some(job) = self.scheduler.pop(now) else {
+                                break;
+                            };
+                            self.dispatch(job, reservation, &done_tx);
+                            c.in_flight += 1;
+                        }
+                        Err(Denied::NotUntil(n)) => {
+                            wake = earliest(wake, n.at);
+                            break;
+                        }
+                        Err(Denied::Never(never)) => {
+                            let Some(job) = self.scheduler.pop(now) else {
+                                break;
+                            };
+                            self.fail_unsendable(&job, &never.to_string())?;
+                            c.failed += 1;
+                        }
+                    }
+                }
+            }
+            if c.in_flight == 0 && (stopping || self.scheduler.is_empty()) {
+                break;
+            }
+            if now >= next_heartbeat {
+                self.heartbeat(&c, "running", session_start)?;
+                next_heartbeat = now + nanos(HEARTBEAT);
+            }
+            wake = earliest(wake, next_heartbeat);
+            let deadline = self.clock.instant_at(wake.unwrap_or(next_heartbeat));
+            tokio::select! {
+                Some(first) = done_rx.recv() => {
+                    let mut next = Some(first);
+                    while let Some(done) = next {
+                        c.in_flight -= 1;
+                        let now = self.clock.now();
+                        match self.complete(done, now, &mut c, &mut consecutive_429)? {
+                            Step::Continue => {}
+                            Step::Hold(until) => hold_until = hold_until.max(until),
+                            Step::Stop(why) => {
+                                stopping = true;
+                                end = why;
+                            }
+                        }
+                        next = done_rx.try_recv().ok();
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+                Ok(()) = stop.changed(), if !stopping => {
+                    stopping = true;
+                    end = End::Interrupted;
+                }
+            }
+        }
+        if end == End::Finished && !self.scheduler.is_empty() {
+            end = End::Interrupted;
+        }
+        let state = if self.scheduler.is_empty() && end == End::Finished {
+            "finished"
+        } else {
+            "stopped"
+        };
+        let snapshot = self.heartbeat(&c, state, session_start)?;
+        self.writer.flush().await?;
+        self.progress.finish(&snapshot);
+        Ok(Summary {
+            end,
+            snapshot,
+            session: session_start.elapsed(),
+            session_sent: c.sent,
+        })
+    }
+
+    fn dispatch(
+        &self,
+        job: Job,
+        reservation: Reservation,
+        done_tx: &mpsc::UnboundedSender<Completion>,
+    ) {
+        let transport = Arc::clone(&self.transport);
+        let done_tx = done_tx.clone();
+        let sent_at_ms = unix_ms(self.clock.wall());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let result = transport.send(&job.request).await;
+            // The receiver is gone only when the run was aborted; nothing to record then.
+            let _ = done_tx.send(Completion {
+                job,
+                reservation,
+                sent_at_ms,
+                latency: started.elapsed(),
+                result,
+            });
+        });
+    }
+
+    fn complete(
+        &mut self,
+        done: Completion,
+        now: Nanos,
+        c: &mut Counters,
+        consecutive_429: &mut u32,
+    ) -> Result<Step, RunError> {
+        let Completion {
+            mut job,
+            reservation,
+            sent_at_ms,
+            latency,
+            result,
+        } = done;
+        job.attempts += 1;
+        c.sent += 1;
+        if job.attempts > 1 {
+            c.retries += 1;
+        }
+        let response = match &result {
+            Ok(r) => retry::Response::Status(r.status),
+            Err(TransportError::Timeout) => retry::Response::Timeout,
+            Err(TransportError::Connection(_)) => retry::Response::Connection,
+        };
+        let outcome = retry::classify(response);
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let (http_status, headers, body) = match &result {
+            Ok(r) => (
+                Some(r.status),
+                r.headers.as_slice(),
+                Some(String::from_utf8_lossy(&r.body).into_owned()),
+            ),
+            Err(_) => (None, &[][..], None),
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        let attempt = AttemptRecord {
+            seq: job.seq,
+            attempt: job.attempts,
+            sent_at_ms,
+            latency_ms,
+            http_status,
+            outcome: outcome_name(outcome),
+            error: error.clone(),
+        };
+        let retry_after = headers::retry_after(headers, self.clock.wall());
+        if outcome != Outcome::RateLimited {
+            *consecutive_429 = 0;
+        }
+        match outcome {
+            Outcome::Done => {
+                let usage = body.as_deref().and_then(usage_of);
+                let actual = usage
+                    .as_ref()
+                    .and_then(|u| u.get("total_tokens"))
+                    .and_then(serde_json::Value::as_u64)
+                    .map_or_else(
+                        || reservation.costs().clone(),
+                        |t| reservation.costs().clone().with(Unit::Tokens, t),
+                    );
+                self.limiter.settle(reservation, &actual, now);
+                self.writer.finish(ItemResult {
+                    seq: job.seq,
+                    status: ItemStatus::Done,
+                    attempts: job.attempts,
+                    http_status,
+                    body,
+                    usage: usage.map(|u| u.to_string()),
+                    latency_ms,
+                    error: None,
+                    last_attempt: attempt,
+                })?;
+                c.done += 1;
+                Ok(Step::Continue)
+            }
+            Outcome::RateLimited => {
+                // A rejected request consumed nothing at the provider's token bucket, but
+                // the request bucket is evidently empty: keep the request, refund tokens.
+                let keep =
+                    Costs::default().with(Unit::Requests, reservation.costs().get(&Unit::Requests));
+                self.limiter.settle(reservation, &keep, now);
+                c.rate_limited += 1;
+                *consecutive_429 += 1;
+                let wait = self
+                    .settings
+                    .retry
+                    .backoff(*consecutive_429, rand::random::<f64>(), retry_after)
+                    .max(Duration::from_millis(50));
+                let until = now + nanos(wait);
+                self.writer.attempt(attempt)?;
+                self.scheduler.push_at(until, job.priority, job.seq, job);
+                Ok(Step::Hold(until))
+            }
+            Outcome::Transient => {
+                drop(reservation);
+                job.failures += 1;
+                if self.settings.retry.allows_another(job.failures) {
+                    let wait = self.settings.retry.backoff(
+                        job.failures,
+                        rand::random::<f64>(),
+                        retry_after,
+                    );
+                    self.writer.attempt(attempt)?;
+                    self.scheduler
+                        .push_at(now + nanos(wait), job.priority, job.seq, job);
+                } else {
+                    let why = format!(
+                        "gave up after {} transient failures; last: {}",
+                        job.failures,
+                        error
+                            .clone()
+                            .unwrap_or_else(|| format!("HTTP {}", http_status.unwrap_or(0)))
+                    );
+                    self.finish_failed(job, attempt, http_status, body, latency_ms, why)?;
+                    c.failed += 1;
+                }
+                Ok(Step::Continue)
+            }
+            Outcome::Failed => {
+                drop(reservation);
+                let why = format!(
+                    "HTTP {}: the API refused this item",
+                    http_status.unwrap_or(0)
+                );
+                self.finish_failed(job, attempt, http_status, body, latency_ms, why)?;
+                c.failed += 1;
+                Ok(Step::Continue)
+            }
+            Outcome::Fatal => {
+                drop(reservation);
+                self.writer.attempt(attempt)?;
+                let status = http_status.unwrap_or(0);
+                let excerpt: String = body.unwrap_or_default().chars().take(300).collect();
+                self.scheduler.push(job.priority, job.seq, job);
+                Ok(Step::Stop(End::AuthRefused {
+                    status,
+                    body: excerpt,
+                }))
+            }
+        }
+    }
+
+    fn finish_failed(
+        &mut self,
+        job: Job,
+        attempt: AttemptRecord,
+        http_status: Option<u16>,
+        body: Option<String>,
+        latency_ms: u64,
+        why: String,
+    ) -> Result<(), StoreError> {
+        self.writer.finish(ItemResult {
+            seq: job.seq,
+            status: ItemStatus::Failed,
+            attempts: job.attempts,
+            http_status,
+            body,
+            usage: None,
+            latency_ms,
+            error: Some(why),
+            last_attempt: attempt,
+        })
+    }
+
+    fn fail_unsendable(&mut self, job: &Job, why: &str) -> Result<(), StoreError> {
+        let attempt = AttemptRecord {
+            seq: job.seq,
+            attempt: job.attempts,
+            sent_at_ms: unix_ms(self.clock.wall()),
+            latency_ms: 0,
+            http_status: None,
+            outcome: "failed",
+            error: Some(why.to_string()),
+        };
+        self.finish_failed(
+            job.clone(),
+            attempt,
+            None,
+            None,
+            0,
+            format!("not sent: {why}"),
+        )
+    }
+
+    fn heartbeat(
+        &mut self,
+        c: &Counters,
+        state: &str,
+        session_start: Instant,
+    ) -> Result<Snapshot, StoreError> {
+        let now = self.clock.now();
+        let elapsed = self.before.elapsed + session_start.elapsed();
+        let snapshot = Snapshot {
+            total: self.before.total,
+            done: self.before.done + c.done,
+            failed: self.before.failed + c.failed,
+            in_flight: c.in_flight as u64,
+            sent: self.before.sent + c.sent,
+            rate_limited: self.before.rate_limited + c.rate_limited,
+            retries: self.before.retries + c.retries,
+            elapsed,
+            limits: self.limiter.usage(now),
+        };
+        self.writer.progress(ProgressRow {
+            state: state.to_string(),
+            pid: std::process::id(),
+            heartbeat_ms: unix_ms(self.clock.wall()),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            in_flight: c.in_flight as u64,
+            limits: snapshot.limits.clone(),
+            limiter_state: self.limiter.save(&self.clock),
+        })?;
+        self.progress.update(&snapshot);
+        Ok(snapshot)
+    }
+}
+
+enum Step {
+    Continue,
+    Hold(Nanos),
+    Stop(End),
+}
+
+fn earliest(a: Option<Nanos>, b: Nanos) -> Option<Nanos> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Done => "done",
+        Outcome::RateLimited => "rate_limited",
+        Outcome::Transient => "transient",
+        Outcome::Failed => "failed",
+        Outcome::Fatal => "fatal",
+    }
+}
+
+fn usage_of(body: &str) -> Option<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    value.get("usage").filter(|u| !u.is_null()).cloned()
+}

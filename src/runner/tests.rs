@@ -1,0 +1,339 @@
+//! Runner tests in paused tokio time: hours of limits run in milliseconds, deterministically.
+
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::limiter::LimitSpec;
+use crate::mock::MockSpec;
+use crate::mock::provider::Provider;
+use crate::store::Store;
+use crate::worklist::{Item, Payload};
+
+const CONFIG: &str = r#"
+[api]
+base_url = "http://unused"
+[request]
+path = "/v1/chat/completions"
+body = '{"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": "{{prompt}}"}]}'
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Fixture {
+    fn store(&self) -> Store {
+        Store::open(&self.db).unwrap()
+    }
+}
+
+fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut store = Store::open(&db).unwrap();
+    store.bind_worklist(Path::new("w.csv"), "fp", "").unwrap();
+    let items: Vec<Item> = (0..n)
+        .map(|seq| {
+            let mut vars = serde_json::Map::new();
+            vars.insert("id".into(), format!("i{seq}").into());
+            vars.insert("prompt".into(), format!("hello {seq}").into());
+            Item {
+                seq,
+                line: seq + 2,
+                id: format!("i{seq}"),
+                priority: 0,
+                tokens: None,
+                payload: Payload::Vars(vars),
+            }
+        })
+        .collect();
+    store.import(items.into_iter()).unwrap();
+    let spec = Config::parse(Path::new("c.toml"), CONFIG).unwrap().request;
+    let mut scheduler = Scheduler::new();
+    for row in store.pending().unwrap() {
+        let (request, costs) = crate::job::from_stored(&spec, &row.payload, row.tokens).unwrap();
+        scheduler.push(
+            row.priority,
+            row.seq,
+            Job {
+                seq: row.seq,
+                id: row.id,
+                priority: row.priority,
+                request,
+                costs,
+                attempts: 0,
+                failures: 0,
+            },
+        );
+    }
+    (Fixture { _dir: dir, db }, scheduler)
+}
+
+fn rps(rate: u64) -> LimitSpec {
+    LimitSpec {
+        name: "rps".into(),
+        unit: Unit::Requests,
+        rate: NonZeroU64::new(rate).unwrap(),
+        per: Duration::from_secs(1),
+        burst: None,
+    }
+}
+
+fn runner<T: Transport>(
+    f: &Fixture,
+    scheduler: Scheduler<Job>,
+    transport: T,
+    limits: &[LimitSpec],
+    workers: usize,
+) -> Runner<T> {
+    Runner {
+        transport: Arc::new(transport),
+        clock: SystemClock::new(),
+        limiter: Limiter::new(limits),
+        before: Before {
+            total: scheduler.len() as u64,
+            ..Before::default()
+        },
+        scheduler,
+        writer: Writer::start(&f.db).unwrap(),
+        progress: Progress::new(0, 0, true),
+        settings: Settings {
+            workers,
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
+        },
+    }
+}
+
+fn never_stop() -> watch::Receiver<u32> {
+    let (tx, rx) = watch::channel(0);
+    std::mem::forget(tx);
+    rx
+}
+
+/// A transport answering from a script: `answer(item id, call number for that item)`.
+struct Scripted {
+    answer: Box<dyn Fn(&str, usize) -> Result<Response, TransportError> + Send + Sync>,
+    latency: Duration,
+    sent: Mutex<Vec<(String, tokio::time::Instant)>>,
+}
+
+impl Scripted {
+    fn new(
+        answer: impl Fn(&str, usize) -> Result<Response, TransportError> + Send + Sync + 'static,
+    ) -> Scripted {
+        Scripted {
+            answer: Box::new(answer),
+            latency: Duration::from_millis(10),
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Transport for Arc<Scripted> {
+    async fn send(&self, request: &crate::job::Request) -> Result<Response, TransportError> {
+        let body: serde_json::Value =
+            serde_json::from_str(request.body.as_deref().unwrap()).unwrap();
+        let prompt = body["messages"][0]["content"].as_str().unwrap().to_string();
+        let id = format!("i{}", prompt.trim_start_matches("hello "));
+        let call = {
+            let mut sent = self.sent.lock().unwrap();
+            sent.push((id.clone(), tokio::time::Instant::now()));
+            sent.iter().filter(|(i, _)| *i == id).count()
+        };
+        tokio::time::sleep(self.latency).await;
+        (self.answer)(&id, call)
+    }
+}
+
+fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Result<Response, TransportError> {
+    Ok(Response {
+        status: code,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+fn ok() -> Result<Response, TransportError> {
+    status(200, &[], r#"{"usage": {"total_tokens": 7}}"#)
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_mocks_true_limits_the_run_sees_no_429_and_takes_the_bound() {
+    let (f, scheduler) = fixture(100);
+    let spec = MockSpec::parse_url("mock://openai?rps=10&latency=50ms").unwrap();
+    let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+    let start = tokio::time::Instant::now();
+    let summary = runner(
+        &f,
+        scheduler,
+        transport::MockTransport::new(Arc::clone(&provider)),
+        &[rps(10)],
+        8,
+    )
+    .run(never_stop())
+    .await
+    .unwrap();
+    let took = start.elapsed();
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.snapshot.done, 100);
+    assert_eq!(provider.stats().rate_limited, 0, "no 429");
+    // A full bucket of 10, then 10 per second: the 100th request leaves at 9 s.
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_millis(9_200),
+        "virtual makespan {took:?}"
+    );
+    let counts = f.store().counts().unwrap();
+    assert_eq!((counts.done, counts.pending), (100, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_and_a_429_spends_no_attempt() {
+    let (f, scheduler) = fixture(1);
+    let script = Arc::new(Scripted::new(|_, call| match call {
+        1..=4 => status(429, &[("retry-after", "2")], r#"{"error": "slow down"}"#),
+        _ => ok(),
+    }));
+    let summary = runner(&f, scheduler, Arc::clone(&script), &[], 1)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.snapshot.rate_limited, 4);
+    let sent = script.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 5, "four 429s did not use up max_attempts = 3");
+    for pair in sent.windows(2) {
+        let gap = pair[1].1 - pair[0].1;
+        assert!(
+            gap >= Duration::from_secs(2),
+            "waited {gap:?}, Retry-After said 2 s"
+        );
+    }
+    let results = f.store().results(false).unwrap();
+    assert_eq!(
+        (results[0].status.as_str(), results[0].attempts),
+        ("done", 5)
+    );
+    assert_eq!(results[0].usage.as_deref(), Some(r#"{"total_tokens":7}"#));
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_then_fail_after_max_attempts() {
+    let (f, scheduler) = fixture(2);
+    let script = Arc::new(Scripted::new(|id, call| match (id, call) {
+        ("i0", _) => status(503, &[], "down"),
+        (_, 1) => Err(TransportError::Timeout),
+        _ => ok(),
+    }));
+    let summary = runner(&f, scheduler, Arc::clone(&script), &[], 2)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!((summary.snapshot.done, summary.snapshot.failed), (1, 1));
+    let results = f.store().results(false).unwrap();
+    assert_eq!(results[0].status, "failed");
+    assert_eq!(results[0].attempts, 3);
+    assert_eq!(results[0].http_status, Some(503));
+    assert_eq!(results[0].body.as_deref(), Some("down"));
+    assert!(
+        results[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 3")
+    );
+    assert_eq!(
+        (results[1].status.as_str(), results[1].attempts),
+        ("done", 2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_4xx_fails_one_item_not_the_run() {
+    let (f, scheduler) = fixture(3);
+    let script = Arc::new(Scripted::new(|id, _| match id {
+        "i1" => status(400, &[], r#"{"error": {"message": "bad"}}"#),
+        _ => ok(),
+    }));
+    let summary = runner(&f, scheduler, Arc::clone(&script), &[], 1)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert_eq!((summary.snapshot.done, summary.snapshot.failed), (2, 1));
+    assert_eq!(script.sent.lock().unwrap().len(), 3, "a 400 is not retried");
+    let failed = f.store().results(true).unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, "i1");
+    assert!(
+        failed[0].body.as_deref().unwrap().contains("bad"),
+        "the body is kept"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_stop_the_run_with_items_left_pending() {
+    let (f, scheduler) = fixture(50);
+    let script = Arc::new(Scripted::new(|_, _| {
+        status(401, &[], r#"{"error": "invalid api key"}"#)
+    }));
+    let summary = runner(&f, scheduler, Arc::clone(&script), &[], 4)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert!(
+        matches!(summary.end, End::AuthRefused { status: 401, .. }),
+        "{:?}",
+        summary.end
+    );
+    assert!(
+        script.sent.lock().unwrap().len() <= 4,
+        "only the first wave was sent"
+    );
+    let counts = f.store().counts().unwrap();
+    assert_eq!(
+        (counts.failed, counts.pending),
+        (0, 50),
+        "no item is marked failed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_request_drains_in_flight_and_leaves_the_rest_pending() {
+    let (f, scheduler) = fixture(100);
+    let script = Arc::new(Scripted::new(|_, _| ok()));
+    let (stop_tx, stop_rx) = watch::channel(0);
+    let run = tokio::spawn(runner(&f, scheduler, Arc::clone(&script), &[rps(10)], 4).run(stop_rx));
+    tokio::time::sleep(Duration::from_millis(2_050)).await;
+    stop_tx.send(1).unwrap();
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(summary.end, End::Interrupted);
+    let sent = script.sent.lock().unwrap().len() as u64;
+    let counts = f.store().counts().unwrap();
+    assert_eq!(
+        counts.done, sent,
+        "every request in flight at the stop was recorded"
+    );
+    assert!(
+        (20..=40).contains(&sent),
+        "about 10 + 2 s x 10/s were sent, not {sent}"
+    );
+    assert_eq!(counts.pending, 100 - sent);
+    let progress = f.store().progress().unwrap().unwrap();
+    assert_eq!(progress.state, "stopped");
+    assert!(
+        !progress.limiter_state.is_empty(),
+        "limiter state is saved for the restart"
+    );
+}

@@ -1,0 +1,823 @@
+//! The run's SQLite database: items, their results and attempts, progress and limiter state.
+//!
+//! Owns the schema and every read and write of the db. Reads go through [`Store`]; during a
+//! run all writes go through one [`Writer`] thread that groups whatever has queued up into
+//! one transaction, so thousands of results per second cost a few commits.
+//!
+//! Invariants: an item becomes `done` (or `failed`) in the same transaction that stores its
+//! result; the db holds the config snapshot with `${VAR}` references, never resolved
+//! secrets; a work list is imported once and a different work list for the same db is
+//! refused by its fingerprint.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::limiter::{BucketState, BucketUsage};
+use crate::worklist::Item;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    line INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    tokens INTEGER,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    body TEXT,
+    usage TEXT,
+    latency_ms INTEGER,
+    error TEXT,
+    finished_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS items_queue ON items (status, priority DESC, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    http_status INTEGER,
+    outcome TEXT NOT NULL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS progress (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    elapsed_ms INTEGER NOT NULL,
+    in_flight INTEGER NOT NULL,
+    limits TEXT NOT NULL,
+    limiter_state TEXT NOT NULL
+);
+";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("{path}: database error while {doing}")]
+    Sqlite {
+        /// The db path.
+        path: PathBuf,
+        /// What the store was doing.
+        doing: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// `status` or `export` was pointed at a db that does not exist.
+    #[error(
+        "{path}: no such run database\n  hint: pass the --db that `ratebound run` created (by default <worklist stem>.ratebound.db)"
+    )]
+    Missing {
+        /// The db path.
+        path: PathBuf,
+    },
+    /// The db belongs to a different work list.
+    #[error(
+        "{db}: this database belongs to a different work list (`{was}`, fingerprint {was_fp:.12}); `{now}` has fingerprint {now_fp:.12}\n  hint: pass --db with a new file to start a separate run, or restore the original work list to continue"
+    )]
+    WorklistChanged {
+        /// The db path.
+        db: PathBuf,
+        /// The work list the db was created for.
+        was: String,
+        /// Its fingerprint.
+        was_fp: String,
+        /// The work list given now.
+        now: String,
+        /// Its fingerprint.
+        now_fp: String,
+    },
+    /// The writer thread stopped after an error.
+    #[error("{path}: the database writer stopped: {message}")]
+    WriterGone {
+        /// The db path.
+        path: PathBuf,
+        /// What went wrong in the writer.
+        message: String,
+    },
+}
+
+/// What a finished attempt or item result is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Not finished yet.
+    Pending,
+    /// Succeeded; the result is stored.
+    Done,
+    /// Failed permanently; the last response is stored.
+    Failed,
+}
+
+impl ItemStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::Done => "done",
+            ItemStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One attempt (one HTTP request) as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    /// The item's sequence number.
+    pub seq: u64,
+    /// 1-based attempt number for this item.
+    pub attempt: u32,
+    /// Unix ms when it was sent.
+    pub sent_at_ms: u64,
+    /// Time to response or failure.
+    pub latency_ms: u64,
+    /// The HTTP status, if a response came back.
+    pub http_status: Option<u16>,
+    /// `done`, `rate_limited`, `transient`, `failed` or `fatal`.
+    pub outcome: &'static str,
+    /// A short description of a transport failure (never headers or bodies sent).
+    pub error: Option<String>,
+}
+
+/// An item's final result, written together with its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemResult {
+    /// The item's sequence number.
+    pub seq: u64,
+    /// `Done` or `Failed`.
+    pub status: ItemStatus,
+    /// Attempts made, in total.
+    pub attempts: u32,
+    /// The last HTTP status, if any.
+    pub http_status: Option<u16>,
+    /// The last response body as text.
+    pub body: Option<String>,
+    /// The response's `usage` object as JSON text.
+    pub usage: Option<String>,
+    /// The last attempt's latency.
+    pub latency_ms: u64,
+    /// Why it failed, for failures.
+    pub error: Option<String>,
+    /// The last attempt, recorded in the same transaction.
+    pub last_attempt: AttemptRecord,
+}
+
+/// A live run's progress, written periodically so `status` can read it from elsewhere.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressRow {
+    /// `running`, `stopped`, `finished`.
+    pub state: String,
+    /// The runner's process id.
+    pub pid: u32,
+    /// Unix ms of this write.
+    pub heartbeat_ms: u64,
+    /// Active run time over all sessions.
+    pub elapsed_ms: u64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Per-limit usage.
+    pub limits: Vec<BucketUsage>,
+    /// Buckets' state to restore after a restart.
+    pub limiter_state: Vec<BucketState>,
+}
+
+/// Item counts by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// All items of the run.
+    pub total: u64,
+    /// Finished successfully.
+    pub done: u64,
+    /// Failed permanently.
+    pub failed: u64,
+    /// Not finished.
+    pub pending: u64,
+}
+
+/// Request counters over the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Requests that got a response or failed (every recorded attempt).
+    pub sent: u64,
+    /// Responses with status 429.
+    pub rate_limited: u64,
+    /// Attempts after the first, per item.
+    pub retries: u64,
+}
+
+/// A pending item as loaded for dispatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingRow {
+    /// Sequence number (file order).
+    pub seq: u64,
+    /// The item's id.
+    pub id: String,
+    /// Higher first.
+    pub priority: i64,
+    /// Token estimate override.
+    pub tokens: Option<u64>,
+    /// The item's payload as JSON text.
+    pub payload: String,
+    /// Attempts already made in earlier sessions.
+    pub attempts: u32,
+}
+
+/// A finished item for export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultRow {
+    /// The item's id.
+    pub id: String,
+    /// `done` or `failed`.
+    pub status: String,
+    /// Last HTTP status.
+    pub http_status: Option<u16>,
+    /// Last response body.
+    pub body: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last latency.
+    pub latency_ms: Option<u64>,
+    /// `usage` JSON text.
+    pub usage: Option<String>,
+    /// Failure description.
+    pub error: Option<String>,
+}
+
+/// Read access to a run's db (and the import done before a run starts).
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Unix milliseconds of a wall time.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+impl Store {
+    fn err(&self, doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            doing,
+            source,
+        }
+    }
+
+    /// Opens or creates the db at `path` with its schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = open_conn(path)
+            .and_then(|c| c.execute_batch(SCHEMA).map(|()| c))
+            .map_err(|source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                doing: "opening the database",
+                source,
+            })?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing db (for `status`, `export`); a missing file is an error.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Store::open(path)
+    }
+
+    /// The db's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A value from the `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err("reading run metadata"))
+    }
+
+    /// Binds the db to a work list on first use, or checks it is the same one.
+    ///
+    /// Returns true when the db is new and the work list must be imported.
+    pub fn bind_worklist(
+        &mut self,
+        worklist: &Path,
+        fingerprint: &str,
+        config_snapshot: &str,
+    ) -> Result<bool, StoreError> {
+        let now = worklist.display().to_string();
+        match self.meta("fingerprint")? {
+            Some(was_fp) if was_fp == fingerprint => {
+                // A rerun may change settings (workers, limits); keep the latest snapshot.
+                self.conn
+                    .execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?1)",
+                        [config_snapshot],
+                    )
+                    .map_err(self.err("saving the config snapshot"))?;
+                Ok(self.meta("imported")?.is_none())
+            }
+            Some(was_fp) => Err(StoreError::WorklistChanged {
+                db: self.path.clone(),
+                was: self.meta("worklist")?.unwrap_or_default(),
+                was_fp,
+                now,
+                now_fp: fingerprint.to_string(),
+            }),
+            None => {
+                let tx = self
+                    .conn
+                    .transaction()
+                    .map_err(|source| StoreError::Sqlite {
+                        path: self.path.clone(),
+                        doing: "starting the run",
+                        source,
+                    })?;
+                let started = unix_ms(SystemTime::now()).to_string();
+                for (key, value) in [
+                    ("fingerprint", fingerprint),
+                    ("worklist", now.as_str()),
+                    ("config", config_snapshot),
+                    ("started_at_ms", started.as_str()),
+                ] {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                        [key, value],
+                    )
+                    .map_err(|source| StoreError::Sqlite {
+                        path: self.path.clone(),
+                        doing: "starting the run",
+                        source,
+                    })?;
+                }
+                tx.commit().map_err(|source| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    doing: "starting the run",
+                    source,
+                })?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Imports items in batched transactions, then marks the import complete. An interrupted
+    /// import is redone from scratch on the next run.
+    pub fn import(&mut self, items: impl Iterator<Item = Item>) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            doing: "importing the work list",
+            source,
+        };
+        self.conn.execute("DELETE FROM items", []).map_err(err)?;
+        let mut count = 0u64;
+        let mut items = items.peekable();
+        while items.peek().is_some() {
+            let tx = self.conn.transaction().map_err(err)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO items (seq, id, line, priority, tokens, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(err)?;
+                for item in items.by_ref().take(10_000) {
+                    let payload = serde_json::to_string(&item.payload).unwrap_or_default();
+                    insert
+                        .execute(params![
+                            item.seq,
+                            item.id,
+                            item.line,
+                            item.priority,
+                            item.tokens,
+                            payload
+                        ])
+                        .map_err(err)?;
+                    count += 1;
+                }
+            }
+            tx.commit().map_err(err)?;
+        }
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('imported', ?1)",
+                [count.to_string()],
+            )
+            .map_err(err)?;
+        Ok(count)
+    }
+
+    /// Items not yet finished, in dispatch order: priority descending, then file order.
+    pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, id, priority, tokens, payload, attempts FROM items
+                 WHERE status = 'pending' ORDER BY priority DESC, seq",
+            )
+            .map_err(self.err("loading pending items"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PendingRow {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    priority: r.get(2)?,
+                    tokens: r.get(3)?,
+                    payload: r.get(4)?,
+                    attempts: r.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("loading pending items"))?;
+        Ok(rows)
+    }
+
+    /// Item counts by status.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let mut counts = Counts::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM items GROUP BY status")
+            .map_err(self.err("counting items"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("counting items"))?;
+        for (status, n) in rows {
+            counts.total += n;
+            match status.as_str() {
+                "done" => counts.done = n,
+                "failed" => counts.failed = n,
+                _ => counts.pending += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Requests sent, 429s and retries over the whole run.
+    pub fn request_counts(&self) -> Result<RequestCounts, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0), COALESCE(SUM(attempt > 1), 0) FROM attempts",
+                [],
+                |r| {
+                    Ok(RequestCounts {
+                        sent: r.get(0)?,
+                        rate_limited: r.get(1)?,
+                        retries: r.get(2)?,
+                    })
+                },
+            )
+            .map_err(self.err("counting requests"))
+    }
+
+    /// The latest progress row, if a run has started.
+    pub fn progress(&self) -> Result<Option<ProgressRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state FROM progress WHERE id = 1",
+                [],
+                |r| {
+                    let limits: String = r.get(5)?;
+                    let state: String = r.get(6)?;
+                    Ok(ProgressRow {
+                        state: r.get(0)?,
+                        pid: r.get(1)?,
+                        heartbeat_ms: r.get(2)?,
+                        elapsed_ms: r.get(3)?,
+                        in_flight: r.get(4)?,
+                        limits: serde_json::from_str(&limits).unwrap_or_default(),
+                        limiter_state: serde_json::from_str(&state).unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err("reading progress"))
+    }
+
+    /// Finished items in file order; only failures when `failed_only`.
+    pub fn results(&self, failed_only: bool) -> Result<Vec<ResultRow>, StoreError> {
+        let filter = if failed_only {
+            "status = 'failed'"
+        } else {
+            "status IN ('done', 'failed')"
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT id, status, http_status, body, attempts, latency_ms, usage, error FROM items WHERE {filter} ORDER BY seq"
+            ))
+            .map_err(self.err("reading results"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ResultRow {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    http_status: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    latency_ms: r.get(5)?,
+                    usage: r.get(6)?,
+                    error: r.get(7)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("reading results"))?;
+        Ok(rows)
+    }
+}
+
+/// A message to the writer thread.
+enum WriteOp {
+    Attempt(AttemptRecord),
+    Finish(ItemResult),
+    Progress(ProgressRow),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The single writer of a running run: a thread owning its own connection, committing
+/// everything queued in one transaction.
+pub struct Writer {
+    tx: mpsc::Sender<WriteOp>,
+    thread: Option<JoinHandle<Result<(), StoreError>>>,
+    path: PathBuf,
+}
+
+impl Writer {
+    /// Starts the writer thread on the db at `path`.
+    pub fn start(path: &Path) -> Result<Writer, StoreError> {
+        let conn = open_conn(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            doing: "opening the database for writing",
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let owned = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("ratebound-store".into())
+            .spawn(move || write_loop(conn, rx, &owned))
+            .map_err(|e| StoreError::WriterGone {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn send(&mut self, op: WriteOp) -> Result<(), StoreError> {
+        if self.tx.send(op).is_ok() {
+            return Ok(());
+        }
+        Err(self.stop_error())
+    }
+
+    fn stop_error(&mut self) -> StoreError {
+        let message = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => return e,
+            Some(Err(_)) => "the writer thread panicked".to_string(),
+            _ => "the writer thread is gone".to_string(),
+        };
+        StoreError::WriterGone {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    /// Records an attempt that did not finish its item.
+    pub fn attempt(&mut self, record: AttemptRecord) -> Result<(), StoreError> {
+        self.send(WriteOp::Attempt(record))
+    }
+
+    /// Stores an item's result and final status in one transaction.
+    pub fn finish(&mut self, result: ItemResult) -> Result<(), StoreError> {
+        self.send(WriteOp::Finish(result))
+    }
+
+    /// Writes the progress row.
+    pub fn progress(&mut self, row: ProgressRow) -> Result<(), StoreError> {
+        self.send(WriteOp::Progress(row))
+    }
+
+    /// Waits until everything sent so far is committed.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(WriteOp::Flush(done))?;
+        match wait.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.stop_error()),
+        }
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<WriteOp>,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let err = |doing| {
+        move |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            doing,
+            source,
+        }
+    };
+    while let Ok(first) = rx.recv() {
+        let mut flushes = Vec::new();
+        let tx = conn.transaction().map_err(err("starting a write"))?;
+        let mut op = Some(first);
+        let mut batched = 0;
+        while let Some(next) = op.take() {
+            match next {
+                WriteOp::Attempt(a) => {
+                    insert_attempt(&tx, &a).map_err(err("recording an attempt"))?
+                }
+                WriteOp::Finish(r) => {
+                    insert_attempt(&tx, &r.last_attempt).map_err(err("storing a result"))?;
+                    tx.prepare_cached(
+                        "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,
+                         latency_ms = ?7, error = ?8, finished_at_ms = ?9 WHERE seq = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            r.seq,
+                            r.status.as_str(),
+                            r.attempts,
+                            r.http_status,
+                            r.body,
+                            r.usage,
+                            r.latency_ms,
+                            r.error,
+                            r.last_attempt.sent_at_ms + r.latency_ms
+                        ])
+                    })
+                    .map_err(err("storing a result"))?;
+                }
+                WriteOp::Progress(p) => {
+                    let limits = serde_json::to_string(&p.limits).unwrap_or_else(|_| "[]".into());
+                    let state =
+                        serde_json::to_string(&p.limiter_state).unwrap_or_else(|_| "[]".into());
+                    tx.execute(
+                        "INSERT OR REPLACE INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
+                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![p.state, p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
+                    )
+                    .map_err(err("writing progress"))?;
+                }
+                WriteOp::Flush(done) => flushes.push(done),
+            }
+            batched += 1;
+            if batched < 5_000 {
+                op = rx.try_recv().ok();
+            }
+        }
+        tx.commit().map_err(err("committing results"))?;
+        for done in flushes {
+            // The waiter may have given up; nothing to do then.
+            let _ = done.send(());
+        }
+    }
+    Ok(())
+}
+
+fn insert_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (seq, attempt, sent_at_ms, latency_ms, http_status, outcome, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        a.seq,
+        a.attempt,
+        a.sent_at_ms,
+        a.latency_ms,
+        a.http_status,
+        a.outcome,
+        a.error
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worklist::Payload;
+
+    fn item(seq: u64, priority: i64) -> Item {
+        Item {
+            seq,
+            line: seq + 2,
+            id: format!("i{seq}"),
+            priority,
+            tokens: None,
+            payload: Payload::Vars(serde_json::Map::new()),
+        }
+    }
+
+    fn attempt(seq: u64, attempt: u32, http_status: u16) -> AttemptRecord {
+        AttemptRecord {
+            seq,
+            attempt,
+            sent_at_ms: 1_000,
+            latency_ms: 5,
+            http_status: Some(http_status),
+            outcome: "done",
+            error: None,
+        }
+    }
+
+    fn fresh() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        assert!(
+            store
+                .bind_worklist(Path::new("w.csv"), "fp1", "cfg")
+                .unwrap()
+        );
+        (dir, store)
+    }
+
+    #[test]
+    fn pending_items_come_back_in_priority_then_file_order() {
+        let (_dir, mut store) = fresh();
+        store
+            .import([item(0, 0), item(1, 5), item(2, 0), item(3, 5)].into_iter())
+            .unwrap();
+        let order: Vec<u64> = store.pending().unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(order, vec![1, 3, 0, 2]);
+        assert!(
+            !store
+                .bind_worklist(Path::new("w.csv"), "fp1", "cfg")
+                .unwrap(),
+            "imported once"
+        );
+    }
+
+    #[test]
+    fn a_different_worklist_is_refused() {
+        let (_dir, mut store) = fresh();
+        let err = store
+            .bind_worklist(Path::new("other.csv"), "fp2", "cfg")
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WorklistChanged { .. }), "{err}");
+        assert!(err.to_string().contains("hint:"));
+    }
+
+    #[tokio::test]
+    async fn an_item_is_done_together_with_its_stored_result() {
+        let (dir, mut store) = fresh();
+        store.import([item(0, 0), item(1, 0)].into_iter()).unwrap();
+        let mut writer = Writer::start(&dir.path().join("s.db")).unwrap();
+        writer.attempt(attempt(0, 1, 429)).unwrap();
+        writer
+            .finish(ItemResult {
+                seq: 0,
+                status: ItemStatus::Done,
+                attempts: 2,
+                http_status: Some(200),
+                body: Some("{\"ok\":true}".into()),
+                usage: Some("{\"total_tokens\":3}".into()),
+                latency_ms: 5,
+                error: None,
+                last_attempt: attempt(0, 2, 200),
+            })
+            .unwrap();
+        writer.flush().await.unwrap();
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.done, counts.pending, counts.total), (1, 1, 2));
+        let results = store.results(false).unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].body.as_deref(), Some("{\"ok\":true}"));
+        assert_eq!(results[0].attempts, 2);
+        let requests = store.request_counts().unwrap();
+        assert_eq!(
+            (requests.sent, requests.rate_limited, requests.retries),
+            (2, 1, 1)
+        );
+        assert_eq!(store.pending().unwrap()[0].seq, 1);
+    }
+}
