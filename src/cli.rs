@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, SimItem};
 use crate::job::{self, Job};
@@ -23,7 +23,7 @@ use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Runner, Settings};
 use crate::scheduler::Scheduler;
-use crate::store::{Store, StoreError, Writer};
+use crate::store::{self, Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
 /// Every item is done.
@@ -302,7 +302,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
 
 fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
     let config = Config::load(&config_path(args.config.clone())?)?;
-    let limiter = Limiter::new(&config.limits);
+    let limiter = Limiter::new(&config.limits).with_jitter(config.jitter);
     let mut items = Vec::new();
     validate(&args.worklist, &config, &limiter, |item, costs| {
         items.push(SimItem {
@@ -312,7 +312,7 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         });
     })?;
     let workers = args.workers.unwrap_or(config.workers).max(1);
-    let e = estimate::estimate(&items, &config.limits, workers, args.latency)?;
+    let e = estimate::estimate(&items, &config.limits, config.jitter, workers, args.latency)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
@@ -454,7 +454,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         config.workers = workers;
     }
     let headers = config.api.resolve_headers(&config.path)?;
-    let mut limiter = Limiter::new(&config.limits);
+    let mut limiter = Limiter::new(&config.limits).with_jitter(config.jitter);
     let validated = validate(&args.worklist, &config, &limiter, |_, _| {})?;
     let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
 
@@ -466,7 +466,26 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     }
     let clock = SystemClock::new();
     if let Some(progress) = store.progress()? {
-        limiter.restore(&progress.limiter_state, &clock);
+        if progress.is_live(store::unix_ms(SystemTime::now())) {
+            return Err(UsageError {
+                message: format!(
+                    "{}: another ratebound (pid {}) is running this db right now",
+                    db.display(),
+                    progress.pid
+                ),
+                hint:
+                    "wait for it, stop it with Ctrl-C, or watch it with `ratebound status --db ...`"
+                        .into(),
+            }
+            .into());
+        }
+        if progress.state == "running" {
+            // The last session died without a final checkpoint: it may have spent more
+            // than its last heartbeat shows, so start with every bucket empty.
+            limiter.assume_empty(clock.now());
+        } else {
+            limiter.restore(&progress.limiter_state, &clock);
+        }
     }
     let mut scheduler = Scheduler::new();
     for row in store.pending()? {

@@ -22,13 +22,17 @@ use crate::template::{Template, TemplateKind};
 
 /// The keys of each table, for hints on unknown keys.
 const KEYS: &[(&str, &str)] = &[
-    ("top level", "api, request, limits, workers, retry"),
+    ("top level", "api, request, limits, workers, retry, limiter"),
     ("[api]", "base_url, headers, timeout"),
     ("[request]", "method, path, body, headers"),
     ("[[limits]]", "name, unit, rate, per, burst"),
     ("[workers]", "max"),
     ("[retry]", "max_attempts, backoff, max_backoff"),
+    ("[limiter]", "jitter"),
 ];
+
+/// Default delay variation allowed for (`[limiter] jitter`).
+pub const DEFAULT_JITTER: Duration = Duration::from_millis(50);
 
 /// One problem in a config file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +144,9 @@ pub struct Config {
     pub workers: usize,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// How unevenly requests may be delayed on their way to the provider; each bucket's
+    /// burst is shrunk by this much so bunched-up arrivals still fit.
+    pub jitter: Duration,
     source: String,
 }
 
@@ -154,6 +161,14 @@ struct RawConfig {
     workers: RawWorkers,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    limiter: RawLimiter,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimiter {
+    jitter: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -330,17 +345,28 @@ impl Config {
             )
         });
         let retry = check_retry(&mut check, raw.retry);
+        let jitter = match &raw.limiter.jitter {
+            Some(j)
+                if j.get_ref().trim() == "0"
+                    || humantime::parse_duration(j.get_ref()).is_ok_and(|d| d.is_zero()) =>
+            {
+                Some(Duration::ZERO)
+            }
+            Some(j) => check.duration(j, "jitter"),
+            None => Some(DEFAULT_JITTER),
+        };
         if !check.problems.is_empty() {
             return Err(invalid(check.problems));
         }
-        match (api, request, retry) {
-            (Some(api), Some(request), Some(retry)) => Ok(Config {
+        match (api, request, retry, jitter) {
+            (Some(api), Some(request), Some(retry), Some(jitter)) => Ok(Config {
                 path: path.to_path_buf(),
                 api,
                 request,
                 limits,
                 workers: workers.map_or(16, |w| usize::try_from(w.get()).unwrap_or(usize::MAX)),
                 retry,
+                jitter,
                 source: source.to_string(),
             }),
             _ => Err(invalid(Vec::new())),

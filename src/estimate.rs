@@ -68,15 +68,17 @@ pub struct Estimate {
     pub latency_ms: f64,
 }
 
-/// Simulates `items` under `limits` with `workers` in flight at most and every request
+/// Simulates `items` under `limits` (bursts shrunk by `jitter` as the runner does) with
+/// `workers` in flight at most and every request
 /// taking `latency`; returns the instant the last response arrives.
 pub fn simulate(
     items: &[SimItem],
     limits: &[LimitSpec],
+    jitter: Duration,
     workers: usize,
     latency: Duration,
 ) -> Result<Nanos, NeverFits> {
-    let mut limiter = Limiter::new(limits);
+    let mut limiter = Limiter::new(limits).with_jitter(jitter);
     let mut scheduler = Scheduler::new();
     for item in items {
         limiter.check_fits(&item.costs)?;
@@ -126,10 +128,11 @@ pub fn simulate(
 pub fn estimate(
     items: &[SimItem],
     limits: &[LimitSpec],
+    jitter: Duration,
     workers: usize,
     latency: Duration,
 ) -> Result<Estimate, NeverFits> {
-    let makespan = simulate(items, limits, workers, latency)?;
+    let makespan = simulate(items, limits, jitter, workers, latency)?;
     let makespan_s = makespan as f64 / 1e9;
     let total = |unit: &Unit| items.iter().map(|i| i.costs.get(unit)).sum::<u64>();
     let uses: Vec<LimitUse> = limits
@@ -162,7 +165,7 @@ pub fn estimate(
     let (mut lo, mut hi) = (1usize, workers.max(1));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if simulate(items, limits, mid, latency)? as f64 <= target {
+        if simulate(items, limits, jitter, mid, latency)? as f64 <= target {
             hi = mid;
         } else {
             lo = mid + 1;
@@ -212,6 +215,7 @@ mod tests {
         let e = estimate(
             &items(3000, 10),
             &[limit("rps", Unit::Requests, 100, 1)],
+            Duration::ZERO,
             64,
             Duration::from_millis(50),
         )
@@ -232,7 +236,14 @@ mod tests {
             limit("rpm", Unit::Requests, 5000, 60),
             limit("tpm", Unit::Tokens, 60_000, 60),
         ];
-        let e = estimate(&items(1000, 1000), &limits, 16, Duration::from_millis(10)).unwrap();
+        let e = estimate(
+            &items(1000, 1000),
+            &limits,
+            Duration::ZERO,
+            16,
+            Duration::from_millis(10),
+        )
+        .unwrap();
         assert!((e.makespan_s - 940.01).abs() < 0.05, "{}", e.makespan_s);
         assert_eq!(e.binding_limit, "tpm");
         assert_eq!(e.tokens, 1_000_000);
@@ -241,7 +252,14 @@ mod tests {
     #[test]
     fn a_concurrency_bound_run_follows_littles_law() {
         // No limits: 1,000 items, 4 workers, 200 ms each -> 250 waves of 200 ms.
-        let e = estimate(&items(1000, 1), &[], 4, Duration::from_millis(200)).unwrap();
+        let e = estimate(
+            &items(1000, 1),
+            &[],
+            Duration::ZERO,
+            4,
+            Duration::from_millis(200),
+        )
+        .unwrap();
         assert!((e.makespan_s - 50.0).abs() < 1e-6, "{}", e.makespan_s);
         assert_eq!(e.binding_limit, "workers");
         assert_eq!(e.recommended_workers, 4);

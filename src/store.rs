@@ -191,6 +191,21 @@ pub struct ProgressRow {
     pub limiter_state: Vec<BucketState>,
 }
 
+/// A heartbeat older than this means the runner is gone.
+pub const STALE_AFTER_MS: u64 = 5_000;
+
+impl ProgressRow {
+    /// Whether the runner that wrote this row is alive at unix ms `now_ms`: it says
+    /// `running`, its heartbeat is fresh and (where `/proc` tells) its process exists.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        let proc_dir = Path::new("/proc");
+        let process_exists = !proc_dir.exists() || proc_dir.join(self.pid.to_string()).exists();
+        self.state == "running"
+            && now_ms.saturating_sub(self.heartbeat_ms) < STALE_AFTER_MS
+            && process_exists
+    }
+}
+
 /// Item counts by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {

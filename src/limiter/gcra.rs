@@ -43,6 +43,15 @@ impl Gcra {
         bucket
     }
 
+    /// Admits a little less at once so that requests delayed unevenly on their way (by up to
+    /// `jitter`) still conform at the provider: the tolerance shrinks by `jitter`, which is
+    /// GCRA's cell delay variation tolerance seen from the sender's side. The long-run rate
+    /// is unchanged; at least one unit always fits.
+    pub fn with_jitter(mut self, jitter: Duration) -> Gcra {
+        self.tau = self.tau.saturating_sub(nanos(jitter)).max(self.interval(1));
+        self
+    }
+
     /// The most units one admission can take: larger costs can never fit.
     pub fn max_cost(&self) -> u64 {
         // `interval(n) <= tau` for every n up to the burst; the burst is that largest n.
@@ -85,6 +94,11 @@ impl Gcra {
     /// that delays later admissions, because the provider counted it too.
     pub fn charge(&mut self, amount: u64, now: Nanos) {
         self.take(amount, now);
+    }
+
+    /// Empties the bucket at `now`: nothing more fits until it refills.
+    pub fn empty(&mut self, now: Nanos) {
+        self.tat = self.tat.max(now + self.tau);
     }
 
     /// Units in use at `now` (0 = full bucket, capacity = empty), rounded up.
@@ -160,6 +174,19 @@ mod tests {
         assert_eq!(b.max_cost(), 4);
         assert_eq!(b.earliest(5, 0), None);
         assert_eq!(b.earliest(4, 0), Some(0));
+    }
+
+    #[test]
+    fn jitter_allowance_shrinks_the_burst_not_the_rate() {
+        let mut b = per_second(100).with_jitter(Duration::from_millis(50));
+        assert_eq!(b.max_cost(), 95);
+        for _ in 0..95 {
+            assert_eq!(b.earliest(1, 0), Some(0));
+            b.take(1, 0);
+        }
+        assert_eq!(b.earliest(1, 0), Some(SEC / 100));
+        let tiny = per_second(1).with_jitter(Duration::from_secs(5));
+        assert_eq!(tiny.max_cost(), 1, "one unit always fits");
     }
 
     #[test]

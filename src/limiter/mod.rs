@@ -191,6 +191,16 @@ impl Limiter {
         Limiter { buckets }
     }
 
+    /// Shrinks every bucket's burst by the delay variation `jitter` (see
+    /// [`Gcra::with_jitter`]), so that requests bunched up on their way to the provider
+    /// still fit its buckets.
+    pub fn with_jitter(mut self, jitter: Duration) -> Limiter {
+        for b in &mut self.buckets {
+            b.gcra = b.gcra.clone().with_jitter(jitter);
+        }
+        self
+    }
+
     /// Checks that `costs` could ever be admitted.
     pub fn check_fits(&self, costs: &Costs) -> Result<(), NeverFits> {
         for b in &self.buckets {
@@ -279,6 +289,14 @@ impl Limiter {
                 full_at_unix_ms: unix_ms(clock.wall_at(b.gcra.full_at())),
             })
             .collect()
+    }
+
+    /// Empties every bucket at `now`: the safe start after a session that died without
+    /// saving its final state.
+    pub fn assume_empty(&mut self, now: Nanos) {
+        for b in &mut self.buckets {
+            b.gcra.empty(now);
+        }
     }
 
     /// Restores saved state for buckets of the same name; others stay full.
@@ -385,6 +403,19 @@ mod tests {
             let _ = restarted.reserve(&Costs::request(0), later.now()).unwrap();
         }
         assert!(restarted.reserve(&Costs::request(0), later.now()).is_err());
+    }
+
+    #[test]
+    fn an_emptied_limiter_admits_only_what_refills() {
+        let mut limiter = Limiter::new(&[spec("rps", Unit::Requests, 10, 1)]);
+        limiter.assume_empty(5 * SEC);
+        let denied = limiter.reserve(&Costs::request(0), 5 * SEC).unwrap_err();
+        assert_eq!(
+            denied,
+            Denied::NotUntil(NotUntil {
+                at: 5 * SEC + SEC / 10
+            })
+        );
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl Bucket {
         self.level -= amount as f64;
     }
 
+    /// Credits `amount` back (an estimate above actual usage), up to capacity.
+    pub(super) fn give(&mut self, amount: u64) {
+        self.level = (self.level + amount as f64).min(self.capacity);
+    }
+
     /// Whole units left, as a remaining header reports them.
     pub(super) fn remaining(&self) -> u64 {
         (self.level + TOLERANCE).floor().max(0.0) as u64

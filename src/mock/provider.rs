@@ -2,9 +2,12 @@
 //! out, decided against the mock's own buckets on a [`Clock`].
 //!
 //! Owns admission (a request is admitted only if every configured bucket holds its cost at
-//! arrival; then all are debited, else none), the record of every request, and the
-//! counts. No tokio, no sockets: [`server`](super::server) and the runner's in-memory
-//! transport both wait [`MockResponse::delay`] themselves. The wire format comes from the
+//! arrival, for tokens the request's estimate; then all are debited, else none), the
+//! settling of an admitted request's tokens to its reply's usage (the estimate above the
+//! usage is credited back before the rate-limit headers are computed, so a token limit is
+//! charged `min(estimate, usage)`), the record of every request, and the counts. No tokio,
+//! no sockets: [`server`](super::server) and the runner's in-memory transport both wait
+//! [`MockResponse::delay`] themselves. The wire format comes from the
 //! profile's dialect (`openai.rs`).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -217,7 +220,6 @@ impl<C: Clock> Provider<C> {
         };
         let tokens = estimate_request_tokens(&body);
         let admitted = admit(&mut state.limits, tokens, now);
-        let mut headers = openai::rate_limit_headers(&state.limits);
         match admitted {
             Ok(()) => {
                 let n = state.stats.ok + 1;
@@ -227,9 +229,19 @@ impl<C: Clock> Provider<C> {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
                 let reply = openai::completion(&body, n, created.as_secs());
+                // Admission counts the estimate; the limit is then charged what the request
+                // really used (the reply's usage), as ratebound's settle assumes. Only an
+                // over-estimate is credited back: a usage above the estimate (`max_tokens`
+                // 0) is not charged extra.
+                let used = reply["usage"]["total_tokens"].as_u64().unwrap_or(tokens);
+                for (limit, bucket) in &mut state.limits {
+                    bucket.give(limit.cost(tokens).saturating_sub(limit.cost(used)));
+                }
+                let headers = openai::rate_limit_headers(&state.limits);
                 (200, headers, reply)
             }
             Err(refusal) => {
+                let mut headers = openai::rate_limit_headers(&state.limits);
                 if let Some(wait) = refusal.wait {
                     let wait_ms = wait.div_ceil(1_000_000);
                     let wait_s = wait.div_ceil(1_000_000_000).max(1);
@@ -337,14 +349,18 @@ mod tests {
     #[test]
     fn rejected_requests_are_recorded_and_consume_nothing() {
         let (p, _) = provider("mock://openai?rps=2&tpm=600");
-        assert_eq!(p.handle(&chat("", 500)).status, 200);
-        // 200 tokens wanted, 100 left: refused on tokens, and neither bucket pays.
-        let refused = p.handle(&chat("", 200));
+        // 500 estimated, 16 used: 584 left.
+        let first = p.handle(&chat("", 500));
+        assert_eq!(first.status, 200);
+        assert_eq!(header(&first, "x-ratelimit-remaining-tokens"), "584");
+        // 590 tokens wanted, 584 left: refused on tokens, and neither bucket pays.
+        let refused = p.handle(&chat("", 590));
         assert_eq!(refused.status, 429);
+        assert_eq!(json(&refused)["error"]["type"], "tokens");
         assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "1");
-        assert_eq!(header(&refused, "x-ratelimit-remaining-tokens"), "100");
+        assert_eq!(header(&refused, "x-ratelimit-remaining-tokens"), "584");
         assert_eq!(
-            p.handle(&chat("", 100)).status,
+            p.handle(&chat("", 584)).status,
             200,
             "the refusal took nothing"
         );
@@ -359,14 +375,48 @@ mod tests {
     }
 
     #[test]
+    fn admitted_requests_are_charged_their_actual_usage() {
+        let (p, _) = provider("mock://openai?tpm=1000");
+        // 40 chars -> 10 prompt tokens: 10 + 590 = 600 estimated, 10 + 16 = 26 used.
+        let r = p.handle(&chat(&"x".repeat(40), 590));
+        assert_eq!(r.status, 200);
+        let used = json(&r)["usage"]["total_tokens"].as_u64().unwrap();
+        assert_eq!(used, 26);
+        let remaining = header(&r, "x-ratelimit-remaining-tokens");
+        assert_eq!(remaining, (1000 - used).to_string(), "not 1000 - 600");
+        assert_eq!(header(&r, "x-ratelimit-reset-tokens"), "1.56s", "26 tokens");
+
+        // 975 estimated, 974 left: refused, though its usage (16) would fit.
+        let refused = p.handle(&chat("", 975));
+        assert_eq!(refused.status, 429);
+        assert_eq!(json(&refused)["error"]["type"], "tokens");
+        assert_eq!(header(&refused, "x-ratelimit-remaining-tokens"), "974");
+        let message = json(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("Limit 1000, Used 26, Requested 975"),
+            "{message}"
+        );
+
+        // 974 estimated fits exactly; then 16 used of it.
+        let r = p.handle(&chat("", 974));
+        assert_eq!(r.status, 200);
+        assert_eq!(json(&r)["usage"]["total_tokens"], 16);
+        assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "958");
+    }
+
+    #[test]
     fn a_token_refusal_waits_for_the_token_refill() {
         let (p, clock) = provider("mock://openai?tpm=600&rpm=1000");
-        // 40 chars -> 10 prompt tokens + 290 = 300 per request; 600 per minute = 10 per s.
+        // 40 chars -> 10 prompt tokens + 290 = 300 estimated, 10 + 16 = 26 used;
+        // 600 per minute = 10 per s.
         let prompt = "x".repeat(40);
         assert_eq!(p.handle(&chat(&prompt, 290)).status, 200);
-        clock.advance(Duration::from_secs(3));
-        // 300 + 30 refilled = 330 left; 400 wanted: 70 short = 7 s.
-        let refused = p.handle(&chat(&prompt, 390));
+        clock.advance(Duration::from_secs(1));
+        // 574 + 10 refilled = 584 left; 10 + 590 = 600 wanted: 16 short = 1.6 s.
+        let refused = p.handle(&chat(&prompt, 590));
         assert_eq!(
             refused.status,
             429,
@@ -374,8 +424,8 @@ mod tests {
             String::from_utf8_lossy(&refused.body)
         );
         assert_eq!(json(&refused)["error"]["type"], "tokens");
-        assert_eq!(header(&refused, "retry-after-ms"), "7000");
-        assert_eq!(header(&refused, "retry-after"), "7");
+        assert_eq!(header(&refused, "retry-after-ms"), "1600");
+        assert_eq!(header(&refused, "retry-after"), "2");
         let message = json(&refused)["error"]["message"]
             .as_str()
             .unwrap()
@@ -385,11 +435,21 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("Limit 600, Used 270, Requested 400"),
+            message.contains("Limit 600, Used 16, Requested 600"),
             "{message}"
         );
-        clock.advance(Duration::from_secs(7));
-        assert_eq!(p.handle(&chat(&prompt, 390)).status, 200);
+        clock.advance(Duration::from_millis(1599));
+        assert_eq!(
+            p.handle(&chat(&prompt, 590)).status,
+            429,
+            "not before 1.6 s"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            p.handle(&chat(&prompt, 590)).status,
+            200,
+            "at exactly 1.6 s"
+        );
     }
 
     #[test]
@@ -397,15 +457,16 @@ mod tests {
         let (p, clock) = provider("mock://openai?rps=1&tpm=60");
         assert_eq!(p.handle(&chat("", 30)).status, 200);
         clock.advance(Duration::from_millis(500));
-        // Requests short for 0.5 s, tokens (30.5 left, 60 wanted) for 29.5 s.
+        // 30 estimated, 16 used. Requests short for 0.5 s, tokens (44 + 0.5 = 44.5 left,
+        // 60 wanted) for 15.5 s.
         let refused = p.handle(&chat("", 60));
         assert_eq!(
             json(&refused)["error"]["type"],
             "requests",
             "requests are checked first"
         );
-        assert_eq!(header(&refused, "retry-after-ms"), "29500");
-        assert_eq!(header(&refused, "retry-after"), "30");
+        assert_eq!(header(&refused, "retry-after-ms"), "15500");
+        assert_eq!(header(&refused, "retry-after"), "16");
     }
 
     #[test]
@@ -435,6 +496,7 @@ mod tests {
     #[test]
     fn rate_limit_headers_show_limit_remaining_and_time_to_full() {
         let (p, clock) = provider("mock://openai?rpm=600&tpm=100000&latency=50ms");
+        // 2 + 998 = 1000 estimated, 2 + 16 = 18 used; 100000 per minute = 1666.7 per s.
         let r = p.handle(&chat("abcdefgh", 998));
         clock.advance(Duration::from_millis(10));
         assert_eq!(r.delay, Duration::from_millis(50));
@@ -443,14 +505,14 @@ mod tests {
             ("x-ratelimit-remaining-requests", "599"),
             ("x-ratelimit-reset-requests", "100ms"),
             ("x-ratelimit-limit-tokens", "100000"),
-            ("x-ratelimit-remaining-tokens", "99000"),
-            ("x-ratelimit-reset-tokens", "600ms"),
+            ("x-ratelimit-remaining-tokens", "99982"),
+            ("x-ratelimit-reset-tokens", "11ms"), // 10.8 ms, rounded up
             ("content-type", "application/json"),
         ];
         for (name, value) in expect {
             assert_eq!(header(&r, name), value, "{name}");
         }
-        let r = p.handle(&chat("", 0));
+        let r = p.handle(&chat("", 8));
         assert_eq!(
             header(&r, "x-ratelimit-reset-requests"),
             "190ms",
@@ -458,8 +520,8 @@ mod tests {
         );
         assert_eq!(
             header(&r, "x-ratelimit-remaining-tokens"),
-            "99016",
-            "1000 spent, 16.7 refilled"
+            "99990",
+            "18 spent, 16.7 refilled, 8 more spent"
         );
 
         // OpenAI has one request limit: with rpm and rps both set, rpm speaks for requests.

@@ -11,9 +11,6 @@ use serde::Serialize;
 use crate::limiter::BucketUsage;
 use crate::store::{Store, StoreError, unix_ms};
 
-/// A heartbeat older than this means the runner is gone.
-const STALE_AFTER_MS: u64 = 5_000;
-
 /// The status of a run (the JSON of `status --json`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Status {
@@ -55,9 +52,7 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
     let requests = store.request_counts()?;
     let progress = store.progress()?;
     let now_ms = unix_ms(now);
-    let live = progress.as_ref().is_some_and(|p| {
-        p.state == "running" && now_ms.saturating_sub(p.heartbeat_ms) < STALE_AFTER_MS
-    });
+    let live = progress.as_ref().is_some_and(|p| p.is_live(now_ms));
     let state = if counts.pending == 0 && counts.total > 0 {
         "finished"
     } else if live {

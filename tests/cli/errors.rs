@@ -90,7 +90,7 @@ fn unknown_config_key_lists_valid_keys() {
         &p,
         worklist.to_str().unwrap(),
         config.to_str().unwrap(),
-        &["ratebound.toml:16", "ratee", "name, unit, rate, per"],
+        &["ratebound.toml:14:1", "ratee", "name, unit, rate, per"],
     );
 }
 
@@ -130,7 +130,7 @@ fn zero_and_negative_rates_are_refused() {
         &p,
         worklist.to_str().unwrap(),
         config.to_str().unwrap(),
-        &["ratebound.toml:15", "`0`", "ratebound.toml:20", "`-3`"],
+        &["ratebound.toml:12:8", "`0`", "ratebound.toml:17:8", "`-3`"],
     );
 }
 
