@@ -78,7 +78,8 @@ pub struct MockSpec {
     pub rpm: Option<NonZeroU64>,
     /// Requests per second.
     pub rps: Option<NonZeroU64>,
-    /// Tokens per minute, counted at arrival as `ceil(chars / 4) + max_tokens`.
+    /// Tokens per minute: a request is admitted on its estimate, `ceil(chars / 4) +
+    /// max_tokens`, and the bucket is then charged the reply's `usage.total_tokens`.
     pub tpm: Option<NonZeroU64>,
     /// Simulated latency of every response, 429s included.
     pub latency: Duration,

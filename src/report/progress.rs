@@ -47,65 +47,60 @@ impl Snapshot {
 
 enum Mode {
     Bar(ProgressBar),
-    Lines {
-        last: Option<Instant>,
-        session_start: Instant,
-        start_finished: u64,
-    },
+    Lines { last: Option<Instant> },
     Quiet,
 }
 
 /// The progress display of one session.
 pub struct Progress {
     mode: Mode,
+    session_start: Instant,
+    start_finished: u64,
 }
 
 impl Progress {
     /// A bar when stdout is a terminal, plain lines otherwise, nothing when `quiet`.
+    /// `finished` counts items finished in earlier sessions, so the pace is this session's.
     pub fn new(total: u64, finished: u64, quiet: bool) -> Progress {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stdout().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
+            bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
             bar.set_position(finished);
-            bar.reset_eta();
             bar.enable_steady_tick(Duration::from_millis(200));
             Mode::Bar(bar)
         } else {
-            Mode::Lines {
-                last: None,
-                session_start: Instant::now(),
-                start_finished: finished,
-            }
+            Mode::Lines { last: None }
         };
-        Progress { mode }
+        Progress {
+            mode,
+            session_start: Instant::now(),
+            start_finished: finished,
+        }
     }
 
     /// Shows `s` (a plain line at most every few seconds).
     pub fn update(&mut self, s: &Snapshot) {
+        let pace = Pace::of(s, self.session_start.elapsed(), self.start_finished);
         match &mut self.mode {
             Mode::Bar(bar) => {
                 bar.set_position(s.finished());
                 bar.set_message(format!(
-                    "429s {} · retries {} · in flight {} · failed {}",
-                    s.rate_limited, s.retries, s.in_flight, s.failed
+                    "· {:.1}/s · ETA {} · 429s {} · retries {} · in flight {} · failed {}",
+                    pace.rate, pace.eta, s.rate_limited, s.retries, s.in_flight, s.failed
                 ));
             }
-            Mode::Lines {
-                last,
-                session_start,
-                start_finished,
-            } => {
+            Mode::Lines { last } => {
                 if last.is_some_and(|l| l.elapsed() < LINE_EVERY) {
                     return;
                 }
                 *last = Some(Instant::now());
-                println!("{}", line(s, session_start.elapsed(), *start_finished));
+                println!("{}", line(s, &pace));
             }
             Mode::Quiet => {}
         }
@@ -120,32 +115,52 @@ impl Progress {
     }
 }
 
-/// One plain progress line: counts, rate and ETA from this session's pace.
-pub fn line(s: &Snapshot, session: Duration, start_finished: u64) -> String {
+/// This session's pace: items per second and the time left at that rate.
+pub struct Pace {
+    /// Items finished per second in this session.
+    pub rate: f64,
+    /// Time left at that rate, humanly formatted, or `unknown`.
+    pub eta: String,
+}
+
+impl Pace {
+    /// The pace of `s` after `session` of this session, which began with `start_finished`
+    /// items already finished.
+    pub fn of(s: &Snapshot, session: Duration, start_finished: u64) -> Pace {
+        let secs = session.as_secs_f64();
+        let rate = if secs > 0.0 {
+            s.finished().saturating_sub(start_finished) as f64 / secs
+        } else {
+            0.0
+        };
+        let left = s.total.saturating_sub(s.finished());
+        let eta = if left == 0 {
+            "0s".to_string()
+        } else if rate > 0.0 {
+            humantime::format_duration(Duration::from_secs((left as f64 / rate).ceil() as u64))
+                .to_string()
+        } else {
+            "unknown".to_string()
+        };
+        Pace { rate, eta }
+    }
+}
+
+/// One plain progress line: counts, pace and ETA.
+pub fn line(s: &Snapshot, pace: &Pace) -> String {
     let pct = if s.total == 0 {
         100.0
     } else {
         s.finished() as f64 * 100.0 / s.total as f64
     };
-    let secs = session.as_secs_f64();
-    let rate = if secs > 0.0 {
-        s.finished().saturating_sub(start_finished) as f64 / secs
-    } else {
-        0.0
-    };
-    let left = s.total.saturating_sub(s.finished());
-    let eta = if rate > 0.0 {
-        humantime::format_duration(Duration::from_secs((left as f64 / rate).ceil() as u64))
-            .to_string()
-    } else {
-        "unknown".to_string()
-    };
     format!(
-        "progress: {}/{} ({pct:.1}%) done {} failed {} · {rate:.1}/s · ETA {eta} · 429s {} · retries {} · in flight {}",
+        "progress: {}/{} ({pct:.1}%) done {} failed {} · {:.1}/s · ETA {} · 429s {} · retries {} · in flight {}",
         s.finished(),
         s.total,
         s.done,
         s.failed,
+        pace.rate,
+        pace.eta,
         s.rate_limited,
         s.retries,
         s.in_flight
@@ -167,7 +182,7 @@ mod tests {
             in_flight: 8,
             ..Snapshot::default()
         };
-        let text = line(&s, Duration::from_secs(10), 50);
+        let text = line(&s, &Pace::of(&s, Duration::from_secs(10), 50));
         assert_eq!(
             text,
             "progress: 250/1000 (25.0%) done 240 failed 10 · 20.0/s · ETA 38s · 429s 3 · retries 4 · in flight 8"

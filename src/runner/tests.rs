@@ -119,9 +119,12 @@ fn never_stop() -> watch::Receiver<u32> {
     rx
 }
 
+/// A scripted answer: `(item id, call number for that item)` to what comes back.
+type Answer = Box<dyn Fn(&str, usize) -> Result<Response, TransportError> + Send + Sync>;
+
 /// A transport answering from a script: `answer(item id, call number for that item)`.
 struct Scripted {
-    answer: Box<dyn Fn(&str, usize) -> Result<Response, TransportError> + Send + Sync>,
+    answer: Answer,
     latency: Duration,
     sent: Mutex<Vec<(String, tokio::time::Instant)>>,
 }
