@@ -11,13 +11,7 @@ use ratebound::limiter::{Costs, Denied, LimitSpec, Limiter, Unit};
 use ratebound::scheduler::Scheduler;
 
 fn limit(name: &str, unit: Unit, rate: u64, per: Duration) -> LimitSpec {
-    LimitSpec {
-        name: name.into(),
-        unit,
-        rate: NonZeroU64::new(rate).unwrap(),
-        per,
-        burst: None,
-    }
+    LimitSpec::rolling(name, unit, NonZeroU64::new(rate).unwrap(), per)
 }
 
 /// Reserve + settle on a saturated limiter in virtual time: when denied, jump to the
@@ -25,8 +19,9 @@ fn limit(name: &str, unit: Unit, rate: u64, per: Duration) -> LimitSpec {
 fn admit_all(limiter: &mut Limiter, costs: &Costs, actual: &Costs, n: u64) -> u64 {
     let mut now = 0u64;
     let mut admitted = 0;
+    let route = limiter.route_all();
     while admitted < n {
-        match limiter.reserve(costs, now) {
+        match limiter.reserve(&route, costs, now) {
             Ok(r) => {
                 limiter.settle(r, actual, now);
                 admitted += 1;

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, SimItem};
-use crate::job::{self, Job};
-use crate::limiter::{Costs, Limiter};
+use crate::job::{self, CostModel, Job};
+use crate::limiter::{Costs, Limiter, Route};
 use crate::mock::{MockSpec, Profile};
 use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
@@ -304,11 +304,12 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
     let config = Config::load(&config_path(args.config.clone())?)?;
     let limiter = Limiter::new(&config.limits).with_jitter(config.jitter);
     let mut items = Vec::new();
-    validate(&args.worklist, &config, &limiter, |item, costs| {
+    validate(&args.worklist, &config, &limiter, |item, costs, route| {
         items.push(SimItem {
             priority: item.priority,
             seq: item.seq,
             costs,
+            route,
         });
     })?;
     let workers = args.workers.unwrap_or(config.workers).max(1);
@@ -330,15 +331,16 @@ struct Validated {
 /// Reads every item, renders its request and checks it can ever be admitted, collecting
 /// every problem (up to a cap) before anything is sent.
 ///
-/// `on_item` sees every valid item with its estimated cost.
+/// `on_item` sees every valid item with its estimated cost and the limits it falls under.
 fn validate(
     path: &Path,
     config: &Config,
     limiter: &Limiter,
-    mut on_item: impl FnMut(&Item, Costs),
+    mut on_item: impl FnMut(&Item, Costs, Route),
 ) -> anyhow::Result<Validated> {
     let fingerprint = fingerprint(path)?;
     let reader = WorklistReader::open(path)?;
+    let cost_model = CostModel::from_config(config);
     let mut problems = InputErrors {
         problems: Vec::new(),
         more: 0,
@@ -375,9 +377,10 @@ fn validate(
             }
         };
         items += 1;
-        match job::build(&config.request, &item.payload, item.tokens) {
-            Ok((_, costs)) => {
-                if let Err(never) = limiter.check_fits(&costs) {
+        match job::build(&config.request, &item.payload, item.tokens, &cost_model) {
+            Ok(built) => {
+                let route = built.route(limiter);
+                if let Err(never) = limiter.check_fits(&route, &built.costs) {
                     problems.push(format!(
                         "{}:{}: item `{}`: {never}\n  hint: raise the limit's burst, lower the item's `tokens` or `max_tokens`, or split the item",
                         path.display(),
@@ -385,7 +388,7 @@ fn validate(
                         item.id
                     ));
                 }
-                on_item(&item, costs);
+                on_item(&item, built.costs, route);
             }
             Err(e) => problems.push(format!(
                 "{}:{}: item `{}`: {e}\n  hint: check the item's fields against the request template in {}",
@@ -454,8 +457,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         config.workers = workers;
     }
     let headers = config.api.resolve_headers(&config.path)?;
-    let mut limiter = Limiter::new(&config.limits).with_jitter(config.jitter);
-    let validated = validate(&args.worklist, &config, &limiter, |_, _| {})?;
+    let clock = SystemClock::new();
+    let mut limiter = Limiter::new(&config.limits)
+        .with_jitter(config.jitter)
+        .with_origin(clock.wall_at(0));
+    let validated = validate(&args.worklist, &config, &limiter, |_, _, _| {})?;
     let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
 
     let mut store = Store::open(&db)?;
@@ -464,7 +470,6 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         let imported = store.import(items)?;
         tracing::info!(imported, "work list imported");
     }
-    let clock = SystemClock::new();
     if let Some(progress) = store.progress()? {
         if progress.is_live(store::unix_ms(SystemTime::now())) {
             return Err(UsageError {
@@ -487,10 +492,12 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             limiter.restore(&progress.limiter_state, &clock);
         }
     }
+    let cost_model = CostModel::from_config(&config);
     let mut scheduler = Scheduler::new();
     for row in store.pending()? {
-        let (request, costs) = job::from_stored(&config.request, &row.payload, row.tokens)
+        let built = job::from_stored(&config.request, &row.payload, row.tokens, &cost_model)
             .with_context(|| format!("{}: item `{}` cannot be rebuilt", db.display(), row.id))?;
+        let route = built.route(&limiter);
         scheduler.push(
             row.priority,
             row.seq,
@@ -498,8 +505,10 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 seq: row.seq,
                 id: row.id,
                 priority: row.priority,
-                request,
-                costs,
+                request: built.request,
+                costs: built.costs,
+                route,
+                model: built.model,
                 attempts: row.attempts,
                 failures: 0,
             },
@@ -562,6 +571,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             workers: config.workers,
             retry: config.retry.clone(),
         },
+        cost_model,
         before,
     };
     drop(store);

@@ -16,16 +16,25 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::limiter::{LimitSpec, Unit};
+use crate::limiter::budget::{Price, Pricing, micro_usd};
+use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::RetryPolicy;
 use crate::template::{Template, TemplateKind};
 
 /// The keys of each table, for hints on unknown keys.
 const KEYS: &[(&str, &str)] = &[
-    ("top level", "api, request, limits, workers, retry, limiter"),
+    (
+        "top level",
+        "api, request, limits, workers, retry, limiter, kinds, pricing",
+    ),
     ("[api]", "base_url, headers, timeout"),
     ("[request]", "method, path, body, headers"),
-    ("[[limits]]", "name, unit, rate, per, burst"),
+    (
+        "[[limits]]",
+        "name, unit, rate, quota, per, burst, reset, pause_at, kind, tenant, path, learn",
+    ),
+    ("[kinds.NAME]", "cost"),
+    ("[pricing.\"MODEL\"]", "input, output"),
     ("[workers]", "max"),
     ("[retry]", "max_attempts, backoff, max_backoff"),
     ("[limiter]", "jitter"),
@@ -144,6 +153,10 @@ pub struct Config {
     pub workers: usize,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// Extra costs per job kind (`[kinds.NAME] cost = { calls = 2 }`).
+    pub kinds: BTreeMap<String, Costs>,
+    /// Prices per model, for `usd` budgets.
+    pub pricing: Pricing,
     /// How unevenly requests may be delayed on their way to the provider; each bucket's
     /// burst is shrunk by this much so bunched-up arrivals still fit.
     pub jitter: Duration,
@@ -163,6 +176,10 @@ struct RawConfig {
     retry: RawRetry,
     #[serde(default)]
     limiter: RawLimiter,
+    #[serde(default)]
+    kinds: BTreeMap<String, RawKind>,
+    #[serde(default)]
+    pricing: BTreeMap<String, RawPrice>,
 }
 
 #[derive(Deserialize, Default)]
@@ -195,9 +212,30 @@ struct RawRequest {
 struct RawLimit {
     name: Spanned<String>,
     unit: Option<Spanned<String>>,
-    rate: Spanned<i64>,
-    per: Spanned<String>,
-    burst: Option<Spanned<i64>>,
+    rate: Option<Spanned<f64>>,
+    quota: Option<Spanned<f64>>,
+    per: Option<Spanned<String>>,
+    burst: Option<Spanned<f64>>,
+    reset: Option<Spanned<String>>,
+    pause_at: Option<Spanned<f64>>,
+    kind: Option<Spanned<String>>,
+    tenant: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    learn: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKind {
+    #[serde(default)]
+    cost: BTreeMap<String, Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input: Spanned<f64>,
+    output: Spanned<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -275,6 +313,51 @@ impl Checker<'_> {
         }
     }
 
+    /// An amount of `unit`: whole and positive, or for `usd` a positive number of dollars
+    /// (kept as micro-dollars).
+    fn amount(&mut self, value: &Spanned<f64>, key: &str, unit: &Unit) -> Option<NonZeroU64> {
+        let v = *value.get_ref();
+        let n = if *unit == Unit::Usd {
+            NonZeroU64::new(micro_usd(v))
+        } else if v.fract() == 0.0 && v > 0.0 && v < 1e18 {
+            NonZeroU64::new(v as u64)
+        } else {
+            None
+        };
+        if n.is_none() {
+            let what = if *unit == Unit::Usd {
+                "a positive number of dollars"
+            } else {
+                "a positive whole number"
+            };
+            self.problem(
+                value.span(),
+                format!("`{key}` must be {what}, found `{v}`"),
+                format!("a limit admits `rate` units per `per` (e.g. rate = 5000 and per = \"1m\") or `quota` units per calendar window; `{key}` counts {unit}"),
+            );
+        }
+        n
+    }
+
+    /// A UTC time of day `HH:MM`, as the offset from midnight.
+    fn time_of_day(&mut self, value: &Spanned<String>) -> Option<Duration> {
+        let parsed = value.get_ref().split_once(':').and_then(|(h, m)| {
+            let (h, m) = (h.trim().parse::<u64>().ok()?, m.trim().parse::<u64>().ok()?);
+            (h < 24 && m < 60).then(|| Duration::from_secs(h * 3600 + m * 60))
+        });
+        if parsed.is_none() {
+            self.problem(
+                value.span(),
+                format!(
+                    "`reset` must be a UTC time of day `HH:MM`, found `{}`",
+                    value.get_ref()
+                ),
+                "e.g. reset = \"00:00\" for quotas that reset at midnight UTC",
+            );
+        }
+        parsed
+    }
+
     fn template(
         &mut self,
         value: &Spanned<String>,
@@ -345,6 +428,8 @@ impl Config {
             )
         });
         let retry = check_retry(&mut check, raw.retry);
+        let kinds = check_kinds(&mut check, raw.kinds);
+        let pricing = check_pricing(&mut check, raw.pricing);
         let jitter = match &raw.limiter.jitter {
             Some(j)
                 if j.get_ref().trim() == "0"
@@ -366,6 +451,8 @@ impl Config {
                 limits,
                 workers: workers.map_or(16, |w| usize::try_from(w.get()).unwrap_or(usize::MAX)),
                 retry,
+                kinds,
+                pricing,
                 jitter,
                 source: source.to_string(),
             }),
@@ -509,36 +596,156 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
                 check.problem(
                     u.span(),
                     "`unit` is empty",
-                    "use `requests`, `tokens` or a custom unit name",
+                    "use `requests`, `tokens`, `usd` or a custom unit name",
                 );
             }
             Unit::from_name(u.get_ref().trim())
         });
-        let rate = check.positive(
-            &l.rate,
-            "rate",
-            "a limit admits `rate` units per `per`, e.g. rate = 5000 and per = \"1m\"",
-        );
-        let per = check.duration(&l.per, "per");
-        let burst = match &l.burst {
-            Some(b) => check.positive(
-                b,
-                "burst",
-                "burst is the most units admitted at once; leave it out to use `rate`",
-            ),
-            None => None,
+        let scope = check_scope(check, &l);
+        let per = l.per.as_ref().and_then(|p| check.duration(p, "per"));
+        let kind = match (&l.rate, &l.quota) {
+            (Some(rate), None) => {
+                let Some(per_value) = &l.per else {
+                    check.problem(
+                        l.name.span(),
+                        format!("limit `{name}` has `rate` but no `per`"),
+                        "add the period, e.g. per = \"1m\"",
+                    );
+                    continue;
+                };
+                let rate = check.amount(rate, "rate", &unit);
+                let burst = l
+                    .burst
+                    .as_ref()
+                    .and_then(|b| check.amount(b, "burst", &unit));
+                if l.pause_at.is_some() || l.reset.is_some() {
+                    check.problem(
+                        per_value.span(),
+                        format!("limit `{name}`: `pause_at` and `reset` apply to quotas only"),
+                        "use `quota` instead of `rate` for a calendar quota, or remove them",
+                    );
+                }
+                match (rate, per) {
+                    (Some(rate), Some(per)) => LimitKind::Rolling { rate, per, burst },
+                    _ => continue,
+                }
+            }
+            (None, Some(quota)) => {
+                let limit = check.amount(quota, "quota", &unit);
+                let reset = l.reset.as_ref().and_then(|r| check.time_of_day(r));
+                let pause_at = l.pause_at.as_ref().and_then(|p| {
+                    let f = *p.get_ref();
+                    if f > 0.0 && f <= 1.0 {
+                        Some(f)
+                    } else {
+                        check.problem(
+                            p.span(),
+                            format!("`pause_at` must be a fraction in (0, 1], found `{f}`"),
+                            "e.g. pause_at = 0.8 pauses the run at 80% of the quota",
+                        );
+                        None
+                    }
+                });
+                if let Some(b) = &l.burst {
+                    check.problem(
+                        b.span(),
+                        format!("limit `{name}`: `burst` applies to rolling rates only"),
+                        "remove `burst`; a quota admits up to `quota` per window",
+                    );
+                }
+                match limit {
+                    Some(limit) => LimitKind::Window {
+                        limit,
+                        per,
+                        reset: reset.unwrap_or_default(),
+                        pause_at,
+                    },
+                    None => continue,
+                }
+            }
+            _ => {
+                check.problem(
+                    l.name.span(),
+                    format!("limit `{name}` needs exactly one of `rate` (a rolling rate) or `quota` (a fixed calendar window)"),
+                    "write rate = 5000 and per = \"1m\" for a rate, or quota = 10000 and per = \"1d\" for a quota",
+                );
+                continue;
+            }
         };
-        if let (Some(rate), Some(per)) = (rate, per) {
-            limits.push(LimitSpec {
-                name,
-                unit,
-                rate,
-                per,
-                burst,
-            });
-        }
+        limits.push(LimitSpec {
+            name,
+            unit,
+            kind,
+            scope,
+            learn: l.learn.unwrap_or(false),
+        });
     }
     limits
+}
+
+fn check_scope(check: &mut Checker<'_>, l: &RawLimit) -> Scope {
+    let given: Vec<(&Spanned<String>, Scope)> = [
+        l.kind
+            .as_ref()
+            .map(|k| (k, Scope::Kind(k.get_ref().clone()))),
+        l.tenant
+            .as_ref()
+            .map(|t| (t, Scope::Tenant(t.get_ref().clone()))),
+        l.path
+            .as_ref()
+            .map(|p| (p, Scope::Path(p.get_ref().clone()))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match given.as_slice() {
+        [] => Scope::All,
+        [(_, scope)] => scope.clone(),
+        [_, (second, _), ..] => {
+            check.problem(
+                second.span(),
+                "a limit may be scoped by one of `kind`, `tenant` or `path`, not several",
+                "split it into one [[limits]] entry per scope",
+            );
+            Scope::All
+        }
+    }
+}
+
+fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> BTreeMap<String, Costs> {
+    raw.into_iter()
+        .map(|(name, kind)| {
+            let mut costs = Costs::default();
+            for (unit, amount) in &kind.cost {
+                let unit = Unit::from_name(unit);
+                if let Some(n) = check.amount(amount, "cost", &unit) {
+                    costs.add(unit, n.get());
+                }
+            }
+            (name, costs)
+        })
+        .collect()
+}
+
+fn check_pricing(check: &mut Checker<'_>, raw: BTreeMap<String, RawPrice>) -> Pricing {
+    Pricing::new(raw.into_iter().filter_map(|(model, p)| {
+        let mut ok = true;
+        for value in [&p.input, &p.output] {
+            if !(*value.get_ref() >= 0.0 && value.get_ref().is_finite()) {
+                check.problem(value.span(), format!("a price must be a non-negative number of dollars per 1M tokens, found `{}`", value.get_ref()), "e.g. input = 0.15 and output = 0.60");
+                ok = false;
+            }
+        }
+        ok.then(|| {
+            (
+                model,
+                Price {
+                    input: *p.input.get_ref(),
+                    output: *p.output.get_ref(),
+                },
+            )
+        })
+    }))
 }
 
 fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
@@ -659,7 +866,14 @@ max = 8
         let config = Config::parse(Path::new("c.toml"), GOOD).unwrap();
         assert_eq!(config.limits.len(), 2);
         assert_eq!(config.limits[1].unit, Unit::Tokens);
-        assert_eq!(config.limits[0].per, Duration::from_secs(60));
+        assert_eq!(
+            config.limits[0].kind,
+            LimitKind::Rolling {
+                rate: NonZeroU64::new(600).unwrap(),
+                per: Duration::from_secs(60),
+                burst: None
+            }
+        );
         assert_eq!(config.workers, 8);
         assert_eq!(config.request.method, "POST");
         assert_eq!(config.api.timeout, Duration::from_secs(60));

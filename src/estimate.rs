@@ -10,13 +10,12 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::num::NonZero;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::clock::{Nanos, nanos};
-use crate::limiter::{Costs, Denied, LimitSpec, Limiter, NeverFits, Unit};
+use crate::limiter::{Costs, Denied, LimitSpec, Limiter, NeverFits, Route, Unit};
 use crate::scheduler::Scheduler;
 
 /// One item to simulate: its priority, file order and estimated cost.
@@ -28,6 +27,8 @@ pub struct SimItem {
     pub seq: u64,
     /// Estimated cost.
     pub costs: Costs,
+    /// The limits it falls under.
+    pub route: Route,
 }
 
 /// One limit's share of the prediction.
@@ -81,8 +82,8 @@ pub fn simulate(
     let mut limiter = Limiter::new(limits).with_jitter(jitter);
     let mut scheduler = Scheduler::new();
     for item in items {
-        limiter.check_fits(&item.costs)?;
-        scheduler.push(item.priority, item.seq, &item.costs);
+        limiter.check_fits(&item.route, &item.costs)?;
+        scheduler.push(item.priority, item.seq, item);
     }
     let latency = nanos(latency);
     let workers = workers.max(1);
@@ -95,12 +96,12 @@ pub fn simulate(
         }
         let mut next_admission = None;
         while in_flight.len() < workers {
-            let Some(costs) = scheduler.peek(now) else {
+            let Some(item) = scheduler.peek(now) else {
                 break;
             };
-            match limiter.reserve(costs, now) {
+            match limiter.reserve(&item.route, &item.costs, now) {
                 Ok(reservation) => {
-                    limiter.settle(reservation, costs, now);
+                    limiter.settle(reservation, &item.costs, now);
                     scheduler.pop(now);
                     in_flight.push(Reverse(now + latency));
                     end = end.max(now + latency);
@@ -139,15 +140,19 @@ pub fn estimate(
         .iter()
         .map(|l| {
             let needed = total(&l.unit);
-            let rate_per_s = l.rate.get() as f64 / l.per.as_secs_f64();
-            let burst = l.burst.map_or(l.rate.get(), NonZero::get);
-            let bound_s = needed.saturating_sub(burst) as f64 / rate_per_s;
+            let rate_per_s = l.rate_per_s();
+            let burst = l.initial();
+            let bound_s = if rate_per_s > 0.0 {
+                needed.saturating_sub(burst) as f64 / rate_per_s
+            } else {
+                0.0
+            };
             LimitUse {
                 name: l.name.clone(),
                 unit: l.unit.name().to_string(),
                 needed,
                 bound_s,
-                utilization: if makespan_s > 0.0 {
+                utilization: if makespan_s > 0.0 && rate_per_s > 0.0 {
                     (needed as f64 / (rate_per_s * makespan_s + burst as f64)).min(1.0)
                 } else {
                     0.0
@@ -195,18 +200,18 @@ mod tests {
                 priority: 0,
                 seq,
                 costs: Costs::request(tokens),
+                route: Route::all(2),
             })
             .collect()
     }
 
     fn limit(name: &str, unit: Unit, rate: u64, per_s: u64) -> LimitSpec {
-        LimitSpec {
-            name: name.into(),
+        LimitSpec::rolling(
+            name,
             unit,
-            rate: NonZeroU64::new(rate).unwrap(),
-            per: Duration::from_secs(per_s),
-            burst: None,
-        }
+            NonZeroU64::new(rate).unwrap(),
+            Duration::from_secs(per_s),
+        )
     }
 
     #[test]

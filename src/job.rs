@@ -11,8 +11,11 @@
 
 use serde_json::Value;
 
-use crate::config::RequestSpec;
-use crate::limiter::Costs;
+use std::collections::BTreeMap;
+
+use crate::config::{Config, RequestSpec};
+use crate::limiter::budget::Pricing;
+use crate::limiter::{Costs, JobAttrs, Limiter, Route, Unit};
 use crate::template::RenderError;
 use crate::worklist::Payload;
 
@@ -42,6 +45,10 @@ pub struct Job {
     pub request: Request,
     /// The estimated cost, reserved before sending.
     pub costs: Costs,
+    /// The limits that apply to this job.
+    pub route: Route,
+    /// The model named in the body, for pricing the actual usage.
+    pub model: Option<String>,
     /// Attempts made so far, over all sessions.
     pub attempts: u32,
     /// Transient failures so far in this session.
@@ -63,6 +70,14 @@ pub enum JobError {
         /// serde_json's description, with line and column inside the body.
         reason: String,
     },
+    /// The item names a kind the config does not define.
+    #[error("kind `{kind}` is not defined in the config (defined: {defined})")]
+    UnknownKind {
+        /// The item's kind.
+        kind: String,
+        /// The kinds the config defines.
+        defined: String,
+    },
     /// The stored payload could not be read back.
     #[error("the stored item is unreadable: {reason}")]
     Payload {
@@ -79,6 +94,74 @@ impl From<RenderError> for JobError {
     }
 }
 
+/// What an item costs: the config's kinds and prices.
+#[derive(Clone, Debug, Default)]
+pub struct CostModel {
+    /// Extra costs per kind.
+    pub kinds: BTreeMap<String, Costs>,
+    /// Prices per model.
+    pub pricing: Pricing,
+}
+
+impl CostModel {
+    /// The cost model of `config`.
+    pub fn from_config(config: &Config) -> CostModel {
+        CostModel {
+            kinds: config.kinds.clone(),
+            pricing: config.pricing.clone(),
+        }
+    }
+
+    /// The costs a finished request really had: `usage` (the response's usage object)
+    /// replaces the token and dollar estimates; other units stay as reserved.
+    pub fn actual(&self, reserved: &Costs, model: Option<&str>, usage: &Value) -> Costs {
+        let mut actual = reserved.clone();
+        if let Some(total) = usage.get("total_tokens").and_then(Value::as_u64) {
+            actual = actual.with(Unit::Tokens, total);
+        }
+        let input = usage
+            .get("prompt_tokens")
+            .or_else(|| usage.get("input_tokens"))
+            .and_then(Value::as_u64);
+        let output = usage
+            .get("completion_tokens")
+            .or_else(|| usage.get("output_tokens"))
+            .and_then(Value::as_u64);
+        if let (Some(price), Some(input), Some(output)) =
+            (model.and_then(|m| self.pricing.get(m)), input, output)
+        {
+            actual = actual.with(Unit::Usd, price.cost(input, output));
+        }
+        actual
+    }
+}
+
+/// An item rendered: its request, estimated cost and what limits match it on.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// What to send.
+    pub request: Request,
+    /// Estimated cost.
+    pub costs: Costs,
+    /// The item's `kind` field.
+    pub kind: Option<String>,
+    /// The item's `tenant` field.
+    pub tenant: Option<String>,
+    /// The body's `model`.
+    pub model: Option<String>,
+}
+
+impl Built {
+    /// The limits this job falls under.
+    pub fn route(&self, limiter: &Limiter) -> Route {
+        limiter.route(&JobAttrs {
+            kind: self.kind.as_deref(),
+            tenant: self.tenant.as_deref(),
+            path: &self.request.path,
+        })
+    }
+}
+
 /// Renders the request for an item and estimates its cost.
 ///
 /// `tokens` (the item's override) replaces the token estimate when given.
@@ -86,7 +169,8 @@ pub fn build(
     spec: &RequestSpec,
     payload: &Payload,
     tokens: Option<u64>,
-) -> Result<(Request, Costs), JobError> {
+    model: &CostModel,
+) -> Result<Built, JobError> {
     let (request, body) = match payload {
         Payload::Vars(vars) => {
             let body = match &spec.body {
@@ -126,8 +210,56 @@ pub fn build(
             Some(body.clone()),
         ),
     };
-    let tokens = tokens.unwrap_or_else(|| body.as_ref().map_or(0, estimate_tokens));
-    Ok((request, Costs::request(tokens)))
+    let field = |name: &str| match payload {
+        Payload::Vars(vars) => vars
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        Payload::Batch { .. } => None,
+    };
+    let kind = field("kind");
+    let tenant = field("tenant");
+    let model_name = body
+        .as_ref()
+        .and_then(|b| b.get("model"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let prompt_tokens = body.as_ref().map_or(0, prompt_tokens);
+    let max_tokens = body.as_ref().map_or(0, max_tokens);
+    let token_estimate = tokens.unwrap_or(prompt_tokens + max_tokens);
+    let mut costs = Costs::request(token_estimate);
+    if let Some(price) = model_name.as_deref().and_then(|m| model.pricing.get(m)) {
+        costs.add(Unit::Usd, price.cost(prompt_tokens, max_tokens));
+    }
+    if let Some(kind) = &kind {
+        match model.kinds.get(kind) {
+            Some(extra) => {
+                for (unit, amount) in extra.iter() {
+                    costs.add(unit.clone(), *amount);
+                }
+            }
+            None if !model.kinds.is_empty() => {
+                return Err(JobError::UnknownKind {
+                    kind: kind.clone(),
+                    defined: model
+                        .kinds
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(Built {
+        request,
+        costs,
+        kind,
+        tenant,
+        model: model_name,
+    })
 }
 
 /// Rebuilds a job from its stored payload (JSON text of a [`Payload`]).
@@ -135,11 +267,12 @@ pub fn from_stored(
     spec: &RequestSpec,
     payload: &str,
     tokens: Option<u64>,
-) -> Result<(Request, Costs), JobError> {
+    model: &CostModel,
+) -> Result<Built, JobError> {
     let payload: Payload = serde_json::from_str(payload).map_err(|e| JobError::Payload {
         reason: e.to_string(),
     })?;
-    build(spec, &payload, tokens)
+    build(spec, &payload, tokens, model)
 }
 
 /// Estimated tokens of a chat request: `ceil(prompt chars / 4) + max_tokens`.
@@ -152,6 +285,11 @@ pub fn from_stored(
 /// assert_eq!(ratebound::job::estimate_tokens(&body), 2 + 100);
 /// ```
 pub fn estimate_tokens(body: &Value) -> u64 {
+    prompt_tokens(body) + max_tokens(body)
+}
+
+/// Estimated prompt tokens: `ceil(prompt chars / 4)`.
+fn prompt_tokens(body: &Value) -> u64 {
     let mut chars = 0usize;
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         for m in messages {
@@ -161,11 +299,15 @@ pub fn estimate_tokens(body: &Value) -> u64 {
     for key in ["prompt", "input"] {
         chars += text_chars(body.get(key));
     }
-    let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+/// The most output tokens the request allows.
+fn max_tokens(body: &Value) -> u64 {
+    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(0);
-    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX) + max_tokens
+        .unwrap_or(0)
 }
 
 fn text_chars(value: Option<&Value>) -> usize {
@@ -185,7 +327,6 @@ fn text_chars(value: Option<&Value>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::Unit;
     use serde_json::json;
 
     #[test]
@@ -212,11 +353,15 @@ mod tests {
             url: "/v1/chat/completions".into(),
             body: json!({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
         };
-        let (request, costs) = build(&spec, &payload, None).unwrap();
-        assert_eq!(request.method, "POST");
-        assert_eq!(request.path, "/v1/chat/completions");
-        assert_eq!(costs.get(&Unit::Tokens), 11);
-        let (_, costs) = build(&spec, &payload, Some(500)).unwrap();
-        assert_eq!(costs.get(&Unit::Tokens), 500, "the item's override wins");
+        let built = build(&spec, &payload, None, &CostModel::default()).unwrap();
+        assert_eq!(built.request.method, "POST");
+        assert_eq!(built.request.path, "/v1/chat/completions");
+        assert_eq!(built.costs.get(&Unit::Tokens), 11);
+        let built = build(&spec, &payload, Some(500), &CostModel::default()).unwrap();
+        assert_eq!(
+            built.costs.get(&Unit::Tokens),
+            500,
+            "the item's override wins"
+        );
     }
 }

@@ -579,6 +579,8 @@ pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
     thread: Option<JoinHandle<Result<(), StoreError>>>,
     path: PathBuf,
+    /// After each commit, how many attempts and results it made durable.
+    committed: Option<tokio::sync::mpsc::UnboundedReceiver<u64>>,
 }
 
 impl Writer {
@@ -590,10 +592,11 @@ impl Writer {
             source,
         })?;
         let (tx, rx) = mpsc::channel();
+        let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
         let owned = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("ratebound-store".into())
-            .spawn(move || write_loop(conn, rx, &owned))
+            .spawn(move || write_loop(conn, rx, &owned, &committed_tx))
             .map_err(|e| StoreError::WriterGone {
                 path: path.to_path_buf(),
                 message: e.to_string(),
@@ -602,6 +605,7 @@ impl Writer {
             tx,
             thread: Some(thread),
             path: path.to_path_buf(),
+            committed: Some(committed),
         })
     }
 
@@ -622,6 +626,12 @@ impl Writer {
             path: self.path.clone(),
             message,
         }
+    }
+
+    /// The stream of commit reports: after each commit, the number of attempts and results
+    /// ([`Writer::attempt`], [`Writer::finish`]) it made durable. Can be taken once.
+    pub fn take_committed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<u64>> {
+        self.committed.take()
     }
 
     /// Records an attempt that did not finish its item.
@@ -654,6 +664,7 @@ fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<WriteOp>,
     path: &Path,
+    committed: &tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> Result<(), StoreError> {
     let err = |doing| {
         move |source| StoreError::Sqlite {
@@ -667,13 +678,16 @@ fn write_loop(
         let tx = conn.transaction().map_err(err("starting a write"))?;
         let mut op = Some(first);
         let mut batched = 0;
+        let mut records = 0u64;
         while let Some(next) = op.take() {
             match next {
                 WriteOp::Attempt(a) => {
-                    insert_attempt(&tx, &a).map_err(err("recording an attempt"))?
+                    insert_attempt(&tx, &a).map_err(err("recording an attempt"))?;
+                    records += 1;
                 }
                 WriteOp::Finish(r) => {
                     insert_attempt(&tx, &r.last_attempt).map_err(err("storing a result"))?;
+                    records += 1;
                     tx.prepare_cached(
                         "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,
                          latency_ms = ?7, error = ?8, finished_at_ms = ?9 WHERE seq = ?1",
@@ -712,6 +726,10 @@ fn write_loop(
             }
         }
         tx.commit().map_err(err("committing results"))?;
+        if records > 0 {
+            // Nobody listens once the run is over; nothing to do then.
+            let _ = committed.send(records);
+        }
         for done in flushes {
             // The waiter may have given up; nothing to do then.
             let _ = done.send(());

@@ -101,6 +101,14 @@ impl Gcra {
         self.tat = self.tat.max(now + self.tau);
     }
 
+    /// Provider feedback: `remaining` units are available at `now`. Lowers availability to
+    /// match; raises it too when `learn` is set.
+    pub fn observe(&mut self, remaining: u64, now: Nanos, learn: bool) {
+        let used = self.capacity.saturating_sub(remaining);
+        let tat = now.saturating_add(self.interval(used));
+        self.tat = if learn { tat } else { self.tat.max(tat) };
+    }
+
     /// Units in use at `now` (0 = full bucket, capacity = empty), rounded up.
     pub fn used(&self, now: Nanos) -> u64 {
         let ahead = u128::from(self.tat.saturating_sub(now));

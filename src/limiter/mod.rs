@@ -10,8 +10,10 @@
 //! nothing admitted ever exceeds a bucket's rate; state can be saved as wall-clock instants
 //! and restored after a restart, so a restart does not grant a fresh burst.
 
+pub mod budget;
 pub mod gcra;
 pub mod reservation;
+pub mod window;
 
 use std::fmt;
 use std::num::NonZeroU64;
@@ -20,9 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Clock, Nanos};
+use crate::clock::{Clock, Nanos, nanos};
 pub use gcra::Gcra;
 pub use reservation::Reservation;
+pub use window::FixedWindow;
 
 /// What a limit counts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,6 +34,8 @@ pub enum Unit {
     Requests,
     /// Model tokens (estimated before sending, settled to the response's usage).
     Tokens,
+    /// Money, in micro-dollars (see [`budget`]).
+    Usd,
     /// Any other unit a job kind declares a cost in.
     Custom(Arc<str>),
 }
@@ -41,6 +46,7 @@ impl Unit {
         match name {
             "requests" => Unit::Requests,
             "tokens" => Unit::Tokens,
+            "usd" => Unit::Usd,
             other => Unit::Custom(Arc::from(other)),
         }
     }
@@ -50,6 +56,7 @@ impl Unit {
         match self {
             Unit::Requests => "requests",
             Unit::Tokens => "tokens",
+            Unit::Usd => "usd",
             Unit::Custom(name) => name,
         }
     }
@@ -87,6 +94,11 @@ impl Costs {
             .map_or(0, |(_, amount)| *amount)
     }
 
+    /// Each unit and its amount.
+    pub fn iter(&self) -> impl Iterator<Item = &(Unit, u64)> {
+        self.0.iter()
+    }
+
     /// The same costs with `unit` replaced by `amount`.
     pub fn with(mut self, unit: Unit, amount: u64) -> Costs {
         match self.0.iter_mut().find(|(u, _)| *u == unit) {
@@ -97,19 +109,154 @@ impl Costs {
     }
 }
 
-/// A configured rolling limit: `rate` units of `unit` per `per`.
+/// How a limit counts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LimitKind {
+    /// `rate` units per `per`, refilled continuously, holding at most `burst`.
+    Rolling {
+        /// Units per period; non-zero by construction.
+        rate: NonZeroU64,
+        /// The period the rate refers to.
+        per: Duration,
+        /// The most units admitted at once (defaults to `rate`: a full bucket).
+        burst: Option<NonZeroU64>,
+    },
+    /// At most `limit` units per calendar window of `per` (fixed windows, quotas, budgets).
+    Window {
+        /// Units per window.
+        limit: NonZeroU64,
+        /// Window length; `None` for a limit on the whole run (a run budget).
+        per: Option<Duration>,
+        /// Offset of window boundaries from UTC multiples of `per` (e.g. a daily quota that
+        /// resets at 07:00 UTC has 7 h).
+        reset: Duration,
+        /// Share of `limit` at which admission stops (a quota's `pause_at`), if any.
+        pause_at: Option<f64>,
+    },
+}
+
+/// Which jobs a limit applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every job.
+    All,
+    /// Jobs of this kind.
+    Kind(String),
+    /// Jobs of this tenant.
+    Tenant(String),
+    /// Requests whose path matches this pattern (`*` matches any run of characters).
+    Path(String),
+}
+
+/// What a job is, for matching limits' scopes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobAttrs<'a> {
+    /// The job's kind, if any.
+    pub kind: Option<&'a str>,
+    /// The job's tenant, if any.
+    pub tenant: Option<&'a str>,
+    /// The request path.
+    pub path: &'a str,
+}
+
+impl Scope {
+    /// Whether a job with `attrs` falls under this scope.
+    pub fn matches(&self, attrs: &JobAttrs<'_>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Kind(kind) => attrs.kind == Some(kind.as_str()),
+            Scope::Tenant(tenant) => attrs.tenant == Some(tenant.as_str()),
+            Scope::Path(pattern) => glob_matches(pattern, attrs.path),
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// A configured limit.
+#[derive(Clone, Debug, PartialEq)]
 pub struct LimitSpec {
-    /// The name the user gave it (`rpm`, `tpm`, ...), shown in status and errors.
+    /// The name the user gave it (`rpm`, `tpm`, `daily`...), shown in status and errors.
     pub name: String,
     /// What it counts.
     pub unit: Unit,
-    /// Units per period; non-zero by construction.
-    pub rate: NonZeroU64,
-    /// The period the rate refers to.
-    pub per: Duration,
-    /// The most units admitted at once (defaults to `rate`: a full bucket).
-    pub burst: Option<NonZeroU64>,
+    /// How it counts.
+    pub kind: LimitKind,
+    /// Which jobs it applies to.
+    pub scope: Scope,
+    /// Whether provider feedback may raise it above the configured figure.
+    pub learn: bool,
+}
+
+impl LimitSpec {
+    /// A rolling limit of `rate` units per `per` on every job.
+    pub fn rolling(name: &str, unit: Unit, rate: NonZeroU64, per: Duration) -> LimitSpec {
+        LimitSpec {
+            name: name.to_string(),
+            unit,
+            kind: LimitKind::Rolling {
+                rate,
+                per,
+                burst: None,
+            },
+            scope: Scope::All,
+            learn: false,
+        }
+    }
+
+    /// A fixed-window limit of `limit` units per `per` (UTC-aligned) on every job.
+    pub fn window(name: &str, unit: Unit, limit: NonZeroU64, per: Option<Duration>) -> LimitSpec {
+        LimitSpec {
+            name: name.to_string(),
+            unit,
+            kind: LimitKind::Window {
+                limit,
+                per,
+                reset: Duration::ZERO,
+                pause_at: None,
+            },
+            scope: Scope::All,
+            learn: false,
+        }
+    }
+
+    /// Units per second this limit sustains in the long run (0 for a run budget).
+    pub fn rate_per_s(&self) -> f64 {
+        match &self.kind {
+            LimitKind::Rolling { rate, per, .. } => rate.get() as f64 / per.as_secs_f64(),
+            LimitKind::Window { limit, per, .. } => {
+                per.map_or(0.0, |p| limit.get() as f64 / p.as_secs_f64())
+            }
+        }
+    }
+
+    /// Units available at once at the start (a rolling limit's burst, a window's limit).
+    pub fn initial(&self) -> u64 {
+        match &self.kind {
+            LimitKind::Rolling { rate, burst, .. } => burst.unwrap_or(*rate).get(),
+            LimitKind::Window { limit, .. } => limit.get(),
+        }
+    }
 }
 
 /// "Not before this instant": the reservation did not fit now but will at `at`.
@@ -121,9 +268,7 @@ pub struct NotUntil {
 
 /// A job that no amount of waiting will admit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "a job costing {cost} {unit} can never fit limit `{limit}`, which holds at most {max} {unit}"
-)]
+#[error("a job costing {cost} {unit} can never fit limit `{limit}`, which admits at most {max} {unit}{}", if *.spent { " and is spent for this run" } else { " at once" })]
 pub struct NeverFits {
     /// The limit's name.
     pub limit: String,
@@ -133,6 +278,8 @@ pub struct NeverFits {
     pub cost: u64,
     /// The most that limit admits at once.
     pub max: u64,
+    /// The limit never resets and too little is left (a spent run budget).
+    pub spent: bool,
 }
 
 /// Why a reservation was not admitted now.
@@ -140,7 +287,7 @@ pub struct NeverFits {
 pub enum Denied {
     /// Wait until the instant given, then try again.
     NotUntil(NotUntil),
-    /// Never: the cost exceeds a bucket's burst.
+    /// Never: the cost exceeds a bucket's burst, or a run budget is spent.
     Never(NeverFits),
 }
 
@@ -155,108 +302,269 @@ pub struct BucketUsage {
     pub used: u64,
     /// Units the window holds.
     pub limit: u64,
-    /// The window's length in seconds.
+    /// The window's length in seconds (0 for a limit on the whole run).
     pub window_s: f64,
 }
 
-/// A bucket's persisted state: the wall-clock instant at which it is full again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A bucket's persisted state, in wall-clock terms so it survives a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketState {
     /// The limit's name.
     pub name: String,
-    /// Unix time in milliseconds at which the bucket is full again.
+    /// Rolling limits: unix ms at which the bucket is full again.
+    #[serde(default)]
     pub full_at_unix_ms: u64,
+    /// Window limits: unix ms when the count was saved.
+    #[serde(default)]
+    pub saved_at_unix_ms: u64,
+    /// Window limits: units used in the window at that time.
+    #[serde(default)]
+    pub used: u64,
 }
 
+/// The buckets a job's reservation touches, computed once per job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route(Vec<u16>);
+
+impl Route {
+    /// A route through the first `n` buckets (all of a limiter with `n` limits).
+    pub fn all(n: usize) -> Route {
+        Route(
+            (0..n)
+                .map(|i| u16::try_from(i).unwrap_or(u16::MAX))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Algo {
+    Rolling(Gcra),
+    Window(FixedWindow),
+}
+
+#[derive(Clone, Debug)]
 struct Bucket {
     spec: LimitSpec,
-    gcra: Gcra,
+    algo: Algo,
 }
 
-/// Every configured limit, admitting jobs atomically across all of them.
+impl Bucket {
+    fn earliest(&self, cost: u64, now: Nanos) -> Option<Nanos> {
+        match &self.algo {
+            Algo::Rolling(g) => g.earliest(cost, now),
+            Algo::Window(w) => w.earliest(cost, now),
+        }
+    }
+
+    fn never(&self, cost: u64) -> NeverFits {
+        let (max, spent) = match &self.algo {
+            Algo::Rolling(g) => (g.max_cost(), false),
+            Algo::Window(w) => (w.capacity(), w.period().is_none()),
+        };
+        NeverFits {
+            limit: self.spec.name.clone(),
+            unit: self.spec.unit.clone(),
+            cost,
+            max,
+            spent: spent && cost <= max,
+        }
+    }
+
+    fn take(&mut self, cost: u64, now: Nanos) {
+        match &mut self.algo {
+            Algo::Rolling(g) => g.take(cost, now),
+            Algo::Window(w) => w.take(cost, now),
+        }
+    }
+
+    fn settle(&mut self, reserved: u64, used: u64, reserved_at: Nanos, now: Nanos) {
+        match &mut self.algo {
+            Algo::Rolling(g) if used < reserved => g.refund(reserved - used, now),
+            Algo::Rolling(g) if used > reserved => g.charge(used - reserved, now),
+            Algo::Window(w) if used < reserved => w.refund(reserved - used, reserved_at, now),
+            Algo::Window(w) if used > reserved => w.charge(used - reserved, now),
+            _ => {}
+        }
+    }
+
+    fn usage(&self, now: Nanos) -> BucketUsage {
+        let (used, limit, window) = match &self.algo {
+            Algo::Rolling(g) => (g.used(now).min(g.capacity()), g.capacity(), g.period()),
+            Algo::Window(w) => (
+                w.used(now),
+                w.capacity(),
+                w.period().map_or(Duration::ZERO, Duration::from_nanos),
+            ),
+        };
+        BucketUsage {
+            name: self.spec.name.clone(),
+            unit: self.spec.unit.name().to_string(),
+            used,
+            limit,
+            window_s: window.as_secs_f64(),
+        }
+    }
+}
+
+/// Every configured limit, admitting jobs atomically across all of those in scope.
+#[derive(Clone, Debug)]
 pub struct Limiter {
     buckets: Vec<Bucket>,
+    /// Unix time of limiter time 0, for aligning windows to the calendar.
+    origin_unix_ns: u128,
+    /// Delay variation allowed for (see [`Limiter::with_jitter`]).
+    jitter: Nanos,
 }
 
 impl Limiter {
-    /// A limiter with one full bucket per spec.
+    /// A limiter with one full bucket per spec, whose time 0 is the Unix epoch.
     pub fn new(specs: &[LimitSpec]) -> Limiter {
-        let buckets = specs
-            .iter()
-            .map(|spec| Bucket {
-                gcra: Gcra::new(spec.rate, spec.per, spec.burst),
-                spec: spec.clone(),
-            })
-            .collect();
-        Limiter { buckets }
+        let mut limiter = Limiter {
+            buckets: Vec::new(),
+            origin_unix_ns: 0,
+            jitter: 0,
+        };
+        limiter.buckets = specs.iter().map(|s| limiter.bucket(s)).collect();
+        limiter
     }
 
-    /// Shrinks every bucket's burst by the delay variation `jitter` (see
-    /// [`Gcra::with_jitter`]), so that requests bunched up on their way to the provider
-    /// still fit its buckets.
-    pub fn with_jitter(mut self, jitter: Duration) -> Limiter {
-        for b in &mut self.buckets {
-            b.gcra = b.gcra.clone().with_jitter(jitter);
+    fn bucket(&self, spec: &LimitSpec) -> Bucket {
+        let algo = match &spec.kind {
+            LimitKind::Rolling { rate, per, burst } => Algo::Rolling(
+                Gcra::new(*rate, *per, *burst).with_jitter(Duration::from_nanos(self.jitter)),
+            ),
+            LimitKind::Window {
+                limit,
+                per,
+                reset,
+                pause_at,
+            } => {
+                let period = per.map(nanos);
+                // Boundaries fall where unix time − reset is a multiple of the period.
+                let phase = period.map_or(0, |p| {
+                    let p = u128::from(p.max(1));
+                    let offset = (u128::from(nanos(*reset)) % p + p - self.origin_unix_ns % p) % p;
+                    u64::try_from(offset).unwrap_or(0)
+                });
+                let admit =
+                    pause_at.map_or(limit.get(), |f| (limit.get() as f64 * f).floor() as u64);
+                Algo::Window(
+                    FixedWindow::new(limit.get(), admit, period, phase).with_guard(self.jitter),
+                )
+            }
+        };
+        Bucket {
+            spec: spec.clone(),
+            algo,
         }
+    }
+
+    fn rebuild(mut self) -> Limiter {
+        let specs: Vec<LimitSpec> = self.buckets.iter().map(|b| b.spec.clone()).collect();
+        self.buckets = specs.iter().map(|s| self.bucket(s)).collect();
         self
     }
 
-    /// Checks that `costs` could ever be admitted.
-    pub fn check_fits(&self, costs: &Costs) -> Result<(), NeverFits> {
-        for b in &self.buckets {
+    /// Sets the wall time of limiter time 0, so windows align to the calendar. Buckets
+    /// start fresh.
+    pub fn with_origin(mut self, origin: SystemTime) -> Limiter {
+        self.origin_unix_ns = origin
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.rebuild()
+    }
+
+    /// Shrinks every rolling bucket's burst by the delay variation `jitter` (see
+    /// [`Gcra::with_jitter`]) and keeps the last `jitter` of every window free, so that
+    /// requests bunched up or delayed on their way to the provider still fit its limits.
+    /// Buckets start fresh.
+    pub fn with_jitter(mut self, jitter: Duration) -> Limiter {
+        self.jitter = nanos(jitter);
+        self.rebuild()
+    }
+
+    /// The limits this limiter enforces, in config order.
+    pub fn specs(&self) -> impl Iterator<Item = &LimitSpec> {
+        self.buckets.iter().map(|b| &b.spec)
+    }
+
+    /// The buckets whose scope covers a job with `attrs`.
+    pub fn route(&self, attrs: &JobAttrs<'_>) -> Route {
+        Route(
+            self.buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.spec.scope.matches(attrs))
+                .map(|(i, _)| u16::try_from(i).unwrap_or(u16::MAX))
+                .collect(),
+        )
+    }
+
+    /// A route through every bucket.
+    pub fn route_all(&self) -> Route {
+        Route::all(self.buckets.len())
+    }
+
+    fn routed(&self, route: &Route) -> impl Iterator<Item = &Bucket> {
+        route
+            .0
+            .iter()
+            .filter_map(|&i| self.buckets.get(usize::from(i)))
+    }
+
+    /// Checks that `costs` along `route` could ever be admitted.
+    pub fn check_fits(&self, route: &Route, costs: &Costs) -> Result<(), NeverFits> {
+        for b in self.routed(route) {
             let cost = costs.get(&b.spec.unit);
-            if cost > b.gcra.max_cost() {
-                return Err(NeverFits {
-                    limit: b.spec.name.clone(),
-                    unit: b.spec.unit.clone(),
-                    cost,
-                    max: b.gcra.max_cost(),
-                });
+            if b.earliest(cost, 0).is_none() && cost > 0 {
+                return Err(b.never(cost));
             }
         }
         Ok(())
     }
 
-    /// Admits `costs` at `now` across every bucket, or says when it would fit.
+    /// Admits `costs` at `now` across every bucket on `route`, or says when it would fit.
     ///
     /// All-or-nothing: when any bucket is short, no bucket is charged.
-    pub fn reserve(&mut self, costs: &Costs, now: Nanos) -> Result<Reservation, Denied> {
+    pub fn reserve(
+        &mut self,
+        route: &Route,
+        costs: &Costs,
+        now: Nanos,
+    ) -> Result<Reservation, Denied> {
         let mut at = now;
-        for b in &self.buckets {
+        for b in self.routed(route) {
             let cost = costs.get(&b.spec.unit);
-            match b.gcra.earliest(cost, now) {
+            match b.earliest(cost, now) {
                 Some(t) => at = at.max(t),
-                None => {
-                    return Err(Denied::Never(NeverFits {
-                        limit: b.spec.name.clone(),
-                        unit: b.spec.unit.clone(),
-                        cost,
-                        max: b.gcra.max_cost(),
-                    }));
-                }
+                None => return Err(Denied::Never(b.never(cost))),
             }
         }
         if at > now {
             return Err(Denied::NotUntil(NotUntil { at }));
         }
-        for b in &mut self.buckets {
-            b.gcra.take(costs.get(&b.spec.unit), now);
+        for &i in &route.0 {
+            if let Some(b) = self.buckets.get_mut(usize::from(i)) {
+                let cost = costs.get(&b.spec.unit);
+                b.take(cost, now);
+            }
         }
         Ok(Reservation {
             costs: costs.clone(),
+            route: route.clone(),
+            at: now,
         })
     }
 
     /// Corrects a reservation to what the job really used: refunds an over-estimate, charges
     /// an under-estimate.
     pub fn settle(&mut self, reservation: Reservation, actual: &Costs, now: Nanos) {
-        for b in &mut self.buckets {
-            let reserved = reservation.costs.get(&b.spec.unit);
-            let used = actual.get(&b.spec.unit);
-            if used < reserved {
-                b.gcra.refund(reserved - used, now);
-            } else if used > reserved {
-                b.gcra.charge(used - reserved, now);
+        for &i in &reservation.route.0 {
+            if let Some(b) = self.buckets.get_mut(usize::from(i)) {
+                let reserved = reservation.costs.get(&b.spec.unit);
+                let used = actual.get(&b.spec.unit);
+                b.settle(reserved, used, reservation.at, now);
             }
         }
     }
@@ -266,45 +574,79 @@ impl Limiter {
         self.settle(reservation, &Costs::default(), now);
     }
 
-    /// Each bucket's usage at `now`, in config order.
-    pub fn usage(&self, now: Nanos) -> Vec<BucketUsage> {
-        self.buckets
-            .iter()
-            .map(|b| BucketUsage {
-                name: b.spec.name.clone(),
-                unit: b.spec.unit.name().to_string(),
-                used: b.gcra.used(now).min(b.gcra.capacity()),
-                limit: b.gcra.capacity(),
-                window_s: b.gcra.period().as_secs_f64(),
-            })
-            .collect()
+    /// Provider feedback on limit `name`: `remaining` units are left now. It only lowers
+    /// what is available, unless the limit says `learn = true`, when it also raises it.
+    pub fn observe(&mut self, name: &str, remaining: u64, now: Nanos) {
+        for b in self.buckets.iter_mut().filter(|b| b.spec.name == name) {
+            let learn = b.spec.learn;
+            match &mut b.algo {
+                Algo::Rolling(g) => g.observe(remaining, now, learn),
+                Algo::Window(w) => {
+                    let used = w.capacity().saturating_sub(remaining);
+                    w.set_used(used, now, learn);
+                }
+            }
+        }
     }
 
-    /// The buckets' state as wall-clock instants, to be restored after a restart.
-    pub fn save(&self, clock: &impl Clock) -> Vec<BucketState> {
-        self.buckets
-            .iter()
-            .map(|b| BucketState {
-                name: b.spec.name.clone(),
-                full_at_unix_ms: unix_ms(clock.wall_at(b.gcra.full_at())),
-            })
-            .collect()
+    /// Each bucket's usage at `now`, in config order.
+    pub fn usage(&self, now: Nanos) -> Vec<BucketUsage> {
+        self.buckets.iter().map(|b| b.usage(now)).collect()
     }
 
     /// Empties every bucket at `now`: the safe start after a session that died without
     /// saving its final state.
     pub fn assume_empty(&mut self, now: Nanos) {
         for b in &mut self.buckets {
-            b.gcra.empty(now);
+            match &mut b.algo {
+                Algo::Rolling(g) => g.empty(now),
+                Algo::Window(w) => {
+                    let spent = w.capacity();
+                    w.set_used(spent, now, false);
+                }
+            }
         }
     }
 
-    /// Restores saved state for buckets of the same name; others stay full.
+    /// The buckets' state in wall-clock terms, to be restored after a restart.
+    pub fn save(&self, clock: &impl Clock) -> Vec<BucketState> {
+        let now = clock.now();
+        self.buckets
+            .iter()
+            .map(|b| match &b.algo {
+                Algo::Rolling(g) => BucketState {
+                    name: b.spec.name.clone(),
+                    full_at_unix_ms: unix_ms(clock.wall_at(g.full_at())),
+                    ..BucketState::default()
+                },
+                Algo::Window(w) => BucketState {
+                    name: b.spec.name.clone(),
+                    saved_at_unix_ms: unix_ms(clock.wall_at(now)),
+                    used: w.used(now),
+                    ..BucketState::default()
+                },
+            })
+            .collect()
+    }
+
+    /// Restores saved state for buckets of the same name; others stay as they are. A window
+    /// count is restored only if it was saved in the window that is current now.
     pub fn restore(&mut self, states: &[BucketState], clock: &impl Clock) {
+        let now = clock.now();
         for b in &mut self.buckets {
-            if let Some(s) = states.iter().find(|s| s.name == b.spec.name) {
-                let wall = UNIX_EPOCH + Duration::from_millis(s.full_at_unix_ms);
-                b.gcra.set_full_at(clock.at_wall(wall));
+            let Some(s) = states.iter().find(|s| s.name == b.spec.name) else {
+                continue;
+            };
+            match &mut b.algo {
+                Algo::Rolling(g) => {
+                    let wall = UNIX_EPOCH + Duration::from_millis(s.full_at_unix_ms);
+                    g.set_full_at(clock.at_wall(wall));
+                }
+                Algo::Window(w) => {
+                    let saved =
+                        clock.at_wall(UNIX_EPOCH + Duration::from_millis(s.saved_at_unix_ms));
+                    w.restore(i128::from(saved), s.used, now);
+                }
             }
         }
     }
@@ -323,13 +665,17 @@ mod tests {
     const SEC: Nanos = 1_000_000_000;
 
     fn spec(name: &str, unit: Unit, rate: u64, per_s: u64) -> LimitSpec {
-        LimitSpec {
-            name: name.into(),
+        LimitSpec::rolling(
+            name,
             unit,
-            rate: NonZeroU64::new(rate).unwrap(),
-            per: Duration::from_secs(per_s),
-            burst: None,
-        }
+            NonZeroU64::new(rate).unwrap(),
+            Duration::from_secs(per_s),
+        )
+    }
+
+    fn reserve(limiter: &mut Limiter, costs: &Costs, now: Nanos) -> Result<Reservation, Denied> {
+        let all = limiter.route_all();
+        limiter.reserve(&all, costs, now)
     }
 
     fn rpm_tpm() -> Limiter {
@@ -342,10 +688,10 @@ mod tests {
     #[test]
     fn admission_is_all_or_nothing_across_buckets() {
         let mut limiter = rpm_tpm();
-        let r = limiter.reserve(&Costs::request(900), 0).unwrap();
+        let r = reserve(&mut limiter, &Costs::request(900), 0).unwrap();
         assert_eq!(r.costs().get(&Unit::Tokens), 900);
         // Requests fit, tokens do not: nothing may be charged.
-        let denied = limiter.reserve(&Costs::request(200), 0).unwrap_err();
+        let denied = reserve(&mut limiter, &Costs::request(200), 0).unwrap_err();
         assert_eq!(denied, Denied::NotUntil(NotUntil { at: 6 * SEC }));
         let usage = limiter.usage(0);
         assert_eq!(
@@ -353,16 +699,16 @@ mod tests {
             "the denied job took no request: {usage:?}"
         );
         assert_eq!(usage[1].used, 900);
-        assert!(limiter.reserve(&Costs::request(200), 6 * SEC).is_ok());
+        assert!(reserve(&mut limiter, &Costs::request(200), 6 * SEC).is_ok());
     }
 
     #[test]
     fn settle_refunds_an_over_estimate_and_charges_an_under_estimate() {
         let mut limiter = rpm_tpm();
-        let r = limiter.reserve(&Costs::request(900), 0).unwrap();
+        let r = reserve(&mut limiter, &Costs::request(900), 0).unwrap();
         limiter.settle(r, &Costs::request(100), 0);
         assert_eq!(limiter.usage(0)[1].used, 100);
-        let r = limiter.reserve(&Costs::request(100), 0).unwrap();
+        let r = reserve(&mut limiter, &Costs::request(100), 0).unwrap();
         limiter.settle(r, &Costs::request(400), 0);
         assert_eq!(limiter.usage(0)[1].used, 100 + 400);
     }
@@ -370,7 +716,7 @@ mod tests {
     #[test]
     fn cancel_refunds_everything() {
         let mut limiter = rpm_tpm();
-        let r = limiter.reserve(&Costs::request(500), 0).unwrap();
+        let r = reserve(&mut limiter, &Costs::request(500), 0).unwrap();
         limiter.cancel(r, 0);
         assert!(limiter.usage(0).iter().all(|u| u.used == 0));
     }
@@ -378,12 +724,16 @@ mod tests {
     #[test]
     fn a_job_larger_than_a_bucket_never_fits() {
         let mut limiter = rpm_tpm();
-        let denied = limiter.reserve(&Costs::request(1001), 0).unwrap_err();
+        let denied = reserve(&mut limiter, &Costs::request(1001), 0).unwrap_err();
         assert!(
             matches!(denied, Denied::Never(ref n) if n.limit == "tpm"),
             "{denied:?}"
         );
-        assert!(limiter.check_fits(&Costs::request(1000)).is_ok());
+        assert!(
+            limiter
+                .check_fits(&limiter.route_all(), &Costs::request(1000))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -391,7 +741,7 @@ mod tests {
         let clock = ManualClock::at_2026();
         let mut limiter = Limiter::new(&[spec("rps", Unit::Requests, 10, 1)]);
         for _ in 0..10 {
-            let _ = limiter.reserve(&Costs::request(0), clock.now()).unwrap();
+            let _ = reserve(&mut limiter, &Costs::request(0), clock.now()).unwrap();
         }
         let saved = limiter.save(&clock);
         // A new process: its own clock starts at 0 but wall time has moved on by 200 ms.
@@ -400,16 +750,16 @@ mod tests {
         restarted.restore(&saved, &later);
         assert_eq!(restarted.usage(later.now())[0].used, 8);
         for _ in 0..2 {
-            let _ = restarted.reserve(&Costs::request(0), later.now()).unwrap();
+            let _ = reserve(&mut restarted, &Costs::request(0), later.now()).unwrap();
         }
-        assert!(restarted.reserve(&Costs::request(0), later.now()).is_err());
+        assert!(reserve(&mut restarted, &Costs::request(0), later.now()).is_err());
     }
 
     #[test]
     fn an_emptied_limiter_admits_only_what_refills() {
         let mut limiter = Limiter::new(&[spec("rps", Unit::Requests, 10, 1)]);
         limiter.assume_empty(5 * SEC);
-        let denied = limiter.reserve(&Costs::request(0), 5 * SEC).unwrap_err();
+        let denied = reserve(&mut limiter, &Costs::request(0), 5 * SEC).unwrap_err();
         assert_eq!(
             denied,
             Denied::NotUntil(NotUntil {
@@ -424,7 +774,7 @@ mod tests {
         let mut now = 0;
         let mut admitted = 0u64;
         while now <= 60 * SEC {
-            match limiter.reserve(&Costs::request(0), now) {
+            match reserve(&mut limiter, &Costs::request(0), now) {
                 Ok(_) => admitted += 1,
                 Err(Denied::NotUntil(n)) => now = n.at,
                 Err(Denied::Never(n)) => panic!("{n}"),

@@ -6,13 +6,16 @@
 //! [`Limiter::cancel`](super::Limiter::cancel) (never sent). Dropping it without either
 //! keeps the estimate charged, which errs on the safe side.
 
-use super::Costs;
+use super::{Costs, Route};
+use crate::clock::Nanos;
 
 /// Proof of admission: the estimated costs taken from every bucket in scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use = "settle or cancel the reservation so the buckets reflect what was really used"]
 pub struct Reservation {
     pub(super) costs: Costs,
+    pub(super) route: Route,
+    pub(super) at: Nanos,
 }
 
 impl Reservation {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, Nanos, SystemClock, nanos};
 use crate::headers;
-use crate::job::Job;
+use crate::job::{CostModel, Job};
 use crate::limiter::{Costs, Denied, Limiter, Reservation, Unit};
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, Outcome, RetryPolicy};
@@ -124,6 +124,8 @@ pub struct Runner<T: Transport> {
     pub progress: Progress,
     /// Session settings.
     pub settings: Settings,
+    /// Turns responses' usage into actual costs.
+    pub cost_model: CostModel,
     /// Counts from earlier sessions.
     pub before: Before,
 }
@@ -135,6 +137,8 @@ struct Counters {
     rate_limited: u64,
     retries: u64,
     in_flight: usize,
+    /// Attempts and results handed to the writer but not yet committed.
+    uncommitted: usize,
 }
 
 impl<T: Transport> Runner<T> {
@@ -143,6 +147,12 @@ impl<T: Transport> Runner<T> {
     pub async fn run(mut self, mut stop: watch::Receiver<u32>) -> Result<Summary, RunError> {
         let session_start = Instant::now();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+        let Some(mut committed) = self.writer.take_committed() else {
+            return Err(RunError::Store(StoreError::WriterGone {
+                path: std::path::PathBuf::new(),
+                message: "the writer's commit reports were already taken".into(),
+            }));
+        };
         let mut c = Counters {
             done: 0,
             failed: 0,
@@ -150,6 +160,7 @@ impl<T: Transport> Runner<T> {
             rate_limited: 0,
             retries: 0,
             in_flight: 0,
+            uncommitted: 0,
         };
         let mut stopping = false;
         let mut end = End::Finished;
@@ -160,7 +171,9 @@ impl<T: Transport> Runner<T> {
             let now = self.clock.now();
             let mut wake = self.scheduler.next_at();
             if !stopping {
-                while c.in_flight < self.settings.workers {
+                // A worker slot is busy from sending until the result is durable, so a crash
+                // can only lose (and a rerun resend) at most `workers` requests.
+                while c.in_flight + c.uncommitted < self.settings.workers {
                     if now < hold_until {
                         wake = earliest(wake, hold_until);
                         break;
@@ -168,7 +181,7 @@ impl<T: Transport> Runner<T> {
                     let Some(job) = self.scheduler.peek(now) else {
                         break;
                     };
-                    match self.limiter.reserve(&job.costs, now) {
+                    match self.limiter.reserve(&job.route, &job.costs, now) {
                         Ok(reservation) => {
                             let Some(job) = self.scheduler.pop(now) else {
                                 break;
@@ -186,6 +199,7 @@ impl<T: Transport> Runner<T> {
                             };
                             self.fail_unsendable(&job, &never.to_string())?;
                             c.failed += 1;
+                            c.uncommitted += 1;
                         }
                     }
                 }
@@ -204,6 +218,7 @@ impl<T: Transport> Runner<T> {
                     let mut next = Some(first);
                     while let Some(done) = next {
                         c.in_flight -= 1;
+                        c.uncommitted += 1;
                         let now = self.clock.now();
                         match self.complete(done, now, &mut c, &mut consecutive_429)? {
                             Step::Continue => {}
@@ -215,6 +230,9 @@ impl<T: Transport> Runner<T> {
                         }
                         next = done_rx.try_recv().ok();
                     }
+                }
+                Some(n) = committed.recv() => {
+                    c.uncommitted = c.uncommitted.saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
                 }
                 () = tokio::time::sleep_until(deadline) => {}
                 Ok(()) = stop.changed(), if !stopping => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::limiter::LimitSpec;
+use crate::limiter::{LimitSpec, Route};
 use crate::mock::MockSpec;
 use crate::mock::provider::Provider;
 use crate::store::Store;
@@ -56,7 +56,8 @@ fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
     let spec = Config::parse(Path::new("c.toml"), CONFIG).unwrap().request;
     let mut scheduler = Scheduler::new();
     for row in store.pending().unwrap() {
-        let (request, costs) = crate::job::from_stored(&spec, &row.payload, row.tokens).unwrap();
+        let built = crate::job::from_stored(&spec, &row.payload, row.tokens, &CostModel::default())
+            .unwrap();
         scheduler.push(
             row.priority,
             row.seq,
@@ -64,8 +65,10 @@ fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
                 seq: row.seq,
                 id: row.id,
                 priority: row.priority,
-                request,
-                costs,
+                request: built.request,
+                costs: built.costs,
+                route: Route::all(1),
+                model: None,
                 attempts: 0,
                 failures: 0,
             },
@@ -75,13 +78,12 @@ fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
 }
 
 fn rps(rate: u64) -> LimitSpec {
-    LimitSpec {
-        name: "rps".into(),
-        unit: Unit::Requests,
-        rate: NonZeroU64::new(rate).unwrap(),
-        per: Duration::from_secs(1),
-        burst: None,
-    }
+    LimitSpec::rolling(
+        "rps",
+        Unit::Requests,
+        NonZeroU64::new(rate).unwrap(),
+        Duration::from_secs(1),
+    )
 }
 
 fn runner<T: Transport>(
@@ -102,6 +104,7 @@ fn runner<T: Transport>(
         scheduler,
         writer: Writer::start(&f.db).unwrap(),
         progress: Progress::new(0, 0, true),
+        cost_model: CostModel::default(),
         settings: Settings {
             workers,
             retry: RetryPolicy {

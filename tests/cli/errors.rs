@@ -90,7 +90,11 @@ fn unknown_config_key_lists_valid_keys() {
         &p,
         worklist.to_str().unwrap(),
         config.to_str().unwrap(),
-        &["ratebound.toml:14:1", "ratee", "name, unit, rate, per"],
+        &[
+            "ratebound.toml:14:1",
+            "ratee",
+            "name, unit, rate, quota, per",
+        ],
     );
 }
 
