@@ -565,7 +565,7 @@ impl Store {
     }
 }
 
-/// A message to the writer thread.
+/// A message to the writer.
 enum WriteOp {
     Attempt(AttemptRecord),
     Finish(ItemResult),
@@ -573,11 +573,25 @@ enum WriteOp {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// The single writer of a running run: a thread owning its own connection, committing
-/// everything queued in one transaction.
+/// Where the writer's transactions run.
+enum Sink {
+    /// A thread owning the connection, grouping whatever has queued into one transaction.
+    Thread {
+        tx: mpsc::Sender<WriteOp>,
+        thread: Option<JoinHandle<Result<(), StoreError>>>,
+    },
+    /// On the caller's thread, one transaction per write: for tests in paused tokio time,
+    /// where a commit on another thread would let virtual time race ahead of it.
+    Inline {
+        conn: Connection,
+        committed: tokio::sync::mpsc::UnboundedSender<u64>,
+    },
+}
+
+/// The single writer of a running run: every attempt, result and progress row goes through
+/// it, and it reports each commit so the runner knows what is durable.
 pub struct Writer {
-    tx: mpsc::Sender<WriteOp>,
-    thread: Option<JoinHandle<Result<(), StoreError>>>,
+    sink: Sink,
     path: PathBuf,
     /// After each commit, how many attempts and results it made durable.
     committed: Option<tokio::sync::mpsc::UnboundedReceiver<u64>>,
@@ -586,11 +600,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread on the db at `path`.
     pub fn start(path: &Path) -> Result<Writer, StoreError> {
-        let conn = open_conn(path).map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            doing: "opening the database for writing",
-            source,
-        })?;
+        let conn = Self::connect(path)?;
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
         let owned = path.to_path_buf();
@@ -602,22 +612,55 @@ impl Writer {
                 message: e.to_string(),
             })?;
         Ok(Writer {
-            tx,
-            thread: Some(thread),
+            sink: Sink::Thread {
+                tx,
+                thread: Some(thread),
+            },
             path: path.to_path_buf(),
             committed: Some(committed),
         })
     }
 
+    /// A writer that commits each write on the caller's thread before returning (tests in
+    /// paused time).
+    pub fn inline(path: &Path) -> Result<Writer, StoreError> {
+        let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Writer {
+            sink: Sink::Inline {
+                conn: Self::connect(path)?,
+                committed: committed_tx,
+            },
+            path: path.to_path_buf(),
+            committed: Some(committed),
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, StoreError> {
+        open_conn(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            doing: "opening the database for writing",
+            source,
+        })
+    }
+
     fn send(&mut self, op: WriteOp) -> Result<(), StoreError> {
-        if self.tx.send(op).is_ok() {
-            return Ok(());
+        match &mut self.sink {
+            Sink::Thread { tx, .. } => {
+                if tx.send(op).is_ok() {
+                    return Ok(());
+                }
+                Err(self.stop_error())
+            }
+            Sink::Inline { conn, committed } => commit(conn, vec![op], &self.path, committed),
         }
-        Err(self.stop_error())
     }
 
     fn stop_error(&mut self) -> StoreError {
-        let message = match self.thread.take().map(JoinHandle::join) {
+        let joined = match &mut self.sink {
+            Sink::Thread { thread, .. } => thread.take().map(JoinHandle::join),
+            Sink::Inline { .. } => None,
+        };
+        let message = match joined {
             Some(Ok(Err(e))) => return e,
             Some(Err(_)) => "the writer thread panicked".to_string(),
             _ => "the writer thread is gone".to_string(),
@@ -660,9 +703,33 @@ impl Writer {
     }
 }
 
+/// Most writes grouped into one transaction.
+const MAX_BATCH: usize = 5_000;
+
 fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<WriteOp>,
+    path: &Path,
+    committed: &tokio::sync::mpsc::UnboundedSender<u64>,
+) -> Result<(), StoreError> {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit(&mut conn, batch, path, committed)?;
+    }
+    Ok(())
+}
+
+/// Applies `batch` in one transaction, then reports the attempts and results it made
+/// durable and answers the flushes in it.
+fn commit(
+    conn: &mut Connection,
+    batch: Vec<WriteOp>,
     path: &Path,
     committed: &tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> Result<(), StoreError> {
@@ -673,67 +740,58 @@ fn write_loop(
             source,
         }
     };
-    while let Ok(first) = rx.recv() {
-        let mut flushes = Vec::new();
-        let tx = conn.transaction().map_err(err("starting a write"))?;
-        let mut op = Some(first);
-        let mut batched = 0;
-        let mut records = 0u64;
-        while let Some(next) = op.take() {
-            match next {
-                WriteOp::Attempt(a) => {
-                    insert_attempt(&tx, &a).map_err(err("recording an attempt"))?;
-                    records += 1;
-                }
-                WriteOp::Finish(r) => {
-                    insert_attempt(&tx, &r.last_attempt).map_err(err("storing a result"))?;
-                    records += 1;
-                    tx.prepare_cached(
-                        "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,
-                         latency_ms = ?7, error = ?8, finished_at_ms = ?9 WHERE seq = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            r.seq,
-                            r.status.as_str(),
-                            r.attempts,
-                            r.http_status,
-                            r.body,
-                            r.usage,
-                            r.latency_ms,
-                            r.error,
-                            r.last_attempt.sent_at_ms + r.latency_ms
-                        ])
-                    })
-                    .map_err(err("storing a result"))?;
-                }
-                WriteOp::Progress(p) => {
-                    let limits = serde_json::to_string(&p.limits).unwrap_or_else(|_| "[]".into());
-                    let state =
-                        serde_json::to_string(&p.limiter_state).unwrap_or_else(|_| "[]".into());
-                    tx.execute(
-                        "INSERT OR REPLACE INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
-                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![p.state, p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
-                    )
-                    .map_err(err("writing progress"))?;
-                }
-                WriteOp::Flush(done) => flushes.push(done),
+    let tx = conn.transaction().map_err(err("starting a write"))?;
+    let mut flushes = Vec::new();
+    let mut records = 0u64;
+    for op in batch {
+        match op {
+            WriteOp::Attempt(a) => {
+                insert_attempt(&tx, &a).map_err(err("recording an attempt"))?;
+                records += 1;
             }
-            batched += 1;
-            if batched < 5_000 {
-                op = rx.try_recv().ok();
+            WriteOp::Finish(r) => {
+                insert_attempt(&tx, &r.last_attempt).map_err(err("storing a result"))?;
+                records += 1;
+                tx.prepare_cached(
+                    "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,
+                     latency_ms = ?7, error = ?8, finished_at_ms = ?9 WHERE seq = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        r.seq,
+                        r.status.as_str(),
+                        r.attempts,
+                        r.http_status,
+                        r.body,
+                        r.usage,
+                        r.latency_ms,
+                        r.error,
+                        r.last_attempt.sent_at_ms + r.latency_ms
+                    ])
+                })
+                .map_err(err("storing a result"))?;
             }
+            WriteOp::Progress(p) => {
+                let limits = serde_json::to_string(&p.limits).unwrap_or_else(|_| "[]".into());
+                let state = serde_json::to_string(&p.limiter_state).unwrap_or_else(|_| "[]".into());
+                tx.execute(
+                    "INSERT OR REPLACE INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![p.state, p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
+                )
+                .map_err(err("writing progress"))?;
+            }
+            WriteOp::Flush(done) => flushes.push(done),
         }
-        tx.commit().map_err(err("committing results"))?;
-        if records > 0 {
-            // Nobody listens once the run is over; nothing to do then.
-            let _ = committed.send(records);
-        }
-        for done in flushes {
-            // The waiter may have given up; nothing to do then.
-            let _ = done.send(());
-        }
+    }
+    tx.commit().map_err(err("committing results"))?;
+    if records > 0 {
+        // Nobody listens once the run is over; nothing to do then.
+        let _ = committed.send(records);
+    }
+    for done in flushes {
+        // The waiter may have given up; nothing to do then.
+        let _ = done.send(());
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ fn runner<T: Transport>(
             ..Before::default()
         },
         scheduler,
-        writer: Writer::start(&f.db).unwrap(),
+        writer: Writer::inline(&f.db).unwrap(),
         progress: Progress::new(0, 0, true),
         cost_model: CostModel::default(),
         settings: Settings {
