@@ -583,6 +583,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         End::Finished if summary.snapshot.failed == 0 => EXIT_OK,
         End::Finished | End::AuthRefused { .. } => EXIT_FAILURES,
         End::Interrupted => EXIT_INTERRUPTED,
+        End::Paused { .. } => EXIT_PAUSED,
     })
 }
 

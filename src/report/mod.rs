@@ -56,6 +56,9 @@ pub fn summary(s: &Summary, db: &Path) -> String {
             "interrupted: in-flight requests were recorded; run the same command again to continue"
                 .to_string()
         }
+        End::Paused { limit } => format!(
+            "paused: limit `{limit}` is spent for this run; raise it in the config, then run the same command again to continue"
+        ),
         End::AuthRefused { status, .. } => format!(
             "stopped: the API refused the credentials (HTTP {status}); no item was marked failed"
         ),

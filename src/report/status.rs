@@ -57,6 +57,8 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
         "finished"
     } else if live {
         "running"
+    } else if progress.as_ref().is_some_and(|p| p.state == "paused") {
+        "paused"
     } else {
         "stopped"
     };

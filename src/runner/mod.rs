@@ -70,6 +70,11 @@ pub enum End {
     Finished,
     /// A stop was requested; unfinished items stay pending.
     Interrupted,
+    /// A limit that never resets is spent (a run budget); items stay pending.
+    Paused {
+        /// The spent limit's name.
+        limit: String,
+    },
     /// The API refused the credentials (401/403); items stay pending.
     AuthRefused {
         /// The status code.
@@ -193,6 +198,14 @@ impl<T: Transport> Runner<T> {
                             wake = earliest(wake, n.at);
                             break;
                         }
+                        Err(Denied::Never(never)) if never.spent => {
+                            // Requests in flight may still refund their worst case.
+                            if c.in_flight == 0 {
+                                stopping = true;
+                                end = End::Paused { limit: never.limit };
+                            }
+                            break;
+                        }
                         Err(Denied::Never(never)) => {
                             let Some(job) = self.scheduler.pop(now) else {
                                 break;
@@ -244,10 +257,10 @@ impl<T: Transport> Runner<T> {
         if end == End::Finished && !self.scheduler.is_empty() {
             end = End::Interrupted;
         }
-        let state = if self.scheduler.is_empty() && end == End::Finished {
-            "finished"
-        } else {
-            "stopped"
+        let state = match &end {
+            End::Finished if self.scheduler.is_empty() => "finished",
+            End::Paused { .. } => "paused",
+            _ => "stopped",
         };
         let snapshot = self.heartbeat(&c, state, session_start)?;
         self.writer.flush().await?;
@@ -334,14 +347,12 @@ impl<T: Transport> Runner<T> {
         match outcome {
             Outcome::Done => {
                 let usage = body.as_deref().and_then(usage_of);
-                let actual = usage
-                    .as_ref()
-                    .and_then(|u| u.get("total_tokens"))
-                    .and_then(serde_json::Value::as_u64)
-                    .map_or_else(
-                        || reservation.costs().clone(),
-                        |t| reservation.costs().clone().with(Unit::Tokens, t),
-                    );
+                let actual = match &usage {
+                    Some(u) => self
+                        .cost_model
+                        .actual(reservation.costs(), job.model.as_deref(), u),
+                    None => reservation.costs().clone(),
+                };
                 self.limiter.settle(reservation, &actual, now);
                 self.writer.finish(ItemResult {
                     seq: job.seq,

@@ -33,6 +33,11 @@ impl Fixture {
 }
 
 fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
+    fixture_priced(n, &CostModel::default(), &[])
+}
+
+/// Items `i0..` rendered with `model` (kinds, prices), routed through `limits`.
+fn fixture_priced(n: u64, model: &CostModel, limits: &[LimitSpec]) -> (Fixture, Scheduler<Job>) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let mut store = Store::open(&db).unwrap();
@@ -56,8 +61,7 @@ fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
     let spec = Config::parse(Path::new("c.toml"), CONFIG).unwrap().request;
     let mut scheduler = Scheduler::new();
     for row in store.pending().unwrap() {
-        let built = crate::job::from_stored(&spec, &row.payload, row.tokens, &CostModel::default())
-            .unwrap();
+        let built = crate::job::from_stored(&spec, &row.payload, row.tokens, model).unwrap();
         scheduler.push(
             row.priority,
             row.seq,
@@ -67,8 +71,8 @@ fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
                 priority: row.priority,
                 request: built.request,
                 costs: built.costs,
-                route: Route::all(1),
-                model: None,
+                route: Route::all(limits.len().max(1)),
+                model: built.model,
                 attempts: 0,
                 failures: 0,
             },
@@ -342,4 +346,57 @@ async fn a_stop_request_drains_in_flight_and_leaves_the_rest_pending() {
         !progress.limiter_state.is_empty(),
         "limiter state is saved for the restart"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_counts_requests_in_flight_at_their_worst_case_and_pauses_when_spent() {
+    use crate::limiter::budget::{Price, Pricing};
+    let model = CostModel {
+        pricing: Pricing::new([(
+            "m".to_string(),
+            Price {
+                input: 1.0,
+                output: 1.0,
+            },
+        )]),
+        ..CostModel::default()
+    };
+    // $0.0001 = 100 micro-dollars; a request's worst case is 3 prompt + 20 output tokens
+    // = 23 micro-dollars, its actual usage 3 + 4 = 7.
+    let budget = LimitSpec::window("budget", Unit::Usd, NonZeroU64::new(100).unwrap(), None);
+    let (f, scheduler) = fixture_priced(50, &model, std::slice::from_ref(&budget));
+    let script = Arc::new(Scripted::new(|_, _| {
+        status(
+            200,
+            &[],
+            r#"{"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}"#,
+        )
+    }));
+    let mut r = runner(&f, scheduler, Arc::clone(&script), &[budget], 8);
+    r.cost_model = model;
+    let summary = r.run(never_stop()).await.unwrap();
+    assert_eq!(
+        summary.end,
+        End::Paused {
+            limit: "budget".into()
+        },
+        "{:?}",
+        summary.snapshot
+    );
+    let done = summary.snapshot.done;
+    assert!(
+        done * 7 <= 100,
+        "{done} requests at $7e-6 overspent the budget"
+    );
+    assert!(
+        done >= 11,
+        "only {done} done: the budget should be used up to its last worst case: {:?}",
+        summary.snapshot
+    );
+    let counts = f.store().counts().unwrap();
+    assert_eq!(
+        (counts.done, counts.failed, counts.pending),
+        (done, 0, 50 - done)
+    );
+    assert_eq!(f.store().progress().unwrap().unwrap().state, "paused");
 }
