@@ -643,9 +643,9 @@ impl Limiter {
                     g.set_full_at(clock.at_wall(wall));
                 }
                 Algo::Window(w) => {
-                    let saved =
-                        clock.at_wall(UNIX_EPOCH + Duration::from_millis(s.saved_at_unix_ms));
-                    w.restore(i128::from(saved), s.used, now);
+                    let saved = UNIX_EPOCH + Duration::from_millis(s.saved_at_unix_ms);
+                    let age = clock.wall().duration_since(saved).unwrap_or_default();
+                    w.restore(nanos(age), s.used, now);
                 }
             }
         }
@@ -753,6 +753,115 @@ mod tests {
             let _ = reserve(&mut restarted, &Costs::request(0), later.now()).unwrap();
         }
         assert!(reserve(&mut restarted, &Costs::request(0), later.now()).is_err());
+    }
+
+    #[test]
+    fn a_window_count_survives_a_restart_inside_the_same_window_only() {
+        let clock = ManualClock::at_2026();
+        let spec = LimitSpec::window(
+            "x",
+            Unit::from_name("calls"),
+            NonZeroU64::new(180).unwrap(),
+            Some(Duration::from_secs(900)),
+        );
+        let mut limiter = Limiter::new(std::slice::from_ref(&spec)).with_origin(clock.wall_at(0));
+        let calls = Costs::default().with(Unit::from_name("calls"), 4);
+        for _ in 0..40 {
+            let _ = reserve(&mut limiter, &calls, clock.now()).unwrap();
+        }
+        let saved = limiter.save(&clock);
+        // 20 s later, a new process with its own clock: 160 of 180 calls are still used.
+        let later = ManualClock::new(clock.wall() + Duration::from_secs(20));
+        let mut restarted = Limiter::new(std::slice::from_ref(&spec)).with_origin(later.wall_at(0));
+        restarted.restore(&saved, &later);
+        assert_eq!(restarted.usage(later.now())[0].used, 160);
+        for _ in 0..5 {
+            let _ = reserve(&mut restarted, &calls, later.now()).unwrap();
+        }
+        let next = 880 * SEC; // the window began at 2026-01-01T00:00:00Z; 20 s have passed
+        assert_eq!(
+            reserve(&mut restarted, &calls, later.now()).unwrap_err(),
+            Denied::NotUntil(NotUntil { at: next })
+        );
+        // After the window's end, a saved count is stale and ignored.
+        let next_window = ManualClock::new(clock.wall() + Duration::from_secs(901));
+        let mut fresh =
+            Limiter::new(std::slice::from_ref(&spec)).with_origin(next_window.wall_at(0));
+        fresh.restore(&saved, &next_window);
+        assert_eq!(fresh.usage(next_window.now())[0].used, 0);
+    }
+
+    #[test]
+    fn scopes_route_jobs_to_their_limits_only() {
+        let mut free = LimitSpec::rolling(
+            "free-rpm",
+            Unit::Requests,
+            NonZeroU64::new(3).unwrap(),
+            Duration::from_secs(60),
+        );
+        free.scope = Scope::Tenant("free".into());
+        let mut rewards = LimitSpec::window(
+            "reward-calls",
+            Unit::from_name("calls"),
+            NonZeroU64::new(8).unwrap(),
+            Some(Duration::from_secs(900)),
+        );
+        rewards.scope = Scope::Kind("reward".into());
+        let mut chat = LimitSpec::rolling(
+            "chat",
+            Unit::Requests,
+            NonZeroU64::new(100).unwrap(),
+            Duration::from_secs(1),
+        );
+        chat.scope = Scope::Path("/v1/chat/*".into());
+        let limiter = Limiter::new(&[free, rewards, chat]);
+        let route = |kind, tenant, path| limiter.route(&JobAttrs { kind, tenant, path });
+        assert_eq!(
+            route(None, Some("free"), "/v1/chat/completions"),
+            Route(vec![0, 2])
+        );
+        assert_eq!(
+            route(Some("reward"), Some("pro"), "/2/tweets"),
+            Route(vec![1])
+        );
+        assert_eq!(route(None, None, "/v1/embeddings"), Route(vec![]));
+    }
+
+    #[test]
+    fn glob_patterns_match_like_shell_stars() {
+        assert!(glob_matches("/v1/chat/*", "/v1/chat/completions"));
+        assert!(glob_matches("/v1/*/completions", "/v1/chat/completions"));
+        assert!(glob_matches("*", ""));
+        assert!(!glob_matches("/v1/chat/*", "/v1/embeddings"));
+        assert!(!glob_matches("/a", "/ab"));
+        assert!(glob_matches("/a*b*c", "/a1b2c"));
+    }
+
+    #[test]
+    fn observe_only_lowers_availability_unless_learning() {
+        let mut limiter = Limiter::new(&[spec("rpm", Unit::Requests, 60, 60)]);
+        limiter.observe("rpm", 10, 0);
+        assert_eq!(
+            limiter.usage(0)[0].used,
+            50,
+            "the provider says 10 are left"
+        );
+        limiter.observe("rpm", 60, 0);
+        assert_eq!(
+            limiter.usage(0)[0].used,
+            50,
+            "feedback never raises a configured limit"
+        );
+        let mut learning = spec("rpm", Unit::Requests, 60, 60);
+        learning.learn = true;
+        let mut limiter = Limiter::new(&[learning]);
+        limiter.observe("rpm", 10, 0);
+        limiter.observe("rpm", 40, 0);
+        assert_eq!(
+            limiter.usage(0)[0].used,
+            20,
+            "a learning limit follows the provider"
+        );
     }
 
     #[test]

@@ -160,14 +160,12 @@ impl FixedWindow {
         (self.start, self.used)
     }
 
-    /// Restores a saved count taken at limiter time `at`; ignored unless `at` lies in the
-    /// window containing `now`.
-    pub fn restore(&mut self, at: i128, used: u64, now: Nanos) {
-        let Ok(at) = Nanos::try_from(at.max(0)) else {
-            return;
-        };
-        if self.start_of(at) == self.start_of(now) {
-            self.start = self.start_of(now);
+    /// Restores a count saved `age` ago; ignored unless it was saved in the window that
+    /// contains `now`.
+    pub fn restore(&mut self, age: Nanos, used: u64, now: Nanos) {
+        let start = self.start_of(now);
+        if i128::from(now) - i128::from(age) >= start {
+            self.start = start;
             self.used = used;
         }
     }

@@ -1,0 +1,150 @@
+//! One fixed-window limit of the mock: at most N units in each window of a given length,
+//! windows aligned to the UNIX epoch (UTC), the way X counts its 15-minute limits.
+//!
+//! Kept apart from [`limiter`](crate::limiter) on purpose, so that a bug shared by both
+//! cannot hide. Integer arithmetic on wall-clock nanoseconds since the epoch: a window
+//! starts whenever that reading is a multiple of the length, so the count drops to 0 at
+//! exactly the boundary, not a nanosecond before. Invariants: `used <= limit`, and a
+//! refused amount changes nothing (the caller takes only what [`Window::wait`] admitted).
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use crate::clock::{Nanos, nanos};
+
+/// A fixed window of `limit` units per `length`, in epoch-aligned windows.
+#[derive(Clone, Debug)]
+pub(super) struct Window {
+    limit: u64,
+    /// Never 0: a zero length counts as 1 ns.
+    length_ns: u64,
+    /// The epoch nanoseconds at which the window `used` counts started.
+    start_ns: u64,
+    used: u64,
+}
+
+impl Window {
+    /// An unused window of `limit` units per `length`; [`Window::roll`] places it.
+    pub(super) fn new(limit: NonZeroU64, length: Duration) -> Window {
+        Window {
+            limit: limit.get(),
+            length_ns: nanos(length).max(1),
+            start_ns: 0,
+            used: 0,
+        }
+    }
+
+    /// Moves to the window holding `wall_ns` (epoch nanoseconds), empty if it is a new one.
+    pub(super) fn roll(&mut self, wall_ns: u64) {
+        let start = wall_ns - wall_ns % self.length_ns;
+        if start != self.start_ns {
+            self.start_ns = start;
+            self.used = 0;
+        }
+    }
+
+    /// Nanoseconds from `wall_ns` until `amount` fits: `Some(0)` if it fits now, the time
+    /// to the window's end if not, `None` if it never will because it exceeds the limit.
+    /// Call [`Window::roll`] with the same `wall_ns` first.
+    pub(super) fn wait(&self, amount: u64, wall_ns: u64) -> Option<Nanos> {
+        if amount > self.limit {
+            None
+        } else if amount <= self.remaining() {
+            Some(0)
+        } else {
+            Some(self.end_ns().saturating_sub(wall_ns))
+        }
+    }
+
+    /// Counts `amount` against this window; the caller checked that it fits.
+    pub(super) fn take(&mut self, amount: u64) {
+        self.used = (self.used + amount).min(self.limit);
+    }
+
+    /// The limit, in units per window.
+    pub(super) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Units counted in this window.
+    pub(super) fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Units left in this window.
+    pub(super) fn remaining(&self) -> u64 {
+        self.limit - self.used
+    }
+
+    /// The epoch nanoseconds at which this window ends and the next starts.
+    pub(super) fn end_ns(&self) -> u64 {
+        self.start_ns.saturating_add(self.length_ns)
+    }
+
+    /// The window's end in whole epoch seconds, rounded up (a reset is a "not before"), as
+    /// X's `x-rate-limit-reset` gives it.
+    pub(super) fn reset_epoch_s(&self) -> u64 {
+        self.end_ns().div_ceil(1_000_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+    /// 2026-01-01T00:00:00Z, a multiple of every whole-minute length.
+    const MIDNIGHT: u64 = 1_767_225_600 * SECOND;
+
+    fn window(limit: u64, length: Duration) -> Window {
+        Window::new(NonZeroU64::new(limit).unwrap(), length)
+    }
+
+    #[test]
+    fn a_window_counts_until_its_limit_then_waits_for_its_end() {
+        let mut w = window(10, Duration::from_secs(15));
+        let t = MIDNIGHT + 4 * SECOND;
+        w.roll(t);
+        assert_eq!(w.wait(10, t), Some(0));
+        w.take(7);
+        assert_eq!((w.used(), w.remaining()), (7, 3));
+        assert_eq!(w.wait(3, t), Some(0));
+        assert_eq!(w.wait(4, t), Some(11 * SECOND), "until 00:00:15");
+        assert_eq!(w.wait(11, t), None, "more than the limit never fits");
+        assert_eq!(w.end_ns(), MIDNIGHT + 15 * SECOND);
+        assert_eq!(w.reset_epoch_s(), 1_767_225_615);
+    }
+
+    #[test]
+    fn the_count_drops_exactly_at_the_utc_boundary() {
+        let mut w = window(2, Duration::from_secs(15));
+        w.roll(MIDNIGHT);
+        w.take(2);
+        let boundary = MIDNIGHT + 15 * SECOND;
+        w.roll(boundary - 1);
+        assert_eq!(w.wait(1, boundary - 1), Some(1), "1 ns before");
+        w.roll(boundary);
+        assert_eq!((w.used(), w.wait(1, boundary)), (0, Some(0)), "at the boundary");
+        assert_eq!(w.end_ns(), boundary + 15 * SECOND);
+    }
+
+    #[test]
+    fn windows_align_to_the_epoch_not_to_the_first_request() {
+        let mut w = window(5, Duration::from_secs(60));
+        let t = MIDNIGHT + 59 * SECOND;
+        w.roll(t);
+        w.take(5);
+        assert_eq!(w.wait(1, t), Some(SECOND), "the minute ends at 00:01:00");
+    }
+
+    #[test]
+    fn a_reset_between_whole_seconds_rounds_up() {
+        let mut w = window(1, Duration::from_millis(1500));
+        w.roll(MIDNIGHT + 2 * SECOND);
+        // 2026 midnight is a multiple of 1.5 s; this window runs 1.5 s to 3 s past it.
+        assert_eq!(w.end_ns(), MIDNIGHT + 3 * SECOND);
+        w.roll(MIDNIGHT + 3 * SECOND);
+        assert_eq!(w.end_ns(), MIDNIGHT + 4 * SECOND + SECOND / 2);
+        assert_eq!(w.reset_epoch_s(), 1_767_225_605, "4.5 s rounds up to 5");
+    }
+}
