@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::bucket::Bucket;
 use super::provider::Limit;
+use super::window::Window;
 use crate::clock::Nanos;
 
 /// The one path the OpenAI profile serves, with `POST`.
@@ -155,22 +156,21 @@ pub(super) fn invalid_json() -> Value {
     error(message, "invalid_request_error", None)
 }
 
-/// The 429 for a request refused by `limit`, which holds `bucket`; `wait` is `None` when
-/// the request exceeds the limit's capacity and can never be admitted.
+/// The 429 for a request refused by `limit`, of `capacity` units with `used` spent;
+/// `wait` is `None` when the request exceeds the capacity and can never be admitted.
 pub(super) fn rate_limited(
     body: &Value,
     limit: Limit,
-    bucket: &Bucket,
+    capacity: u64,
+    used: u64,
     requested: u64,
     wait: Option<Nanos>,
 ) -> Value {
     let model = model(body);
     let on = limit.description();
-    let capacity = bucket.capacity();
     let message = match wait {
         Some(wait) => format!(
-            "Rate limit reached for {model} in organization org-mock on {on}: Limit {capacity}, Used {}, Requested {requested}. Please try again in {}.",
-            capacity.saturating_sub(bucket.remaining()),
+            "Rate limit reached for {model} in organization org-mock on {on}: Limit {capacity}, Used {used}, Requested {requested}. Please try again in {}.",
             format_openai_duration(Duration::from_nanos(wait)),
         ),
         None => format!(
@@ -181,17 +181,31 @@ pub(super) fn rate_limited(
 }
 
 /// The `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers for the request
-/// bucket and the token bucket, as they stand after this request.
-pub(super) fn rate_limit_headers(limits: &[(Limit, Bucket)]) -> Vec<(String, String)> {
+/// limit and the token bucket, as they stand after this request, at `wall_ns` (epoch
+/// nanoseconds). The reset is the time until the limit is whole again.
+pub(super) fn rate_limit_headers(
+    limits: &[(Limit, Bucket)],
+    window: Option<&Window>,
+    wall_ns: u64,
+) -> Vec<(String, String)> {
     let mut headers = Vec::new();
     for unit in ["requests", "tokens"] {
-        // OpenAI has one request limit; with both rpm and rps, the first (rpm) speaks.
-        if let Some((_, bucket)) = limits.iter().find(|(l, _)| l.unit() == unit) {
-            let reset = Duration::from_nanos(bucket.until_full());
+        // OpenAI has one request limit; with both rpm and rps, the first (rpm) speaks, and
+        // a fixed window only when neither is set. A window is whole again at its end.
+        let bucket = (limits.iter().find(|(l, _)| l.unit() == unit))
+            .map(|(_, b)| (b.capacity(), b.remaining(), b.until_full()));
+        let window = window.filter(|_| unit == "requests").map(|w| {
+            let reset = match w.used() {
+                0 => 0,
+                _ => w.end_ns().saturating_sub(wall_ns),
+            };
+            (w.limit(), w.remaining(), reset)
+        });
+        if let Some((limit, remaining, reset)) = bucket.or(window) {
             let values = [
-                ("limit", bucket.capacity().to_string()),
-                ("remaining", bucket.remaining().to_string()),
-                ("reset", format_openai_duration(reset)),
+                ("limit", limit.to_string()),
+                ("remaining", remaining.to_string()),
+                ("reset", format_openai_duration(Duration::from_nanos(reset))),
             ];
             headers.extend(values.map(|(what, v)| (format!("x-ratelimit-{what}-{unit}"), v)));
         }

@@ -1,23 +1,25 @@
 //! The mock's behaviour as a pure type: a request in, a response and a simulated latency
-//! out, decided against the mock's own buckets on a [`Clock`].
+//! out, decided against the mock's own buckets and window on a [`Clock`].
 //!
 //! Owns admission (a request is admitted only if every configured bucket holds its cost at
-//! arrival, for tokens the request's estimate; then all are debited, else none), the
+//! arrival, for tokens the request's estimate, and the fixed window, read on the clock's
+//! wall time, has room for it; then all are debited, else none), the
 //! settling of an admitted request's tokens to its reply's usage (the estimate above the
 //! usage is credited back before the rate-limit headers are computed, so a token limit is
 //! charged `min(estimate, usage)`), the record of every request, and the counts. No tokio,
 //! no sockets: [`server`](super::server) and the runner's in-memory transport both wait
 //! [`MockResponse::delay`] themselves. The wire format comes from the
-//! profile's dialect (`openai.rs`).
+//! profile's dialect (`openai.rs`, `x.rs`).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use super::bucket::Bucket;
-use super::{MockSpec, Profile, openai};
-use crate::clock::{Clock, Nanos};
+use super::window::Window;
+use super::{MockSpec, Profile, openai, x};
+use crate::clock::{Clock, Nanos, nanos};
 
 pub use super::openai::{estimate_request_tokens, format_openai_duration};
 
@@ -52,6 +54,8 @@ pub struct MockResponse {
 pub struct Record {
     /// Arrival, in the provider clock's nanoseconds.
     pub at: Nanos,
+    /// Arrival, in the provider clock's wall time: which UTC-aligned window it counted in.
+    pub wall: SystemTime,
     /// HTTP method.
     pub method: String,
     /// Path as sent.
@@ -84,13 +88,15 @@ pub(super) enum Limit {
     Rps,
     /// Tokens per minute.
     Tpm,
+    /// Requests per fixed window.
+    Window,
 }
 
 impl Limit {
     /// What it counts, as OpenAI's headers and error types say: `requests` or `tokens`.
     pub(super) fn unit(self) -> &'static str {
         match self {
-            Limit::Rpm | Limit::Rps => "requests",
+            Limit::Rpm | Limit::Rps | Limit::Window => "requests",
             Limit::Tpm => "tokens",
         }
     }
@@ -101,28 +107,35 @@ impl Limit {
             Limit::Rpm => "requests per min (RPM)",
             Limit::Rps => "requests per sec (RPS)",
             Limit::Tpm => "tokens per min (TPM)",
+            Limit::Window => "requests per window",
         }
     }
 
     fn cost(self, tokens: u64) -> u64 {
         match self {
-            Limit::Rpm | Limit::Rps => 1,
+            Limit::Rpm | Limit::Rps | Limit::Window => 1,
             Limit::Tpm => tokens,
         }
     }
 }
 
-/// Why a request was refused: the first limit that refused it and how long until every
-/// limit would admit it (`None`: never, it exceeds a capacity).
-struct Refusal {
+/// One limit's view of a request at arrival, before anything is debited; as a refusal, the
+/// first limit that refused it, and how long until every limit would admit it.
+struct Check {
     limit: Limit,
-    bucket: Bucket,
+    /// The limit's capacity, in its units.
+    capacity: u64,
+    /// Units spent, as the limit stood at arrival.
+    used: u64,
+    /// `Some(0)`: fits now; `None`: never, the request exceeds the capacity.
     wait: Option<Nanos>,
 }
 
 struct State {
     /// In the order rpm, rps, tpm: requests are checked before tokens, as OpenAI does.
     limits: Vec<(Limit, Bucket)>,
+    /// The fixed window of `window=N/DURATION`: X's limit, or OpenAI's extra request limit.
+    window: Option<Window>,
     records: Vec<Record>,
     stats: MockStats,
 }
@@ -136,7 +149,9 @@ pub struct Provider<C: Clock> {
 }
 
 impl<C: Clock> Provider<C> {
-    /// A provider whose buckets start full at `clock.now()`.
+    /// A provider whose buckets start full at `clock.now()` and whose window starts empty.
+    ///
+    /// A limit the profile does not take (see [`MockSpec::check`]) is ignored.
     pub fn new(spec: MockSpec, clock: C) -> Provider<C> {
         let now = clock.now();
         let minute = Duration::from_secs(60);
@@ -148,11 +163,13 @@ impl<C: Clock> Provider<C> {
         .into_iter()
         .filter_map(|(limit, n, period)| Some((limit, Bucket::full(n?, period, now))))
         .collect();
+        let window = spec.window.map(|(n, length)| Window::new(n, length));
         Provider {
             spec,
             clock,
             state: Mutex::new(State {
                 limits,
+                window,
                 records: Vec::new(),
                 stats: MockStats::default(),
             }),
@@ -162,9 +179,12 @@ impl<C: Clock> Provider<C> {
     /// Answers `req` at the clock's current time and records it.
     pub fn handle(&self, req: &MockRequest) -> MockResponse {
         let now = self.clock.now();
+        let wall = self.clock.wall();
+        let wall_ns = nanos(wall.duration_since(UNIX_EPOCH).unwrap_or_default());
         let mut state = self.lock();
         let (status, mut headers, body) = match self.spec.profile {
-            Profile::OpenAi => self.openai(&mut state, req, now),
+            Profile::OpenAi => openai_reply(&mut state, req, now, wall_ns),
+            Profile::X => x_reply(&mut state, req, wall_ns),
         };
         headers.push(("content-type".into(), "application/json".into()));
         state.stats.requests += 1;
@@ -175,6 +195,7 @@ impl<C: Clock> Provider<C> {
         }
         state.records.push(Record {
             at: now,
+            wall,
             method: req.method.clone(),
             path: req.path.clone(),
             headers: req.headers.clone(),
@@ -204,88 +225,144 @@ impl<C: Clock> Provider<C> {
         // mock: keep serving.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    fn openai(
-        &self,
-        state: &mut State,
-        req: &MockRequest,
-        now: Nanos,
-    ) -> (u16, Vec<(String, String)>, Value) {
-        let path = req.path.split('?').next().unwrap_or_default();
-        if req.method != "POST" || path != openai::CHAT_PATH {
-            return (404, Vec::new(), openai::not_found(&req.method, path));
+/// The OpenAI profile's answer to `req`, arrived at `now` (monotonic) and `wall_ns` (epoch
+/// nanoseconds).
+fn openai_reply(
+    state: &mut State,
+    req: &MockRequest,
+    now: Nanos,
+    wall_ns: u64,
+) -> (u16, Vec<(String, String)>, Value) {
+    let path = req.path.split('?').next().unwrap_or_default();
+    if req.method != "POST" || path != openai::CHAT_PATH {
+        return (404, Vec::new(), openai::not_found(&req.method, path));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return (400, Vec::new(), openai::invalid_json());
+    };
+    let tokens = estimate_request_tokens(&body);
+    let admitted = admit(
+        &mut state.limits,
+        state.window.as_mut(),
+        tokens,
+        now,
+        wall_ns,
+    );
+    let headers = |state: &State| {
+        openai::rate_limit_headers(&state.limits, state.window.as_ref(), wall_ns)
+    };
+    match admitted {
+        Ok(()) => {
+            let n = state.stats.ok + 1;
+            let reply = openai::completion(&body, n, wall_ns / 1_000_000_000);
+            // Admission counts the estimate; the limit is then charged what the request
+            // really used (the reply's usage), as ratebound's settle assumes. Only an
+            // over-estimate is credited back: a usage above the estimate (`max_tokens`
+            // 0) is not charged extra.
+            let used = reply["usage"]["total_tokens"].as_u64().unwrap_or(tokens);
+            for (limit, bucket) in &mut state.limits {
+                bucket.give(limit.cost(tokens).saturating_sub(limit.cost(used)));
+            }
+            (200, headers(state), reply)
         }
-        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
-            return (400, Vec::new(), openai::invalid_json());
-        };
-        let tokens = estimate_request_tokens(&body);
-        let admitted = admit(&mut state.limits, tokens, now);
-        match admitted {
-            Ok(()) => {
-                let n = state.stats.ok + 1;
-                let created = self
-                    .clock
-                    .wall()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                let reply = openai::completion(&body, n, created.as_secs());
-                // Admission counts the estimate; the limit is then charged what the request
-                // really used (the reply's usage), as ratebound's settle assumes. Only an
-                // over-estimate is credited back: a usage above the estimate (`max_tokens`
-                // 0) is not charged extra.
-                let used = reply["usage"]["total_tokens"].as_u64().unwrap_or(tokens);
-                for (limit, bucket) in &mut state.limits {
-                    bucket.give(limit.cost(tokens).saturating_sub(limit.cost(used)));
-                }
-                let headers = openai::rate_limit_headers(&state.limits);
-                (200, headers, reply)
+        Err(refusal) => {
+            let mut headers = headers(state);
+            if let Some(wait) = refusal.wait {
+                let wait_ms = wait.div_ceil(1_000_000);
+                let wait_s = wait.div_ceil(1_000_000_000).max(1);
+                headers.push(("retry-after".into(), wait_s.to_string()));
+                headers.push(("retry-after-ms".into(), wait_ms.to_string()));
             }
-            Err(refusal) => {
-                let mut headers = openai::rate_limit_headers(&state.limits);
-                if let Some(wait) = refusal.wait {
-                    let wait_ms = wait.div_ceil(1_000_000);
-                    let wait_s = wait.div_ceil(1_000_000_000).max(1);
-                    headers.push(("retry-after".into(), wait_s.to_string()));
-                    headers.push(("retry-after-ms".into(), wait_ms.to_string()));
-                }
-                let requested = refusal.limit.cost(tokens);
-                let error = openai::rate_limited(
-                    &body,
-                    refusal.limit,
-                    &refusal.bucket,
-                    requested,
-                    refusal.wait,
-                );
-                (429, headers, error)
-            }
+            let requested = refusal.limit.cost(tokens);
+            let error = openai::rate_limited(
+                &body,
+                refusal.limit,
+                refusal.capacity,
+                refusal.used,
+                requested,
+                refusal.wait,
+            );
+            (429, headers, error)
         }
     }
 }
 
-/// Debits every bucket if one request of `tokens` tokens fits all of them at `now`;
-/// otherwise debits none and says why.
-fn admit(limits: &mut [(Limit, Bucket)], tokens: u64, now: Nanos) -> Result<(), Refusal> {
-    let waits: Vec<Option<Nanos>> = limits
+/// The X profile's answer to `req`, arrived at `wall_ns` (epoch nanoseconds): any method
+/// and path is served; the window, if any, must have room for the request's calls.
+fn x_reply(state: &mut State, req: &MockRequest, wall_ns: u64) -> (u16, Vec<(String, String)>, Value) {
+    let calls = x::calls(&req.body);
+    let admitted = match state.window.as_mut() {
+        None => true,
+        Some(window) => {
+            window.roll(wall_ns);
+            let fits = window.wait(calls, wall_ns) == Some(0);
+            if fits {
+                window.take(calls);
+            }
+            fits
+        }
+    };
+    let headers = x::rate_limit_headers(state.window.as_ref());
+    if !admitted {
+        return (429, headers, x::too_many_requests());
+    }
+    let path = req.path.split('?').next().unwrap_or_default();
+    (200, headers, x::created(state.stats.ok + 1, path))
+}
+
+/// Debits every bucket and the window if one request of `tokens` tokens fits all of them
+/// (buckets at `now`, the window at `wall_ns`); otherwise debits none and says why.
+fn admit(
+    limits: &mut [(Limit, Bucket)],
+    mut window: Option<&mut Window>,
+    tokens: u64,
+    now: Nanos,
+    wall_ns: u64,
+) -> Result<(), Check> {
+    let mut checks: Vec<Check> = limits
         .iter_mut()
         .map(|(limit, bucket)| {
             bucket.refill(now);
-            bucket.wait(limit.cost(tokens))
+            Check {
+                limit: *limit,
+                capacity: bucket.capacity(),
+                used: bucket.capacity().saturating_sub(bucket.remaining()),
+                wait: bucket.wait(limit.cost(tokens)),
+            }
         })
         .collect();
+    if let Some(window) = window.as_deref_mut() {
+        window.roll(wall_ns);
+        // A request limit: checked after the request buckets, before tokens.
+        let at = (checks.iter().position(|c| c.limit == Limit::Tpm)).unwrap_or(checks.len());
+        let check = Check {
+            limit: Limit::Window,
+            capacity: window.limit(),
+            used: window.used(),
+            wait: window.wait(Limit::Window.cost(tokens), wall_ns),
+        };
+        checks.insert(at, check);
+    }
     // A request over a capacity can never be admitted: that limit speaks first.
-    let refused = (waits.iter().position(Option::is_none))
-        .or_else(|| waits.iter().position(|w| *w != Some(0)));
+    let refused = (checks.iter().position(|c| c.wait.is_none()))
+        .or_else(|| checks.iter().position(|c| c.wait != Some(0)));
     let Some(i) = refused else {
         for (limit, bucket) in limits.iter_mut() {
             bucket.take(limit.cost(tokens));
         }
+        if let Some(window) = window {
+            window.take(Limit::Window.cost(tokens));
+        }
         return Ok(());
     };
-    let (limit, bucket) = &limits[i];
-    Err(Refusal {
-        limit: *limit,
-        bucket: bucket.clone(),
-        wait: waits.iter().try_fold(0, |max, w| w.map(|w| max.max(w))),
+    let wait = checks
+        .iter()
+        .try_fold(0, |max, c| c.wait.map(|w| max.max(w)));
+    Err(Check {
+        wait,
+        ..checks.swap_remove(i)
     })
 }
 
