@@ -59,6 +59,12 @@ enum Command {
     Export(ExportArgs),
     /// Predict a run before sending anything: makespan, binding limit, workers needed.
     Estimate(EstimateArgs),
+    /// Pause a live run: no new requests, those in flight finish; the process stays.
+    Pause(DbArgs),
+    /// Resume a paused live run, or continue a stopped one with its work list and config.
+    Resume(DbArgs),
+    /// Put permanently failed items back in the queue; the next `run` sends them again.
+    RetryFailed(DbArgs),
     /// Run the built-in rate-limited mock API.
     Mock(MockArgs),
 }
@@ -97,6 +103,13 @@ struct RunArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct DbArgs {
+    /// The run's database.
+    #[arg(long)]
+    db: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +155,10 @@ struct MockArgs {
     /// Tokens per minute.
     #[arg(long)]
     tpm: Option<u64>,
+    /// A fixed window, e.g. `180/15m`: at most N requests (for x, calls) in each window of
+    /// DURATION, windows aligned to UTC.
+    #[arg(long, value_name = "N/DURATION")]
+    window: Option<String>,
     /// Latency of every response, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     latency: Duration,
@@ -214,6 +231,9 @@ pub fn main(cli: Cli) -> anyhow::Result<u8> {
         Command::Export(args) => export_command(&args),
         Command::Run(args) => runtime()?.block_on(run_command(args)),
         Command::Estimate(args) => estimate_command(&args),
+        Command::Pause(args) => pause_command(&args, true),
+        Command::Resume(args) => resume_command(args),
+        Command::RetryFailed(args) => retry_failed_command(&args),
         Command::Mock(args) => runtime()?.block_on(mock_command(args)),
     }
 }
@@ -254,16 +274,11 @@ fn export_command(args: &ExportArgs) -> anyhow::Result<u8> {
 }
 
 async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
-    let profile = match args.profile.as_str() {
-        "openai" => Profile::OpenAi,
-        other => {
-            return Err(UsageError {
-                message: format!("unknown mock profile `{other}`"),
-                hint: "profiles: openai".into(),
-            }
-            .into());
-        }
+    let usage = |e: crate::mock::MockError| {
+        let (message, hint) = e.parts();
+        UsageError { message, hint }
     };
+    let profile = args.profile.parse::<Profile>().map_err(usage)?;
     let positive = |n: Option<u64>, flag: &str| -> anyhow::Result<_> {
         n.map(|n| {
             std::num::NonZeroU64::new(n).ok_or_else(|| UsageError {
@@ -279,8 +294,20 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
         rpm: positive(args.rpm, "rpm")?,
         rps: positive(args.rps, "rps")?,
         tpm: positive(args.tpm, "tpm")?,
+        window: (args.window.as_deref())
+            .map(crate::mock::parse_window)
+            .transpose()
+            .map_err(|_| UsageError {
+                message: format!(
+                    "--window must be N/DURATION, found `{}`",
+                    args.window.as_deref().unwrap_or_default()
+                ),
+                hint: "e.g. `--window 180/15m`: at most 180 in each UTC-aligned 15-minute window"
+                    .into(),
+            })?,
         latency: args.latency,
     };
+    spec.check().map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
@@ -297,6 +324,69 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    Ok(EXIT_OK)
+}
+
+fn pause_command(args: &DbArgs, paused: bool) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let live = store
+        .progress()?
+        .is_some_and(|p| p.is_live(store::unix_ms(SystemTime::now())));
+    if !live {
+        return Err(UsageError {
+            message: format!("{}: no live run to {}", args.db.display(), if paused { "pause" } else { "resume" }),
+            hint: "`ratebound resume --db ...` continues a stopped run; `ratebound status --db ...` shows its state".into(),
+        }
+        .into());
+    }
+    store.set_paused(paused)?;
+    println!(
+        "{}: {}",
+        args.db.display(),
+        if paused {
+            "pausing: no new requests; those in flight finish (ratebound resume --db ... to go on)"
+        } else {
+            "resuming"
+        }
+    );
+    Ok(EXIT_OK)
+}
+
+fn resume_command(args: DbArgs) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    if store
+        .progress()?
+        .is_some_and(|p| p.is_live(store::unix_ms(SystemTime::now())))
+    {
+        return pause_command(&args, false);
+    }
+    let missing = |what: &str| UsageError {
+        message: format!("{}: the run does not record its {what}", args.db.display()),
+        hint: "continue it with `ratebound run WORKLIST --config FILE --db ...`".into(),
+    };
+    let worklist = store
+        .meta("worklist")?
+        .ok_or_else(|| missing("work list"))?;
+    let config = store
+        .meta("config_path")?
+        .ok_or_else(|| missing("config path"))?;
+    drop(store);
+    runtime()?.block_on(run_command(RunArgs {
+        worklist: PathBuf::from(worklist),
+        config: Some(PathBuf::from(config)),
+        db: Some(args.db),
+        workers: None,
+        quiet: false,
+    }))
+}
+
+fn retry_failed_command(args: &DbArgs) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let n = store.requeue_failed()?;
+    println!(
+        "{n} failed items are pending again; `ratebound resume --db {}` sends them",
+        args.db.display()
+    );
     Ok(EXIT_OK)
 }
 
@@ -465,7 +555,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
 
     let mut store = Store::open(&db)?;
-    if store.bind_worklist(&args.worklist, &validated.fingerprint, &config.snapshot())? {
+    let worklist_abs =
+        std::path::absolute(&args.worklist).unwrap_or_else(|_| args.worklist.clone());
+    if store.bind_worklist(&worklist_abs, &validated.fingerprint, &config.snapshot())? {
         let items = WorklistReader::open(&args.worklist)?.filter_map(Result::ok);
         let imported = store.import(items)?;
         tracing::info!(imported, "work list imported");
@@ -492,12 +584,23 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             limiter.restore(&progress.limiter_state, &clock);
         }
     }
+    // A new session starts unpaused; `ratebound pause` acts on a live run.
+    store.set_paused(false)?;
+    let config_abs = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+    store.set_meta("config_path", &config_abs.to_string_lossy())?;
     let cost_model = CostModel::from_config(&config);
     let mut scheduler = Scheduler::new();
     for row in store.pending()? {
         let built = job::from_stored(&config.request, &row.payload, row.tokens, &cost_model)
             .with_context(|| format!("{}: item `{}` cannot be rebuilt", db.display(), row.id))?;
         let route = built.route(&limiter);
+        let mut request = built.request;
+        if config.request.idempotency_key {
+            request.headers.push((
+                "Idempotency-Key".to_string(),
+                job::idempotency_key(&validated.fingerprint, &row.id),
+            ));
+        }
         scheduler.push(
             row.priority,
             row.seq,
@@ -505,7 +608,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 seq: row.seq,
                 id: row.id,
                 priority: row.priority,
-                request: built.request,
+                request,
                 costs: built.costs,
                 route,
                 model: built.model,
@@ -573,8 +676,8 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         },
         cost_model,
         before,
+        control: Some(store),
     };
-    drop(store);
     let summary = runner.run(stop_rx).await?;
     if !args.quiet || summary.end != End::Finished {
         print!("{}", report::summary(&summary, &db));

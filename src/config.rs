@@ -28,7 +28,7 @@ const KEYS: &[(&str, &str)] = &[
         "api, request, limits, workers, retry, limiter, kinds, pricing",
     ),
     ("[api]", "base_url, headers, timeout"),
-    ("[request]", "method, path, body, headers"),
+    ("[request]", "method, path, body, headers, idempotency_key"),
     (
         "[[limits]]",
         "name, unit, rate, quota, per, burst, reset, pause_at, kind, tenant, path, learn",
@@ -136,6 +136,9 @@ pub struct RequestSpec {
     pub body_line: usize,
     /// Line of `path` in the config.
     pub path_line: usize,
+    /// Send an `Idempotency-Key` derived from the run and the item's id, so a provider that
+    /// honours it never executes a re-sent request twice.
+    pub idempotency_key: bool,
 }
 
 /// A validated configuration.
@@ -200,6 +203,7 @@ struct RawApi {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequest {
+    idempotency_key: Option<bool>,
     method: Option<Spanned<String>>,
     path: Spanned<String>,
     body: Option<Spanned<String>>,
@@ -577,6 +581,7 @@ fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec
         headers,
         body_line,
         path_line,
+        idempotency_key: raw.idempotency_key.unwrap_or(false),
     })
 }
 

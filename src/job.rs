@@ -275,6 +275,25 @@ pub fn from_stored(
     build(spec, &payload, tokens, model)
 }
 
+/// The `Idempotency-Key` of item `id` in the run whose work list has `fingerprint`: the
+/// same on every attempt and every rerun, different across runs and items.
+///
+/// ```
+/// let a = ratebound::job::idempotency_key("fp1", "item-1");
+/// assert_eq!(a, ratebound::job::idempotency_key("fp1", "item-1"));
+/// assert_ne!(a, ratebound::job::idempotency_key("fp1", "item-2"));
+/// assert_eq!(a.len(), 32);
+/// ```
+pub fn idempotency_key(fingerprint: &str, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(fingerprint.as_bytes())
+        .chain_update([0u8])
+        .chain_update(id.as_bytes())
+        .finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Estimated tokens of a chat request: `ceil(prompt chars / 4) + max_tokens`.
 ///
 /// Prompt characters are those of every message's `content` (text parts of multi-part

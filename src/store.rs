@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS control (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    paused INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS progress (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     state TEXT NOT NULL,
@@ -200,7 +204,7 @@ impl ProgressRow {
     pub fn is_live(&self, now_ms: u64) -> bool {
         let proc_dir = Path::new("/proc");
         let process_exists = !proc_dir.exists() || proc_dir.join(self.pid.to_string()).exists();
-        self.state == "running"
+        (self.state == "running" || self.state == "paused")
             && now_ms.saturating_sub(self.heartbeat_ms) < STALE_AFTER_MS
             && process_exists
     }
@@ -443,6 +447,49 @@ impl Store {
             )
             .map_err(err)?;
         Ok(count)
+    }
+
+    /// Asks a live run to pause (drain in flight, keep the process) or to resume.
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO control (id, paused) VALUES (1, ?1)",
+                [paused],
+            )
+            .map(|_| ())
+            .map_err(self.err("setting the pause flag"))
+    }
+
+    /// Whether the run has been asked to pause.
+    pub fn is_paused(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT paused FROM control WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map(|p| p.unwrap_or(false))
+            .map_err(self.err("reading the pause flag"))
+    }
+
+    /// Puts every permanently failed item back in the queue (its attempts and last error
+    /// stay recorded in `attempts`); returns how many.
+    pub fn requeue_failed(&self) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE items SET status = 'pending', error = NULL, finished_at_ms = NULL WHERE status = 'failed'",
+                [],
+            )
+            .map(|n| n as u64)
+            .map_err(self.err("requeueing failed items"))
+    }
+
+    /// Remembers where the run's config lives, so `resume` can continue a stopped run.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(self.err("writing run metadata"))
     }
 
     /// Items not yet finished, in dispatch order: priority descending, then file order.
@@ -866,6 +913,25 @@ mod tests {
                 .unwrap(),
             "imported once"
         );
+    }
+
+    #[test]
+    fn failed_items_go_back_to_the_queue_and_the_pause_flag_round_trips() {
+        let (dir, mut store) = fresh();
+        store.import([item(0, 0), item(1, 0)].into_iter()).unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE items SET status = 'failed', error = 'HTTP 400' WHERE seq = 1",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.requeue_failed().unwrap(), 1);
+        assert_eq!(store.counts().unwrap().pending, 2);
+        assert!(!store.is_paused().unwrap());
+        let other = Store::open(&dir.path().join("s.db")).unwrap();
+        other.set_paused(true).unwrap();
+        assert!(store.is_paused().unwrap(), "another process sees the flag");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 pub mod budget;
 pub mod gcra;
+#[cfg(test)]
+mod proptests;
 pub mod reservation;
 pub mod window;
 

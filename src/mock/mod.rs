@@ -1,17 +1,21 @@
 //! The built-in mock of a rate-limited API: the test oracle and the zero-setup demo.
 //!
-//! Owns the `mock://PROFILE?rpm=..&rps=..&tpm=..&latency=..` URL ([`MockSpec`]) and its
-//! errors ([`MockError`]). The behaviour lives in [`provider`], a pure type over a
+//! Owns the `mock://PROFILE?rpm=..&rps=..&tpm=..&window=..&latency=..` URL ([`MockSpec`])
+//! and its errors ([`MockError`]). The behaviour lives in [`provider`], a pure type over a
 //! [`Clock`](crate::clock::Clock) that tests drive in virtual time; [`server`] is the thin
-//! axum shell that puts it on a socket. The mock keeps its own buckets, independent of
-//! [`limiter`](crate::limiter), so that it can judge the limiter instead of agreeing with it.
+//! axum shell that puts it on a socket. The mock keeps its own buckets and windows,
+//! independent of [`limiter`](crate::limiter), so that it can judge the limiter instead of
+//! agreeing with it.
 //!
-//! Invariant: a spec always describes a mock that can be built; every limit is non-zero.
+//! Invariant: a parsed spec always describes a mock that can be built: every limit is
+//! non-zero, every window has a length, and the profile takes every limit given.
 
 mod bucket;
 mod openai;
 pub mod provider;
 pub mod server;
+mod window;
+mod x;
 
 use std::fmt;
 use std::num::NonZeroU64;
@@ -21,8 +25,8 @@ use std::time::Duration;
 pub use provider::{MockRequest, MockResponse, MockStats, Provider, Record};
 pub use server::{MockHandle, MockServer};
 
-/// The query keys a `mock://` URL accepts.
-const KEYS: [&str; 4] = ["rpm", "rps", "tpm", "latency"];
+/// The query keys a `mock://` URL accepts, for some profile.
+const KEYS: [&str; 5] = ["rpm", "rps", "tpm", "window", "latency"];
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
@@ -31,16 +35,28 @@ const KEYS: [&str; 4] = ["rpm", "rps", "tpm", "latency"];
 pub enum Profile {
     /// OpenAI's chat completions API with request and token limits.
     OpenAi,
+    /// X (Twitter) API v2: any method and path, limited by a fixed window of API calls,
+    /// a request costing its body's `calls` (default 1).
+    X,
 }
 
 impl Profile {
     /// Every profile, in the order hints list them.
-    pub const ALL: [Profile; 1] = [Profile::OpenAi];
+    pub const ALL: [Profile; 2] = [Profile::OpenAi, Profile::X];
 
     /// The profile's name as written in `mock://NAME` and `--profile NAME`.
     pub fn name(self) -> &'static str {
         match self {
             Profile::OpenAi => "openai",
+            Profile::X => "x",
+        }
+    }
+
+    /// The `mock://` URL keys this profile takes (the limits it enforces, and `latency`).
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Profile::OpenAi => &KEYS,
+            Profile::X => &["window", "latency"],
         }
     }
 }
@@ -67,9 +83,10 @@ impl FromStr for Profile {
 
 /// What the mock imitates and how strictly: a profile, its limits and its latency.
 ///
-/// A limit left out (`None`) is unlimited. Each limit is a bucket that starts full and
-/// refills continuously: `rpm` holds N requests refilled over 60 s, `rps` N requests over
-/// 1 s, `tpm` N tokens over 60 s.
+/// A limit left out (`None`) is unlimited. `rpm`, `rps` and `tpm` are buckets that start
+/// full and refill continuously: `rpm` holds N requests refilled over 60 s, `rps` N requests
+/// over 1 s, `tpm` N tokens over 60 s. `window` is a fixed window aligned to UTC. Which
+/// limits a profile takes: [`Profile::keys`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MockSpec {
     /// The provider imitated.
@@ -81,6 +98,10 @@ pub struct MockSpec {
     /// Tokens per minute: a request is admitted on its estimate, `ceil(chars / 4) +
     /// max_tokens`, and the bucket is then charged the reply's `usage.total_tokens`.
     pub tpm: Option<NonZeroU64>,
+    /// A fixed window `(N, length)`: at most N units in each window of `length`, a window
+    /// starting whenever the clock's wall time since the UNIX epoch is a multiple of
+    /// `length`. X counts a request's `calls` (default 1); OpenAI counts requests.
+    pub window: Option<(NonZeroU64, Duration)>,
     /// Simulated latency of every response, 429s included.
     pub latency: Duration,
 }
@@ -93,12 +114,14 @@ impl MockSpec {
             rpm: None,
             rps: None,
             tpm: None,
+            window: None,
             latency: Duration::ZERO,
         }
     }
 
     /// Parses `mock://PROFILE?key=value&...`, with keys `rpm`, `rps`, `tpm` (positive
-    /// integers) and `latency` (a humantime duration such as `50ms`).
+    /// integers), `window` (`N/DURATION`, see [`parse_window`]) and `latency` (a humantime
+    /// duration such as `50ms`); the profile must take each key given ([`Profile::keys`]).
     ///
     /// # Errors
     /// [`MockError`] naming the bad part (scheme, profile, key or value) with a hint that
@@ -110,6 +133,11 @@ impl MockSpec {
     /// assert_eq!(spec.profile, Profile::OpenAi);
     /// assert_eq!(spec.rpm.map(|n| n.get()), Some(600));
     /// assert_eq!(spec.latency, std::time::Duration::from_millis(50));
+    ///
+    /// let spec = MockSpec::parse_url("mock://x?window=180/15m").unwrap();
+    /// assert_eq!(spec.profile, Profile::X);
+    /// let (n, length) = spec.window.unwrap();
+    /// assert_eq!((n.get(), length.as_secs()), (180, 900));
     /// ```
     pub fn parse_url(url: &str) -> Result<MockSpec, MockError> {
         let rest = url
@@ -125,6 +153,12 @@ impl MockSpec {
             if !KEYS.contains(&key) {
                 return Err(MockError::UnknownKey {
                     key: key.to_string(),
+                });
+            }
+            if !spec.profile.keys().contains(&key) {
+                return Err(MockError::KeyNotForProfile {
+                    key: key.to_string(),
+                    profile: spec.profile,
                 });
             }
             if seen.contains(&key) {
@@ -147,6 +181,7 @@ impl MockSpec {
                 "rpm" => spec.rpm = Some(positive()?),
                 "rps" => spec.rps = Some(positive()?),
                 "tpm" => spec.tpm = Some(positive()?),
+                "window" => spec.window = Some(parse_window(value)?),
                 _ => {
                     spec.latency = humantime::parse_duration(value)
                         .map_err(|_| bad("a duration, e.g. `50ms` or `1s`"))?;
@@ -155,6 +190,69 @@ impl MockSpec {
         }
         Ok(spec)
     }
+
+    /// Checks what [`MockSpec::parse_url`] checks of a spec built by hand (the CLI's flags):
+    /// that the profile takes every limit given, and that a window has a length.
+    ///
+    /// # Errors
+    /// [`MockError::KeyNotForProfile`] for the first limit the profile does not take;
+    /// [`MockError::BadValue`] for a window of length zero.
+    pub fn check(&self) -> Result<(), MockError> {
+        let given = [
+            ("rpm", self.rpm.is_some()),
+            ("rps", self.rps.is_some()),
+            ("tpm", self.tpm.is_some()),
+            ("window", self.window.is_some()),
+        ];
+        if let Some((key, _)) =
+            (given.into_iter()).find(|(key, given)| *given && !self.profile.keys().contains(key))
+        {
+            return Err(MockError::KeyNotForProfile {
+                key: key.to_string(),
+                profile: self.profile,
+            });
+        }
+        match self.window {
+            Some((n, length)) if length.is_zero() => Err(MockError::BadValue {
+                key: "window".into(),
+                value: format!("{n}/0s"),
+                expected: WINDOW_EXPECTED,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What `window` takes, as its errors say.
+const WINDOW_EXPECTED: &str =
+    "`N/DURATION`: at most N in each UTC-aligned window of DURATION, e.g. `180/15m`";
+
+/// Parses a fixed window `N/DURATION` (`180/15m`: at most 180 in each 15-minute window),
+/// N a positive integer and DURATION a non-zero humantime duration. Used by the `window`
+/// URL key and by `ratebound mock --window`.
+///
+/// # Errors
+/// [`MockError::BadValue`] for key `window`, with an example.
+///
+/// ```
+/// # use ratebound::mock::parse_window;
+/// let (n, length) = parse_window("180/15s").unwrap();
+/// assert_eq!((n.get(), length), (180, std::time::Duration::from_secs(15)));
+/// assert!(parse_window("180").is_err());
+/// ```
+pub fn parse_window(text: &str) -> Result<(NonZeroU64, Duration), MockError> {
+    let bad = || MockError::BadValue {
+        key: "window".into(),
+        value: text.to_string(),
+        expected: WINDOW_EXPECTED,
+    };
+    let (n, length) = text.split_once('/').ok_or_else(bad)?;
+    let n = n.parse::<NonZeroU64>().map_err(|_| bad())?;
+    let length = humantime::parse_duration(length).map_err(|_| bad())?;
+    if length.is_zero() {
+        return Err(bad());
+    }
+    Ok((n, length))
 }
 
 /// Why a `mock://` URL or profile name was refused.
@@ -183,6 +281,17 @@ pub enum MockError {
         /// The key as given.
         key: String,
     },
+    /// A limit the profile does not enforce.
+    #[error(
+        "`{key}` does not apply to the `{profile}` mock profile\n  hint: `{profile}` takes: {}",
+        profile.keys().join(", ")
+    )]
+    KeyNotForProfile {
+        /// The key (or flag) as given.
+        key: String,
+        /// The profile, which lists the keys it takes.
+        profile: Profile,
+    },
     /// A query key given twice.
     #[error("mock URL key `{key}` is given twice\n  hint: keep one `{key}=...`")]
     DuplicateKey {
@@ -199,6 +308,18 @@ pub enum MockError {
         /// What the key takes, with an example.
         expected: &'static str,
     },
+}
+
+impl MockError {
+    /// The problem and the hint apart, for callers that format hints themselves (the CLI's
+    /// usage errors): the message is `PROBLEM\n  hint: HINT`.
+    pub fn parts(&self) -> (String, String) {
+        let text = self.to_string();
+        match text.split_once("\n  hint: ") {
+            Some((problem, hint)) => (problem.to_string(), hint.to_string()),
+            None => (text, String::new()),
+        }
+    }
 }
 
 fn profile_names() -> String {
@@ -223,7 +344,20 @@ mod tests {
                 rpm: n(600),
                 rps: None,
                 tpm: n(100_000),
+                window: None,
                 latency: Duration::from_millis(50),
+            }
+        );
+        let spec = MockSpec::parse_url("mock://openai?window=3/10s&rpm=5").unwrap();
+        assert_eq!(spec.window, Some((n(3).unwrap(), Duration::from_secs(10))));
+        let spec = MockSpec::parse_url("mock://x?window=180/15s&latency=20ms").unwrap();
+        assert_eq!(
+            spec,
+            MockSpec {
+                profile: Profile::X,
+                window: Some((n(180).unwrap(), Duration::from_secs(15))),
+                latency: Duration::from_millis(20),
+                ..MockSpec::new(Profile::X)
             }
         );
         let spec = MockSpec::parse_url("mock://openai?rps=100").unwrap();
@@ -257,9 +391,42 @@ mod tests {
             (
                 "mock://openai?rpn=5",
                 "key `rpn`",
-                "valid keys: rpm, rps, tpm, latency",
+                "valid keys: rpm, rps, tpm, window, latency",
+            ),
+            (
+                "mock://x?rpm=5",
+                "`rpm` does not apply to the `x` mock profile",
+                "`x` takes: window, latency",
+            ),
+            (
+                "mock://x?window=180",
+                "key `window` has a bad value `180`",
+                "`N/DURATION`: at most N in each UTC-aligned window of DURATION, e.g. `180/15m`",
+            ),
+            (
+                "mock://x?window=0/15s",
+                "bad value `0/15s`",
+                "e.g. `180/15m`",
+            ),
+            (
+                "mock://x?window=180/0s",
+                "bad value `180/0s`",
+                "e.g. `180/15m`",
+            ),
+            (
+                "mock://x?window=180/soon",
+                "bad value `180/soon`",
+                "N/DURATION",
+            ),
+            ("mock://x?window=/15s", "bad value `/15s`", "N/DURATION"),
+            ("mock://openai?window=", "bad value ``", "N/DURATION"),
+            (
+                "mock://x?window=1/1s&window=2/1s",
+                "`window` is given twice",
+                "keep one",
             ),
             ("mock://openai?rpm=0", "bad value `0`", "a positive integer"),
+            ("mock://twitter", "profile `twitter`", "profiles: openai, x"),
             (
                 "mock://openai?tpm=lots",
                 "bad value `lots`",
@@ -287,5 +454,78 @@ mod tests {
             assert!(first.contains(problem), "{url}: {message}");
             assert!(rest.contains(hint), "{url}: {message}");
         }
+    }
+
+    #[test]
+    fn parse_window_reads_a_count_over_a_duration() {
+        let cases = [
+            ("180/15m", 180, Duration::from_secs(900)),
+            ("180/15s", 180, Duration::from_secs(15)),
+            ("1/1ms", 1, Duration::from_millis(1)),
+            ("15/1h 30m", 15, Duration::from_secs(5400)),
+        ];
+        for (text, count, length) in cases {
+            assert_eq!(
+                parse_window(text),
+                Ok((n(count).unwrap(), length)),
+                "{text}"
+            );
+        }
+        for text in ["180", "180/", "-1/15s", "1.5/15s", "180/15", "180/0ms"] {
+            assert!(
+                matches!(parse_window(text), Err(MockError::BadValue { ref key, .. }) if key == "window"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn profiles_parse_by_name_and_list_their_keys() {
+        assert_eq!("x".parse::<Profile>(), Ok(Profile::X));
+        assert_eq!("openai".parse::<Profile>(), Ok(Profile::OpenAi));
+        assert_eq!(Profile::X.keys(), ["window", "latency"]);
+        assert_eq!(Profile::OpenAi.keys(), KEYS);
+        assert_eq!(Profile::X.to_string(), "x");
+    }
+
+    #[test]
+    fn check_refuses_hand_built_specs_the_url_would_refuse() {
+        let spec = MockSpec {
+            rpm: n(60),
+            ..MockSpec::new(Profile::X)
+        };
+        assert_eq!(
+            spec.check(),
+            Err(MockError::KeyNotForProfile {
+                key: "rpm".into(),
+                profile: Profile::X,
+            })
+        );
+        let spec = MockSpec {
+            window: Some((n(5).unwrap(), Duration::ZERO)),
+            ..MockSpec::new(Profile::X)
+        };
+        let message = spec.check().unwrap_err().to_string();
+        assert!(message.contains("bad value `5/0s`"), "{message}");
+        let spec = MockSpec {
+            rpm: n(60),
+            tpm: n(1000),
+            window: Some((n(5).unwrap(), Duration::from_secs(1))),
+            ..MockSpec::new(Profile::OpenAi)
+        };
+        assert_eq!(spec.check(), Ok(()));
+        assert_eq!(MockSpec::new(Profile::X).check(), Ok(()));
+    }
+
+    #[test]
+    fn parts_split_the_problem_from_the_hint() {
+        let e = "bing".parse::<Profile>().unwrap_err();
+        assert_eq!(
+            e.parts(),
+            (
+                "unknown mock profile `bing`".to_string(),
+                "profiles: openai, x".to_string()
+            )
+        );
     }
 }

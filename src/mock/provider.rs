@@ -250,9 +250,8 @@ fn openai_reply(
         now,
         wall_ns,
     );
-    let headers = |state: &State| {
-        openai::rate_limit_headers(&state.limits, state.window.as_ref(), wall_ns)
-    };
+    let headers =
+        |state: &State| openai::rate_limit_headers(&state.limits, state.window.as_ref(), wall_ns);
     match admitted {
         Ok(()) => {
             let n = state.stats.ok + 1;
@@ -291,7 +290,11 @@ fn openai_reply(
 
 /// The X profile's answer to `req`, arrived at `wall_ns` (epoch nanoseconds): any method
 /// and path is served; the window, if any, must have room for the request's calls.
-fn x_reply(state: &mut State, req: &MockRequest, wall_ns: u64) -> (u16, Vec<(String, String)>, Value) {
+fn x_reply(
+    state: &mut State,
+    req: &MockRequest,
+    wall_ns: u64,
+) -> (u16, Vec<(String, String)>, Value) {
     let calls = x::calls(&req.body);
     let admitted = match state.window.as_mut() {
         None => true,
@@ -675,5 +678,259 @@ mod tests {
         );
         assert_eq!(p.stats().requests, 3);
         assert_eq!(p.records()[2].path, "/v1/chat/completions?trace=1");
+    }
+
+    /// 2026-01-01T00:00:00Z, where [`ManualClock::at_2026`] starts, in epoch seconds.
+    const MIDNIGHT_S: u64 = 1_767_225_600;
+
+    fn campaign(kind: &str, calls: u64) -> MockRequest {
+        let body = serde_json::json!({"campaign": "Campaign 1", "tweet_id": "186", "calls": calls});
+        MockRequest {
+            method: "POST".into(),
+            path: format!("/2/campaigns/{kind}"),
+            headers: vec![("x-item".into(), "c1".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn quest() -> MockRequest {
+        campaign("quest", 2)
+    }
+
+    fn reward() -> MockRequest {
+        campaign("reward", 4)
+    }
+
+    #[test]
+    fn x_window_refuses_a_reward_with_two_calls_left_but_admits_a_quest() {
+        let (p, _) = provider("mock://x?window=180/15s");
+        for i in 0..89 {
+            let r = p.handle(&quest());
+            assert_eq!(r.status, 200, "quest {i}");
+            assert_eq!(
+                header(&r, "x-rate-limit-remaining"),
+                (178 - 2 * i).to_string()
+            );
+        }
+        let refused = p.handle(&reward());
+        assert_eq!(refused.status, 429, "4 calls wanted, 2 left");
+        assert_eq!(
+            header(&refused, "x-rate-limit-remaining"),
+            "2",
+            "nothing spent"
+        );
+        let r = p.handle(&quest());
+        assert_eq!(r.status, 200, "the 90th quest fits the last 2 calls");
+        assert_eq!(header(&r, "x-rate-limit-remaining"), "0");
+        assert_eq!(p.handle(&quest()).status, 429, "the window is spent");
+        let stats = p.stats();
+        assert_eq!((stats.requests, stats.ok, stats.rate_limited), (92, 90, 2));
+    }
+
+    #[test]
+    fn x_window_resets_exactly_at_the_utc_boundary() {
+        let (p, clock) = provider("mock://x?window=180/15s");
+        for _ in 0..45 {
+            assert_eq!(p.handle(&reward()).status, 200);
+        }
+        clock.advance(Duration::from_secs(15) - Duration::from_nanos(1));
+        let refused = p.handle(&quest());
+        assert_eq!(refused.status, 429, "1 ns before 00:00:15");
+        assert_eq!(
+            header(&refused, "x-rate-limit-reset"),
+            (MIDNIGHT_S + 15).to_string()
+        );
+        clock.advance(Duration::from_nanos(1));
+        let r = p.handle(&quest());
+        assert_eq!(r.status, 200, "at 00:00:15 exactly");
+        assert_eq!(header(&r, "x-rate-limit-remaining"), "178");
+        assert_eq!(
+            header(&r, "x-rate-limit-reset"),
+            (MIDNIGHT_S + 30).to_string()
+        );
+    }
+
+    #[test]
+    fn x_windows_align_to_utc_not_to_the_first_request() {
+        let (p, clock) = provider("mock://x?window=4/15s");
+        clock.advance(Duration::from_secs(14));
+        assert_eq!(p.handle(&reward()).status, 200, "at 00:00:14");
+        clock.advance(Duration::from_secs(1));
+        let r = p.handle(&reward());
+        assert_eq!(r.status, 200, "00:00:15 opens a new window, 1 s later");
+        assert_eq!(
+            header(&r, "x-rate-limit-reset"),
+            (MIDNIGHT_S + 30).to_string()
+        );
+    }
+
+    #[test]
+    fn x_answers_with_its_headers_and_bodies() {
+        let (p, clock) = provider("mock://x?window=180/15s&latency=20ms");
+        clock.advance(Duration::from_secs(3));
+        let mut req = quest();
+        req.path = "/2/campaigns/quest?dry_run=1".into();
+        let r = p.handle(&req);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.delay, Duration::from_millis(20));
+        let expect = [
+            ("x-rate-limit-limit", "180"),
+            ("x-rate-limit-remaining", "178"),
+            ("x-rate-limit-reset", "1767225615"),
+            ("content-type", "application/json"),
+        ];
+        for (name, value) in expect {
+            assert_eq!(header(&r, name), value, "{name}");
+        }
+        assert_eq!(
+            json(&r),
+            serde_json::json!({"data": {"id": "1", "path": "/2/campaigns/quest"}})
+        );
+        assert_eq!(json(&p.handle(&reward()))["data"]["id"], "2");
+
+        let refused = p.handle(&campaign("bundle", 181));
+        assert_eq!(refused.status, 429, "more calls than the window holds");
+        assert_eq!(
+            json(&refused),
+            serde_json::json!({
+                "title": "Too Many Requests",
+                "detail": "Too Many Requests",
+                "type": "about:blank",
+                "status": 429,
+            })
+        );
+        let expect = [
+            ("x-rate-limit-limit", "180"),
+            ("x-rate-limit-remaining", "174"),
+            ("x-rate-limit-reset", "1767225615"),
+        ];
+        for (name, value) in expect {
+            assert_eq!(header(&refused, name), value, "{name} on a 429");
+        }
+        assert!(
+            !refused
+                .headers
+                .iter()
+                .any(|(n, _)| n.starts_with("retry-after")),
+            "X sends no retry-after"
+        );
+    }
+
+    #[test]
+    fn x_takes_any_method_path_and_body_and_without_a_window_is_unlimited() {
+        let (p, _) = provider("mock://x");
+        let requests = [
+            ("GET", "/2/users/me", &b""[..]),
+            ("DELETE", "/2/tweets/1", b"not json"),
+            ("POST", "/2/tweets", br#"{"text": "hi"}"#),
+        ];
+        for (method, path, body) in requests {
+            let r = p.handle(&MockRequest {
+                method: method.into(),
+                path: path.into(),
+                headers: Vec::new(),
+                body: body.to_vec(),
+            });
+            assert_eq!(r.status, 200, "{method} {path}");
+            assert_eq!(json(&r)["data"]["path"], path);
+            assert!(
+                !r.headers.iter().any(|(n, _)| n.starts_with("x-rate-limit")),
+                "no window, no rate-limit headers"
+            );
+        }
+        // Without `calls`, a request is one call.
+        let (p, _) = provider("mock://x?window=2/1m");
+        let get = MockRequest {
+            method: "GET".into(),
+            path: "/2/users/me".into(),
+            ..MockRequest::default()
+        };
+        assert_eq!(header(&p.handle(&get), "x-rate-limit-remaining"), "1");
+        assert_eq!(header(&p.handle(&get), "x-rate-limit-remaining"), "0");
+        assert_eq!(p.handle(&get).status, 429);
+    }
+
+    #[test]
+    fn records_carry_the_wall_time_of_arrival() {
+        let (p, clock) = provider("mock://x?window=180/15s");
+        p.handle(&quest());
+        clock.advance(Duration::from_millis(15_250));
+        p.handle(&reward());
+        let midnight = UNIX_EPOCH + Duration::from_secs(MIDNIGHT_S);
+        let records = p.records();
+        assert_eq!(records[0].wall, midnight);
+        assert_eq!(records[1].wall, midnight + Duration::from_millis(15_250));
+        assert_eq!(records[1].at, 15_250_000_000);
+        assert_eq!(records[1].path, "/2/campaigns/reward");
+        assert_eq!(
+            records[1].body,
+            r#"{"calls":4,"campaign":"Campaign 1","tweet_id":"186"}"#
+        );
+
+        let (p, _) = provider("mock://openai");
+        p.handle(&chat("hi", 1));
+        assert_eq!(p.records()[0].wall, midnight, "every profile records it");
+    }
+
+    #[test]
+    fn openai_window_adds_a_fixed_window_of_requests() {
+        let (p, clock) = provider("mock://openai?window=2/10s&tpm=1000");
+        clock.advance(Duration::from_millis(2500));
+        let r = p.handle(&chat("", 4));
+        assert_eq!(
+            header(&r, "x-ratelimit-limit-requests"),
+            "2",
+            "the window speaks"
+        );
+        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+        assert_eq!(
+            header(&r, "x-ratelimit-reset-requests"),
+            "7.5s",
+            "until 00:00:10"
+        );
+        assert_eq!(p.handle(&chat("", 4)).status, 200);
+        let refused = p.handle(&chat("", 4));
+        assert_eq!(refused.status, 429);
+        assert_eq!(json(&refused)["error"]["type"], "requests");
+        let message = json(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("on requests per window: Limit 2, Used 2, Requested 1"),
+            "{message}"
+        );
+        assert_eq!(header(&refused, "retry-after-ms"), "7500");
+        assert_eq!(header(&refused, "retry-after"), "8");
+        assert_eq!(
+            header(&refused, "x-ratelimit-remaining-tokens"),
+            "992",
+            "4 + 4 used, the refusal took none"
+        );
+        clock.advance(Duration::from_nanos(7_500_000_000 - 1));
+        assert_eq!(p.handle(&chat("", 4)).status, 429, "1 ns before 00:00:10");
+        clock.advance(Duration::from_nanos(1));
+        let r = p.handle(&chat("", 4));
+        assert_eq!(r.status, 200, "at 00:00:10");
+        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+
+        // With a request bucket too, the bucket speaks in the headers; both limit.
+        let (p, _) = provider("mock://openai?rpm=100&window=1/1m");
+        let r = p.handle(&chat("", 0));
+        assert_eq!(header(&r, "x-ratelimit-limit-requests"), "100");
+        let refused = p.handle(&chat("", 0));
+        assert_eq!(refused.status, 429);
+        assert_eq!(header(&refused, "retry-after"), "60");
+    }
+
+    #[test]
+    fn a_window_refusal_waits_for_the_longest_short_limit() {
+        // The window refuses first (requests before tokens); the wait covers tokens too.
+        let (p, _) = provider("mock://openai?window=1/1s&tpm=60");
+        assert_eq!(p.handle(&chat("", 30)).status, 200);
+        // 44 tokens left, 60 wanted: 16 short at 1 per s.
+        let refused = p.handle(&chat("", 60));
+        assert_eq!(json(&refused)["error"]["type"], "requests");
+        assert_eq!(header(&refused, "retry-after-ms"), "16000");
     }
 }

@@ -124,7 +124,11 @@ mod tests {
         w.roll(boundary - 1);
         assert_eq!(w.wait(1, boundary - 1), Some(1), "1 ns before");
         w.roll(boundary);
-        assert_eq!((w.used(), w.wait(1, boundary)), (0, Some(0)), "at the boundary");
+        assert_eq!(
+            (w.used(), w.wait(1, boundary)),
+            (0, Some(0)),
+            "at the boundary"
+        );
         assert_eq!(w.end_ns(), boundary + 15 * SECOND);
     }
 

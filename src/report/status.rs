@@ -55,7 +55,7 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
     let live = progress.as_ref().is_some_and(|p| p.is_live(now_ms));
     let state = if counts.pending == 0 && counts.total > 0 {
         "finished"
-    } else if live {
+    } else if live && progress.as_ref().is_some_and(|p| p.state == "running") {
         "running"
     } else if progress.as_ref().is_some_and(|p| p.state == "paused") {
         "paused"

@@ -28,7 +28,7 @@ use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, Outcome, RetryPolicy};
 use crate::scheduler::Scheduler;
 use crate::store::{
-    AttemptRecord, ItemResult, ItemStatus, ProgressRow, StoreError, Writer, unix_ms,
+    AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer, unix_ms,
 };
 pub use transport::{Response, Transport, TransportError};
 
@@ -133,6 +133,8 @@ pub struct Runner<T: Transport> {
     pub cost_model: CostModel,
     /// Counts from earlier sessions.
     pub before: Before,
+    /// A reader of the run's db for control flags (`ratebound pause` / `resume`), if any.
+    pub control: Option<Store>,
 }
 
 struct Counters {
@@ -168,6 +170,7 @@ impl<T: Transport> Runner<T> {
             uncommitted: 0,
         };
         let mut stopping = false;
+        let mut paused = false;
         let mut end = End::Finished;
         let mut hold_until: Nanos = 0;
         let mut consecutive_429 = 0u32;
@@ -175,7 +178,7 @@ impl<T: Transport> Runner<T> {
         loop {
             let now = self.clock.now();
             let mut wake = self.scheduler.next_at();
-            if !stopping {
+            if !stopping && !paused {
                 // A worker slot is busy from sending until the result is durable, so a crash
                 // can only lose (and a rerun resend) at most `workers` requests.
                 while c.in_flight + c.uncommitted < self.settings.workers {
@@ -221,7 +224,15 @@ impl<T: Transport> Runner<T> {
                 break;
             }
             if now >= next_heartbeat {
-                self.heartbeat(&c, "running", session_start)?;
+                if let Some(control) = &self.control {
+                    let asked = control.is_paused()?;
+                    if asked != paused {
+                        paused = asked;
+                        tracing::info!(paused, "pause flag changed");
+                    }
+                }
+                let state = if paused { "paused" } else { "running" };
+                self.heartbeat(&c, state, session_start)?;
                 next_heartbeat = now + nanos(HEARTBEAT);
             }
             wake = earliest(wake, next_heartbeat);

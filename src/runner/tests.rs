@@ -109,6 +109,7 @@ fn runner<T: Transport>(
         writer: Writer::inline(&f.db).unwrap(),
         progress: Progress::new(0, 0, true),
         cost_model: CostModel::default(),
+        control: None,
         settings: Settings {
             workers,
             retry: RetryPolicy {

@@ -1,7 +1,9 @@
 //! Integration tests: the built binary against the mock on loopback, one module per command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod control;
 mod errors;
 mod kill;
 mod run;
+mod scenarios;
 mod support;

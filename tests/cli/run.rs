@@ -173,3 +173,45 @@ fn export_csv_and_status_text_cover_every_item() {
         text.dump()
     );
 }
+
+#[test]
+fn idempotency_keys_are_stable_per_item_and_distinct_across_items() {
+    let p = Project::new().with_mock("mock://openai");
+    let worklist = p.worklist(10);
+    let text = std::fs::read_to_string(p.config("", 2))
+        .unwrap()
+        .replace("[request]\n", "[request]\nidempotency_key = true\n");
+    let config = p.write("i.toml", text);
+    let args = [
+        "run",
+        worklist.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+        "--db",
+        "i.db",
+        "--quiet",
+    ];
+    p.cmd(&args).expect_code(0);
+    p.cmd(&["retry-failed", "--db", "i.db"]).expect_code(0);
+    let keys: Vec<(String, String)> = p
+        .records()
+        .iter()
+        .map(|r| {
+            let key = r
+                .headers
+                .iter()
+                .find(|(n, _)| n == "idempotency-key")
+                .map(|(_, v)| v.clone());
+            (
+                item_of(r).unwrap(),
+                key.expect("every request carries a key"),
+            )
+        })
+        .collect();
+    let mut distinct: Vec<&String> = keys.iter().map(|(_, k)| k).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 10, "one key per item: {keys:?}");
+    let again = ratebound::job::idempotency_key("x", "item-00001");
+    assert_eq!(again, ratebound::job::idempotency_key("x", "item-00001"));
+}
