@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use governor::clock::{Clock as _, FakeRelativeClock};
+use governor::{Quota, RateLimiter};
 use ratebound::limiter::{Costs, Denied, LimitSpec, Limiter, Unit};
 use ratebound::scheduler::Scheduler;
 
@@ -33,41 +36,241 @@ fn admit_all(limiter: &mut Limiter, costs: &Costs, actual: &Costs, n: u64) -> u6
     now
 }
 
+/// Reserve + settle `n` jobs at one instant on a limiter large enough to admit them all.
+fn admit_unsaturated(limiter: &mut Limiter, costs: &Costs, actual: &Costs, n: u64) -> u64 {
+    let route = limiter.route_all();
+    let mut admitted = 0;
+    for _ in 0..n {
+        match limiter.reserve(&route, costs, 0) {
+            Ok(r) => {
+                limiter.settle(r, actual, 0);
+                admitted += 1;
+            }
+            Err(e) => panic!("an unsaturated limiter refused a job: {e:?}"),
+        }
+    }
+    admitted
+}
+
+/// Governor's `check` on a saturated quota in virtual time: when refused, advance the fake
+/// clock to the "not until" instant, like `admit_all`.
+fn governor_admit_all(quota: Quota, n: u64) -> u64 {
+    let clock = FakeRelativeClock::default();
+    let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
+    let mut admitted = 0;
+    while admitted < n {
+        match limiter.check() {
+            Ok(()) => admitted += 1,
+            Err(not_until) => clock.advance(not_until.wait_time_from(clock.now())),
+        }
+    }
+    admitted
+}
+
+/// `n` calls of governor's `check`, all admitted.
+fn governor_check_n<C: governor::clock::Clock>(limiter: &Direct<C>, n: u64) -> u64 {
+    let mut admitted = 0;
+    for _ in 0..n {
+        if limiter.check().is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, n, "an unsaturated governor quota refused a cell");
+    admitted
+}
+
+/// One bucket of 5,000 requests a minute: saturated at `N` jobs.
+fn one_bucket() -> [LimitSpec; 1] {
+    [limit("rpm", Unit::Requests, 5000, Duration::from_secs(60))]
+}
+
+/// Requests per minute and per day, tokens per minute and a custom unit per 15 minutes,
+/// scaled by `scale` (1 saturates at `N` jobs; a large scale never does).
+fn four_buckets(scale: u64) -> [LimitSpec; 4] {
+    [
+        limit("rpm", Unit::Requests, 5000 * scale, Duration::from_secs(60)),
+        limit(
+            "tpm",
+            Unit::Tokens,
+            4_000_000 * scale,
+            Duration::from_secs(60),
+        ),
+        limit(
+            "rpd",
+            Unit::Requests,
+            1_000_000 * scale,
+            Duration::from_secs(86_400),
+        ),
+        limit(
+            "calls",
+            Unit::from_name("calls"),
+            180 * scale,
+            Duration::from_secs(900),
+        ),
+    ]
+}
+
+/// Large enough that `N` jobs at one instant all fit (and governor's largest burst).
+const UNSATURATED: u64 = 1_000_000;
+const N: u64 = 100_000;
+const THREADS: u64 = 8;
+
+/// A governor limiter without keys, on clock `C`.
+type Direct<C> = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    C,
+    governor::middleware::NoOpMiddleware<<C as governor::clock::Clock>::Instant>,
+>;
+
 fn limiter(c: &mut Criterion) {
     let mut group = c.benchmark_group("limiter");
-    const N: u64 = 100_000;
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(N));
+    let one = Costs::default().with(Unit::Requests, 1);
+    let costs = Costs::request(800).with(Unit::from_name("calls"), 1);
+    let actual = Costs::request(600).with(Unit::from_name("calls"), 1);
     group.bench_function("reserve_settle_1_bucket", |b| {
-        let specs = [limit("rps", Unit::Requests, 5000, Duration::from_secs(60))];
-        let costs = Costs::default().with(Unit::Requests, 1);
+        let specs = one_bucket();
         b.iter_batched(
             || Limiter::new(&specs),
-            |mut l| black_box(admit_all(&mut l, &costs, &costs, N)),
+            |mut l| black_box(admit_all(&mut l, &one, &one, N)),
             BatchSize::LargeInput,
         );
     });
     group.bench_function("reserve_settle_4_buckets", |b| {
-        let specs = [
-            limit("rpm", Unit::Requests, 5000, Duration::from_secs(60)),
-            limit("tpm", Unit::Tokens, 4_000_000, Duration::from_secs(60)),
-            limit(
-                "rpd",
-                Unit::Requests,
-                1_000_000,
-                Duration::from_secs(86_400),
-            ),
-            limit(
-                "calls",
-                Unit::from_name("calls"),
-                180,
-                Duration::from_secs(900),
-            ),
-        ];
-        let costs = Costs::request(800).with(Unit::from_name("calls"), 1);
-        let actual = Costs::request(600).with(Unit::from_name("calls"), 1);
+        let specs = four_buckets(1);
         b.iter_batched(
             || Limiter::new(&specs),
             |mut l| black_box(admit_all(&mut l, &costs, &actual, N)),
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("governor_check_saturated", |b| {
+        let quota = Quota::per_minute(NonZeroU32::new(5000).unwrap());
+        b.iter(|| black_box(governor_admit_all(quota, N)));
+    });
+    group.bench_function("reserve_settle_1_bucket_unsaturated", |b| {
+        let specs = [limit(
+            "rps",
+            Unit::Requests,
+            UNSATURATED,
+            Duration::from_secs(1),
+        )];
+        b.iter_batched(
+            || Limiter::new(&specs),
+            |mut l| black_box(admit_unsaturated(&mut l, &one, &one, N)),
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("reserve_settle_4_buckets_unsaturated", |b| {
+        let specs = four_buckets(UNSATURATED);
+        b.iter_batched(
+            || Limiter::new(&specs),
+            |mut l| black_box(admit_unsaturated(&mut l, &costs, &actual, N)),
+            BatchSize::LargeInput,
+        );
+    });
+    let big = Quota::per_second(NonZeroU32::new(UNSATURATED as u32).unwrap());
+    group.bench_function("governor_check_unsaturated_fake_clock", |b| {
+        b.iter_batched(
+            || RateLimiter::direct_with_clock(big, FakeRelativeClock::default()),
+            |l| black_box(governor_check_n(&l, N)),
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("governor_check_unsaturated_default_clock", |b| {
+        b.iter_batched(
+            || RateLimiter::direct(big),
+            |l| black_box(governor_check_n(&l, N)),
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+/// Reserve + settle from 8 OS threads sharing one `Mutex<Limiter>`, `N` jobs in all.
+fn contend(limiter: &Mutex<Limiter>, costs: &Costs, actual: &Costs) -> u64 {
+    let route = limiter.lock().unwrap().route_all();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let route = &route;
+                s.spawn(move || {
+                    let mut admitted = 0;
+                    for _ in 0..N / THREADS {
+                        let mut l = limiter.lock().unwrap();
+                        if let Ok(r) = l.reserve(route, costs, 0) {
+                            l.settle(r, actual, 0);
+                            admitted += 1;
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(admitted, N, "an unsaturated limiter refused a job");
+        admitted
+    })
+}
+
+/// Governor's `check` from 8 OS threads sharing one (lock-free) limiter, `N` cells in all.
+fn governor_contend<C: governor::clock::Clock + Sync>(limiter: &Direct<C>) -> u64 {
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| s.spawn(|| governor_check_n(limiter, N / THREADS)))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    })
+}
+
+fn limiter_contended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("limiter_8_threads");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(N));
+    let one = Costs::default().with(Unit::Requests, 1);
+    let costs = Costs::request(800).with(Unit::from_name("calls"), 1);
+    let actual = Costs::request(600).with(Unit::from_name("calls"), 1);
+    group.bench_function("mutex_reserve_settle_1_bucket", |b| {
+        let specs = [limit(
+            "rps",
+            Unit::Requests,
+            UNSATURATED,
+            Duration::from_secs(1),
+        )];
+        b.iter_batched(
+            || Mutex::new(Limiter::new(&specs)),
+            |l| black_box(contend(&l, &one, &one)),
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("mutex_reserve_settle_4_buckets", |b| {
+        let specs = four_buckets(UNSATURATED);
+        b.iter_batched(
+            || Mutex::new(Limiter::new(&specs)),
+            |l| black_box(contend(&l, &costs, &actual)),
+            BatchSize::LargeInput,
+        );
+    });
+    let big = Quota::per_second(NonZeroU32::new(UNSATURATED as u32).unwrap());
+    group.bench_function("governor_check_fake_clock", |b| {
+        b.iter_batched(
+            || RateLimiter::direct_with_clock(big, FakeRelativeClock::default()),
+            |l| black_box(governor_contend(&l)),
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("governor_check_default_clock", |b| {
+        b.iter_batched(
+            || RateLimiter::direct(big),
+            |l| black_box(governor_contend(&l)),
             BatchSize::LargeInput,
         );
     });
@@ -76,7 +279,6 @@ fn limiter(c: &mut Criterion) {
 
 fn scheduler(c: &mut Criterion) {
     let mut group = c.benchmark_group("scheduler");
-    const N: u64 = 100_000;
     group.throughput(Throughput::Elements(N));
     group.bench_function("push_pop_100k_priority", |b| {
         b.iter(|| {
@@ -94,5 +296,5 @@ fn scheduler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, limiter, scheduler);
+criterion_group!(benches, limiter, limiter_contended, scheduler);
 criterion_main!(benches);

@@ -21,7 +21,7 @@ use crate::limiter::{Costs, Limiter, Route};
 use crate::mock::{MockSpec, Profile};
 use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
-use crate::runner::{Before, End, Runner, Settings};
+use crate::runner::{Before, End, Feedback, Runner, Settings};
 use crate::scheduler::Scheduler;
 use crate::store::{self, Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
@@ -140,7 +140,8 @@ struct ExportArgs {
 
 #[derive(Args, Debug)]
 struct MockArgs {
-    /// Provider to emulate.
+    /// Provider to emulate, by its header dialect: openai, anthropic, github, x, generic,
+    /// ietf or zendesk.
     #[arg(long, default_value = "openai")]
     profile: String,
     /// Port on 127.0.0.1 [default: any free port].
@@ -162,6 +163,29 @@ struct MockArgs {
     /// Latency of every response, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     latency: Duration,
+    /// Send no rate-limit headers, and no `retry-after` on a 429.
+    #[arg(long)]
+    no_headers: bool,
+    /// After N requests answered 200, answer every request with OpenAI's
+    /// `insufficient_quota` 429 (no `retry-after`).
+    #[arg(long, value_name = "N")]
+    quota_requests: Option<u64>,
+    /// Share of requests (0 to 1) answered 500 `server_error`, without counting against the
+    /// limits.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Share of requests (0 to 1) answered by dropping the connection.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    reset_rate: f64,
+    /// Share of requests (0 to 1) delayed by --slow instead of --latency.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    slow_rate: f64,
+    /// How long a slow request takes, e.g. `30s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    slow: Duration,
+    /// Seed of the choice of faulty requests: the same seed, the same sequence.
+    #[arg(long, default_value_t = crate::mock::fault::DEFAULT_SEED)]
+    seed: u64,
 }
 
 /// A mistake in how ratebound was called.
@@ -289,6 +313,24 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
         .transpose()
         .map_err(Into::into)
     };
+    let rate = |share: f64, flag: &str| -> anyhow::Result<crate::mock::Rate> {
+        crate::mock::Rate::new(share).ok_or_else(|| {
+            UsageError {
+                message: format!("--{flag} must be a share from 0 to 1, found `{share}`"),
+                hint: format!("e.g. `--{flag} 0.1` for one request in ten"),
+            }
+            .into()
+        })
+    };
+    let faults = crate::mock::Faults {
+        headers: !args.no_headers,
+        quota_requests: args.quota_requests,
+        fail_rate: rate(args.fail_rate, "fail-rate")?,
+        reset_rate: rate(args.reset_rate, "reset-rate")?,
+        slow_rate: rate(args.slow_rate, "slow-rate")?,
+        slow: args.slow,
+        seed: args.seed,
+    };
     let spec = MockSpec {
         profile,
         rpm: positive(args.rpm, "rpm")?,
@@ -306,6 +348,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
                     .into(),
             })?,
         latency: args.latency,
+        faults,
     };
     spec.check().map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
@@ -673,7 +716,10 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         settings: Settings {
             workers: config.workers,
             retry: config.retry.clone(),
+            dialect: config.api.dialect,
         },
+        feedback: Feedback::default(),
+        hold_after_storm: 0,
         cost_model,
         before,
         control: Some(store),

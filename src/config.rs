@@ -16,9 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::headers::Dialect;
 use crate::limiter::budget::{Price, Pricing, micro_usd};
 use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
-use crate::retry::RetryPolicy;
+use crate::retry::{OnQuota, RetryPolicy};
 use crate::template::{Template, TemplateKind};
 
 /// The keys of each table, for hints on unknown keys.
@@ -27,7 +28,7 @@ const KEYS: &[(&str, &str)] = &[
         "top level",
         "api, request, limits, workers, retry, limiter, kinds, pricing",
     ),
-    ("[api]", "base_url, headers, timeout"),
+    ("[api]", "base_url, headers, timeout, dialect"),
     ("[request]", "method, path, body, headers, idempotency_key"),
     (
         "[[limits]]",
@@ -36,7 +37,10 @@ const KEYS: &[(&str, &str)] = &[
     ("[kinds.NAME]", "cost"),
     ("[pricing.\"MODEL\"]", "input, output"),
     ("[workers]", "max"),
-    ("[retry]", "max_attempts, backoff, max_backoff"),
+    (
+        "[retry]",
+        "max_attempts, backoff, max_backoff, quota_markers, on_quota, storm_share",
+    ),
     ("[limiter]", "jitter"),
 ];
 
@@ -119,6 +123,8 @@ pub struct Api {
     pub headers: Vec<(String, String, usize)>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The rate-limit header dialect (`auto` detects it per response).
+    pub dialect: Dialect,
 }
 
 /// The request sent for each item of the work list.
@@ -195,6 +201,7 @@ struct RawLimiter {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     base_url: Spanned<String>,
+    dialect: Option<Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -254,6 +261,9 @@ struct RawRetry {
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
+    quota_markers: Option<Vec<String>>,
+    on_quota: Option<Spanned<String>>,
+    storm_share: Option<Spanned<f64>>,
 }
 
 /// Collects problems while validating, turning spans into line and column.
@@ -530,7 +540,22 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
         Some(t) => check.duration(t, "timeout")?,
         None => Duration::from_secs(60),
     };
+    let dialect = match &raw.dialect {
+        Some(d) => match d.get_ref().parse::<Dialect>() {
+            Ok(dialect) => dialect,
+            Err(e) => {
+                check.problem(
+                    d.span(),
+                    format!("`dialect`: {e}"),
+                    "leave it out or write \"auto\" to detect the dialect from each response",
+                );
+                Dialect::Auto
+            }
+        },
+        None => Dialect::Auto,
+    };
     Some(Api {
+        dialect,
         base_url: raw.base_url.into_inner(),
         headers,
         timeout,
@@ -773,10 +798,36 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         Some(d) => check.duration(d, "max_backoff"),
         None => Some(default.max),
     };
+    let on_quota = match raw.on_quota.as_ref().map(|o| (o, o.get_ref().as_str())) {
+        None | Some((_, "exit")) => Some(OnQuota::Exit),
+        Some((_, "wait")) => Some(OnQuota::Wait),
+        Some((o, other)) => {
+            check.problem(o.span(), format!("`on_quota` must be `exit` or `wait`, found `{other}`"), "exit: stop with code 75 and say when to resume; wait: keep running and continue when the quota resets");
+            None
+        }
+    };
+    let storm_share = match &raw.storm_share {
+        Some(f) if *f.get_ref() > 0.0 && *f.get_ref() <= 1.0 => Some(*f.get_ref()),
+        Some(f) => {
+            check.problem(
+                f.span(),
+                format!(
+                    "`storm_share` must be a fraction in (0, 1], found `{}`",
+                    f.get_ref()
+                ),
+                "e.g. 0.5: pause dispatch when half of the last 20 responses failed",
+            );
+            None
+        }
+        None => Some(default.storm_share),
+    };
     Some(RetryPolicy {
         max_attempts: max_attempts?,
         base: base?,
         max: max?,
+        quota_markers: raw.quota_markers.unwrap_or(default.quota_markers),
+        on_quota: on_quota?,
+        storm_share: storm_share?,
     })
 }
 

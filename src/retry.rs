@@ -37,9 +37,25 @@ pub enum Outcome {
     Failed,
     /// The credentials are refused (401, 403): stop the whole run; items stay pending.
     Fatal,
+    /// The account's quota or credit is exhausted (OpenAI's 429 `insufficient_quota`, or a
+    /// configured marker): pause the whole run at once; items stay pending.
+    QuotaExhausted,
 }
 
-/// Classifies one attempt's response.
+/// Classifies one attempt's response, recognising quota exhaustion by `markers` found in
+/// the body of a 4xx response.
+pub fn classify_body(response: Response, body: &str, markers: &[String]) -> Outcome {
+    if let Response::Status(400..=499) = response
+        && markers
+            .iter()
+            .any(|m| !m.is_empty() && body.contains(m.as_str()))
+    {
+        return Outcome::QuotaExhausted;
+    }
+    classify(response)
+}
+
+/// Classifies one attempt's response by its status alone.
 pub fn classify(response: Response) -> Outcome {
     match response {
         Response::Status(200..=299) => Outcome::Done,
@@ -61,6 +77,22 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// The largest backoff.
     pub max: Duration,
+    /// Body fragments of a 4xx response that mean "quota exhausted".
+    pub quota_markers: Vec<String>,
+    /// What to do when a quota runs out.
+    pub on_quota: OnQuota,
+    /// Share of recent responses that are errors at which dispatch pauses (a failure storm).
+    pub storm_share: f64,
+}
+
+/// What to do when a quota is exhausted or reaches its `pause_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnQuota {
+    /// Stop the run (exit 75), saying when and how to resume.
+    Exit,
+    /// Keep the process, show a countdown and continue when the quota resets (only when the
+    /// reset is known; otherwise exit).
+    Wait,
 }
 
 impl Default for RetryPolicy {
@@ -69,6 +101,9 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             base: Duration::from_millis(500),
             max: Duration::from_secs(60),
+            quota_markers: vec!["insufficient_quota".to_string()],
+            on_quota: OnQuota::Exit,
+            storm_share: 0.5,
         }
     }
 }
@@ -89,6 +124,39 @@ impl RetryPolicy {
     /// Whether an item that has failed transiently `failures` times may be tried again.
     pub fn allows_another(&self, failures: u32) -> bool {
         failures < self.max_attempts
+    }
+}
+
+/// Recent outcomes, to notice a failure storm: most of the last responses being errors.
+#[derive(Clone, Debug, Default)]
+pub struct Storm {
+    recent: std::collections::VecDeque<bool>,
+    /// Consecutive storm pauses, for the backoff.
+    pub pauses: u32,
+}
+
+/// Responses the storm detector looks back over.
+const STORM_WINDOW: usize = 20;
+
+impl Storm {
+    /// Records one response (`failed`: a 5xx, timeout or connection error) and says whether
+    /// at least `share` of the last responses failed (with a full window).
+    pub fn record(&mut self, failed: bool, share: f64) -> bool {
+        if self.recent.len() == STORM_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(failed);
+        let failures = self.recent.iter().filter(|f| **f).count();
+        let storm =
+            self.recent.len() == STORM_WINDOW && failures as f64 >= share * STORM_WINDOW as f64;
+        if storm {
+            self.pauses += 1;
+            // Start afresh after the pause, so one pause per storm.
+            self.recent.clear();
+        } else if !failed {
+            self.pauses = 0;
+        }
+        storm
     }
 }
 
@@ -124,6 +192,7 @@ mod tests {
             max_attempts: 5,
             base: Duration::from_millis(100),
             max: Duration::from_secs(1),
+            ..RetryPolicy::default()
         };
         assert_eq!(policy.backoff(1, 1.0, None), Duration::from_millis(100));
         assert_eq!(policy.backoff(3, 1.0, None), Duration::from_millis(400));
@@ -137,6 +206,42 @@ mod tests {
         let policy = RetryPolicy::default();
         let wait = Some(Duration::from_secs(7));
         assert_eq!(policy.backoff(1, 0.1, wait), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn quota_markers_turn_a_4xx_into_quota_exhaustion() {
+        let markers = vec!["insufficient_quota".to_string()];
+        let body = r#"{"error": {"type": "insufficient_quota", "code": "insufficient_quota"}}"#;
+        assert_eq!(
+            classify_body(Response::Status(429), body, &markers),
+            Outcome::QuotaExhausted
+        );
+        assert_eq!(
+            classify_body(Response::Status(429), "slow down", &markers),
+            Outcome::RateLimited
+        );
+        assert_eq!(
+            classify_body(Response::Status(500), body, &markers),
+            Outcome::Transient,
+            "5xx is never a quota"
+        );
+    }
+
+    #[test]
+    fn a_storm_is_most_of_the_last_responses_failing() {
+        let mut storm = Storm::default();
+        for i in 0..19 {
+            assert!(
+                !storm.record(i % 2 == 0, 0.5),
+                "no verdict before a full window"
+            );
+        }
+        assert!(storm.record(true, 0.5), "11 of 20 failed");
+        assert_eq!(storm.pauses, 1);
+        for _ in 0..20 {
+            assert!(!storm.record(false, 0.5));
+        }
+        assert_eq!(storm.pauses, 0, "successes end the storm");
     }
 
     #[test]

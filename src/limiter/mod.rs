@@ -390,6 +390,17 @@ impl Bucket {
         }
     }
 
+    fn observe(&mut self, remaining: u64, now: Nanos) {
+        let learn = self.spec.learn;
+        match &mut self.algo {
+            Algo::Rolling(g) => g.observe(remaining, now, learn),
+            Algo::Window(w) => {
+                let used = w.capacity().saturating_sub(remaining);
+                w.set_used(used, now, learn);
+            }
+        }
+    }
+
     fn usage(&self, now: Nanos) -> BucketUsage {
         let (used, limit, window) = match &self.algo {
             Algo::Rolling(g) => (g.used(now).min(g.capacity()), g.capacity(), g.period()),
@@ -413,6 +424,8 @@ impl Bucket {
 #[derive(Clone, Debug)]
 pub struct Limiter {
     buckets: Vec<Bucket>,
+    /// Buckets learned from provider headers; they apply to every job.
+    learned: Vec<u16>,
     /// Unix time of limiter time 0, for aligning windows to the calendar.
     origin_unix_ns: u128,
     /// Delay variation allowed for (see [`Limiter::with_jitter`]).
@@ -424,6 +437,7 @@ impl Limiter {
     pub fn new(specs: &[LimitSpec]) -> Limiter {
         let mut limiter = Limiter {
             buckets: Vec::new(),
+            learned: Vec::new(),
             origin_unix_ns: 0,
             jitter: 0,
         };
@@ -508,11 +522,50 @@ impl Limiter {
         Route::all(self.buckets.len())
     }
 
-    fn routed(&self, route: &Route) -> impl Iterator<Item = &Bucket> {
+    fn routed<'a>(&'a self, route: &'a Route) -> impl Iterator<Item = &'a Bucket> + 'a {
         route
             .0
             .iter()
+            .chain(&self.learned)
             .filter_map(|&i| self.buckets.get(usize::from(i)))
+    }
+
+    /// Adds a limit learned from the provider's headers; it applies to every job from now on
+    /// and can only add a constraint. Returns its index for [`Limiter::observe_at`] and
+    /// [`Limiter::relearn`].
+    pub fn learn(&mut self, spec: LimitSpec) -> usize {
+        let bucket = self.bucket(&spec);
+        self.buckets.push(bucket);
+        let index = self.buckets.len() - 1;
+        self.learned.push(u16::try_from(index).unwrap_or(u16::MAX));
+        index
+    }
+
+    /// Replaces learned limit `index`'s rate and period, keeping how much of it is used.
+    pub fn relearn(&mut self, index: usize, rate: NonZeroU64, per: Duration, now: Nanos) {
+        let Some(b) = self.buckets.get(index) else {
+            return;
+        };
+        let mut spec = b.spec.clone();
+        let used = b.usage(now).used;
+        spec.kind = LimitKind::Rolling {
+            rate,
+            per,
+            burst: None,
+        };
+        let mut bucket = self.bucket(&spec);
+        if let Algo::Rolling(g) = &mut bucket.algo {
+            g.observe(rate.get().saturating_sub(used), now, true);
+        }
+        self.buckets[index] = bucket;
+    }
+
+    /// Provider feedback on the bucket at `index`: `remaining` units are left now (see
+    /// [`Limiter::observe`]).
+    pub fn observe_at(&mut self, index: usize, remaining: u64, now: Nanos) {
+        if let Some(b) = self.buckets.get_mut(index) {
+            b.observe(remaining, now);
+        }
     }
 
     /// Checks that `costs` along `route` could ever be admitted.
@@ -546,7 +599,9 @@ impl Limiter {
         if at > now {
             return Err(Denied::NotUntil(NotUntil { at }));
         }
-        for &i in &route.0 {
+        let mut taken = route.clone();
+        taken.0.extend_from_slice(&self.learned);
+        for &i in &taken.0 {
             if let Some(b) = self.buckets.get_mut(usize::from(i)) {
                 let cost = costs.get(&b.spec.unit);
                 b.take(cost, now);
@@ -554,9 +609,27 @@ impl Limiter {
         }
         Ok(Reservation {
             costs: costs.clone(),
-            route: route.clone(),
+            route: taken,
             at: now,
         })
+    }
+
+    /// The limit that holds `costs` back longest at `now`, and when it lets them through
+    /// (`None` if every limit on `route` admits them now).
+    pub fn binding<'a>(
+        &'a self,
+        route: &'a Route,
+        costs: &Costs,
+        now: Nanos,
+    ) -> Option<(&'a LimitSpec, Nanos)> {
+        self.routed(route)
+            .filter_map(|b| {
+                let at = b
+                    .earliest(costs.get(&b.spec.unit), now)
+                    .unwrap_or(Nanos::MAX);
+                (at > now).then_some((&b.spec, at))
+            })
+            .max_by_key(|(_, at)| *at)
     }
 
     /// Corrects a reservation to what the job really used: refunds an over-estimate, charges
@@ -580,14 +653,7 @@ impl Limiter {
     /// what is available, unless the limit says `learn = true`, when it also raises it.
     pub fn observe(&mut self, name: &str, remaining: u64, now: Nanos) {
         for b in self.buckets.iter_mut().filter(|b| b.spec.name == name) {
-            let learn = b.spec.learn;
-            match &mut b.algo {
-                Algo::Rolling(g) => g.observe(remaining, now, learn),
-                Algo::Window(w) => {
-                    let used = w.capacity().saturating_sub(remaining);
-                    w.set_used(used, now, learn);
-                }
-            }
+            b.observe(remaining, now);
         }
     }
 

@@ -200,12 +200,12 @@ struct Admission {
 
 /// What a property is shown after each step.
 enum Event<'a> {
-    /// `admissions[0]` was just admitted at `now`.
+    /// The job `admissions[i]` was just admitted at `now`.
     Admitted(usize),
     /// `costs` were just refused at `now` with "not before `at`".
     Denied { costs: &'a Costs, at: Nanos },
-    /// `admissions[0]` was just settled or cancelled at `now`; `before` is the usage just
-    /// before that.
+    /// The job `admissions[idx]` was just settled or cancelled at `now`; `before` is the
+    /// usage just before that.
     Settled {
         idx: usize,
         before: &'a [BucketUsage],
@@ -503,8 +503,18 @@ fn check_rolling(sim: &Sim, i: usize) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// 64 cases keep the file to about a second in debug; on failure, shrink far (proptest's
+/// default of 4 shrink steps per case leaves job streams long).
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        max_shrink_iters: 20_000,
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config())]
 
     /// In every fixed window, the units admitted (net of refunds settled in that window)
     /// never exceed the limit, nor its `pause_at` share.
@@ -547,8 +557,8 @@ proptest! {
         run(&case, check_not_until)?;
     }
 
-    /// The same with a jitter allowance, which shrinks bursts and keeps the end of every
-    /// window free.
+    /// The same with a jitter allowance of 1 ms..=10 s, which shrinks rolling bursts and
+    /// keeps the last jitter (at most a tenth) of every window free.
     #[test]
     fn not_until_is_exact_with_jitter(case in case((MS..=10 * SEC).boxed(), 1000)) {
         run(&case, check_not_until)?;
@@ -645,7 +655,7 @@ fn check_not_until(sim: &Sim, event: Event<'_>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(config())]
 
     /// Jobs always waiting on one or two rolling limits, jumping to each "not before":
     /// over 1,000 periods of the binding limit, admitted throughput (after the initial

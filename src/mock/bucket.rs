@@ -43,6 +43,11 @@ impl Bucket {
         self.capacity as u64
     }
 
+    /// The time the bucket takes to refill from empty.
+    pub(super) fn period(&self) -> Duration {
+        Duration::from_nanos(self.period_ns as u64)
+    }
+
     /// Adds what flowed in since the last update, up to capacity.
     pub(super) fn refill(&mut self, now: Nanos) {
         let elapsed = now.saturating_sub(self.updated) as f64;

@@ -1,62 +1,154 @@
 //! The built-in mock of a rate-limited API: the test oracle and the zero-setup demo.
 //!
-//! Owns the `mock://PROFILE?rpm=..&rps=..&tpm=..&window=..&latency=..` URL ([`MockSpec`])
-//! and its errors ([`MockError`]). The behaviour lives in [`provider`], a pure type over a
-//! [`Clock`](crate::clock::Clock) that tests drive in virtual time; [`server`] is the thin
-//! axum shell that puts it on a socket. The mock keeps its own buckets and windows,
-//! independent of [`limiter`](crate::limiter), so that it can judge the limiter instead of
-//! agreeing with it.
+//! Owns the `mock://PROFILE?rpm=..&rps=..&tpm=..&window=..&latency=..` URL ([`MockSpec`]),
+//! with the fault keys of every profile (`headers`, `quota_requests`, `fail_rate`,
+//! `reset_rate`, `slow_rate`, `slow`, `seed`: [`Faults`]), and its errors ([`MockError`]).
+//! The behaviour lives in [`provider`], a pure type over a [`Clock`](crate::clock::Clock)
+//! that tests drive in virtual time; [`server`] is the thin axum shell that puts it on a
+//! socket. The mock keeps its own buckets and windows, independent of
+//! [`limiter`](crate::limiter), so that it can judge the limiter instead of agreeing with it.
+//! One profile per header dialect of [`headers`](crate::headers), each formatted in its own
+//! file (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`, `ietf.rs`,
+//! `zendesk.rs`).
 //!
 //! Invariant: a parsed spec always describes a mock that can be built: every limit is
-//! non-zero, every window has a length, and the profile takes every limit given.
+//! non-zero, every window has a length, the profile takes every limit given, and the fault
+//! rates add up to at most 1.
 
+mod anthropic;
 mod bucket;
+pub mod fault;
+mod generic;
+mod github;
+mod ietf;
 mod openai;
 pub mod provider;
 pub mod server;
 mod window;
 mod x;
+mod zendesk;
 
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use fault::{Fault, Faults, Rate};
 pub use provider::{MockRequest, MockResponse, MockStats, Provider, Record};
 pub use server::{MockHandle, MockServer};
 
 /// The query keys a `mock://` URL accepts, for some profile.
-const KEYS: [&str; 5] = ["rpm", "rps", "tpm", "window", "latency"];
+const KEYS: [&str; 12] = [
+    "rpm",
+    "rps",
+    "tpm",
+    "window",
+    "latency",
+    "headers",
+    "quota_requests",
+    "fail_rate",
+    "reset_rate",
+    "slow_rate",
+    "slow",
+    "seed",
+];
+
+/// The keys of the profiles that limit requests and tokens: every key.
+const TOKEN_PROFILE_KEYS: [&str; 12] = KEYS;
+
+/// The keys of the profiles that limit requests only: every key but `tpm`.
+const REQUEST_PROFILE_KEYS: [&str; 11] = [
+    "rpm",
+    "rps",
+    "window",
+    "latency",
+    "headers",
+    "quota_requests",
+    "fail_rate",
+    "reset_rate",
+    "slow_rate",
+    "slow",
+    "seed",
+];
+
+/// The keys of the X profile: its window, the latency and the faults.
+const X_KEYS: [&str; 9] = [
+    "window",
+    "latency",
+    "headers",
+    "quota_requests",
+    "fail_rate",
+    "reset_rate",
+    "slow_rate",
+    "slow",
+    "seed",
+];
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
-/// Adding a provider is adding a variant here and its dialect next to `openai.rs`.
+/// One profile per header dialect of [`crate::headers::Dialect`]. The request limits
+/// (`rpm`, `rps`, `window`) feed every dialect's request headers, `tpm` its token headers
+/// where it has them. Adding a provider is adding a variant here and its dialect next to
+/// `openai.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
     /// OpenAI's chat completions API with request and token limits.
     OpenAi,
+    /// Anthropic's headers (`anthropic-ratelimit-*`, RFC 3339 resets) over the OpenAI
+    /// profile's chat completions API, with request and token limits.
+    Anthropic,
+    /// GitHub's REST headers (`x-ratelimit-*` with `-used` and `-resource: core`, epoch
+    /// resets): any method and path, request limits.
+    GitHub,
     /// X (Twitter) API v2: any method and path, limited by a fixed window of API calls,
     /// a request costing its body's `calls` (default 1).
     X,
+    /// The de facto `X-RateLimit-{Limit,Remaining,Reset}` (epoch resets): any method and
+    /// path, request limits.
+    Generic,
+    /// The IETF draft's `RateLimit-Policy` and `RateLimit` fields: any method and path,
+    /// request limits.
+    Ietf,
+    /// Zendesk's `ratelimit-*` account headers and a `zendesk-ratelimit-tickets-index`
+    /// endpoint limit: any method and path, request limits.
+    Zendesk,
 }
 
 impl Profile {
     /// Every profile, in the order hints list them.
-    pub const ALL: [Profile; 2] = [Profile::OpenAi, Profile::X];
+    pub const ALL: [Profile; 7] = [
+        Profile::OpenAi,
+        Profile::Anthropic,
+        Profile::GitHub,
+        Profile::X,
+        Profile::Generic,
+        Profile::Ietf,
+        Profile::Zendesk,
+    ];
 
-    /// The profile's name as written in `mock://NAME` and `--profile NAME`.
+    /// The profile's name as written in `mock://NAME` and `--profile NAME`: its header
+    /// dialect's name.
     pub fn name(self) -> &'static str {
         match self {
             Profile::OpenAi => "openai",
+            Profile::Anthropic => "anthropic",
+            Profile::GitHub => "github",
             Profile::X => "x",
+            Profile::Generic => "generic",
+            Profile::Ietf => "ietf",
+            Profile::Zendesk => "zendesk",
         }
     }
 
-    /// The `mock://` URL keys this profile takes (the limits it enforces, and `latency`).
+    /// The `mock://` URL keys this profile takes: the limits it enforces, `latency`, and
+    /// the fault keys every profile takes.
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            Profile::OpenAi => &KEYS,
-            Profile::X => &["window", "latency"],
+            Profile::OpenAi | Profile::Anthropic => &TOKEN_PROFILE_KEYS,
+            Profile::GitHub | Profile::Generic | Profile::Ietf | Profile::Zendesk => {
+                &REQUEST_PROFILE_KEYS
+            }
+            Profile::X => &X_KEYS,
         }
     }
 }
@@ -81,7 +173,8 @@ impl FromStr for Profile {
     }
 }
 
-/// What the mock imitates and how strictly: a profile, its limits and its latency.
+/// What the mock imitates and how strictly: a profile, its limits, its latency and the
+/// faults it injects.
 ///
 /// A limit left out (`None`) is unlimited. `rpm`, `rps` and `tpm` are buckets that start
 /// full and refill continuously: `rpm` holds N requests refilled over 60 s, `rps` N requests
@@ -102,8 +195,11 @@ pub struct MockSpec {
     /// starting whenever the clock's wall time since the UNIX epoch is a multiple of
     /// `length`. X counts a request's `calls` (default 1); OpenAI counts requests.
     pub window: Option<(NonZeroU64, Duration)>,
-    /// Simulated latency of every response, 429s included.
+    /// Simulated latency of every response, 429s included (a slow request waits
+    /// [`Faults::slow`] instead).
     pub latency: Duration,
+    /// The faults injected, and whether rate-limit headers are sent.
+    pub faults: Faults,
 }
 
 impl MockSpec {
@@ -116,12 +212,16 @@ impl MockSpec {
             tpm: None,
             window: None,
             latency: Duration::ZERO,
+            faults: Faults::default(),
         }
     }
 
     /// Parses `mock://PROFILE?key=value&...`, with keys `rpm`, `rps`, `tpm` (positive
     /// integers), `window` (`N/DURATION`, see [`parse_window`]) and `latency` (a humantime
     /// duration such as `50ms`); the profile must take each key given ([`Profile::keys`]).
+    /// Every profile takes the fault keys ([`Faults`]): `headers` (`true` or `false`),
+    /// `quota_requests` (a count, 0 allowed), `fail_rate`, `reset_rate`, `slow_rate` (shares
+    /// from 0 to 1 adding up to at most 1), `slow` (a duration) and `seed` (an integer).
     ///
     /// # Errors
     /// [`MockError`] naming the bad part (scheme, profile, key or value) with a hint that
@@ -138,6 +238,10 @@ impl MockSpec {
     /// assert_eq!(spec.profile, Profile::X);
     /// let (n, length) = spec.window.unwrap();
     /// assert_eq!((n.get(), length.as_secs()), (180, 900));
+    ///
+    /// let spec = MockSpec::parse_url("mock://github?rpm=60&fail_rate=0.1&headers=false").unwrap();
+    /// assert_eq!(spec.faults.fail_rate.get(), 0.1);
+    /// assert!(!spec.faults.headers);
     /// ```
     pub fn parse_url(url: &str) -> Result<MockSpec, MockError> {
         let rest = url
@@ -177,26 +281,58 @@ impl MockSpec {
                     .parse::<NonZeroU64>()
                     .map_err(|_| bad("a positive integer, e.g. `600`"))
             };
+            let rate = || {
+                (value.parse::<f64>().ok())
+                    .and_then(Rate::new)
+                    .ok_or_else(|| bad("a share of requests from 0 to 1, e.g. `0.1`"))
+            };
+            let faults = &mut spec.faults;
             match key {
                 "rpm" => spec.rpm = Some(positive()?),
                 "rps" => spec.rps = Some(positive()?),
                 "tpm" => spec.tpm = Some(positive()?),
                 "window" => spec.window = Some(parse_window(value)?),
-                _ => {
+                "latency" => {
                     spec.latency = humantime::parse_duration(value)
                         .map_err(|_| bad("a duration, e.g. `50ms` or `1s`"))?;
                 }
+                "headers" => {
+                    faults.headers = value
+                        .parse()
+                        .map_err(|_| bad("`true` or `false` (no rate-limit headers)"))?;
+                }
+                "quota_requests" => {
+                    let n = value.parse().map_err(|_| {
+                        bad("a number of requests, e.g. `100` (0: every request is refused)")
+                    })?;
+                    faults.quota_requests = Some(n);
+                }
+                "fail_rate" => faults.fail_rate = rate()?,
+                "reset_rate" => faults.reset_rate = rate()?,
+                "slow_rate" => faults.slow_rate = rate()?,
+                "slow" => {
+                    faults.slow = humantime::parse_duration(value)
+                        .map_err(|_| bad("a duration, e.g. `30s`"))?;
+                }
+                _ => {
+                    faults.seed = value
+                        .parse()
+                        .map_err(|_| bad("a non-negative integer, e.g. `42`"))?;
+                }
             }
         }
+        spec.check()?;
         Ok(spec)
     }
 
     /// Checks what [`MockSpec::parse_url`] checks of a spec built by hand (the CLI's flags):
-    /// that the profile takes every limit given, and that a window has a length.
+    /// that the profile takes every limit given, that a window has a length, and that the
+    /// fault rates add up to at most 1.
     ///
     /// # Errors
     /// [`MockError::KeyNotForProfile`] for the first limit the profile does not take;
-    /// [`MockError::BadValue`] for a window of length zero.
+    /// [`MockError::BadValue`] for a window of length zero;
+    /// [`MockError::FaultRatesOverOne`] for rates adding up to more than 1.
     pub fn check(&self) -> Result<(), MockError> {
         let given = [
             ("rpm", self.rpm.is_some()),
@@ -212,14 +348,22 @@ impl MockSpec {
                 profile: self.profile,
             });
         }
-        match self.window {
-            Some((n, length)) if length.is_zero() => Err(MockError::BadValue {
+        if let Some((n, length)) = self.window.filter(|(_, length)| length.is_zero()) {
+            return Err(MockError::BadValue {
                 key: "window".into(),
-                value: format!("{n}/0s"),
+                value: format!("{n}/{}", humantime::format_duration(length)),
                 expected: WINDOW_EXPECTED,
-            }),
-            _ => Ok(()),
+            });
         }
+        let faults = &self.faults;
+        if !faults.rates_fit() {
+            return Err(MockError::FaultRatesOverOne {
+                fail: faults.fail_rate,
+                reset: faults.reset_rate,
+                slow: faults.slow_rate,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -308,6 +452,18 @@ pub enum MockError {
         /// What the key takes, with an example.
         expected: &'static str,
     },
+    /// Fault rates whose shares add up to more than all requests.
+    #[error(
+        "the fault rates add up to more than 1: fail_rate {fail} + reset_rate {reset} + slow_rate {slow}\n  hint: a request gets at most one fault; lower the rates so that they add up to at most 1"
+    )]
+    FaultRatesOverOne {
+        /// `fail_rate`.
+        fail: Rate,
+        /// `reset_rate`.
+        reset: Rate,
+        /// `slow_rate`.
+        slow: Rate,
+    },
 }
 
 impl MockError {
@@ -346,6 +502,7 @@ mod tests {
                 tpm: n(100_000),
                 window: None,
                 latency: Duration::from_millis(50),
+                faults: Faults::default(),
             }
         );
         let spec = MockSpec::parse_url("mock://openai?window=3/10s&rpm=5").unwrap();
@@ -384,14 +541,19 @@ mod tests {
                 "mock://PROFILE",
             ),
             (
-                "mock://anthropic?rpm=1",
-                "profile `anthropic`",
-                "profiles: openai",
+                "mock://bing?rpm=1",
+                "profile `bing`",
+                "profiles: openai, anthropic, github, x, generic, ietf, zendesk",
             ),
             (
                 "mock://openai?rpn=5",
                 "key `rpn`",
-                "valid keys: rpm, rps, tpm, window, latency",
+                "valid keys: rpm, rps, tpm, window, latency, headers, quota_requests, fail_rate, reset_rate, slow_rate, slow, seed",
+            ),
+            (
+                "mock://github?tpm=5",
+                "`tpm` does not apply to the `github` mock profile",
+                "`github` takes: rpm, rps, window, latency, headers",
             ),
             (
                 "mock://x?rpm=5",
@@ -426,7 +588,62 @@ mod tests {
                 "keep one",
             ),
             ("mock://openai?rpm=0", "bad value `0`", "a positive integer"),
-            ("mock://twitter", "profile `twitter`", "profiles: openai, x"),
+            ("mock://twitter", "profile `twitter`", "openai, anthropic"),
+            (
+                "mock://openai?headers=no",
+                "key `headers` has a bad value `no`",
+                "`headers` takes `true` or `false`",
+            ),
+            (
+                "mock://openai?quota_requests=-1",
+                "bad value `-1`",
+                "a number of requests, e.g. `100`",
+            ),
+            (
+                "mock://openai?quota_requests=",
+                "bad value ``",
+                "a number of requests",
+            ),
+            (
+                "mock://x?fail_rate=1.5",
+                "key `fail_rate` has a bad value `1.5`",
+                "a share of requests from 0 to 1, e.g. `0.1`",
+            ),
+            (
+                "mock://zendesk?reset_rate=-0.1",
+                "key `reset_rate` has a bad value `-0.1`",
+                "from 0 to 1",
+            ),
+            (
+                "mock://ietf?slow_rate=NaN",
+                "key `slow_rate` has a bad value `NaN`",
+                "from 0 to 1",
+            ),
+            (
+                "mock://openai?slow_rate=half",
+                "bad value `half`",
+                "from 0 to 1",
+            ),
+            (
+                "mock://openai?slow=forever",
+                "key `slow` has a bad value `forever`",
+                "a duration, e.g. `30s`",
+            ),
+            (
+                "mock://openai?seed=-3",
+                "key `seed` has a bad value `-3`",
+                "a non-negative integer, e.g. `42`",
+            ),
+            (
+                "mock://openai?seed=1&seed=2",
+                "`seed` is given twice",
+                "keep one",
+            ),
+            (
+                "mock://openai?fail_rate=0.6&reset_rate=0.3&slow_rate=0.2",
+                "fault rates add up to more than 1: fail_rate 0.6 + reset_rate 0.3 + slow_rate 0.2",
+                "a request gets at most one fault",
+            ),
             (
                 "mock://openai?tpm=lots",
                 "bad value `lots`",
@@ -481,11 +698,76 @@ mod tests {
 
     #[test]
     fn profiles_parse_by_name_and_list_their_keys() {
-        assert_eq!("x".parse::<Profile>(), Ok(Profile::X));
-        assert_eq!("openai".parse::<Profile>(), Ok(Profile::OpenAi));
-        assert_eq!(Profile::X.keys(), ["window", "latency"]);
+        for profile in Profile::ALL {
+            assert_eq!(profile.name().parse::<Profile>(), Ok(profile));
+            assert_eq!(profile.to_string(), profile.name());
+            let dialect = profile.name().parse::<crate::headers::Dialect>();
+            assert_eq!(
+                dialect.map(|d| d.name()),
+                Ok(profile.name()),
+                "every profile speaks the header dialect of its name"
+            );
+            for key in FAULT_KEYS {
+                assert!(profile.keys().contains(&key), "{profile} takes {key}");
+            }
+            for key in profile.keys() {
+                assert!(KEYS.contains(key), "{profile}: {key} is a known key");
+            }
+        }
+        assert_eq!(
+            Profile::X.keys(),
+            ["window", "latency"]
+                .map(str::to_string)
+                .iter()
+                .map(String::as_str)
+                .chain(FAULT_KEYS)
+                .collect::<Vec<_>>()
+        );
         assert_eq!(Profile::OpenAi.keys(), KEYS);
-        assert_eq!(Profile::X.to_string(), "x");
+        assert_eq!(Profile::Anthropic.keys(), KEYS);
+        for profile in [
+            Profile::GitHub,
+            Profile::Generic,
+            Profile::Ietf,
+            Profile::Zendesk,
+        ] {
+            let without_tpm: Vec<_> = KEYS.into_iter().filter(|k| *k != "tpm").collect();
+            assert_eq!(profile.keys(), without_tpm, "{profile}: requests only");
+        }
+    }
+
+    #[test]
+    fn parse_url_reads_every_fault_key_for_every_profile() {
+        for profile in Profile::ALL {
+            let url = format!(
+                "mock://{profile}?headers=false&quota_requests=0&fail_rate=0.1&reset_rate=0.2&slow_rate=0.25&slow=5s&seed=7"
+            );
+            let spec = MockSpec::parse_url(&url).unwrap();
+            let expected = Faults {
+                headers: false,
+                quota_requests: Some(0),
+                fail_rate: Rate::new(0.1).unwrap(),
+                reset_rate: Rate::new(0.2).unwrap(),
+                slow_rate: Rate::new(0.25).unwrap(),
+                slow: Duration::from_secs(5),
+                seed: 7,
+            };
+            assert_eq!(spec.faults, expected, "{url}");
+        }
+        let spec = MockSpec::parse_url("mock://openai?headers=true&fail_rate=1").unwrap();
+        assert!(spec.faults.headers);
+        assert_eq!(spec.faults.fail_rate.get(), 1.0);
+        let defaults = MockSpec::parse_url("mock://github").unwrap().faults;
+        assert_eq!(defaults, Faults::default());
+        assert_eq!(
+            (defaults.slow, defaults.seed),
+            (Duration::from_secs(30), 42)
+        );
+        assert!(defaults.headers);
+        let spec = MockSpec::parse_url("mock://x?quota_requests=100").unwrap();
+        assert_eq!(spec.faults.quota_requests, Some(100));
+        let spec = MockSpec::parse_url("mock://ietf?fail_rate=0.1&reset_rate=0.2&slow_rate=0.7");
+        assert!(spec.is_ok(), "rates adding up to 1, give or take rounding");
     }
 
     #[test]
@@ -515,6 +797,28 @@ mod tests {
         };
         assert_eq!(spec.check(), Ok(()));
         assert_eq!(MockSpec::new(Profile::X).check(), Ok(()));
+        let spec = MockSpec {
+            tpm: n(1000),
+            ..MockSpec::new(Profile::Zendesk)
+        };
+        assert!(matches!(
+            spec.check(),
+            Err(MockError::KeyNotForProfile { .. })
+        ));
+        let faults = Faults {
+            fail_rate: Rate::new(0.5).unwrap(),
+            slow_rate: Rate::new(0.75).unwrap(),
+            ..Faults::default()
+        };
+        let spec = MockSpec {
+            faults,
+            ..MockSpec::new(Profile::OpenAi)
+        };
+        let message = spec.check().unwrap_err().to_string();
+        assert!(
+            message.contains("fail_rate 0.5 + reset_rate 0 + slow_rate 0.75"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -524,7 +828,7 @@ mod tests {
             e.parts(),
             (
                 "unknown mock profile `bing`".to_string(),
-                "profiles: openai, x".to_string()
+                "profiles: openai, anthropic, github, x, generic, ietf, zendesk".to_string()
             )
         );
     }

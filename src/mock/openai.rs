@@ -2,18 +2,18 @@
 //! counted, and the bodies and headers OpenAI answers with.
 //!
 //! Pure formatting over values the provider computed; admission and state live in
-//! [`provider`](super::provider). Source: <https://platform.openai.com/docs/guides/rate-limits>
-//! (headers, counting `max_tokens` at arrival) and the chat completion object of
-//! <https://platform.openai.com/docs/api-reference/chat/object>.
+//! [`provider`](super::provider). Sources: <https://platform.openai.com/docs/guides/rate-limits>
+//! (headers, counting `max_tokens` at arrival), the chat completion object of
+//! <https://platform.openai.com/docs/api-reference/chat/object>, and the error codes of
+//! <https://platform.openai.com/docs/guides/error-codes> (`insufficient_quota`, 500
+//! `server_error`), which the mock's faults send from every profile.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::bucket::Bucket;
-use super::provider::Limit;
-use super::window::Window;
+use super::provider::{Limit, Standing};
 use crate::clock::Nanos;
 
 /// The one path the OpenAI profile serves, with `POST`.
@@ -156,6 +156,18 @@ pub(super) fn invalid_json() -> Value {
     error(message, "invalid_request_error", None)
 }
 
+/// The 429 of an exhausted quota: retrying does not help until the plan changes.
+pub(super) fn insufficient_quota() -> Value {
+    let message = "You exceeded your current quota, please check your plan and billing details.";
+    error(message, "insufficient_quota", Some("insufficient_quota"))
+}
+
+/// The 500 of a failure on the provider's side.
+pub(super) fn server_error() -> Value {
+    let message = "The server had an error while processing your request.";
+    json!({"error": {"message": message, "type": "server_error"}})
+}
+
 /// The 429 for a request refused by `limit`, of `capacity` units with `used` spent;
 /// `wait` is `None` when the request exceeds the capacity and can never be admitted.
 pub(super) fn rate_limited(
@@ -181,31 +193,22 @@ pub(super) fn rate_limited(
 }
 
 /// The `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers for the request
-/// limit and the token bucket, as they stand after this request, at `wall_ns` (epoch
-/// nanoseconds). The reset is the time until the limit is whole again.
+/// limit and the token limit as they stand after this request. The reset is the time until
+/// the limit is whole again, as a Go duration.
 pub(super) fn rate_limit_headers(
-    limits: &[(Limit, Bucket)],
-    window: Option<&Window>,
-    wall_ns: u64,
+    requests: Option<&Standing>,
+    tokens: Option<&Standing>,
 ) -> Vec<(String, String)> {
     let mut headers = Vec::new();
-    for unit in ["requests", "tokens"] {
-        // OpenAI has one request limit; with both rpm and rps, the first (rpm) speaks, and
-        // a fixed window only when neither is set. A window is whole again at its end.
-        let bucket = (limits.iter().find(|(l, _)| l.unit() == unit))
-            .map(|(_, b)| (b.capacity(), b.remaining(), b.until_full()));
-        let window = window.filter(|_| unit == "requests").map(|w| {
-            let reset = match w.used() {
-                0 => 0,
-                _ => w.end_ns().saturating_sub(wall_ns),
-            };
-            (w.limit(), w.remaining(), reset)
-        });
-        if let Some((limit, remaining, reset)) = bucket.or(window) {
+    for (unit, standing) in [("requests", requests), ("tokens", tokens)] {
+        if let Some(s) = standing {
             let values = [
-                ("limit", limit.to_string()),
-                ("remaining", remaining.to_string()),
-                ("reset", format_openai_duration(Duration::from_nanos(reset))),
+                ("limit", s.limit.to_string()),
+                ("remaining", s.remaining.to_string()),
+                (
+                    "reset",
+                    format_openai_duration(Duration::from_nanos(s.reset)),
+                ),
             ];
             headers.extend(values.map(|(what, v)| (format!("x-ratelimit-{what}-{unit}"), v)));
         }

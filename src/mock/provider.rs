@@ -6,19 +6,28 @@
 //! wall time, has room for it; then all are debited, else none), the
 //! settling of an admitted request's tokens to its reply's usage (the estimate above the
 //! usage is credited back before the rate-limit headers are computed, so a token limit is
-//! charged `min(estimate, usage)`), the record of every request, and the counts. No tokio,
-//! no sockets: [`server`](super::server) and the runner's in-memory transport both wait
-//! [`MockResponse::delay`] themselves. The wire format comes from the
-//! profile's dialect (`openai.rs`, `x.rs`).
+//! charged `min(estimate, usage)`), the injected [`faults`](super::fault), the record of
+//! every request, and the counts. No tokio, no sockets: [`server`](super::server) and the
+//! runner's in-memory transport both wait [`MockResponse::delay`] and drop the connection
+//! on [`MockResponse::drop_connection`] themselves. The wire format comes from the
+//! profile's dialect (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`,
+//! `ietf.rs`, `zendesk.rs`); every dialect reports the same limits ([`Standing`]).
+//!
+//! Faults come first: each request draws one number from the seeded RNG; an exhausted
+//! quota answers `insufficient_quota`, a failed or dropped request spends nothing, and a
+//! slow one is answered by its profile as usual, only later.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
 
 use super::bucket::Bucket;
+use super::fault::Fault;
 use super::window::Window;
-use super::{MockSpec, Profile, openai, x};
+use super::{MockSpec, Profile, anthropic, generic, github, ietf, openai, x, zendesk};
 use crate::clock::{Clock, Nanos, nanos};
 
 pub use super::openai::{estimate_request_tokens, format_openai_duration};
@@ -39,14 +48,17 @@ pub struct MockRequest {
 /// What the mock answers, and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MockResponse {
-    /// HTTP status code.
+    /// HTTP status code; 0 when the connection is dropped instead.
     pub status: u16,
     /// Headers, names lower case.
     pub headers: Vec<(String, String)>,
-    /// The JSON body.
+    /// The JSON body; empty when the connection is dropped.
     pub body: Vec<u8>,
     /// The simulated latency: the caller waits this long before delivering the response.
     pub delay: Duration,
+    /// Instead of delivering a response, cut the connection after the delay: the client
+    /// must see a connection error, not a status (the `reset_rate` fault).
+    pub drop_connection: bool,
 }
 
 /// One request the mock received, kept for tests to inspect.
@@ -64,8 +76,10 @@ pub struct Record {
     pub headers: Vec<(String, String)>,
     /// The body, lossily decoded as UTF-8.
     pub body: String,
-    /// The status the mock answered.
+    /// The status the mock answered; 0 when it dropped the connection.
     pub status: u16,
+    /// The fault injected into this request, if any.
+    pub fault: Option<Fault>,
 }
 
 /// Counts of the requests received so far.
@@ -73,10 +87,18 @@ pub struct Record {
 pub struct MockStats {
     /// Every request, whatever its answer.
     pub requests: u64,
-    /// Answered 200.
+    /// Answered 200 (slow ones included).
     pub ok: u64,
-    /// Answered 429.
+    /// Answered 429 by a rate limit (slow ones included; not the quota's 429s).
     pub rate_limited: u64,
+    /// Answered 429 `insufficient_quota`: the quota's requests were all admitted.
+    pub quota_exceeded: u64,
+    /// Answered 500 by the `fail_rate` fault.
+    pub failed: u64,
+    /// Connections dropped by the `reset_rate` fault.
+    pub dropped: u64,
+    /// Delayed by the `slow_rate` fault (and also counted as `ok` or `rate_limited`).
+    pub slow: u64,
 }
 
 /// A configured limit of the mock.
@@ -119,6 +141,20 @@ impl Limit {
     }
 }
 
+/// How one limit stands after a request: what every dialect's headers report, each in its
+/// own names and units.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Standing {
+    /// The capacity, in units per window (or per bucket period).
+    pub(super) limit: u64,
+    /// Whole units left.
+    pub(super) remaining: u64,
+    /// Nanoseconds until the limit is whole again: a bucket full, a used window over.
+    pub(super) reset: Nanos,
+    /// The limit's period: 60 s for rpm and tpm, 1 s for rps, a fixed window's length.
+    pub(super) window: Duration,
+}
+
 /// One limit's view of a request at arrival, before anything is debited; as a refusal, the
 /// first limit that refused it, and how long until every limit would admit it.
 struct Check {
@@ -134,14 +170,56 @@ struct Check {
 struct State {
     /// In the order rpm, rps, tpm: requests are checked before tokens, as OpenAI does.
     limits: Vec<(Limit, Bucket)>,
-    /// The fixed window of `window=N/DURATION`: X's limit, or OpenAI's extra request limit.
+    /// The fixed window of `window=N/DURATION`: X's limit, or the other profiles' extra
+    /// request limit.
     window: Option<Window>,
+    /// Picks the faulty requests; seeded, so runs repeat.
+    rng: StdRng,
+    /// The quota in force: the spec's, or what [`Provider::set_quota_requests`] set.
+    quota_requests: Option<u64>,
     records: Vec<Record>,
     stats: MockStats,
 }
 
+impl State {
+    /// The request limit as every dialect reports it (one request limit per response, as
+    /// OpenAI has): the first request bucket (rpm before rps), else the fixed window, which
+    /// is whole again at its end.
+    fn requests(&self, wall_ns: u64) -> Option<Standing> {
+        self.bucket("requests").or_else(|| {
+            self.window.as_ref().map(|w| Standing {
+                limit: w.limit(),
+                remaining: w.remaining(),
+                reset: match w.used() {
+                    0 => 0,
+                    _ => w.end_ns().saturating_sub(wall_ns),
+                },
+                window: w.length(),
+            })
+        })
+    }
+
+    /// The token limit, for the dialects that report one.
+    fn tokens(&self) -> Option<Standing> {
+        self.bucket("tokens")
+    }
+
+    fn bucket(&self, unit: &str) -> Option<Standing> {
+        let (_, b) = self.limits.iter().find(|(l, _)| l.unit() == unit)?;
+        Some(Standing {
+            limit: b.capacity(),
+            remaining: b.remaining(),
+            reset: b.until_full(),
+            window: b.period(),
+        })
+    }
+}
+
+/// A profile's answer: the status, the headers (names lower case) and the JSON body.
+type Reply = (u16, Vec<(String, String)>, Value);
+
 /// The mock API: answers requests as the spec's profile would, enforcing its limits on
-/// `clock`. Shared by reference; state sits behind a mutex.
+/// `clock` and injecting the spec's faults. Shared by reference; state sits behind a mutex.
 pub struct Provider<C: Clock> {
     spec: MockSpec,
     clock: C,
@@ -149,30 +227,37 @@ pub struct Provider<C: Clock> {
 }
 
 impl<C: Clock> Provider<C> {
-    /// A provider whose buckets start full at `clock.now()` and whose window starts empty.
+    /// A provider whose buckets start full at `clock.now()`, whose window starts empty, and
+    /// whose fault RNG starts from the spec's seed.
     ///
     /// A limit the profile does not take (see [`MockSpec::check`]) is ignored.
     pub fn new(spec: MockSpec, clock: C) -> Provider<C> {
         let now = clock.now();
         let minute = Duration::from_secs(60);
+        let takes = |key: &str| spec.profile.keys().contains(&key);
         let limits = [
-            (Limit::Rpm, spec.rpm, minute),
-            (Limit::Rps, spec.rps, Duration::from_secs(1)),
-            (Limit::Tpm, spec.tpm, minute),
+            (Limit::Rpm, "rpm", spec.rpm, minute),
+            (Limit::Rps, "rps", spec.rps, Duration::from_secs(1)),
+            (Limit::Tpm, "tpm", spec.tpm, minute),
         ]
         .into_iter()
-        .filter_map(|(limit, n, period)| Some((limit, Bucket::full(n?, period, now))))
+        .filter(|(_, key, _, _)| takes(key))
+        .filter_map(|(limit, _, n, period)| Some((limit, Bucket::full(n?, period, now))))
         .collect();
-        let window = spec.window.map(|(n, length)| Window::new(n, length));
+        let window =
+            (spec.window.filter(|_| takes("window"))).map(|(n, length)| Window::new(n, length));
+        let state = State {
+            limits,
+            window,
+            rng: StdRng::seed_from_u64(spec.faults.seed),
+            quota_requests: spec.faults.quota_requests,
+            records: Vec::new(),
+            stats: MockStats::default(),
+        };
         Provider {
             spec,
             clock,
-            state: Mutex::new(State {
-                limits,
-                window,
-                records: Vec::new(),
-                stats: MockStats::default(),
-            }),
+            state: Mutex::new(state),
         }
     }
 
@@ -181,18 +266,30 @@ impl<C: Clock> Provider<C> {
         let now = self.clock.now();
         let wall = self.clock.wall();
         let wall_ns = nanos(wall.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let faults = &self.spec.faults;
         let mut state = self.lock();
-        let (status, mut headers, body) = match self.spec.profile {
-            Profile::OpenAi => openai_reply(&mut state, req, now, wall_ns),
-            Profile::X => x_reply(&mut state, req, wall_ns),
+        // One draw per request whatever the rates, so that a seed fixes the whole sequence.
+        let draw: f64 = state.rng.random();
+        let exhausted = (state.quota_requests).is_some_and(|quota| state.stats.ok >= quota);
+        let fault = match exhausted {
+            true => Some(Fault::Quota),
+            false => faults.pick(draw),
         };
-        headers.push(("content-type".into(), "application/json".into()));
-        state.stats.requests += 1;
-        match status {
-            200 => state.stats.ok += 1,
-            429 => state.stats.rate_limited += 1,
-            _ => {}
+        let (status, mut headers, body) = match fault {
+            Some(Fault::Quota) => (429, Vec::new(), openai::insufficient_quota()),
+            Some(Fault::Fail) => (500, Vec::new(), openai::server_error()),
+            Some(Fault::Reset) => (0, Vec::new(), Value::Null),
+            None | Some(Fault::Slow) => reply(self.spec.profile, &mut state, req, now, wall_ns),
+        };
+        if !faults.headers {
+            // Some providers send bare 429s: without rate-limit headers, no retry-after.
+            headers.clear();
         }
+        let dropped = fault == Some(Fault::Reset);
+        if !dropped {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        count(&mut state.stats, status, fault);
         state.records.push(Record {
             at: now,
             wall,
@@ -201,12 +298,20 @@ impl<C: Clock> Provider<C> {
             headers: req.headers.clone(),
             body: String::from_utf8_lossy(&req.body).into_owned(),
             status,
+            fault,
         });
         MockResponse {
             status,
             headers,
-            body: body.to_string().into_bytes(),
-            delay: self.spec.latency,
+            body: match dropped {
+                true => Vec::new(),
+                false => body.to_string().into_bytes(),
+            },
+            delay: match fault {
+                Some(Fault::Slow) => faults.slow,
+                _ => self.spec.latency,
+            },
+            drop_connection: dropped,
         }
     }
 
@@ -220,6 +325,13 @@ impl<C: Clock> Provider<C> {
         self.lock().stats
     }
 
+    /// Sets the quota while serving: once `quota` requests in total were answered 200
+    /// (counting those before this call), every request gets the `insufficient_quota` 429.
+    /// `None` lifts the quota, so a test can restore it and rerun.
+    pub fn set_quota_requests(&self, quota: Option<u64>) {
+        self.lock().quota_requests = quota;
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the state half-updated in a way that matters to a
         // mock: keep serving.
@@ -227,14 +339,79 @@ impl<C: Clock> Provider<C> {
     }
 }
 
-/// The OpenAI profile's answer to `req`, arrived at `now` (monotonic) and `wall_ns` (epoch
-/// nanoseconds).
-fn openai_reply(
+/// Counts one answered request.
+fn count(stats: &mut MockStats, status: u16, fault: Option<Fault>) {
+    stats.requests += 1;
+    match fault {
+        Some(Fault::Quota) => stats.quota_exceeded += 1,
+        Some(Fault::Fail) => stats.failed += 1,
+        Some(Fault::Reset) => stats.dropped += 1,
+        Some(Fault::Slow) | None => {
+            stats.slow += u64::from(fault.is_some());
+            match status {
+                200 => stats.ok += 1,
+                429 => stats.rate_limited += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The answer of `profile` to `req`, arrived at `now` (monotonic) and `wall_ns` (epoch
+/// nanoseconds), with no fault.
+fn reply(
+    profile: Profile,
     state: &mut State,
     req: &MockRequest,
     now: Nanos,
     wall_ns: u64,
-) -> (u16, Vec<(String, String)>, Value) {
+) -> Reply {
+    match profile {
+        Profile::OpenAi | Profile::Anthropic => chat_reply(profile, state, req, now, wall_ns),
+        Profile::X => x_reply(state, req, wall_ns),
+        Profile::GitHub | Profile::Generic | Profile::Ietf | Profile::Zendesk => {
+            any_path_reply(profile, state, req, now, wall_ns)
+        }
+    }
+}
+
+/// The rate-limit headers of `profile` for its limits as they stand at `wall_ns`.
+fn rate_limit_headers(profile: Profile, state: &State, wall_ns: u64) -> Vec<(String, String)> {
+    let requests = state.requests(wall_ns);
+    let tokens = state.tokens();
+    let (requests, tokens) = (requests.as_ref(), tokens.as_ref());
+    match profile {
+        Profile::OpenAi => openai::rate_limit_headers(requests, tokens),
+        Profile::Anthropic => anthropic::rate_limit_headers(requests, tokens, wall_ns),
+        Profile::GitHub => github::rate_limit_headers(requests, wall_ns),
+        Profile::X => x::rate_limit_headers(state.window.as_ref()),
+        Profile::Generic => generic::rate_limit_headers(requests, wall_ns),
+        Profile::Ietf => ietf::rate_limit_headers(requests),
+        Profile::Zendesk => zendesk::rate_limit_headers(requests),
+    }
+}
+
+/// The headers of a 429 that can be retried in `wait` nanoseconds: `retry-after` in whole
+/// seconds, rounded up (a "not before") and at least 1, plus OpenAI's `retry-after-ms`.
+fn retry_headers(profile: Profile, wait: Nanos) -> Vec<(String, String)> {
+    let wait_s = wait.div_ceil(1_000_000_000).max(1);
+    let mut headers = vec![("retry-after".to_string(), wait_s.to_string())];
+    if profile == Profile::OpenAi {
+        let wait_ms = wait.div_ceil(1_000_000);
+        headers.push(("retry-after-ms".into(), wait_ms.to_string()));
+    }
+    headers
+}
+
+/// The answer of a chat completions profile (OpenAI, Anthropic's headers) to `req`,
+/// arrived at `now` (monotonic) and `wall_ns` (epoch nanoseconds).
+fn chat_reply(
+    profile: Profile,
+    state: &mut State,
+    req: &MockRequest,
+    now: Nanos,
+    wall_ns: u64,
+) -> Reply {
     let path = req.path.split('?').next().unwrap_or_default();
     if req.method != "POST" || path != openai::CHAT_PATH {
         return (404, Vec::new(), openai::not_found(&req.method, path));
@@ -250,8 +427,6 @@ fn openai_reply(
         now,
         wall_ns,
     );
-    let headers =
-        |state: &State| openai::rate_limit_headers(&state.limits, state.window.as_ref(), wall_ns);
     match admitted {
         Ok(()) => {
             let n = state.stats.ok + 1;
@@ -264,15 +439,12 @@ fn openai_reply(
             for (limit, bucket) in &mut state.limits {
                 bucket.give(limit.cost(tokens).saturating_sub(limit.cost(used)));
             }
-            (200, headers(state), reply)
+            (200, rate_limit_headers(profile, state, wall_ns), reply)
         }
         Err(refusal) => {
-            let mut headers = headers(state);
+            let mut headers = rate_limit_headers(profile, state, wall_ns);
             if let Some(wait) = refusal.wait {
-                let wait_ms = wait.div_ceil(1_000_000);
-                let wait_s = wait.div_ceil(1_000_000_000).max(1);
-                headers.push(("retry-after".into(), wait_s.to_string()));
-                headers.push(("retry-after-ms".into(), wait_ms.to_string()));
+                headers.extend(retry_headers(profile, wait));
             }
             let requested = refusal.limit.cost(tokens);
             let error = openai::rate_limited(
@@ -288,13 +460,39 @@ fn openai_reply(
     }
 }
 
-/// The X profile's answer to `req`, arrived at `wall_ns` (epoch nanoseconds): any method
-/// and path is served; the window, if any, must have room for the request's calls.
-fn x_reply(
+/// The answer of a profile that serves any method and path with request limits only
+/// (GitHub, generic, IETF, Zendesk): a small JSON body naming the request, or the
+/// dialect's 429.
+fn any_path_reply(
+    profile: Profile,
     state: &mut State,
     req: &MockRequest,
+    now: Nanos,
     wall_ns: u64,
-) -> (u16, Vec<(String, String)>, Value) {
+) -> Reply {
+    let admitted = admit(&mut state.limits, state.window.as_mut(), 0, now, wall_ns);
+    let mut headers = rate_limit_headers(profile, state, wall_ns);
+    let Err(refusal) = admitted else {
+        let path = req.path.split('?').next().unwrap_or_default();
+        let n = state.stats.ok + 1;
+        return (200, headers, json!({"id": n.to_string(), "path": path}));
+    };
+    if let Some(wait) = refusal.wait {
+        headers.extend(retry_headers(profile, wait));
+    }
+    let body = match profile {
+        Profile::GitHub => github::too_many_requests(),
+        Profile::Ietf => ietf::too_many_requests(),
+        Profile::Zendesk => zendesk::too_many_requests(),
+        _ => generic::too_many_requests(),
+    };
+    (429, headers, body)
+}
+
+/// The X profile's answer to `req`, arrived at `wall_ns` (epoch nanoseconds): any method
+/// and path is served; the window, if any, must have room for the request's calls. X sends
+/// no `retry-after`.
+fn x_reply(state: &mut State, req: &MockRequest, wall_ns: u64) -> Reply {
     let calls = x::calls(&req.body);
     let admitted = match state.window.as_mut() {
         None => true,
@@ -369,18 +567,31 @@ fn admit(
     })
 }
 
+/// Helpers shared with the dialects' tests, which check that the client reads what each
+/// profile sends.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    fn provider(url: &str) -> (Provider<ManualClock>, ManualClock) {
+    /// A provider of `url` on a [`ManualClock`] at 2026-01-01T00:00:00Z, and the clock.
+    pub(in crate::mock) fn provider(url: &str) -> (Provider<ManualClock>, ManualClock) {
         let clock = ManualClock::at_2026();
         let spec = MockSpec::parse_url(url).unwrap();
         (Provider::new(spec, clock.clone()), clock)
     }
 
-    fn chat(prompt: &str, max_tokens: u64) -> MockRequest {
+    /// A `GET` of `path` with no body.
+    pub(in crate::mock) fn get(path: &str) -> MockRequest {
+        MockRequest {
+            method: "GET".into(),
+            path: path.into(),
+            ..MockRequest::default()
+        }
+    }
+
+    /// A chat completion of `prompt` asking for at most `max_tokens`.
+    pub(in crate::mock) fn chat(prompt: &str, max_tokens: u64) -> MockRequest {
         let body = serde_json::json!({
             "model": "gpt-test",
             "max_tokens": max_tokens,
@@ -394,7 +605,8 @@ mod tests {
         }
     }
 
-    fn header<'a>(r: &'a MockResponse, name: &str) -> &'a str {
+    /// The value of header `name`; panics, listing the headers, if there is none.
+    pub(in crate::mock) fn header<'a>(r: &'a MockResponse, name: &str) -> &'a str {
         r.headers
             .iter()
             .find(|(n, _)| n == name)

@@ -2,7 +2,11 @@
 //!
 //! Owns the HTTP plumbing only: every request, whatever its path, becomes a [`MockRequest`],
 //! the provider decides, and the shell waits the response's simulated latency before sending
-//! it. [`serve`] takes a bound listener and a shutdown future (as mini-redis does), so callers
+//! it, or before cutting the connection when the provider says to drop it. Cutting needs
+//! the socket, which an axum handler never sees: each connection is a [`CuttableStream`]
+//! whose switch the handler receives as its connect info; once it is thrown, every read and
+//! write fails, so hyper abandons the connection without writing a byte, and the socket
+//! closes with a TCP reset. [`serve`] takes a bound listener and a shutdown future (as mini-redis does), so callers
 //! choose the port. [`MockServer`] runs it on its own thread and runtime for blocking tests;
 //! [`start_in_runtime`] spawns it on the caller's runtime for `base_url = "mock://..."`.
 //! Both stop when dropped.
@@ -10,15 +14,21 @@
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::net::TcpListener;
+use axum::serve::{IncomingStream, Listener};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::MockSpec;
@@ -36,13 +46,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let router = Router::new().fallback(respond).with_state(provider);
-    axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<Cut>();
+    axum::serve(CuttableListener(listener), service)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 async fn respond(
     State(provider): State<Arc<Provider<SystemClock>>>,
+    ConnectInfo(cut): ConnectInfo<Cut>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -64,6 +76,11 @@ async fn respond(
     };
     let reply = provider.handle(&request);
     tokio::time::sleep(reply.delay).await;
+    if reply.drop_connection {
+        // The response is never written: the connection fails first.
+        cut.0.store(true, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let mut response = Response::builder().status(reply.status);
     for (name, value) in reply.headers {
         response = response.header(name, value);
@@ -72,6 +89,118 @@ async fn respond(
         tracing::error!("mock: cannot build a response: {e}");
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     })
+}
+
+/// Accepts TCP connections as [`CuttableStream`]s.
+struct CuttableListener(TcpListener);
+
+impl Listener for CuttableListener {
+    type Io = CuttableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CuttableStream, SocketAddr) {
+        // axum's accept for a `TcpListener` logs and retries errors.
+        let (inner, addr) = Listener::accept(&mut self.0).await;
+        let cut = Arc::new(AtomicBool::new(false));
+        (CuttableStream { inner, cut }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// The switch that cuts one connection, handed to the handler as its connect info.
+#[derive(Clone)]
+struct Cut(Arc<AtomicBool>);
+
+impl Connected<IncomingStream<'_, CuttableListener>> for Cut {
+    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Cut {
+        Cut(Arc::clone(&stream.io().cut))
+    }
+}
+
+/// A TCP connection that fails every read and write once its [`Cut`] is thrown.
+struct CuttableStream {
+    inner: TcpStream,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttableStream {
+    /// An error once cut. The socket then closes with a reset (zero linger) rather than a
+    /// clean end of stream, as a crashed server or a proxy dropping the connection does.
+    fn check(&self) -> Result<(), io::Error> {
+        if !self.cut.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Err(e) = self.inner.set_zero_linger() {
+            tracing::debug!("mock: cannot set a zero linger before a reset: {e}");
+        }
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "connection reset by the mock",
+        ))
+    }
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
 }
 
 /// A mock serving on `127.0.0.1` from its own thread and current-thread runtime, so that

@@ -66,6 +66,11 @@ impl Window {
         self.limit
     }
 
+    /// The window's length.
+    pub(super) fn length(&self) -> Duration {
+        Duration::from_nanos(self.length_ns)
+    }
+
     /// Units counted in this window.
     pub(super) fn used(&self) -> u64 {
         self.used

@@ -56,9 +56,17 @@ pub fn summary(s: &Summary, db: &Path) -> String {
             "interrupted: in-flight requests were recorded; run the same command again to continue"
                 .to_string()
         }
-        End::Paused { limit } => format!(
-            "paused: limit `{limit}` is spent for this run; raise it in the config, then run the same command again to continue"
-        ),
+        End::Paused { reason, until } => match until {
+            Some(t) => format!(
+                "paused: {reason}; resume after {} with `ratebound resume --db {}` (or the same run command)",
+                humantime::format_rfc3339_seconds(*t),
+                db.display()
+            ),
+            None => format!(
+                "paused: {reason}; when it is restored (raise the limit, add credit), continue with `ratebound resume --db {}`",
+                db.display()
+            ),
+        },
         End::AuthRefused { status, .. } => format!(
             "stopped: the API refused the credentials (HTTP {status}); no item was marked failed"
         ),

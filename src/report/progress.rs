@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub elapsed: Duration,
     /// Per-limit usage.
     pub limits: Vec<BucketUsage>,
+    /// What the run is waiting for, if anything unusual (a quota's reset).
+    pub note: Option<String>,
 }
 
 impl Snapshot {
@@ -90,10 +92,13 @@ impl Progress {
         match &mut self.mode {
             Mode::Bar(bar) => {
                 bar.set_position(s.finished());
-                bar.set_message(format!(
-                    "· {:.1}/s · ETA {} · 429s {} · retries {} · in flight {} · failed {}",
-                    pace.rate, pace.eta, s.rate_limited, s.retries, s.in_flight, s.failed
-                ));
+                bar.set_message(match &s.note {
+                    Some(note) => format!("· {note}"),
+                    None => format!(
+                        "· {:.1}/s · ETA {} · 429s {} · retries {} · in flight {} · failed {}",
+                        pace.rate, pace.eta, s.rate_limited, s.retries, s.in_flight, s.failed
+                    ),
+                });
             }
             Mode::Lines { last } => {
                 if last.is_some_and(|l| l.elapsed() < LINE_EVERY) {
@@ -101,6 +106,9 @@ impl Progress {
                 }
                 *last = Some(Instant::now());
                 println!("{}", line(s, &pace));
+                if let Some(note) = &s.note {
+                    println!("progress: {note}");
+                }
             }
             Mode::Quiet => {}
         }

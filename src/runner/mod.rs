@@ -11,26 +11,31 @@
 //! `Retry-After` (no storm of doomed requests); a stop request stops dispatching at once and
 //! the loop ends only when every request in flight has come back and been recorded.
 
+pub mod feedback;
 #[cfg(test)]
 mod tests;
 pub mod transport;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, Nanos, SystemClock, nanos};
-use crate::headers;
+use crate::headers::{self, Dialect};
 use crate::job::{CostModel, Job};
-use crate::limiter::{Costs, Denied, Limiter, Reservation, Unit};
+use crate::limiter::{Costs, Denied, LimitKind, Limiter, Reservation, Route, Unit};
 use crate::report::progress::{Progress, Snapshot};
-use crate::retry::{self, Outcome, RetryPolicy};
+use crate::retry::{self, OnQuota, Outcome, RetryPolicy, Storm};
 use crate::scheduler::Scheduler;
 use crate::store::{
     AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer, unix_ms,
 };
+pub use feedback::Feedback;
 pub use transport::{Response, Transport, TransportError};
+
+/// A limiter wait at least this long on a quota window is a paused quota, not a rate.
+const QUOTA_WAIT: Duration = Duration::from_secs(60);
 
 /// How often progress is written to the store and shown.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -42,6 +47,8 @@ pub struct Settings {
     pub workers: usize,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
+    /// The rate-limit header dialect of the API (`auto` detects it).
+    pub dialect: Dialect,
 }
 
 /// Counts carried over from earlier sessions of the same run.
@@ -70,10 +77,13 @@ pub enum End {
     Finished,
     /// A stop was requested; unfinished items stay pending.
     Interrupted,
-    /// A limit that never resets is spent (a run budget); items stay pending.
+    /// A budget is spent, a quota is used up (or reached its `pause_at`), or the provider
+    /// says the account's quota is exhausted; items stay pending.
     Paused {
-        /// The spent limit's name.
-        limit: String,
+        /// What ran out, for the user.
+        reason: String,
+        /// When it resets, if known.
+        until: Option<SystemTime>,
     },
     /// The API refused the credentials (401/403); items stay pending.
     AuthRefused {
@@ -135,6 +145,10 @@ pub struct Runner<T: Transport> {
     pub before: Before,
     /// A reader of the run's db for control flags (`ratebound pause` / `resume`), if any.
     pub control: Option<Store>,
+    /// Provider feedback: what the rate-limit headers taught the limiter.
+    pub feedback: Feedback,
+    /// No dispatch before this instant after a failure storm.
+    pub hold_after_storm: Nanos,
 }
 
 struct Counters {
@@ -171,6 +185,8 @@ impl<T: Transport> Runner<T> {
         };
         let mut stopping = false;
         let mut paused = false;
+        let mut note: Option<String> = None;
+        let mut storm = Storm::default();
         let mut end = End::Finished;
         let mut hold_until: Nanos = 0;
         let mut consecutive_429 = 0u32;
@@ -182,6 +198,7 @@ impl<T: Transport> Runner<T> {
                 // A worker slot is busy from sending until the result is durable, so a crash
                 // can only lose (and a rerun resend) at most `workers` requests.
                 while c.in_flight + c.uncommitted < self.settings.workers {
+                    hold_until = hold_until.max(self.hold_after_storm);
                     if now < hold_until {
                         wake = earliest(wake, hold_until);
                         break;
@@ -199,13 +216,31 @@ impl<T: Transport> Runner<T> {
                         }
                         Err(Denied::NotUntil(n)) => {
                             wake = earliest(wake, n.at);
+                            if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
+                                let (route, costs) = (job.route.clone(), job.costs.clone());
+                                if let Some(pause) = self.long_wait(&route, &costs, now) {
+                                    note = Some(pause.note);
+                                    if self.settings.retry.on_quota == OnQuota::Exit {
+                                        stopping = true;
+                                        end = pause.end;
+                                    }
+                                }
+                            } else {
+                                note = None;
+                            }
                             break;
                         }
                         Err(Denied::Never(never)) if never.spent => {
                             // Requests in flight may still refund their worst case.
                             if c.in_flight == 0 {
                                 stopping = true;
-                                end = End::Paused { limit: never.limit };
+                                end = End::Paused {
+                                    reason: format!(
+                                        "budget `{}` is spent for this run",
+                                        never.limit
+                                    ),
+                                    until: None,
+                                };
                             }
                             break;
                         }
@@ -232,7 +267,7 @@ impl<T: Transport> Runner<T> {
                     }
                 }
                 let state = if paused { "paused" } else { "running" };
-                self.heartbeat(&c, state, session_start)?;
+                self.heartbeat(&c, state, session_start, note.clone())?;
                 next_heartbeat = now + nanos(HEARTBEAT);
             }
             wake = earliest(wake, next_heartbeat);
@@ -244,7 +279,7 @@ impl<T: Transport> Runner<T> {
                         c.in_flight -= 1;
                         c.uncommitted += 1;
                         let now = self.clock.now();
-                        match self.complete(done, now, &mut c, &mut consecutive_429)? {
+                        match self.complete(done, now, &mut c, &mut consecutive_429, &mut storm)? {
                             Step::Continue => {}
                             Step::Hold(until) => hold_until = hold_until.max(until),
                             Step::Stop(why) => {
@@ -273,7 +308,7 @@ impl<T: Transport> Runner<T> {
             End::Paused { .. } => "paused",
             _ => "stopped",
         };
-        let snapshot = self.heartbeat(&c, state, session_start)?;
+        let snapshot = self.heartbeat(&c, state, session_start, None)?;
         self.writer.flush().await?;
         self.progress.finish(&snapshot);
         Ok(Summary {
@@ -281,6 +316,29 @@ impl<T: Transport> Runner<T> {
             snapshot,
             session: session_start.elapsed(),
             session_sent: c.sent,
+        })
+    }
+
+    /// Explains a long wait: which quota holds the next job back and until when. `None`
+    /// when the binding limit is not a calendar quota (a slow rate is no reason to pause).
+    fn long_wait(&self, route: &Route, costs: &Costs, now: Nanos) -> Option<LongWait> {
+        let (spec, at) = self.limiter.binding(route, costs, now)?;
+        if !matches!(spec.kind, LimitKind::Window { per: Some(_), .. }) {
+            return None;
+        }
+        let until = self.clock.wall_at(at);
+        let stamp = humantime::format_rfc3339_seconds(until);
+        let left =
+            humantime::format_duration(Duration::from_secs(at.saturating_sub(now) / 1_000_000_000));
+        Some(LongWait {
+            note: format!(
+                "waiting for quota `{}` to reset at {stamp} (in {left})",
+                spec.name
+            ),
+            end: End::Paused {
+                reason: format!("quota `{}` is used up until {stamp}", spec.name),
+                until: Some(until),
+            },
         })
     }
 
@@ -313,6 +371,7 @@ impl<T: Transport> Runner<T> {
         now: Nanos,
         c: &mut Counters,
         consecutive_429: &mut u32,
+        storm: &mut Storm,
     ) -> Result<Step, RunError> {
         let Completion {
             mut job,
@@ -331,7 +390,6 @@ impl<T: Transport> Runner<T> {
             Err(TransportError::Timeout) => retry::Response::Timeout,
             Err(TransportError::Connection(_)) => retry::Response::Connection,
         };
-        let outcome = retry::classify(response);
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         let (http_status, headers, body) = match &result {
             Ok(r) => (
@@ -341,6 +399,14 @@ impl<T: Transport> Runner<T> {
             ),
             Err(_) => (None, &[][..], None),
         };
+        let outcome = retry::classify_body(
+            response,
+            body.as_deref().unwrap_or_default(),
+            &self.settings.retry.quota_markers,
+        );
+        let wall = self.clock.wall();
+        let observed = headers::observe(headers, wall, self.settings.dialect);
+        self.feedback.apply(&observed, &mut self.limiter, now);
         let error = result.as_ref().err().map(ToString::to_string);
         let attempt = AttemptRecord {
             seq: job.seq,
@@ -351,9 +417,24 @@ impl<T: Transport> Runner<T> {
             outcome: outcome_name(outcome),
             error: error.clone(),
         };
-        let retry_after = headers::retry_after(headers, self.clock.wall());
+        let retry_after = observed.retry_after;
         if outcome != Outcome::RateLimited {
             *consecutive_429 = 0;
+        }
+        let failing = outcome == Outcome::Transient;
+        if matches!(outcome, Outcome::Done | Outcome::Transient)
+            && storm.record(failing, self.settings.retry.storm_share)
+        {
+            let wait = self
+                .settings
+                .retry
+                .backoff(storm.pauses, 0.5 + rand::random::<f64>() / 2.0, None)
+                .max(Duration::from_secs(1));
+            tracing::warn!(
+                pause_s = wait.as_secs_f64(),
+                "failure storm: most recent responses failed; pausing dispatch"
+            );
+            self.hold_after_storm = now + nanos(wait);
         }
         match outcome {
             Outcome::Done => {
@@ -432,6 +513,22 @@ impl<T: Transport> Runner<T> {
                 c.failed += 1;
                 Ok(Step::Continue)
             }
+            Outcome::QuotaExhausted => {
+                drop(reservation);
+                self.writer.attempt(attempt)?;
+                let until = observed
+                    .limits
+                    .iter()
+                    .filter(|o| o.remaining == Some(0))
+                    .filter_map(|o| o.reset)
+                    .max()
+                    .map(|reset| wall + reset);
+                self.scheduler.push(job.priority, job.seq, job);
+                Ok(Step::Stop(End::Paused {
+                    reason: "the API says the account's quota is exhausted".to_string(),
+                    until,
+                }))
+            }
             Outcome::Fatal => {
                 drop(reservation);
                 self.writer.attempt(attempt)?;
@@ -493,6 +590,7 @@ impl<T: Transport> Runner<T> {
         c: &Counters,
         state: &str,
         session_start: Instant,
+        note: Option<String>,
     ) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
         let elapsed = self.before.elapsed + session_start.elapsed();
@@ -506,6 +604,7 @@ impl<T: Transport> Runner<T> {
             retries: self.before.retries + c.retries,
             elapsed,
             limits: self.limiter.usage(now),
+            note,
         };
         self.writer.progress(ProgressRow {
             state: state.to_string(),
@@ -519,6 +618,13 @@ impl<T: Transport> Runner<T> {
         self.progress.update(&snapshot);
         Ok(snapshot)
     }
+}
+
+/// A long wait on a quota: what to show while waiting, and how the run ends if it may not
+/// wait.
+struct LongWait {
+    note: String,
+    end: End,
 }
 
 enum Step {
@@ -538,6 +644,7 @@ fn outcome_name(outcome: Outcome) -> &'static str {
         Outcome::Transient => "transient",
         Outcome::Failed => "failed",
         Outcome::Fatal => "fatal",
+        Outcome::QuotaExhausted => "quota_exhausted",
     }
 }
 

@@ -174,6 +174,11 @@ impl Transport for MockTransport {
             body: request.body.clone().unwrap_or_default().into_bytes(),
         });
         tokio::time::sleep(response.delay).await;
+        if response.drop_connection {
+            return Err(TransportError::Connection(
+                "connection reset by the mock".into(),
+            ));
+        }
         Ok(Response {
             status: response.status,
             headers: response.headers,
