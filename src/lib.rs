@@ -19,7 +19,7 @@
 //! - [`store`]: SQLite: items, results, attempts, progress, limiter state.
 //! - [`clock`]: the `Clock` trait; real and manual time.
 //! - [`limiter`]: buckets and atomic multi-bucket admission, pure over a clock.
-//! - [`headers`]: provider headers → observations (`Retry-After` so far).
+//! - [`headers`]: provider rate-limit headers (every dialect) → observations.
 //! - [`retry`]: outcome classes and backoff with jitter.
 //! - [`scheduler`]: priority order and retry timers.
 //! - [`runner`]: the async loop where network, store and clock meet.

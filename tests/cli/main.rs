@@ -3,6 +3,7 @@
 
 mod control;
 mod errors;
+mod feedback;
 mod kill;
 mod run;
 mod scenarios;
