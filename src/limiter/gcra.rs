@@ -70,6 +70,9 @@ impl Gcra {
     /// The earliest instant at or after `now` at which `cost` units fit, or `None` if they
     /// never can (the cost exceeds the burst).
     pub fn earliest(&self, cost: u64, now: Nanos) -> Option<Nanos> {
+        if cost == 0 {
+            return Some(now);
+        }
         let step = self.interval(cost);
         if step > self.tau {
             return None;
@@ -84,10 +87,14 @@ impl Gcra {
     }
 
     /// Gives back `amount` units (an estimate that turned out too high, or a request never
-    /// sent). The bucket never becomes more than full.
-    pub fn refund(&mut self, amount: u64, now: Nanos) {
+    /// sent) of a reservation whose slot ended at `slot_end`. Only the part of the slot still
+    /// ahead of `now` can come back: what has already drained was refilled for everyone, and
+    /// returning it again would admit more than the rate. The bucket never becomes more than
+    /// full.
+    pub fn refund(&mut self, amount: u64, slot_end: Nanos, now: Nanos) {
+        let back = self.interval(amount).min(slot_end.saturating_sub(now));
         let floor = self.tat.min(now);
-        self.tat = self.tat.saturating_sub(self.interval(amount)).max(floor);
+        self.tat = self.tat.saturating_sub(back).max(floor);
     }
 
     /// Charges `amount` more units than were reserved. Usage beyond the burst is kept as debt
@@ -109,10 +116,12 @@ impl Gcra {
         self.tat = if learn { tat } else { self.tat.max(tat) };
     }
 
-    /// Units in use at `now` (0 = full bucket, capacity = empty), rounded up.
+    /// Units in use at `now` (0 = full bucket, capacity = empty), to the nearest unit.
     pub fn used(&self, now: Nanos) -> u64 {
         let ahead = u128::from(self.tat.saturating_sub(now));
-        let units = (ahead * u128::from(self.capacity)).div_ceil(u128::from(self.period));
+        // Nearest, not up: intervals are already rounded up to whole nanoseconds.
+        let period = u128::from(self.period);
+        let units = (ahead * u128::from(self.capacity) + period / 2) / period;
         units.try_into().unwrap_or(u64::MAX)
     }
 
@@ -201,7 +210,7 @@ mod tests {
     fn refund_never_fills_beyond_full() {
         let mut b = per_second(10);
         b.take(5, 0);
-        b.refund(100, 0);
+        b.refund(100, b.full_at(), 0);
         assert_eq!(b.used(0), 0);
         assert_eq!(b.earliest(10, 0), Some(0));
         b.take(10, 0);

@@ -380,9 +380,16 @@ impl Bucket {
         }
     }
 
-    fn settle(&mut self, reserved: u64, used: u64, reserved_at: Nanos, now: Nanos) {
+    fn settle(
+        &mut self,
+        reserved: u64,
+        used: u64,
+        reserved_at: Nanos,
+        slot_end: Nanos,
+        now: Nanos,
+    ) {
         match &mut self.algo {
-            Algo::Rolling(g) if used < reserved => g.refund(reserved - used, now),
+            Algo::Rolling(g) if used < reserved => g.refund(reserved - used, slot_end, now),
             Algo::Rolling(g) if used > reserved => g.charge(used - reserved, now),
             Algo::Window(w) if used < reserved => w.refund(reserved - used, reserved_at, now),
             Algo::Window(w) if used > reserved => w.charge(used - reserved, now),
@@ -426,6 +433,8 @@ pub struct Limiter {
     buckets: Vec<Bucket>,
     /// Buckets learned from provider headers; they apply to every job.
     learned: Vec<u16>,
+    /// How many leading buckets come from the config (routes index only these).
+    configured: usize,
     /// Unix time of limiter time 0, for aligning windows to the calendar.
     origin_unix_ns: u128,
     /// Delay variation allowed for (see [`Limiter::with_jitter`]).
@@ -438,6 +447,7 @@ impl Limiter {
         let mut limiter = Limiter {
             buckets: Vec::new(),
             learned: Vec::new(),
+            configured: specs.len(),
             origin_unix_ns: 0,
             jitter: 0,
         };
@@ -510,6 +520,7 @@ impl Limiter {
         Route(
             self.buckets
                 .iter()
+                .take(self.configured)
                 .enumerate()
                 .filter(|(_, b)| b.spec.scope.matches(attrs))
                 .map(|(i, _)| u16::try_from(i).unwrap_or(u16::MAX))
@@ -517,9 +528,9 @@ impl Limiter {
         )
     }
 
-    /// A route through every bucket.
+    /// A route through every configured bucket (learned ones apply to every job anyway).
     pub fn route_all(&self) -> Route {
-        Route::all(self.buckets.len())
+        Route::all(self.configured)
     }
 
     fn routed<'a>(&'a self, route: &'a Route) -> impl Iterator<Item = &'a Bucket> + 'a {
@@ -597,21 +608,47 @@ impl Limiter {
             }
         }
         if at > now {
-            return Err(Denied::NotUntil(NotUntil { at }));
+            return Err(Denied::NotUntil(NotUntil {
+                at: self.settle_instant(route, costs, at),
+            }));
         }
         let mut taken = route.clone();
         taken.0.extend_from_slice(&self.learned);
+        let mut slot_ends = Vec::with_capacity(taken.0.len());
         for &i in &taken.0 {
             if let Some(b) = self.buckets.get_mut(usize::from(i)) {
                 let cost = costs.get(&b.spec.unit);
                 b.take(cost, now);
+                slot_ends.push(match &b.algo {
+                    Algo::Rolling(g) => g.full_at(),
+                    Algo::Window(_) => 0,
+                });
             }
         }
         Ok(Reservation {
             costs: costs.clone(),
             route: taken,
             at: now,
+            slot_ends,
         })
+    }
+
+    /// The first instant at or after `from` at which every bucket on `route` fits `costs`:
+    /// each bucket's earliest time is rechecked at the latest of them until none moves it
+    /// (a window boundary can fall inside another window's guard).
+    fn settle_instant(&self, route: &Route, costs: &Costs, from: Nanos) -> Nanos {
+        let mut at = from;
+        for _ in 0..16 {
+            let next = self
+                .routed(route)
+                .filter_map(|b| b.earliest(costs.get(&b.spec.unit), at))
+                .fold(at, Nanos::max);
+            if next == at {
+                break;
+            }
+            at = next;
+        }
+        at
     }
 
     /// The limit that holds `costs` back longest at `now`, and when it lets them through
@@ -635,11 +672,12 @@ impl Limiter {
     /// Corrects a reservation to what the job really used: refunds an over-estimate, charges
     /// an under-estimate.
     pub fn settle(&mut self, reservation: Reservation, actual: &Costs, now: Nanos) {
-        for &i in &reservation.route.0 {
+        for (k, &i) in reservation.route.0.iter().enumerate() {
             if let Some(b) = self.buckets.get_mut(usize::from(i)) {
                 let reserved = reservation.costs.get(&b.spec.unit);
                 let used = actual.get(&b.spec.unit);
-                b.settle(reserved, used, reservation.at, now);
+                let slot_end = reservation.slot_ends.get(k).copied().unwrap_or(0);
+                b.settle(reserved, used, reservation.at, slot_end, now);
             }
         }
     }

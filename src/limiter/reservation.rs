@@ -16,6 +16,10 @@ pub struct Reservation {
     pub(super) costs: Costs,
     pub(super) route: Route,
     pub(super) at: Nanos,
+    /// Per bucket on the route: for rolling buckets, the instant the bucket was full again
+    /// right after this reservation (the end of its slot), so a refund returns only what is
+    /// still ahead of the clock.
+    pub(super) slot_ends: Vec<Nanos>,
 }
 
 impl Reservation {

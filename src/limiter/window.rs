@@ -94,6 +94,9 @@ impl FixedWindow {
     /// start, or `None` if it never fits (larger than the window, or the window never
     /// resets and is spent).
     pub fn earliest(&self, cost: u64, now: Nanos) -> Option<Nanos> {
+        if cost == 0 {
+            return Some(now);
+        }
         if cost > self.admit_up_to {
             return None;
         }

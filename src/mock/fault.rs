@@ -7,7 +7,7 @@
 //!
 //! Invariants: every request draws exactly one number from an RNG seeded with
 //! [`Faults::seed`], whatever the rates, so the same seed gives the same sequence of
-//! faults. The rates split `[0, 1)` in the order fail, reset, slow ([`Faults::pick`]), so a
+//! faults. The rates split `[0, 1)` in the order fail, reset, slow (`Faults::pick`), so a
 //! request gets at most one drawn fault and each rate is exactly its share; their sum is at
 //! most 1 (checked by [`MockSpec::check`](super::MockSpec::check)). The quota fault is not
 //! drawn: once the quota's requests were admitted, every request gets it.

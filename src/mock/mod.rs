@@ -54,7 +54,7 @@ const KEYS: [&str; 12] = [
 ];
 
 /// The keys of the profiles that limit requests and tokens: every key.
-const TOKEN_PROFILE_KEYS: [&str; 12] = KEYS;
+const TOKEN_PROFILE_KEYS: &[&str] = &KEYS;
 
 /// The keys of the profiles that limit requests only: every key but `tpm`.
 const REQUEST_PROFILE_KEYS: [&str; 11] = [
@@ -72,17 +72,7 @@ const REQUEST_PROFILE_KEYS: [&str; 11] = [
 ];
 
 /// The keys of the X profile: its window, the latency and the faults.
-const X_KEYS: [&str; 9] = [
-    "window",
-    "latency",
-    "headers",
-    "quota_requests",
-    "fail_rate",
-    "reset_rate",
-    "slow_rate",
-    "slow",
-    "seed",
-];
+const X_KEYS: &[&str] = KEYS.split_at(3).1;
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
@@ -144,11 +134,11 @@ impl Profile {
     /// the fault keys every profile takes.
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            Profile::OpenAi | Profile::Anthropic => &TOKEN_PROFILE_KEYS,
+            Profile::OpenAi | Profile::Anthropic => TOKEN_PROFILE_KEYS,
             Profile::GitHub | Profile::Generic | Profile::Ietf | Profile::Zendesk => {
                 &REQUEST_PROFILE_KEYS
             }
-            Profile::X => &X_KEYS,
+            Profile::X => X_KEYS,
         }
     }
 }
@@ -698,6 +688,19 @@ mod tests {
 
     #[test]
     fn profiles_parse_by_name_and_list_their_keys() {
+        const FAULT_KEYS: &[&str] = KEYS.split_at(5).1;
+        assert_eq!(
+            FAULT_KEYS,
+            [
+                "headers",
+                "quota_requests",
+                "fail_rate",
+                "reset_rate",
+                "slow_rate",
+                "slow",
+                "seed"
+            ]
+        );
         for profile in Profile::ALL {
             assert_eq!(profile.name().parse::<Profile>(), Ok(profile));
             assert_eq!(profile.to_string(), profile.name());
@@ -708,21 +711,17 @@ mod tests {
                 "every profile speaks the header dialect of its name"
             );
             for key in FAULT_KEYS {
-                assert!(profile.keys().contains(&key), "{profile} takes {key}");
+                assert!(profile.keys().contains(key), "{profile} takes {key}");
             }
             for key in profile.keys() {
                 assert!(KEYS.contains(key), "{profile}: {key} is a known key");
             }
         }
-        assert_eq!(
-            Profile::X.keys(),
-            ["window", "latency"]
-                .map(str::to_string)
-                .iter()
-                .map(String::as_str)
-                .chain(FAULT_KEYS)
-                .collect::<Vec<_>>()
-        );
+        let x_keys: Vec<_> = ["window", "latency"]
+            .into_iter()
+            .chain(FAULT_KEYS.iter().copied())
+            .collect();
+        assert_eq!(Profile::X.keys(), x_keys);
         assert_eq!(Profile::OpenAi.keys(), KEYS);
         assert_eq!(Profile::Anthropic.keys(), KEYS);
         for profile in [

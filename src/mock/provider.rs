@@ -11,7 +11,7 @@
 //! runner's in-memory transport both wait [`MockResponse::delay`] and drop the connection
 //! on [`MockResponse::drop_connection`] themselves. The wire format comes from the
 //! profile's dialect (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`,
-//! `ietf.rs`, `zendesk.rs`); every dialect reports the same limits ([`Standing`]).
+//! `ietf.rs`, `zendesk.rs`); every dialect reports the same limits (`Standing`).
 //!
 //! Faults come first: each request draws one number from the seeded RNG; an exhausted
 //! quota answers `insufficient_quota`, a failed or dropped request spends nothing, and a
@@ -1144,5 +1144,277 @@ pub(super) mod tests {
         let refused = p.handle(&chat("", 60));
         assert_eq!(json(&refused)["error"]["type"], "requests");
         assert_eq!(header(&refused, "retry-after-ms"), "16000");
+    }
+
+    fn faults_of(p: &Provider<ManualClock>) -> Vec<Option<Fault>> {
+        p.records().iter().map(|r| r.fault).collect()
+    }
+
+    #[test]
+    fn fail_rate_answers_500_to_its_share_and_spends_nothing() {
+        let (p, _) = provider("mock://openai?rpm=1000&fail_rate=0.5");
+        let server_error = serde_json::json!({"error": {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+        }});
+        let bare = [("content-type".to_string(), "application/json".to_string())];
+        let (mut failed, mut last_ok) = (0, None);
+        for i in 0..1000 {
+            let r = p.handle(&chat("", 1));
+            match r.status {
+                500 => {
+                    failed += 1;
+                    assert_eq!(
+                        (json(&r), &r.headers[..]),
+                        (server_error.clone(), &bare[..])
+                    );
+                }
+                200 => last_ok = Some(r),
+                status => panic!("request {i}: {status}; failures spend nothing, so no 429"),
+            }
+        }
+        assert!((450..=550).contains(&failed), "{failed} of 1000 failed");
+        let stats = p.stats();
+        assert_eq!(
+            (stats.requests, stats.failed, stats.ok, stats.rate_limited),
+            (1000, failed, 1000 - failed, 0)
+        );
+        let left = header(last_ok.as_ref().unwrap(), "x-ratelimit-remaining-requests");
+        assert_eq!(
+            left,
+            failed.to_string(),
+            "the bucket paid for the 200s alone"
+        );
+        let records = p.records();
+        assert!(
+            (records.iter()).all(|r| (r.status == 500) == (r.fault == Some(Fault::Fail))),
+            "every 500 is recorded as the fail fault"
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_faults_and_another_seed_others() {
+        let url = |seed: u64| {
+            format!("mock://github?fail_rate=0.25&reset_rate=0.25&slow_rate=0.25&seed={seed}")
+        };
+        let run = |seed| {
+            let (p, _) = provider(&url(seed));
+            for _ in 0..200 {
+                p.handle(&get("/"));
+            }
+            faults_of(&p)
+        };
+        let first = run(7);
+        assert_eq!(first, run(7));
+        assert_ne!(first, run(8));
+        for fault in [
+            None,
+            Some(Fault::Fail),
+            Some(Fault::Reset),
+            Some(Fault::Slow),
+        ] {
+            let n = first.iter().filter(|f| **f == fault).count();
+            assert!((25..=75).contains(&n), "{fault:?}: {n} of 200");
+        }
+        // The default seed is 42: the URL without a seed is the URL with seed=42.
+        let (p, _) = provider("mock://github?fail_rate=0.25&reset_rate=0.25&slow_rate=0.25");
+        for _ in 0..200 {
+            p.handle(&get("/"));
+        }
+        assert_eq!(faults_of(&p), run(42));
+    }
+
+    #[test]
+    fn the_fault_sequence_does_not_depend_on_the_answers() {
+        // One draw per request, refused or not: a limit does not shift the sequence.
+        let (limited, _) = provider("mock://openai?rpm=3&fail_rate=0.5&seed=3");
+        let (free, _) = provider("mock://openai?fail_rate=0.5&seed=3");
+        for _ in 0..50 {
+            limited.handle(&chat("", 1));
+            free.handle(&chat("", 1));
+        }
+        assert_eq!(faults_of(&limited), faults_of(&free));
+        assert_eq!(limited.stats().ok, 3);
+    }
+
+    #[test]
+    fn reset_rate_drops_connections_without_spending() {
+        let (p, _) = provider("mock://openai?rpm=1&reset_rate=1&latency=20ms");
+        for _ in 0..3 {
+            let r = p.handle(&chat("", 1));
+            assert!(r.drop_connection);
+            assert_eq!((r.status, r.body.len(), r.headers.len()), (0, 0, 0));
+            assert_eq!(
+                r.delay,
+                Duration::from_millis(20),
+                "dropped after the latency"
+            );
+        }
+        let stats = p.stats();
+        assert_eq!((stats.requests, stats.dropped, stats.ok), (3, 3, 0));
+        assert_eq!(p.records()[2].status, 0);
+        assert_eq!(p.records()[2].fault, Some(Fault::Reset));
+
+        // Half dropped: the bucket of 10 admits exactly 10 of the rest.
+        let (p, _) = provider("mock://zendesk?rpm=10&reset_rate=0.5");
+        for _ in 0..60 {
+            let r = p.handle(&get("/api/v2/tickets"));
+            assert_eq!(r.drop_connection, r.status == 0);
+        }
+        let stats = p.stats();
+        assert!((20..=40).contains(&stats.dropped), "{stats:?}");
+        assert_eq!(stats.ok, 10, "{stats:?}");
+        assert_eq!(stats.rate_limited, 60 - 10 - stats.dropped);
+    }
+
+    #[test]
+    fn slow_requests_take_slow_instead_of_the_latency_and_count_normally() {
+        let (p, _) = provider("mock://openai?rpm=2&slow_rate=1&slow=10s&latency=50ms");
+        let answers: Vec<_> = (0..3).map(|_| p.handle(&chat("", 1))).collect();
+        let statuses: Vec<_> = answers.iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 429],
+            "slow requests are admitted as usual"
+        );
+        for r in &answers {
+            assert_eq!(r.delay, Duration::from_secs(10));
+            assert!(!r.drop_connection);
+        }
+        assert_eq!(header(&answers[1], "x-ratelimit-remaining-requests"), "0");
+        let stats = p.stats();
+        assert_eq!(
+            (stats.slow, stats.ok, stats.rate_limited),
+            (3, 2, 1),
+            "{stats:?}"
+        );
+        assert!(faults_of(&p).iter().all(|f| *f == Some(Fault::Slow)));
+
+        let (p, _) = provider("mock://x?slow_rate=0.5&latency=5ms");
+        for _ in 0..40 {
+            let r = p.handle(&get("/2/users/me"));
+            let slow = p.records().last().unwrap().fault == Some(Fault::Slow);
+            let expected = if slow {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_millis(5)
+            };
+            assert_eq!(r.delay, expected, "30 s by default");
+        }
+        assert!((10..=30).contains(&p.stats().slow), "{:?}", p.stats());
+    }
+
+    #[test]
+    fn after_quota_requests_every_request_gets_insufficient_quota_until_restored() {
+        let (p, _) = provider("mock://openai?rpm=100&quota_requests=3");
+        for i in 0..3 {
+            assert_eq!(p.handle(&chat("", 1)).status, 200, "request {i}");
+        }
+        let quota_error = serde_json::json!({"error": {
+            "message": "You exceeded your current quota, please check your plan and billing details.",
+            "type": "insufficient_quota",
+            "param": null,
+            "code": "insufficient_quota",
+        }});
+        for _ in 0..2 {
+            let refused = p.handle(&chat("", 1));
+            assert_eq!(refused.status, 429);
+            assert_eq!(json(&refused), quota_error);
+            assert_eq!(
+                refused.headers,
+                [("content-type".into(), "application/json".into())],
+                "no retry-after: waiting does not help"
+            );
+        }
+        let mut unrouted = chat("", 1);
+        unrouted.path = "/v1/nowhere".into();
+        assert_eq!(p.handle(&unrouted).status, 429, "every request");
+        let stats = p.stats();
+        assert_eq!(
+            (stats.ok, stats.quota_exceeded, stats.rate_limited),
+            (3, 3, 0),
+            "{stats:?}"
+        );
+        assert_eq!(p.records()[3].fault, Some(Fault::Quota));
+
+        p.set_quota_requests(None);
+        let r = p.handle(&chat("", 1));
+        assert_eq!(r.status, 200, "restored");
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-requests"),
+            "96",
+            "the quota's 429s spent nothing"
+        );
+        p.set_quota_requests(Some(5));
+        assert_eq!(p.handle(&chat("", 1)).status, 200, "the fifth");
+        assert_eq!(
+            p.handle(&chat("", 1)).status,
+            429,
+            "counted since the start"
+        );
+
+        // Every profile answers OpenAI's quota error; 0 refuses every request.
+        for url in [
+            "mock://x?quota_requests=0",
+            "mock://github?quota_requests=0",
+        ] {
+            let (p, _) = provider(url);
+            let refused = p.handle(&get("/"));
+            assert_eq!(
+                (refused.status, json(&refused)),
+                (429, quota_error.clone()),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn failed_and_dropped_requests_do_not_count_toward_the_quota() {
+        let (p, _) = provider("mock://generic?quota_requests=5&fail_rate=0.3&reset_rate=0.3");
+        for _ in 0..40 {
+            p.handle(&get("/"));
+        }
+        let stats = p.stats();
+        assert_eq!(stats.ok, 5, "{stats:?}");
+        assert_eq!(
+            stats.failed + stats.dropped + stats.ok + stats.quota_exceeded,
+            40,
+            "{stats:?}"
+        );
+        let first_quota = (p.records().iter())
+            .position(|r| r.fault == Some(Fault::Quota))
+            .unwrap();
+        let before = &p.records()[..first_quota];
+        assert_eq!(before.iter().filter(|r| r.status == 200).count(), 5);
+    }
+
+    #[test]
+    fn without_headers_every_profile_answers_bare_and_429s_carry_no_retry_after() {
+        for profile in Profile::ALL {
+            let url = format!("mock://{profile}?window=1/1m&tpm=1000&headers=false");
+            // tpm only where the profile takes it.
+            let url = match profile.keys().contains(&"tpm") {
+                true => url,
+                false => url.replace("&tpm=1000", ""),
+            };
+            let (p, _) = provider(&url);
+            let request = match profile {
+                Profile::OpenAi | Profile::Anthropic => chat("", 1),
+                _ => get("/"),
+            };
+            let admitted = p.handle(&request);
+            let refused = p.handle(&request);
+            assert_eq!((admitted.status, refused.status), (200, 429), "{url}");
+            for r in [&admitted, &refused] {
+                assert_eq!(
+                    r.headers,
+                    [("content-type".into(), "application/json".into())],
+                    "{url}"
+                );
+            }
+            // With headers, the same two answers carry some.
+            let (p, _) = provider(&url.replace("&headers=false", ""));
+            assert!(p.handle(&request).headers.len() > 1, "{profile}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Owns the HTTP plumbing only: every request, whatever its path, becomes a [`MockRequest`],
 //! the provider decides, and the shell waits the response's simulated latency before sending
 //! it, or before cutting the connection when the provider says to drop it. Cutting needs
-//! the socket, which an axum handler never sees: each connection is a [`CuttableStream`]
+//! the socket, which an axum handler never sees: each connection is a `CuttableStream`
 //! whose switch the handler receives as its connect info; once it is thrown, every read and
 //! write fails, so hyper abandons the connection without writing a byte, and the socket
 //! closes with a TCP reset. [`serve`] takes a bound listener and a shutdown future (as mini-redis does), so callers
@@ -269,6 +269,12 @@ impl MockServer {
     pub fn stats(&self) -> MockStats {
         self.provider.stats()
     }
+
+    /// Changes the quota while serving, as [`Provider::set_quota_requests`] does: `None`
+    /// lifts it, so a test can restore the quota and rerun.
+    pub fn set_quota_requests(&self, quota: Option<u64>) {
+        self.provider.set_quota_requests(quota);
+    }
 }
 
 impl Drop for MockServer {
@@ -438,5 +444,93 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "stopped listening"
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_is_cut_without_a_byte_of_response() {
+        let url = "mock://openai?reset_rate=1&latency=5ms";
+        let server = MockServer::start(MockSpec::parse_url(url).unwrap()).unwrap();
+        let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{CHAT}",
+            server.addr(),
+            CHAT.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw).await;
+        assert!(
+            raw.is_empty(),
+            "no response at all, got {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        if let Err(e) = read {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+        }
+        let stats = server.stats();
+        assert_eq!((stats.requests, stats.dropped), (1, 1));
+        assert_eq!(server.records()[0].status, 0);
+    }
+
+    #[tokio::test]
+    async fn reqwest_sees_dropped_connections_as_errors_and_the_rest_as_answers() {
+        let url = "mock://github?reset_rate=0.5&seed=9";
+        let server = MockServer::start(MockSpec::parse_url(url).unwrap()).unwrap();
+        let client = reqwest::Client::new();
+        let (mut answered, mut cut) = (0, 0);
+        for i in 0..20 {
+            let sent = client
+                .get(format!("{}/repos/o/r/issues/{i}", server.base_url()))
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    assert_eq!(response.status(), 200);
+                    answered += 1;
+                }
+                Err(e) => {
+                    assert!(!e.is_timeout() && e.status().is_none(), "{e:?}");
+                    cut += 1;
+                }
+            }
+        }
+        let stats = server.stats();
+        assert!(cut > 0 && answered > 0, "{stats:?}");
+        assert_eq!((stats.dropped, stats.ok), (cut, answered), "{stats:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_in_memory_transport_turns_faults_into_transport_errors() {
+        use crate::job::Request;
+        use crate::runner::transport::{MockTransport, Transport, TransportError};
+
+        let request = Request {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: Vec::new(),
+            body: Some(CHAT.into()),
+        };
+        let transport = |url: &str| {
+            let spec = MockSpec::parse_url(url).unwrap();
+            MockTransport::new(Arc::new(Provider::new(spec, SystemClock::new())))
+        };
+        let dropped = transport("mock://openai?reset_rate=1").send(&request).await;
+        assert_eq!(
+            dropped,
+            Err(TransportError::Connection(
+                "connection reset by the mock".into()
+            ))
+        );
+        // A slow request outlasts a shorter timeout; under paused time this takes no time.
+        let slow = transport("mock://openai?slow_rate=1&slow=30s");
+        let timeout = std::time::Duration::from_secs(10);
+        assert!(
+            tokio::time::timeout(timeout, slow.send(&request))
+                .await
+                .is_err(),
+            "timed out"
+        );
+        let answered = transport("mock://openai").send(&request).await;
+        assert_eq!(answered.map(|r| r.status), Ok(200));
     }
 }

@@ -9,16 +9,30 @@ fn quota_exhaustion_pauses_with_exit_75_and_a_rerun_finishes_without_resending()
     let p = Project::new().with_mock("mock://openai?quota_requests=800");
     let worklist = p.worklist(2000);
     let config = p.config("", 16);
-    let args = ["run", worklist.to_str().unwrap(), "-c", config.to_str().unwrap(), "--db", "q.db"];
+    let args = [
+        "run",
+        worklist.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+        "--db",
+        "q.db",
+    ];
     let run = p.cmd(&args);
     run.expect_code(75);
-    assert!(run.stdout().contains("quota is exhausted"), "{}", run.dump());
+    assert!(
+        run.stdout().contains("quota is exhausted"),
+        "{}",
+        run.dump()
+    );
     let status = p.status(&p.path("q.db"));
     assert_eq!(status["state"], "paused", "{status}");
     assert_eq!(status["done"], 800, "{status}");
     assert_eq!(status["failed"], 0, "quota errors fail no item: {status}");
     let refused = p.records().iter().filter(|r| r.status == 429).count();
-    assert!(refused <= 16, "the run stopped at once, not after a storm of {refused} refusals");
+    assert!(
+        refused <= 16,
+        "the run stopped at once, not after a storm of {refused} refusals"
+    );
 
     p.mock.as_ref().unwrap().set_quota_requests(None);
     p.cmd(&args).expect_code(0);
@@ -38,13 +52,35 @@ fn failures_and_dropped_connections_are_retried_until_every_item_is_done() {
     let p = Project::new().with_mock("mock://openai?fail_rate=0.05&reset_rate=0.02&seed=7");
     let worklist = p.worklist(600);
     let config = p.config("", 16);
-    let run = p.cmd(&["run", worklist.to_str().unwrap(), "-c", config.to_str().unwrap(), "--db", "f.db", "--quiet"]);
+    let run = p.cmd(&[
+        "run",
+        worklist.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+        "--db",
+        "f.db",
+        "--quiet",
+    ]);
     run.expect_code(0);
     let exported = p.export(&p.path("f.db"));
     assert_eq!(exported.len(), 600);
-    assert!(exported.iter().all(|r| r["status"] == "done"), "{}", run.dump());
-    let retried = exported.iter().filter(|r| r["attempts"].as_u64() > Some(1)).count();
-    assert!(retried >= 20, "about 7% of items needed a second attempt, not {retried}");
+    assert!(
+        exported.iter().all(|r| r["status"] == "done"),
+        "{}",
+        run.dump()
+    );
+    let retried = exported
+        .iter()
+        .filter(|r| r["attempts"].as_u64() > Some(1))
+        .count();
+    assert!(
+        retried >= 20,
+        "about 7% of items needed a second attempt, not {retried}"
+    );
     let status = p.status(&p.path("f.db"));
-    assert_eq!(status["retries"].as_u64(), Some(p.records().len() as u64 - 600), "{status}");
+    assert_eq!(
+        status["retries"].as_u64(),
+        Some(p.records().len() as u64 - 600),
+        "{status}"
+    );
 }
