@@ -110,7 +110,7 @@ pub fn simulate(
                     next_admission = Some(n.at);
                     break;
                 }
-                Err(Denied::Never(e)) => return Err(e),
+                Err(Denied::Never(e)) => return Err(*e),
             }
         }
         let next_completion = in_flight.peek().map(|Reverse(t)| *t);

@@ -23,10 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::clock::{Clock, Nanos, nanos};
 pub use gcra::Gcra;
 pub use reservation::Reservation;
+use reservation::Taken;
 pub use window::FixedWindow;
 
 /// What a limit counts.
@@ -72,12 +74,15 @@ impl fmt::Display for Unit {
 
 /// The cost of one job: an amount per unit. Units not listed cost nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Costs(Vec<(Unit, u64)>);
+pub struct Costs(SmallVec<[(Unit, u64); 4]>);
 
 impl Costs {
     /// The cost of one plain request carrying an estimated `tokens`.
     pub fn request(tokens: u64) -> Costs {
-        Costs(vec![(Unit::Requests, 1), (Unit::Tokens, tokens)])
+        Costs(smallvec::smallvec![
+            (Unit::Requests, 1),
+            (Unit::Tokens, tokens)
+        ])
     }
 
     /// Adds `amount` of `unit` to the cost.
@@ -290,7 +295,7 @@ pub enum Denied {
     /// Wait until the instant given, then try again.
     NotUntil(NotUntil),
     /// Never: the cost exceeds a bucket's burst, or a run budget is spent.
-    Never(NeverFits),
+    Never(Box<NeverFits>),
 }
 
 /// One bucket's usage for status output.
@@ -326,7 +331,7 @@ pub struct BucketState {
 
 /// The buckets a job's reservation touches, computed once per job.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route(Vec<u16>);
+pub struct Route(SmallVec<[u16; 8]>);
 
 impl Route {
     /// A route through the first `n` buckets (all of a limiter with `n` limits).
@@ -604,7 +609,7 @@ impl Limiter {
             let cost = costs.get(&b.spec.unit);
             match b.earliest(cost, now) {
                 Some(t) => at = at.max(t),
-                None => return Err(Denied::Never(b.never(cost))),
+                None => return Err(Denied::Never(Box::new(b.never(cost)))),
             }
         }
         if at > now {
@@ -612,25 +617,23 @@ impl Limiter {
                 at: self.settle_instant(route, costs, at),
             }));
         }
-        let mut taken = route.clone();
-        taken.0.extend_from_slice(&self.learned);
-        let mut slot_ends = Vec::with_capacity(taken.0.len());
-        for &i in &taken.0 {
+        let mut taken = SmallVec::new();
+        for &i in route.0.iter().chain(&self.learned) {
             if let Some(b) = self.buckets.get_mut(usize::from(i)) {
-                let cost = costs.get(&b.spec.unit);
-                b.take(cost, now);
-                slot_ends.push(match &b.algo {
+                let amount = costs.get(&b.spec.unit);
+                b.take(amount, now);
+                let slot_end = match &b.algo {
                     Algo::Rolling(g) => g.full_at(),
                     Algo::Window(_) => 0,
+                };
+                taken.push(Taken {
+                    bucket: i,
+                    amount,
+                    slot_end,
                 });
             }
         }
-        Ok(Reservation {
-            costs: costs.clone(),
-            route: taken,
-            at: now,
-            slot_ends,
-        })
+        Ok(Reservation { at: now, taken })
     }
 
     /// The first instant at or after `from` at which every bucket on `route` fits `costs`:
@@ -672,12 +675,10 @@ impl Limiter {
     /// Corrects a reservation to what the job really used: refunds an over-estimate, charges
     /// an under-estimate.
     pub fn settle(&mut self, reservation: Reservation, actual: &Costs, now: Nanos) {
-        for (k, &i) in reservation.route.0.iter().enumerate() {
-            if let Some(b) = self.buckets.get_mut(usize::from(i)) {
-                let reserved = reservation.costs.get(&b.spec.unit);
+        for t in &reservation.taken {
+            if let Some(b) = self.buckets.get_mut(usize::from(t.bucket)) {
                 let used = actual.get(&b.spec.unit);
-                let slot_end = reservation.slot_ends.get(k).copied().unwrap_or(0);
-                b.settle(reserved, used, reservation.at, slot_end, now);
+                b.settle(t.amount, used, reservation.at, t.slot_end, now);
             }
         }
     }
@@ -794,8 +795,7 @@ mod tests {
     #[test]
     fn admission_is_all_or_nothing_across_buckets() {
         let mut limiter = rpm_tpm();
-        let r = reserve(&mut limiter, &Costs::request(900), 0).unwrap();
-        assert_eq!(r.costs().get(&Unit::Tokens), 900);
+        let _ = reserve(&mut limiter, &Costs::request(900), 0).unwrap();
         // Requests fit, tokens do not: nothing may be charged.
         let denied = reserve(&mut limiter, &Costs::request(200), 0).unwrap_err();
         assert_eq!(denied, Denied::NotUntil(NotUntil { at: 6 * SEC }));
@@ -924,13 +924,13 @@ mod tests {
         let route = |kind, tenant, path| limiter.route(&JobAttrs { kind, tenant, path });
         assert_eq!(
             route(None, Some("free"), "/v1/chat/completions"),
-            Route(vec![0, 2])
+            Route(smallvec::smallvec![0, 2])
         );
         assert_eq!(
             route(Some("reward"), Some("pro"), "/2/tweets"),
-            Route(vec![1])
+            Route(smallvec::smallvec![1])
         );
-        assert_eq!(route(None, None, "/v1/embeddings"), Route(vec![]));
+        assert_eq!(route(None, None, "/v1/embeddings"), Route(SmallVec::new()));
     }
 
     #[test]

@@ -411,7 +411,7 @@ fn run(
                 }
                 let (idx, r) = sim.open.swap_remove(pick.index(sim.open.len()));
                 let mut actual = Costs::default();
-                for (unit, reserved) in r.costs().iter() {
+                for (unit, reserved) in sim.admissions[idx].reserved.iter() {
                     actual = actual.with(unit.clone(), reserved * permille / 1000);
                 }
                 let before = sim.limiter.usage(sim.now);

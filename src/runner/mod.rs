@@ -440,10 +440,8 @@ impl<T: Transport> Runner<T> {
             Outcome::Done => {
                 let usage = body.as_deref().and_then(usage_of);
                 let actual = match &usage {
-                    Some(u) => self
-                        .cost_model
-                        .actual(reservation.costs(), job.model.as_deref(), u),
-                    None => reservation.costs().clone(),
+                    Some(u) => self.cost_model.actual(&job.costs, job.model.as_deref(), u),
+                    None => job.costs.clone(),
                 };
                 self.limiter.settle(reservation, &actual, now);
                 self.writer.finish(ItemResult {
@@ -463,8 +461,7 @@ impl<T: Transport> Runner<T> {
             Outcome::RateLimited => {
                 // A rejected request consumed nothing at the provider's token bucket, but
                 // the request bucket is evidently empty: keep the request, refund tokens.
-                let keep =
-                    Costs::default().with(Unit::Requests, reservation.costs().get(&Unit::Requests));
+                let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
                 self.limiter.settle(reservation, &keep, now);
                 c.rate_limited += 1;
                 *consecutive_429 += 1;
