@@ -557,23 +557,38 @@ impl Limiter {
         index
     }
 
-    /// Replaces learned limit `index`'s rate and period, keeping how much of it is used.
-    pub fn relearn(&mut self, index: usize, rate: NonZeroU64, per: Duration, now: Nanos) {
+    /// Replaces learned limit `index`'s rate, period and burst, keeping how much of it is
+    /// used.
+    pub fn relearn(
+        &mut self,
+        index: usize,
+        rate: NonZeroU64,
+        per: Duration,
+        burst: Option<NonZeroU64>,
+        now: Nanos,
+    ) {
         let Some(b) = self.buckets.get(index) else {
             return;
         };
         let mut spec = b.spec.clone();
         let used = b.usage(now).used;
-        spec.kind = LimitKind::Rolling {
-            rate,
-            per,
-            burst: None,
-        };
+        spec.kind = LimitKind::Rolling { rate, per, burst };
         let mut bucket = self.bucket(&spec);
         if let Algo::Rolling(g) = &mut bucket.algo {
             g.observe(rate.get().saturating_sub(used), now, true);
         }
         self.buckets[index] = bucket;
+    }
+
+    /// Empties the bucket at `index` at `now` (nothing more until it refills).
+    pub fn drain(&mut self, index: usize, now: Nanos) {
+        if let Some(Bucket {
+            algo: Algo::Rolling(g),
+            ..
+        }) = self.buckets.get_mut(index)
+        {
+            g.empty(now);
+        }
     }
 
     /// Provider feedback on the bucket at `index`: `remaining` units are left now (see

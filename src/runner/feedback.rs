@@ -29,15 +29,116 @@ struct Learned {
     window: Duration,
 }
 
-/// What the headers have taught so far.
+/// The sending rate found by additive increase / multiplicative decrease, for providers
+/// that send no rate-limit headers, only 429s.
+#[derive(Clone, Debug)]
+struct Aimd {
+    index: usize,
+    /// Requests per second now allowed.
+    rate: f64,
+    last_decrease: Nanos,
+    last_increase: Nanos,
+}
+
+/// What the headers (or their absence) have taught so far.
 #[derive(Clone, Debug, Default)]
 pub struct Feedback {
     learned: Vec<Learned>,
+    aimd: Option<Aimd>,
+    /// Recent successes, to start the search near the rate that worked.
+    recent_ok: std::collections::VecDeque<Nanos>,
+}
+
+const SECOND: Nanos = 1_000_000_000;
+
+impl Feedback {
+    /// Whether the rate is being searched for (no headers, 429s seen).
+    pub fn is_searching(&self) -> bool {
+        self.aimd.is_some()
+    }
+
+    /// A success from a provider that sent no rate-limit headers: raise the searched rate
+    /// by 5% (at least one request per second), at most once a second.
+    pub fn on_success_without_headers(&mut self, limiter: &mut Limiter, now: Nanos) {
+        self.recent_ok.push_back(now);
+        while self
+            .recent_ok
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > SECOND)
+        {
+            self.recent_ok.pop_front();
+        }
+        if let Some(a) = &mut self.aimd
+            && now.saturating_sub(a.last_increase) >= SECOND
+        {
+            a.rate += (a.rate * 0.05).max(1.0);
+            a.last_increase = now;
+            set_rate(limiter, a, now);
+        }
+    }
+
+    /// A 429 from a provider that sent no rate-limit headers: start the search at what
+    /// recently succeeded, or cut the searched rate to 80%, at most once a second (one
+    /// wave of 429s is one signal).
+    pub fn on_rate_limited_without_headers(&mut self, limiter: &mut Limiter, now: Nanos) {
+        match &mut self.aimd {
+            None => {
+                let rate = (self.recent_ok.len() as f64 * 0.9).max(1.0);
+                let mut spec = LimitSpec::rolling(
+                    "searched-requests",
+                    Unit::Requests,
+                    NonZeroU64::MIN,
+                    Duration::from_secs(1),
+                );
+                spec.learn = true;
+                let index = limiter.learn(spec);
+                let mut a = Aimd {
+                    index,
+                    rate,
+                    last_decrease: now,
+                    last_increase: now,
+                };
+                set_rate(limiter, &mut a, now);
+                limiter.drain(index, now);
+                tracing::info!(
+                    rate,
+                    "no rate-limit headers: searching for the sustainable rate"
+                );
+                self.aimd = Some(a);
+            }
+            Some(a) if now.saturating_sub(a.last_decrease) >= SECOND => {
+                a.rate = (a.rate * 0.8).max(1.0);
+                a.last_decrease = now;
+                a.last_increase = now;
+                set_rate(limiter, a, now);
+                limiter.drain(a.index, now);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// Sets the searched bucket to `a.rate` per second with a small burst.
+fn set_rate(limiter: &mut Limiter, a: &mut Aimd, now: Nanos) {
+    tracing::debug!(rate = a.rate, "searched rate");
+    // Tenths of a request per second, so slow rates stay exact enough.
+    let tenths = NonZeroU64::new((a.rate * 10.0).round() as u64).unwrap_or(NonZeroU64::MIN);
+    // At most a second's worth at once.
+    let burst = NonZeroU64::new(tenths.get() / 10).unwrap_or(NonZeroU64::MIN);
+    limiter.relearn(a.index, tenths, Duration::from_secs(10), Some(burst), now);
 }
 
 impl Feedback {
-    /// Applies one response's observations to `limiter` at `now`.
-    pub fn apply(&mut self, observed: &Observations, limiter: &mut Limiter, now: Nanos) {
+    /// Applies one response's observations to `limiter` at `now`, with `in_flight` of our
+    /// requests sent but not answered (the provider may not have counted them yet, so they
+    /// are taken off what it says remains).
+    pub fn apply(
+        &mut self,
+        observed: &Observations,
+        limiter: &mut Limiter,
+        now: Nanos,
+        in_flight: u64,
+    ) {
         let continuous = matches!(observed.dialect, Some(Dialect::OpenAi | Dialect::Anthropic));
         for obs in &observed.limits {
             let Some(unit) = unit_of(&obs.resource) else {
@@ -45,6 +146,11 @@ impl Feedback {
             };
             let Some(remaining) = obs.remaining else {
                 continue;
+            };
+            let remaining = if unit == Unit::Requests {
+                remaining.saturating_sub(in_flight)
+            } else {
+                remaining
             };
             self.resync_configured(limiter, &unit, obs, remaining, now);
             if let (Some(limit), Some(window)) = (obs.limit, self.window_of(&unit, obs, continuous))
@@ -114,7 +220,7 @@ impl Feedback {
         match self.learned.iter_mut().find(|l| l.unit == unit) {
             Some(l) => {
                 if l.limit != limit || l.window != window {
-                    limiter.relearn(l.index, rate, window, now);
+                    limiter.relearn(l.index, rate, window, None, now);
                     l.limit = limit;
                     l.window = window;
                 }
@@ -134,6 +240,8 @@ impl Feedback {
                 }
                 let mut spec =
                     LimitSpec::rolling(&format!("learned-{unit}"), unit.clone(), rate, window);
+                // It follows the provider both ways; `apply` counts our requests in flight
+                // as used, since the provider may not have seen them yet.
                 spec.learn = true;
                 let index = limiter.learn(spec);
                 limiter.observe_at(index, remaining, now);
@@ -185,7 +293,7 @@ mod tests {
         let mut feedback = Feedback::default();
         // 600 per minute, continuous: 1 used, full again in 100 ms.
         let o = openai(600, 599, "100ms");
-        feedback.apply(&o, &mut limiter, 0);
+        feedback.apply(&o, &mut limiter, 0, 0);
         let usage = limiter.usage(0);
         assert_eq!(usage.len(), 1, "{usage:?}");
         assert_eq!(usage[0].limit, 600);
@@ -204,7 +312,7 @@ mod tests {
         );
         let mut limiter = Limiter::new(&[rpm]);
         let mut feedback = Feedback::default();
-        feedback.apply(&openai(600, 300, "5s"), &mut limiter, 0);
+        feedback.apply(&openai(600, 300, "5s"), &mut limiter, 0, 0);
         let route = limiter.route_all();
         let mut admitted = 0;
         while limiter.reserve(&route, &Costs::request(0), 0).is_ok() {
@@ -227,7 +335,7 @@ mod tests {
         );
         let mut limiter = Limiter::new(&[rpm]);
         let mut feedback = Feedback::default();
-        feedback.apply(&openai(600, 500, "10s"), &mut limiter, 0);
+        feedback.apply(&openai(600, 500, "10s"), &mut limiter, 0, 0);
         let usage = limiter.usage(0);
         assert_eq!(
             usage.len(),

@@ -406,7 +406,8 @@ impl<T: Transport> Runner<T> {
         );
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
-        self.feedback.apply(&observed, &mut self.limiter, now);
+        self.feedback
+            .apply(&observed, &mut self.limiter, now, c.in_flight as u64);
         let error = result.as_ref().err().map(ToString::to_string);
         let attempt = AttemptRecord {
             seq: job.seq,
@@ -438,6 +439,10 @@ impl<T: Transport> Runner<T> {
         }
         match outcome {
             Outcome::Done => {
+                if observed.limits.is_empty() {
+                    self.feedback
+                        .on_success_without_headers(&mut self.limiter, now);
+                }
                 let usage = body.as_deref().and_then(usage_of);
                 let actual = match &usage {
                     Some(u) => self.cost_model.actual(&job.costs, job.model.as_deref(), u),
@@ -456,6 +461,18 @@ impl<T: Transport> Runner<T> {
                     last_attempt: attempt,
                 })?;
                 c.done += 1;
+                Ok(Step::Continue)
+            }
+            Outcome::RateLimited if observed.limits.is_empty() && retry_after.is_none() => {
+                // No headers at all: search for the sustainable rate instead of backing off
+                // in whole seconds.
+                self.feedback
+                    .on_rate_limited_without_headers(&mut self.limiter, now);
+                let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
+                self.limiter.settle(reservation, &keep, now);
+                c.rate_limited += 1;
+                self.writer.attempt(attempt)?;
+                self.scheduler.push(job.priority, job.seq, job);
                 Ok(Step::Continue)
             }
             Outcome::RateLimited => {
