@@ -330,6 +330,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
         slow_rate: rate(args.slow_rate, "slow-rate")?,
         slow: args.slow,
         seed: args.seed,
+        auth: None,
     };
     let spec = MockSpec {
         profile,

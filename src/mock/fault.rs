@@ -10,7 +10,9 @@
 //! faults. The rates split `[0, 1)` in the order fail, reset, slow (`Faults::pick`), so a
 //! request gets at most one drawn fault and each rate is exactly its share; their sum is at
 //! most 1 (checked by [`MockSpec::check`](super::MockSpec::check)). The quota fault is not
-//! drawn: once the quota's requests were admitted, every request gets it.
+//! drawn: once the quota's requests were admitted, every request gets it. Nor is the auth
+//! fault: with [`Faults::auth`] set, every request without its bearer token gets it, before
+//! any other fault.
 
 use std::fmt;
 use std::time::Duration;
@@ -53,6 +55,9 @@ impl fmt::Display for Rate {
 /// What the mock did to one request besides answering it as its profile would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fault {
+    /// Answered OpenAI's `invalid_api_key` 401: the request did not carry the bearer token
+    /// of [`Faults::auth`]. Spends nothing.
+    Auth,
     /// Answered OpenAI's `insufficient_quota` 429: the quota's requests were all admitted.
     Quota,
     /// Answered 500 `server_error`, without counting against the limits.
@@ -64,9 +69,10 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The fault's name in records and messages: `quota`, `fail`, `reset`, `slow`.
+    /// The fault's name in records and messages: `auth`, `quota`, `fail`, `reset`, `slow`.
     pub fn name(self) -> &'static str {
         match self {
+            Fault::Auth => "auth",
             Fault::Quota => "quota",
             Fault::Fail => "fail",
             Fault::Reset => "reset",
@@ -111,6 +117,10 @@ pub struct Faults {
     pub slow: Duration,
     /// The seed of the RNG that picks the faulty requests.
     pub seed: u64,
+    /// The API key the mock accepts: when set, every request whose `Authorization` header
+    /// is not exactly `Bearer TOKEN` is answered OpenAI's `invalid_api_key` 401, without
+    /// counting against the limits or the quota. `None`: any credentials, or none, pass.
+    pub auth: Option<String>,
 }
 
 impl Default for Faults {
@@ -123,11 +133,22 @@ impl Default for Faults {
             slow_rate: Rate::ZERO,
             slow: DEFAULT_SLOW,
             seed: DEFAULT_SEED,
+            auth: None,
         }
     }
 }
 
 impl Faults {
+    /// Whether `headers` carry the credentials [`Faults::auth`] asks for: an `Authorization`
+    /// header (any case) of exactly `Bearer TOKEN`. Always true without `auth`.
+    pub(super) fn authorized(&self, headers: &[(String, String)]) -> bool {
+        let Some(token) = &self.auth else {
+            return true;
+        };
+        let sent = (headers.iter()).find(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        sent.is_some_and(|(_, value)| value.strip_prefix("Bearer ") == Some(token.as_str()))
+    }
+
     /// Whether the drawn rates add up to at most 1 (within float rounding: `0.1 + 0.2 +
     /// 0.7` is fine).
     pub(super) fn rates_fit(&self) -> bool {

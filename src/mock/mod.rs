@@ -2,7 +2,7 @@
 //!
 //! Owns the `mock://PROFILE?rpm=..&rps=..&tpm=..&window=..&latency=..` URL ([`MockSpec`]),
 //! with the fault keys of every profile (`headers`, `quota_requests`, `fail_rate`,
-//! `reset_rate`, `slow_rate`, `slow`, `seed`: [`Faults`]), and its errors ([`MockError`]).
+//! `reset_rate`, `slow_rate`, `slow`, `seed`, `auth`: [`Faults`]), and its errors ([`MockError`]).
 //! The behaviour lives in [`provider`], a pure type over a [`Clock`](crate::clock::Clock)
 //! that tests drive in virtual time; [`server`] is the thin axum shell that puts it on a
 //! socket. The mock keeps its own buckets and windows, independent of
@@ -38,7 +38,7 @@ pub use provider::{MockRequest, MockResponse, MockStats, Provider, Record};
 pub use server::{MockHandle, MockServer};
 
 /// The query keys a `mock://` URL accepts, for some profile.
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "rpm",
     "rps",
     "tpm",
@@ -51,13 +51,14 @@ const KEYS: [&str; 12] = [
     "slow_rate",
     "slow",
     "seed",
+    "auth",
 ];
 
 /// The keys of the profiles that limit requests and tokens: every key.
 const TOKEN_PROFILE_KEYS: &[&str] = &KEYS;
 
 /// The keys of the profiles that limit requests only: every key but `tpm`.
-const REQUEST_PROFILE_KEYS: [&str; 11] = [
+const REQUEST_PROFILE_KEYS: [&str; 12] = [
     "rpm",
     "rps",
     "window",
@@ -69,6 +70,7 @@ const REQUEST_PROFILE_KEYS: [&str; 11] = [
     "slow_rate",
     "slow",
     "seed",
+    "auth",
 ];
 
 /// The keys of the X profile: its window, the latency and the faults.
@@ -211,7 +213,8 @@ impl MockSpec {
     /// duration such as `50ms`); the profile must take each key given ([`Profile::keys`]).
     /// Every profile takes the fault keys ([`Faults`]): `headers` (`true` or `false`),
     /// `quota_requests` (a count, 0 allowed), `fail_rate`, `reset_rate`, `slow_rate` (shares
-    /// from 0 to 1 adding up to at most 1), `slow` (a duration) and `seed` (an integer).
+    /// from 0 to 1 adding up to at most 1), `slow` (a duration), `seed` (an integer) and
+    /// `auth` (a token: requests without `Authorization: Bearer TOKEN` are answered 401).
     ///
     /// # Errors
     /// [`MockError`] naming the bad part (scheme, profile, key or value) with a hint that
@@ -303,6 +306,13 @@ impl MockSpec {
                 "slow" => {
                     faults.slow = humantime::parse_duration(value)
                         .map_err(|_| bad("a duration, e.g. `30s`"))?;
+                }
+                "auth" => {
+                    let token = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()))
+                        .then(|| value.to_string());
+                    faults.auth = Some(token.ok_or_else(|| {
+                        bad("a token of visible ASCII characters, e.g. `s3cret` (requests must then send `Authorization: Bearer s3cret`)")
+                    })?);
                 }
                 _ => {
                     faults.seed = value
@@ -538,7 +548,7 @@ mod tests {
             (
                 "mock://openai?rpn=5",
                 "key `rpn`",
-                "valid keys: rpm, rps, tpm, window, latency, headers, quota_requests, fail_rate, reset_rate, slow_rate, slow, seed",
+                "valid keys: rpm, rps, tpm, window, latency, headers, quota_requests, fail_rate, reset_rate, slow_rate, slow, seed, auth",
             ),
             (
                 "mock://github?tpm=5",
@@ -625,6 +635,26 @@ mod tests {
                 "a non-negative integer, e.g. `42`",
             ),
             (
+                "mock://openai?auth=",
+                "key `auth` has a bad value ``",
+                "a token of visible ASCII characters, e.g. `s3cret`",
+            ),
+            (
+                "mock://github?auth",
+                "key `auth` has a bad value ``",
+                "`Authorization: Bearer s3cret`",
+            ),
+            (
+                "mock://openai?auth=two words",
+                "bad value `two words`",
+                "visible ASCII",
+            ),
+            (
+                "mock://x?auth=a&auth=b",
+                "`auth` is given twice",
+                "keep one",
+            ),
+            (
                 "mock://openai?seed=1&seed=2",
                 "`seed` is given twice",
                 "keep one",
@@ -698,7 +728,8 @@ mod tests {
                 "reset_rate",
                 "slow_rate",
                 "slow",
-                "seed"
+                "seed",
+                "auth"
             ]
         );
         for profile in Profile::ALL {
@@ -739,7 +770,7 @@ mod tests {
     fn parse_url_reads_every_fault_key_for_every_profile() {
         for profile in Profile::ALL {
             let url = format!(
-                "mock://{profile}?headers=false&quota_requests=0&fail_rate=0.1&reset_rate=0.2&slow_rate=0.25&slow=5s&seed=7"
+                "mock://{profile}?headers=false&quota_requests=0&fail_rate=0.1&reset_rate=0.2&slow_rate=0.25&slow=5s&seed=7&auth=s3cret"
             );
             let spec = MockSpec::parse_url(&url).unwrap();
             let expected = Faults {
@@ -750,6 +781,7 @@ mod tests {
                 slow_rate: Rate::new(0.25).unwrap(),
                 slow: Duration::from_secs(5),
                 seed: 7,
+                auth: Some("s3cret".into()),
             };
             assert_eq!(spec.faults, expected, "{url}");
         }
@@ -767,6 +799,24 @@ mod tests {
         assert_eq!(spec.faults.quota_requests, Some(100));
         let spec = MockSpec::parse_url("mock://ietf?fail_rate=0.1&reset_rate=0.2&slow_rate=0.7");
         assert!(spec.is_ok(), "rates adding up to 1, give or take rounding");
+    }
+
+    #[test]
+    fn parse_url_reads_the_auth_token() {
+        let spec = MockSpec::parse_url("mock://openai?auth=s3cret&rpm=60").unwrap();
+        assert_eq!(spec.faults.auth.as_deref(), Some("s3cret"));
+        assert_eq!(spec.rpm, n(60));
+        let spec = MockSpec::parse_url("mock://x?auth=sk-proj_A.b~1").unwrap();
+        assert_eq!(spec.faults.auth.as_deref(), Some("sk-proj_A.b~1"));
+        assert_eq!(
+            MockSpec::parse_url("mock://openai").unwrap().faults.auth,
+            None
+        );
+        let e = MockSpec::parse_url("mock://openai?auth=").unwrap_err();
+        assert!(
+            matches!(e, MockError::BadValue { ref key, .. } if key == "auth"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! profile's dialect (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`,
 //! `ietf.rs`, `zendesk.rs`); every dialect reports the same limits (`Standing`).
 //!
-//! Faults come first: each request draws one number from the seeded RNG; an exhausted
+//! Faults come first: each request draws one number from the seeded RNG; a request without
+//! the `auth` token answers `invalid_api_key` (401), an exhausted
 //! quota answers `insufficient_quota`, a failed or dropped request spends nothing, and a
 //! slow one is answered by its profile as usual, only later.
 
@@ -93,6 +94,8 @@ pub struct MockStats {
     pub rate_limited: u64,
     /// Answered 429 `insufficient_quota`: the quota's requests were all admitted.
     pub quota_exceeded: u64,
+    /// Answered 401 `invalid_api_key`: without the bearer token of `auth`.
+    pub unauthorized: u64,
     /// Answered 500 by the `fail_rate` fault.
     pub failed: u64,
     /// Connections dropped by the `reset_rate` fault.
@@ -271,11 +274,15 @@ impl<C: Clock> Provider<C> {
         // One draw per request whatever the rates, so that a seed fixes the whole sequence.
         let draw: f64 = state.rng.random();
         let exhausted = (state.quota_requests).is_some_and(|quota| state.stats.ok >= quota);
-        let fault = match exhausted {
-            true => Some(Fault::Quota),
-            false => faults.pick(draw),
+        let fault = if !faults.authorized(&req.headers) {
+            Some(Fault::Auth)
+        } else if exhausted {
+            Some(Fault::Quota)
+        } else {
+            faults.pick(draw)
         };
         let (status, mut headers, body) = match fault {
+            Some(Fault::Auth) => (401, Vec::new(), invalid_api_key()),
             Some(Fault::Quota) => (429, Vec::new(), openai::insufficient_quota()),
             Some(Fault::Fail) => (500, Vec::new(), openai::server_error()),
             Some(Fault::Reset) => (0, Vec::new(), Value::Null),
@@ -339,10 +346,17 @@ impl<C: Clock> Provider<C> {
     }
 }
 
+/// OpenAI's 401 for a missing or wrong API key, which every profile answers under `auth`.
+fn invalid_api_key() -> Value {
+    let message = "Incorrect API key provided.";
+    openai::error(message, "invalid_request_error", Some("invalid_api_key"))
+}
+
 /// Counts one answered request.
 fn count(stats: &mut MockStats, status: u16, fault: Option<Fault>) {
     stats.requests += 1;
     match fault {
+        Some(Fault::Auth) => stats.unauthorized += 1,
         Some(Fault::Quota) => stats.quota_exceeded += 1,
         Some(Fault::Fail) => stats.failed += 1,
         Some(Fault::Reset) => stats.dropped += 1,
@@ -1365,6 +1379,84 @@ pub(super) mod tests {
                 (429, quota_error.clone()),
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn auth_refuses_a_missing_or_wrong_bearer_token_with_401_and_spends_nothing() {
+        let (p, _) = provider("mock://openai?rpm=2&quota_requests=2&auth=s3cret");
+        let with = |auth: Option<(&str, &str)>| {
+            let mut req = chat("", 1);
+            req.headers
+                .extend(auth.map(|(n, v)| (n.to_string(), v.to_string())));
+            req
+        };
+        let invalid_key = serde_json::json!({"error": {
+            "message": "Incorrect API key provided.",
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "invalid_api_key",
+        }});
+        let refusals = [
+            None,
+            Some(("Authorization", "Bearer wrong")),
+            Some(("Authorization", "Bearer s3cret ")),
+            Some(("Authorization", "bearer s3cret")),
+            Some(("Authorization", "s3cret")),
+            Some(("X-Api-Key", "s3cret")),
+        ];
+        for auth in refusals {
+            let refused = p.handle(&with(auth));
+            assert_eq!(refused.status, 401, "{auth:?}");
+            assert_eq!(json(&refused), invalid_key, "{auth:?}");
+            assert_eq!(
+                refused.headers,
+                [("content-type".into(), "application/json".into())],
+                "{auth:?}"
+            );
+        }
+        // The right token passes, whatever the header name's case; the 401s spent none of
+        // the 2 requests of the rpm bucket nor of the quota.
+        let r = p.handle(&with(Some(("Authorization", "Bearer s3cret"))));
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+        let r = p.handle(&with(Some(("authorization", "Bearer s3cret"))));
+        assert_eq!(r.status, 200);
+        assert_eq!(p.handle(&with(None)).status, 401, "auth before the quota");
+        let stats = p.stats();
+        assert_eq!(
+            (
+                stats.requests,
+                stats.unauthorized,
+                stats.ok,
+                stats.rate_limited
+            ),
+            (9, 7, 2, 0),
+            "{stats:?}"
+        );
+        let records = p.records();
+        assert_eq!(records.len(), 9);
+        assert!(
+            (records.iter()).all(|r| (r.status == 401) == (r.fault == Some(Fault::Auth))),
+            "every 401 is recorded as the auth fault"
+        );
+        assert_eq!(records[1].headers[1].1, "Bearer wrong", "recorded as sent");
+
+        // Every profile refuses, and without `auth` anything passes.
+        for profile in Profile::ALL {
+            let (p, _) = provider(&format!("mock://{profile}?auth=t"));
+            let request = match profile {
+                Profile::OpenAi | Profile::Anthropic => chat("", 1),
+                _ => get("/"),
+            };
+            assert_eq!(p.handle(&request).status, 401, "{profile}");
+            let mut authorized = request.clone();
+            authorized
+                .headers
+                .push(("Authorization".into(), "Bearer t".into()));
+            assert_eq!(p.handle(&authorized).status, 200, "{profile}");
+            let (p, _) = provider(&format!("mock://{profile}"));
+            assert_eq!(p.handle(&request).status, 200, "{profile}");
         }
     }
 

@@ -7,9 +7,12 @@
 //! Each request runs on its own task and reports back through a channel.
 //!
 //! Invariants: an item is marked done only through [`Writer::finish`], which stores its
-//! result in the same transaction; a 429 makes every dispatch wait for the provider's
-//! `Retry-After` (no storm of doomed requests); a stop request stops dispatching at once and
-//! the loop ends only when every request in flight has come back and been recorded.
+//! result in the same transaction; a worker slot stays busy until its result is committed,
+//! so a crash can resend at most `workers` requests; a 429 makes every dispatch wait for the
+//! provider's `Retry-After` (no storm of doomed requests); quota exhaustion, a used-up quota
+//! window or a spent budget stop dispatching at once and end the session as paused; a stop
+//! request stops dispatching at once and the loop ends only when every request in flight has
+//! come back and been recorded.
 
 pub mod feedback;
 #[cfg(test)]

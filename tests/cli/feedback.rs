@@ -84,3 +84,46 @@ fn failures_and_dropped_connections_are_retried_until_every_item_is_done() {
         "{status}"
     );
 }
+
+#[test]
+fn refused_credentials_stop_the_run_at_once_and_fail_no_item() {
+    let p = Project::new().with_mock("mock://openai?auth=s3cret");
+    let worklist = p.worklist(200);
+    let text = std::fs::read_to_string(p.config("", 4))
+        .unwrap()
+        .replace(
+            "timeout = \"10s\"",
+            "timeout = \"10s\"\nheaders = { Authorization = \"Bearer ${RATEBOUND_TEST_WRONG_KEY:-wrong}\" }",
+        );
+    let config = p.write("auth.toml", text);
+    let run = p.cmd(&[
+        "run",
+        worklist.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+        "--db",
+        "a.db",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stdout().contains("refused the credentials"),
+        "{}",
+        run.dump()
+    );
+    for output in [run.stdout(), run.stderr()] {
+        assert!(!output.contains("Bearer"), "{}", run.dump());
+    }
+    let records = p.records();
+    assert!(
+        records.len() <= 4,
+        "the run stopped after the first wave, not after {} requests",
+        records.len()
+    );
+    assert!(records.iter().all(|r| r.status == 401), "{records:?}");
+    let status = p.status(&p.path("a.db"));
+    assert_eq!(
+        status["failed"], 0,
+        "refused credentials fail no item: {status}"
+    );
+    assert_eq!(status["pending"], 200, "{status}");
+}
