@@ -138,8 +138,14 @@ pub fn estimate(
     let total = |unit: &Unit| items.iter().map(|i| i.costs.get(unit)).sum::<u64>();
     let uses: Vec<LimitUse> = limits
         .iter()
-        .map(|l| {
-            let needed = total(&l.unit);
+        .enumerate()
+        .map(|(index, l)| {
+            // Only the items this limit applies to (its scope) count against it.
+            let needed = items
+                .iter()
+                .filter(|i| i.route.contains(index))
+                .map(|i| i.costs.get(&l.unit))
+                .sum::<u64>();
             let rate_per_s = l.rate_per_s();
             let burst = l.initial();
             let bound_s = if rate_per_s > 0.0 {

@@ -342,6 +342,11 @@ impl Route {
                 .collect(),
         )
     }
+
+    /// Whether the route goes through the configured limit at `index`.
+    pub fn contains(&self, index: usize) -> bool {
+        self.0.iter().any(|&i| usize::from(i) == index)
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -13,6 +13,28 @@ use std::time::Duration;
 use crate::estimate::Estimate;
 use crate::runner::{End, Summary};
 
+/// An amount of `unit` for people: dollars for `usd` (kept as micro-dollars), else the
+/// number and the unit.
+pub fn amount(value: u64, unit: &str) -> String {
+    if unit == "usd" {
+        format!("${:.4}", crate::limiter::budget::usd(value))
+    } else {
+        format!("{value} {unit}")
+    }
+}
+
+/// A limit's period for people: `per 1m`, or `for the whole run` for a run budget.
+pub fn period(window_s: f64) -> String {
+    if window_s > 0.0 {
+        format!(
+            "per {}",
+            humantime::format_duration(Duration::from_secs_f64(window_s))
+        )
+    } else {
+        "for the whole run".to_string()
+    }
+}
+
 /// The human form of an estimate: a short table.
 pub fn estimate(e: &Estimate) -> String {
     let mut out = format!(
@@ -29,10 +51,9 @@ pub fn estimate(e: &Estimate) -> String {
     );
     for l in &e.limits {
         out.push_str(&format!(
-            "limit      {:<12} needs {} {}, alone allows {:.1} s, used {:.0}%\n",
+            "limit      {:<12} needs {}, alone allows {:.1} s, used {:.0}%\n",
             l.name,
-            l.needed,
-            l.unit,
+            amount(l.needed, &l.unit),
             l.bound_s,
             l.utilization * 100.0
         ));
@@ -84,11 +105,10 @@ pub fn summary(s: &Summary, db: &Path) -> String {
     );
     for l in &snap.limits {
         out.push_str(&format!(
-            "  limit     {} = {} {} per {}\n",
+            "  limit     {} = {} {}\n",
             l.name,
-            l.limit,
-            l.unit,
-            humantime::format_duration(Duration::from_secs_f64(l.window_s))
+            amount(l.limit, &l.unit),
+            period(l.window_s)
         ));
     }
     if let End::AuthRefused { body, .. } = &s.end {

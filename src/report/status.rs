@@ -142,12 +142,11 @@ pub fn render(s: &Status) -> String {
     out.push('\n');
     for l in &s.limits {
         out.push_str(&format!(
-            "limit:     {:<12} {:>10} / {} {} per {}\n",
+            "limit:     {:<12} {:>10} used of {} {}\n",
             l.name,
-            l.used,
-            l.limit,
-            l.unit,
-            humantime::format_duration(Duration::from_secs_f64(l.window_s))
+            super::amount(l.used, &l.unit),
+            super::amount(l.limit, &l.unit),
+            super::period(l.window_s)
         ));
     }
     out
