@@ -599,6 +599,21 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
 
     let mut store = Store::open(&db)?;
+    let previous = store.progress()?;
+    if let Some(progress) = &previous
+        && progress.is_live(store::unix_ms(SystemTime::now()))
+    {
+        return Err(UsageError {
+            message: format!(
+                "{}: another ratebound (pid {}) is running this db right now",
+                db.display(),
+                progress.pid
+            ),
+            hint: "wait for it, stop it with Ctrl-C, or watch it with `ratebound status --db ...`"
+                .into(),
+        }
+        .into());
+    }
     let worklist_abs =
         std::path::absolute(&args.worklist).unwrap_or_else(|_| args.worklist.clone());
     if store.bind_worklist(&worklist_abs, &validated.fingerprint, &config.snapshot())? {
@@ -606,26 +621,13 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         let imported = store.import(items)?;
         tracing::info!(imported, "work list imported");
     }
-    if let Some(progress) = store.progress()? {
-        if progress.is_live(store::unix_ms(SystemTime::now())) {
-            return Err(UsageError {
-                message: format!(
-                    "{}: another ratebound (pid {}) is running this db right now",
-                    db.display(),
-                    progress.pid
-                ),
-                hint:
-                    "wait for it, stop it with Ctrl-C, or watch it with `ratebound status --db ...`"
-                        .into(),
-            }
-            .into());
-        }
+    if let Some(progress) = &previous {
+        limiter.restore(&progress.limiter_state, &clock);
         if progress.state == "running" {
-            // The last session died without a final checkpoint: it may have spent more
-            // than its last heartbeat shows, so start with every bucket empty.
+            // The last session died without a final checkpoint: it may have spent more of
+            // its rolling limits than its last heartbeat shows, so those start empty (they
+            // refill within one period); quota windows keep their saved counts.
             limiter.assume_empty(clock.now());
-        } else {
-            limiter.restore(&progress.limiter_state, &clock);
         }
     }
     // A new session starts unpaused; `ratebound pause` acts on a live run.
@@ -657,7 +659,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 route,
                 model: built.model,
                 attempts: row.attempts,
-                failures: 0,
+                failures: row.failures,
             },
         );
     }

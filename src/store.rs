@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL,
     error TEXT
 );
+CREATE INDEX IF NOT EXISTS attempts_seq ON attempts (seq);
 CREATE TABLE IF NOT EXISTS control (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused INTEGER NOT NULL
@@ -249,6 +250,8 @@ pub struct PendingRow {
     pub payload: String,
     /// Attempts already made in earlier sessions.
     pub attempts: u32,
+    /// Transient failures in earlier sessions (they count against `max_attempts`).
+    pub failures: u32,
 }
 
 /// A finished item for export.
@@ -497,8 +500,9 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT seq, id, priority, tokens, payload, attempts FROM items
-                 WHERE status = 'pending' ORDER BY priority DESC, seq",
+                "SELECT seq, id, priority, tokens, payload, attempts,
+                        (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient')
+                 FROM items WHERE status = 'pending' ORDER BY priority DESC, seq",
             )
             .map_err(self.err("loading pending items"))?;
         let rows = stmt
@@ -510,6 +514,7 @@ impl Store {
                     tokens: r.get(3)?,
                     payload: r.get(4)?,
                     attempts: r.get(5)?,
+                    failures: r.get(6)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -794,6 +799,11 @@ fn commit(
         match op {
             WriteOp::Attempt(a) => {
                 insert_attempt(&tx, &a).map_err(err("recording an attempt"))?;
+                // Keep the item's count of attempts across sessions, so a rerun goes on
+                // numbering (and limiting) them.
+                tx.prepare_cached("UPDATE items SET attempts = ?2 WHERE seq = ?1")
+                    .and_then(|mut s| s.execute(params![a.seq, a.attempt]))
+                    .map_err(err("recording an attempt"))?;
                 records += 1;
             }
             WriteOp::Finish(r) => {
@@ -932,6 +942,25 @@ mod tests {
         let other = Store::open(&dir.path().join("s.db")).unwrap();
         other.set_paused(true).unwrap();
         assert!(store.is_paused().unwrap(), "another process sees the flag");
+    }
+
+    #[tokio::test]
+    async fn attempts_and_transient_failures_carry_over_to_the_next_session() {
+        let (dir, mut store) = fresh();
+        store.import([item(0, 0)].into_iter()).unwrap();
+        let mut writer = Writer::start(&dir.path().join("s.db")).unwrap();
+        for n in 1..=2 {
+            writer
+                .attempt(AttemptRecord {
+                    outcome: "transient",
+                    ..attempt(0, n, 503)
+                })
+                .unwrap();
+        }
+        writer.attempt(attempt(0, 3, 429)).unwrap();
+        writer.flush().await.unwrap();
+        let row = &store.pending().unwrap()[0];
+        assert_eq!((row.attempts, row.failures), (3, 2));
     }
 
     #[test]

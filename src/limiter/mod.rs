@@ -721,16 +721,14 @@ impl Limiter {
         self.buckets.iter().map(|b| b.usage(now)).collect()
     }
 
-    /// Empties every bucket at `now`: the safe start after a session that died without
-    /// saving its final state.
+    /// Empties every rolling bucket at `now`: the safe start after a session that died
+    /// without saving its final state (they refill within one period). Windows keep their
+    /// counts: emptying a daily quota or a run budget would stop the run for a day or for
+    /// good.
     pub fn assume_empty(&mut self, now: Nanos) {
         for b in &mut self.buckets {
-            match &mut b.algo {
-                Algo::Rolling(g) => g.empty(now),
-                Algo::Window(w) => {
-                    let spent = w.capacity();
-                    w.set_used(spent, now, false);
-                }
+            if let Algo::Rolling(g) = &mut b.algo {
+                g.empty(now);
             }
         }
     }

@@ -196,7 +196,9 @@ impl<T: Transport> Runner<T> {
         let mut next_heartbeat: Nanos = 0;
         loop {
             let now = self.clock.now();
-            let mut wake = self.scheduler.next_at();
+            // A retry already due is promoted by the next dispatch attempt; waking for it
+            // again now would spin while dispatch is held.
+            let mut wake = self.scheduler.next_at().filter(|&t| t > now);
             if !stopping && !paused {
                 // A worker slot is busy from sending until the result is durable, so a crash
                 // can only lose (and a rerun resend) at most `workers` requests.
