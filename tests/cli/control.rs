@@ -63,16 +63,8 @@ fn pause_needs_a_live_run() {
     let p = Project::new().with_mock("mock://openai");
     let worklist = p.worklist(3);
     let config = p.config("", 2);
-    p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--db",
-        "d.db",
-        "--quiet",
-    ])
-    .expect_code(0);
+    p.run(&worklist, &config, &["--db", "d.db", "--quiet"])
+        .expect_code(0);
     let run = p.cmd(&["pause", "--db", "d.db"]);
     run.expect_code(2);
     assert!(run.stderr().contains("no live run"), "{}", run.dump());

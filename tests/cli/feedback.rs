@@ -52,15 +52,7 @@ fn failures_and_dropped_connections_are_retried_until_every_item_is_done() {
     let p = Project::new().with_mock("mock://openai?fail_rate=0.05&reset_rate=0.02&seed=7");
     let worklist = p.worklist(600);
     let config = p.config("", 16);
-    let run = p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--db",
-        "f.db",
-        "--quiet",
-    ]);
+    let run = p.run(&worklist, &config, &["--db", "f.db", "--quiet"]);
     run.expect_code(0);
     let exported = p.export(&p.path("f.db"));
     assert_eq!(exported.len(), 600);
@@ -96,14 +88,7 @@ fn refused_credentials_stop_the_run_at_once_and_fail_no_item() {
             "timeout = \"10s\"\nheaders = { Authorization = \"Bearer ${RATEBOUND_TEST_WRONG_KEY:-wrong}\" }",
         );
     let config = p.write("auth.toml", text);
-    let run = p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--db",
-        "a.db",
-    ]);
+    let run = p.run(&worklist, &config, &["--db", "a.db"]);
     run.expect_code(1);
     assert!(
         run.stdout().contains("refused the credentials"),

@@ -70,14 +70,7 @@ fn priority_items_go_first() {
         "id,priority,prompt\nlow-1,0,a\nhigh-1,9,b\nmid-1,5,c\nhigh-2,9,d\nlow-2,0,e\n",
     );
     let config = p.config("", 1);
-    p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--quiet",
-    ])
-    .expect_code(0);
+    p.run(&worklist, &config, &["--quiet"]).expect_code(0);
     let order: Vec<String> = p.records().iter().filter_map(item_of).collect();
     assert_eq!(order, ["high-1", "high-2", "mid-1", "low-1", "low-2"]);
 }
@@ -90,14 +83,7 @@ fn stating_the_mocks_true_limits_means_no_429() {
         "[[limits]]\nname = \"rps\"\nrate = 40\nper = \"1s\"\n\n[[limits]]\nname = \"tpm\"\nunit = \"tokens\"\nrate = 30000\nper = \"1m\"",
         32,
     );
-    let run = p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--db",
-        "w.db",
-    ]);
+    let run = p.run(&worklist, &config, &["--db", "w.db"]);
     run.expect_code(0);
     let records = p.records();
     assert_eq!(records.len(), 200, "{}", run.dump());
@@ -145,16 +131,8 @@ fn export_csv_and_status_text_cover_every_item() {
     let p = Project::new().with_mock("mock://openai");
     let worklist = p.worklist(5);
     let config = p.config("", 2);
-    p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--quiet",
-        "--db",
-        "x.db",
-    ])
-    .expect_code(0);
+    p.run(&worklist, &config, &["--quiet", "--db", "x.db"])
+        .expect_code(0);
     let run = p.cmd(&["export", "--db", "x.db", "--format", "csv", "-o", "out.csv"]);
     run.expect_code(0);
     let csv = std::fs::read_to_string(p.path("out.csv")).unwrap();

@@ -25,15 +25,7 @@ fn x_campaigns_never_exceed_180_calls_per_window() {
         "the scenario's base_url was redirected"
     );
     let config = p.write("x.toml", config);
-    let run = p.cmd(&[
-        "run",
-        worklist.to_str().unwrap(),
-        "-c",
-        config.to_str().unwrap(),
-        "--db",
-        "x.db",
-        "--quiet",
-    ]);
+    let run = p.run(&worklist, &config, &["--db", "x.db", "--quiet"]);
     run.expect_code(0);
 
     let records = p.records();

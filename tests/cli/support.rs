@@ -129,6 +129,18 @@ max_backoff = "200ms"
         }
     }
 
+    /// `ratebound run WORKLIST -c CONFIG` followed by `extra` (`--db`, `--quiet`, ...).
+    pub fn run(&self, worklist: &Path, config: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "run",
+            worklist.to_str().expect("utf-8 path"),
+            "-c",
+            config.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        self.cmd(&args)
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args).current_dir(self.dir.path());
