@@ -25,6 +25,9 @@ pub struct Gcra {
     tau: Nanos,
     /// Theoretical arrival time: the instant at which the bucket is full again.
     tat: Nanos,
+    /// Total time refunded so far. A reservation remembers it, so a later refund knows how
+    /// far refunds since then may have moved its slot earlier.
+    refunded: Nanos,
     /// `ceil(period / capacity)` when one unit takes at least a microsecond: then
     /// `n * unit_ns` overestimates the exact interval by under a millionth (never
     /// underestimates it) and spares the hot path a 128-bit division.
@@ -43,6 +46,7 @@ impl Gcra {
             period,
             tau: 0,
             tat: 0,
+            refunded: 0,
             unit_ns,
         };
         bucket.tau = bucket.interval(burst);
@@ -95,15 +99,26 @@ impl Gcra {
         self.tat = self.tat.max(now).saturating_add(self.interval(cost));
     }
 
+    /// Total time refunded so far (see [`Gcra::refund`]).
+    pub fn refunded(&self) -> Nanos {
+        self.refunded
+    }
+
     /// Gives back `amount` units (an estimate that turned out too high, or a request never
-    /// sent) of a reservation whose slot ended at `slot_end`. Only the part of the slot still
-    /// ahead of `now` can come back: what has already drained was refilled for everyone, and
-    /// returning it again would admit more than the rate. The bucket never becomes more than
-    /// full.
-    pub fn refund(&mut self, amount: u64, slot_end: Nanos, now: Nanos) {
-        let back = self.interval(amount).min(slot_end.saturating_sub(now));
+    /// sent) of a reservation whose slot ended at `slot_end` when [`Gcra::refunded`] read
+    /// `mark`. Only the part of the slot still ahead of `now` can come back: what has
+    /// drained was refilled for everyone, and returning it again would admit more than the
+    /// rate. Refunds since the reservation may have moved its slot earlier by up to
+    /// `refunded − mark`, so that much is assumed to have drained too: a refund may come out
+    /// smaller than it could, never larger. The bucket never becomes more than full.
+    pub fn refund(&mut self, amount: u64, slot_end: Nanos, mark: Nanos, now: Nanos) {
+        let moved = self.refunded.saturating_sub(mark);
+        let ahead = slot_end.saturating_sub(moved).saturating_sub(now);
+        let back = self.interval(amount).min(ahead);
         let floor = self.tat.min(now);
-        self.tat = self.tat.saturating_sub(back).max(floor);
+        let tat = self.tat.saturating_sub(back).max(floor);
+        self.refunded = self.refunded.saturating_add(self.tat - tat);
+        self.tat = tat;
     }
 
     /// Charges `amount` more units than were reserved. Usage beyond the burst is kept as debt
@@ -216,10 +231,28 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_counts_slots_moved_by_earlier_refunds_as_drained() {
+        // A, B and C take one unit each at 0: slots end at 100, 200 and 300 ms.
+        let mut b = per_second(10);
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            b.take(1, 0);
+            slots.push((b.full_at(), b.refunded()));
+        }
+        // A is refunded at once: B and C move 100 ms earlier.
+        b.refund(1, slots[0].0, slots[0].1, 0);
+        // At 150 ms, B (really [0, 100] now) has drained: nothing comes back, and C's half
+        // unit is still in use.
+        b.refund(1, slots[1].0, slots[1].1, 150_000_000);
+        assert_eq!(b.used(150_000_000), 1, "C is still half in the bucket");
+        assert_eq!(b.earliest(10, 150_000_000), Some(200_000_000));
+    }
+
+    #[test]
     fn refund_never_fills_beyond_full() {
         let mut b = per_second(10);
         b.take(5, 0);
-        b.refund(100, b.full_at(), 0);
+        b.refund(100, b.full_at(), 0, 0);
         assert_eq!(b.used(0), 0);
         assert_eq!(b.earliest(10, 0), Some(0));
         b.take(10, 0);

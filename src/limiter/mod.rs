@@ -396,10 +396,11 @@ impl Bucket {
         used: u64,
         reserved_at: Nanos,
         slot_end: Nanos,
+        mark: Nanos,
         now: Nanos,
     ) {
         match &mut self.algo {
-            Algo::Rolling(g) if used < reserved => g.refund(reserved - used, slot_end, now),
+            Algo::Rolling(g) if used < reserved => g.refund(reserved - used, slot_end, mark, now),
             Algo::Rolling(g) if used > reserved => g.charge(used - reserved, now),
             Algo::Window(w) if used < reserved => w.refund(reserved - used, reserved_at, now),
             Algo::Window(w) if used > reserved => w.charge(used - reserved, now),
@@ -642,14 +643,15 @@ impl Limiter {
             if let Some(b) = self.buckets.get_mut(usize::from(i)) {
                 let amount = costs.get(&b.spec.unit);
                 b.take(amount, now);
-                let slot_end = match &b.algo {
-                    Algo::Rolling(g) => g.full_at(),
-                    Algo::Window(_) => 0,
+                let (slot_end, mark) = match &b.algo {
+                    Algo::Rolling(g) => (g.full_at(), g.refunded()),
+                    Algo::Window(_) => (0, 0),
                 };
                 taken.push(Taken {
                     bucket: i,
                     amount,
                     slot_end,
+                    mark,
                 });
             }
         }
@@ -698,7 +700,7 @@ impl Limiter {
         for t in &reservation.taken {
             if let Some(b) = self.buckets.get_mut(usize::from(t.bucket)) {
                 let used = actual.get(&b.spec.unit);
-                b.settle(t.amount, used, reservation.at, t.slot_end, now);
+                b.settle(t.amount, used, reservation.at, t.slot_end, t.mark, now);
             }
         }
     }

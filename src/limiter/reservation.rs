@@ -30,6 +30,8 @@ pub(super) struct Taken {
     /// reservation (the end of its slot), so a refund returns only what is still ahead of
     /// the clock.
     pub(super) slot_end: Nanos,
+    /// The rolling bucket's total refunds when this reservation was taken.
+    pub(super) mark: Nanos,
 }
 
 impl Reservation {
