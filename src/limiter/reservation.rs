@@ -16,7 +16,7 @@ use crate::clock::Nanos;
 #[must_use = "settle or cancel the reservation so the buckets reflect what was really used"]
 pub struct Reservation {
     pub(super) at: Nanos,
-    pub(super) taken: SmallVec<[Taken; 4]>,
+    pub(super) taken: SmallVec<[Taken; 2]>,
 }
 
 /// What one bucket gave a reservation.
