@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, SimItem};
 use crate::job::{self, CostModel, Job};
@@ -23,7 +23,7 @@ use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings};
 use crate::scheduler::Scheduler;
-use crate::store::{self, Store, StoreError, Writer};
+use crate::store::{Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
 /// Every item is done.
@@ -373,10 +373,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
 
 fn pause_command(args: &DbArgs, paused: bool) -> anyhow::Result<u8> {
     let store = Store::open_existing(&args.db)?;
-    let live = store
-        .progress()?
-        .is_some_and(|p| p.is_live(store::unix_ms(SystemTime::now())));
-    if !live {
+    if store.live_run()?.is_none() {
         return Err(UsageError {
             message: format!("{}: no live run to {}", args.db.display(), if paused { "pause" } else { "resume" }),
             hint: "`ratebound resume --db ...` continues a stopped run; `ratebound status --db ...` shows its state".into(),
@@ -398,10 +395,7 @@ fn pause_command(args: &DbArgs, paused: bool) -> anyhow::Result<u8> {
 
 fn resume_command(args: DbArgs) -> anyhow::Result<u8> {
     let store = Store::open_existing(&args.db)?;
-    if store
-        .progress()?
-        .is_some_and(|p| p.is_live(store::unix_ms(SystemTime::now())))
-    {
+    if store.live_run()?.is_some() {
         return pause_command(&args, false);
     }
     let missing = |what: &str| UsageError {
@@ -599,9 +593,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
 
     let mut store = Store::open(&db)?;
-    let previous = store.progress()?;
-    if let Some(progress) = &previous
-        && progress.is_live(store::unix_ms(SystemTime::now()))
+    // The last session's progress: who holds the db, the limiter state, the time spent.
+    let last = store.progress()?;
+    if let Some(progress) = last
+        .as_ref()
+        .filter(|p| p.is_live(unix_ms(SystemTime::now())))
     {
         return Err(UsageError {
             message: format!(
@@ -621,7 +617,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         let imported = store.import(items)?;
         tracing::info!(imported, "work list imported");
     }
-    if let Some(progress) = &previous {
+    if let Some(progress) = &last {
         limiter.restore(&progress.limiter_state, &clock);
         if progress.state == "running" {
             // The last session died without a final checkpoint: it may have spent more of
@@ -665,7 +661,6 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     }
     let counts = store.counts()?;
     let requests = store.request_counts()?;
-    let previous = store.progress()?;
     let before = Before {
         total: counts.total,
         done: counts.done,
@@ -673,7 +668,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         sent: requests.sent,
         rate_limited: requests.rate_limited,
         retries: requests.retries,
-        elapsed: Duration::from_millis(previous.map_or(0, |p| p.elapsed_ms)),
+        elapsed: Duration::from_millis(last.map_or(0, |p| p.elapsed_ms)),
     };
     debug_assert_eq!(counts.total, validated.items);
 

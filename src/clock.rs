@@ -16,6 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A monotonic reading in nanoseconds since the clock's own start (not since the epoch).
 pub type Nanos = u64;
 
+/// Unix milliseconds of a wall time (0 before the epoch), as the store and status keep them.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Converts a duration to [`Nanos`], saturating at about 584 years.
 pub fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -281,11 +281,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// Unix milliseconds of a wall time.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::unix_ms;
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -583,6 +579,12 @@ impl Store {
             )
             .optional()
             .map_err(self.err("reading progress"))
+    }
+
+    /// The progress row of a runner that is alive right now, if any.
+    pub fn live_run(&self) -> Result<Option<ProgressRow>, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        Ok(self.progress()?.filter(|p| p.is_live(now)))
     }
 
     /// Finished items in file order; only failures when `failed_only`.

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::clock::{Clock, Nanos, nanos};
+use crate::clock::{Clock, Nanos, nanos, unix_ms};
 pub use gcra::Gcra;
 pub use reservation::Reservation;
 use reservation::Taken;
@@ -777,11 +777,6 @@ impl Limiter {
             }
         }
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
