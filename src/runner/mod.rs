@@ -468,24 +468,21 @@ impl<T: Transport> Runner<T> {
                 c.done += 1;
                 Ok(Step::Continue)
             }
-            Outcome::RateLimited if observed.limits.is_empty() && retry_after.is_none() => {
-                // No headers at all: search for the sustainable rate instead of backing off
-                // in whole seconds.
-                self.feedback
-                    .on_rate_limited_without_headers(&mut self.limiter, now);
-                let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
-                self.limiter.settle(reservation, &keep, now);
-                c.rate_limited += 1;
-                self.writer.attempt(attempt)?;
-                self.scheduler.push(job.priority, job.seq, job);
-                Ok(Step::Continue)
-            }
             Outcome::RateLimited => {
                 // A rejected request consumed nothing at the provider's token bucket, but
                 // the request bucket is evidently empty: keep the request, refund tokens.
                 let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
                 self.limiter.settle(reservation, &keep, now);
                 c.rate_limited += 1;
+                self.writer.attempt(attempt)?;
+                if observed.limits.is_empty() && retry_after.is_none() {
+                    // No headers at all: search for the sustainable rate instead of backing
+                    // off in whole seconds.
+                    self.feedback
+                        .on_rate_limited_without_headers(&mut self.limiter, now);
+                    self.scheduler.push(job.priority, job.seq, job);
+                    return Ok(Step::Continue);
+                }
                 *consecutive_429 += 1;
                 let wait = self
                     .settings
@@ -493,7 +490,6 @@ impl<T: Transport> Runner<T> {
                     .backoff(*consecutive_429, rand::random::<f64>(), retry_after)
                     .max(Duration::from_millis(50));
                 let until = now + nanos(wait);
-                self.writer.attempt(attempt)?;
                 self.scheduler.push_at(until, job.priority, job.seq, job);
                 Ok(Step::Hold(until))
             }
