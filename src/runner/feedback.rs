@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::clock::Nanos;
 use crate::headers::{Dialect, Observation, Observations, Resource};
-use crate::limiter::{LimitKind, LimitSpec, Limiter, Scope, Unit};
+use crate::limiter::{Costs, LimitKind, LimitSpec, Limiter, Scope, Unit};
 
 /// One limit learned from headers.
 #[derive(Clone, Debug)]
@@ -129,15 +129,16 @@ fn set_rate(limiter: &mut Limiter, a: &mut Aimd, now: Nanos) {
 }
 
 impl Feedback {
-    /// Applies one response's observations to `limiter` at `now`, with `in_flight` of our
-    /// requests sent but not answered (the provider may not have counted them yet, so they
-    /// are taken off what it says remains).
+    /// Applies one response's observations to `limiter` at `now`. `unseen` is what we sent
+    /// that the provider may not have counted when it answered (everything dispatched
+    /// since this request's wave): it is taken off what the provider says remains, so a
+    /// stale response, overtaken by later ones, can never make more available than there is.
     pub fn apply(
         &mut self,
         observed: &Observations,
         limiter: &mut Limiter,
         now: Nanos,
-        in_flight: u64,
+        unseen: &Costs,
     ) {
         let continuous = matches!(observed.dialect, Some(Dialect::OpenAi | Dialect::Anthropic));
         for obs in &observed.limits {
@@ -147,11 +148,7 @@ impl Feedback {
             let Some(remaining) = obs.remaining else {
                 continue;
             };
-            let remaining = if unit == Unit::Requests {
-                remaining.saturating_sub(in_flight)
-            } else {
-                remaining
-            };
+            let remaining = remaining.saturating_sub(unseen.get(&unit));
             self.resync_configured(limiter, &unit, obs, remaining, now);
             if let (Some(limit), Some(window)) = (obs.limit, self.window_of(&unit, obs, continuous))
             {
@@ -272,7 +269,6 @@ fn unit_of(resource: &Resource) -> Option<Unit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::Costs;
     use std::time::UNIX_EPOCH;
 
     fn openai(limit: u64, remaining: u64, reset: &str) -> Observations {
@@ -293,7 +289,7 @@ mod tests {
         let mut feedback = Feedback::default();
         // 600 per minute, continuous: 1 used, full again in 100 ms.
         let o = openai(600, 599, "100ms");
-        feedback.apply(&o, &mut limiter, 0, 0);
+        feedback.apply(&o, &mut limiter, 0, &Costs::default());
         let usage = limiter.usage(0);
         assert_eq!(usage.len(), 1, "{usage:?}");
         assert_eq!(usage[0].limit, 600);
@@ -312,7 +308,7 @@ mod tests {
         );
         let mut limiter = Limiter::new(&[rpm]);
         let mut feedback = Feedback::default();
-        feedback.apply(&openai(600, 300, "5s"), &mut limiter, 0, 0);
+        feedback.apply(&openai(600, 300, "5s"), &mut limiter, 0, &Costs::default());
         let route = limiter.route_all();
         let mut admitted = 0;
         while limiter.reserve(&route, &Costs::request(0), 0).is_ok() {
@@ -335,7 +331,7 @@ mod tests {
         );
         let mut limiter = Limiter::new(&[rpm]);
         let mut feedback = Feedback::default();
-        feedback.apply(&openai(600, 500, "10s"), &mut limiter, 0, 0);
+        feedback.apply(&openai(600, 500, "10s"), &mut limiter, 0, &Costs::default());
         let usage = limiter.usage(0);
         assert_eq!(
             usage.len(),

@@ -121,6 +121,8 @@ pub enum RunError {
 struct Completion {
     job: Job,
     reservation: Reservation,
+    /// What had been dispatched before the wave this request went out in.
+    dispatched_before: Dispatched,
     sent_at_ms: u64,
     latency: Duration,
     result: Result<Response, TransportError>,
@@ -163,6 +165,33 @@ struct Counters {
     in_flight: usize,
     /// Attempts and results handed to the writer but not yet committed.
     uncommitted: usize,
+    /// Everything dispatched in this session.
+    dispatched: Dispatched,
+}
+
+/// Running totals of what was dispatched, so that a response's rate-limit headers can be
+/// corrected for the requests the provider had not counted yet when it answered.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dispatched {
+    requests: u64,
+    tokens: u64,
+}
+
+impl Dispatched {
+    /// What went out since `before`, not counting the request itself: requests sent in the
+    /// same wave may reach the provider in any order, so all of them count as unseen.
+    fn since(self, before: Dispatched, own: &Costs) -> Costs {
+        let own_tokens = own.get(&Unit::Tokens);
+        Costs::default()
+            .with(
+                Unit::Requests,
+                (self.requests - before.requests).saturating_sub(1),
+            )
+            .with(
+                Unit::Tokens,
+                (self.tokens - before.tokens).saturating_sub(own_tokens),
+            )
+    }
 }
 
 impl<T: Transport> Runner<T> {
@@ -185,6 +214,7 @@ impl<T: Transport> Runner<T> {
             retries: 0,
             in_flight: 0,
             uncommitted: 0,
+            dispatched: Dispatched::default(),
         };
         let mut stopping = false;
         let mut paused = false;
@@ -202,6 +232,7 @@ impl<T: Transport> Runner<T> {
             if !stopping && !paused {
                 // A worker slot is busy from sending until the result is durable, so a crash
                 // can only lose (and a rerun resend) at most `workers` requests.
+                let wave = c.dispatched;
                 while c.in_flight + c.uncommitted < self.settings.workers {
                     hold_until = hold_until.max(self.hold_after_storm);
                     if now < hold_until {
@@ -216,7 +247,9 @@ impl<T: Transport> Runner<T> {
                             let Some(job) = self.scheduler.pop(now) else {
                                 break;
                             };
-                            self.dispatch(job, reservation, &done_tx);
+                            c.dispatched.requests += 1;
+                            c.dispatched.tokens += job.costs.get(&Unit::Tokens);
+                            self.dispatch(job, reservation, wave, &done_tx);
                             c.in_flight += 1;
                         }
                         Err(Denied::NotUntil(n)) => {
@@ -351,6 +384,7 @@ impl<T: Transport> Runner<T> {
         &self,
         job: Job,
         reservation: Reservation,
+        dispatched_before: Dispatched,
         done_tx: &mpsc::UnboundedSender<Completion>,
     ) {
         let transport = Arc::clone(&self.transport);
@@ -363,6 +397,7 @@ impl<T: Transport> Runner<T> {
             let _ = done_tx.send(Completion {
                 job,
                 reservation,
+                dispatched_before,
                 sent_at_ms,
                 latency: started.elapsed(),
                 result,
@@ -381,6 +416,7 @@ impl<T: Transport> Runner<T> {
         let Completion {
             mut job,
             reservation,
+            dispatched_before,
             sent_at_ms,
             latency,
             result,
@@ -411,8 +447,9 @@ impl<T: Transport> Runner<T> {
         );
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
+        let unseen = c.dispatched.since(dispatched_before, &job.costs);
         self.feedback
-            .apply(&observed, &mut self.limiter, now, c.in_flight as u64);
+            .apply(&observed, &mut self.limiter, now, &unseen);
         let error = result.as_ref().err().map(ToString::to_string);
         let attempt = AttemptRecord {
             seq: job.seq,
