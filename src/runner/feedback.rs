@@ -237,8 +237,8 @@ impl Feedback {
                 }
                 let mut spec =
                     LimitSpec::rolling(&format!("learned-{unit}"), unit.clone(), rate, window);
-                // It follows the provider both ways; `apply` counts our requests in flight
-                // as used, since the provider may not have seen them yet.
+                // It follows the provider both ways; `apply` counts what we sent since the
+                // response's wave as used, since the provider may not have seen it yet.
                 spec.learn = true;
                 let index = limiter.learn(spec);
                 limiter.observe_at(index, remaining, now);
