@@ -605,6 +605,33 @@ impl Limiter {
         }
     }
 
+    /// Provider feedback on the learned window at `index`: the provider counts `capacity`
+    /// units per `period` in fixed windows, the next starting at `next_start`, and says
+    /// `remaining` are left now. Nothing refills before that boundary, which a rolling
+    /// bucket cannot express. Ignored unless the bucket is a window.
+    pub fn observe_window(
+        &mut self,
+        index: usize,
+        capacity: NonZeroU64,
+        period: Duration,
+        next_start: Nanos,
+        remaining: u64,
+        now: Nanos,
+    ) {
+        let guard = self.jitter;
+        let Some(b) = self.buckets.get_mut(index) else {
+            return;
+        };
+        if let Algo::Window(w) = &mut b.algo {
+            let used = capacity.get().saturating_sub(remaining);
+            w.realign(capacity.get(), nanos(period), next_start, used, guard, now);
+            if let LimitKind::Window { limit, per, .. } = &mut b.spec.kind {
+                *limit = capacity;
+                *per = Some(period);
+            }
+        }
+    }
+
     /// Checks that `costs` along `route` could ever be admitted.
     pub fn check_fits(&self, route: &Route, costs: &Costs) -> Result<(), NeverFits> {
         for b in self.routed(route) {

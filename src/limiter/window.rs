@@ -157,6 +157,23 @@ impl FixedWindow {
         self.used = if exact { used } else { self.used.max(used) };
     }
 
+    /// Provider feedback on a window it counts itself: `capacity` units per `period`, the
+    /// next window starting at `next_start`, `used` units counted in the current one. The
+    /// boundaries move to the provider's, with a new `guard`.
+    pub fn realign(
+        &mut self,
+        capacity: u64,
+        period: Nanos,
+        next_start: Nanos,
+        used: u64,
+        guard: Nanos,
+        now: Nanos,
+    ) {
+        *self = FixedWindow::new(capacity, capacity, Some(period), next_start).with_guard(guard);
+        self.start = self.start_of(now);
+        self.used = used;
+    }
+
     /// The limiter time within the counted window and the units used in it, for
     /// persistence.
     pub fn state(&self) -> (i128, u64) {

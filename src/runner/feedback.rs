@@ -12,11 +12,16 @@
 //! the time until the bucket is full, so `window = reset × limit / used`; other dialects
 //! use fixed windows and report the time to the window's end, so the longest reset seen is
 //! the window (it only grows, so the learned rate only becomes more careful).
+//!
+//! X counts fixed windows and reports their end as the reset: nothing comes back before
+//! it, which a rolling bucket cannot express (it would trickle requests into a spent
+//! window, each one a 429). Its limits are learned as fixed windows whose boundaries
+//! follow the reported resets.
 
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use crate::clock::Nanos;
+use crate::clock::{Nanos, nanos};
 use crate::headers::{Dialect, Observation, Observations, Resource};
 use crate::limiter::{Costs, LimitKind, LimitSpec, Limiter, Scope, Unit};
 
@@ -27,6 +32,19 @@ struct Learned {
     index: usize,
     limit: u64,
     window: Duration,
+    /// Counted in fixed windows ending at each reset, not refilled continuously.
+    fixed: bool,
+}
+
+/// What one response says of one provider limit, corrected for what it has not seen.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    limit: u64,
+    window: Duration,
+    remaining: u64,
+    /// Where the provider's current window ends, for dialects whose reset is not the time
+    /// to refill continuously.
+    next_start: Option<Nanos>,
 }
 
 /// The sending rate found by additive increase / multiplicative decrease, for providers
@@ -152,7 +170,22 @@ impl Feedback {
             self.resync_configured(limiter, &unit, obs, remaining, now);
             if let (Some(limit), Some(window)) = (obs.limit, self.window_of(&unit, obs, continuous))
             {
-                self.learn(limiter, unit, limit, window, remaining, now);
+                // X documents fixed windows whose reset is their end: nothing refills
+                // before it. Other dialects' resets may be the time until a continuously
+                // refilling bucket is full (GitHub's mock, Zendesk's per-minute limit), so
+                // they are learned as rolling limits, resynced by every response.
+                let next_start = matches!(observed.dialect, Some(Dialect::X))
+                    .then_some(obs.reset)
+                    .flatten()
+                    .filter(|r| !r.is_zero())
+                    .map(|r| now.saturating_add(nanos(r)));
+                let seen = Seen {
+                    limit,
+                    window,
+                    remaining,
+                    next_start,
+                };
+                self.learn(limiter, unit, seen, now);
             }
         }
     }
@@ -199,15 +232,13 @@ impl Feedback {
         Some(known.map_or(window, |k| k.max(window)))
     }
 
-    fn learn(
-        &mut self,
-        limiter: &mut Limiter,
-        unit: Unit,
-        limit: u64,
-        window: Duration,
-        remaining: u64,
-        now: Nanos,
-    ) {
+    fn learn(&mut self, limiter: &mut Limiter, unit: Unit, seen: Seen, now: Nanos) {
+        let Seen {
+            limit,
+            window,
+            remaining,
+            next_start,
+        } = seen;
         let Some(rate) = NonZeroU64::new(limit) else {
             return;
         };
@@ -215,6 +246,15 @@ impl Feedback {
         let window =
             Duration::from_millis(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1) + 1);
         match self.learned.iter_mut().find(|l| l.unit == unit) {
+            Some(l) if l.fixed => {
+                l.limit = limit;
+                l.window = window;
+                match next_start {
+                    Some(at) => limiter.observe_window(l.index, rate, window, at, remaining, now),
+                    // No reset this time: the count alone is still news.
+                    None => limiter.observe_at(l.index, remaining, now),
+                }
+            }
             Some(l) => {
                 if l.limit != limit || l.window != window {
                     limiter.relearn(l.index, rate, window, None, now);
@@ -235,19 +275,26 @@ impl Feedback {
                 if configured_covers {
                     return;
                 }
-                let mut spec =
-                    LimitSpec::rolling(&format!("learned-{unit}"), unit.clone(), rate, window);
+                let name = format!("learned-{unit}");
+                let mut spec = match next_start {
+                    Some(_) => LimitSpec::window(&name, unit.clone(), rate, Some(window)),
+                    None => LimitSpec::rolling(&name, unit.clone(), rate, window),
+                };
                 // It follows the provider both ways; `apply` counts what we sent since the
                 // response's wave as used, since the provider may not have seen it yet.
                 spec.learn = true;
                 let index = limiter.learn(spec);
-                limiter.observe_at(index, remaining, now);
+                match next_start {
+                    Some(at) => limiter.observe_window(index, rate, window, at, remaining, now),
+                    None => limiter.observe_at(index, remaining, now),
+                }
                 tracing::info!(%unit, limit, window_s = window.as_secs_f64(), "learned a limit from the provider's headers");
                 self.learned.push(Learned {
                     unit,
                     index,
                     limit,
                     window,
+                    fixed: next_start.is_some(),
                 });
             }
         }

@@ -446,3 +446,28 @@ async fn stale_headers_overtaken_by_later_responses_never_cause_a_429() {
     // A full bucket of 20, then 20 per second: 19 s at best; learning costs a little.
     assert!(took < Duration::from_secs(22), "virtual makespan {took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_learned_fixed_window_sends_nothing_into_a_spent_window() {
+    // X counts 20 calls per UTC second and says when the window ends. Learned as a rolling
+    // bucket, the spent window would be trickled into; learned as a window, it is not.
+    let (f, scheduler) = fixture(200);
+    let spec = MockSpec::parse_url("mock://x?window=20/1s&latency=5ms").unwrap();
+    let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+    let transport = Reordering {
+        inner: transport::MockTransport::new(Arc::clone(&provider)),
+        sent: Default::default(),
+    };
+    let start = tokio::time::Instant::now();
+    let summary = runner(&f, scheduler, transport, &[], 16)
+        .run(never_stop())
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(summary.snapshot.done, 200);
+    let refused = provider.stats().rate_limited;
+    // The first wave goes out before anything is known; after that, nothing is refused.
+    assert!(refused <= 2, "{refused} × 429 in {took:?}");
+    // 10 windows of 20 at best; 11 if the first starts late in its second.
+    assert!(took < Duration::from_secs(12), "virtual makespan {took:?}");
+}
