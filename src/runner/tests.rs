@@ -72,6 +72,7 @@ fn fixture_priced(n: u64, model: &CostModel, limits: &[LimitSpec]) -> (Fixture, 
                 request: built.request,
                 costs: built.costs,
                 route: Route::all(limits.len().max(1)),
+                lane: crate::scheduler::Lane::default(),
                 model: built.model,
                 attempts: 0,
                 failures: 0,
@@ -112,6 +113,7 @@ fn runner<T: Transport>(
         control: None,
         settings: Settings {
             workers,
+            auto_workers: None,
             retry: RetryPolicy {
                 max_attempts: 3,
                 base: Duration::from_millis(100),
