@@ -474,3 +474,122 @@ pub(super) fn check_scheduling(
         starvation_after,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, ConfigError, ConfigProblem};
+    use crate::limiter::LimitKind;
+
+    const BASE: &str = r#"
+[api]
+base_url = "mock://openai"
+
+[request]
+path = "/v1/chat/completions"
+"#;
+
+    fn parse(extra: &str) -> Result<Config, Vec<ConfigProblem>> {
+        match Config::parse(Path::new("c.toml"), &format!("{BASE}{extra}")) {
+            Ok(c) => Ok(c),
+            Err(ConfigError::Invalid { problems, .. }) => Err(problems),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const TIERS: &str = r#"
+[tenants]
+default_tier = "free"
+tier_field = "plan"
+tier_of = { acme = "pro" }
+
+[tiers.free]
+max_in_flight = 1
+limits = [{ name = "rpm", rate = 3, per = "1m" }]
+
+[tiers.pro]
+weight = 4
+[[tiers.pro.limits]]
+name = "budget"
+unit = "usd"
+quota = 5.0
+per = "1d"
+"#;
+
+    #[test]
+    fn each_tenant_of_a_tier_gets_its_own_scoped_buckets() {
+        let config = parse(TIERS).unwrap();
+        let s = &config.scheduling;
+        let mut tenants = Tenants::new();
+        tenants.add(Some("acme"), None);
+        tenants.add(Some("bob"), Some("pro"));
+        tenants.add(Some("cy"), None);
+        let (policy, limits) = s.policy(&tenants);
+        let names: Vec<&str> = limits.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, vec!["budget@acme", "budget@bob", "rpm@cy"]);
+        assert_eq!(limits[2].scope, Scope::Tenant("cy".into()));
+        assert!(matches!(limits[0].kind, LimitKind::Window { .. }));
+        let weights: Vec<u32> = policy.tenants.iter().map(|t| t.weight.get()).collect();
+        assert_eq!(weights, vec![1, 4, 4, 1], "no tenant, acme, bob, cy");
+        assert_eq!(policy.tenants[3].max_in_flight, NonZeroU32::new(1));
+    }
+
+    #[test]
+    fn unknown_tiers_and_scoped_tier_limits_point_at_their_lines() {
+        let text = TIERS
+            .replace("default_tier = \"free\"", "default_tier = \"gold\"")
+            .replace("name = \"budget\"", "name = \"budget\"\ntenant = \"x\"");
+        let p = parse(&text).unwrap_err();
+        assert_eq!(p.len(), 2, "{p:?}");
+        let gold = p.iter().find(|p| p.message.contains("`gold`")).unwrap();
+        assert_eq!((gold.line, gold.col), (9, 16), "{gold:?}");
+        assert!(gold.hint.contains("`free`, `pro`"), "{}", gold.hint);
+        let scoped = p.iter().find(|p| p.message.contains("tier `pro`")).unwrap();
+        assert_eq!(scoped.line, 21, "{scoped:?}");
+    }
+
+    #[test]
+    fn classes_take_items_by_kind_then_priority_then_the_catch_all() {
+        let config = parse(
+            r#"
+[[classes]]
+name = "realtime"
+share = 30
+kinds = ["update"]
+min_priority = 100
+[[classes]]
+name = "full"
+share = 20
+"#,
+        )
+        .unwrap();
+        let s = &config.scheduling;
+        assert_eq!(s.class_of(Some("update"), 0), Ok(0));
+        assert_eq!(s.class_of(None, 100), Ok(0));
+        assert_eq!(s.class_of(Some("sync"), 5), Ok(1));
+        let p = parse("[[classes]]\nname = \"a\"\nshare = 0\nkinds = [\"x\"]\n").unwrap_err();
+        assert_eq!((p[0].line, p[0].col), (9, 9), "{p:?}");
+        let strict = parse("[[classes]]\nname = \"a\"\nshare = 1\nkinds = [\"x\"]\n").unwrap();
+        assert!(matches!(
+            strict.scheduling.class_of(Some("y"), 0),
+            Err(LaneError::NoClass { .. })
+        ));
+    }
+
+    #[test]
+    fn workers_take_auto_with_a_cap_and_endpoint_caps() {
+        let config =
+            parse("[workers]\nmax = \"auto\"\ncap = 12\nendpoints = { \"/search*\" = 2 }\n")
+                .unwrap();
+        assert!(config.auto_workers);
+        assert_eq!(config.workers, 12);
+        assert_eq!(config.scheduling.endpoints[0].pattern, "/search*");
+        let p = parse("[workers]\nmax = \"lots\"\n").unwrap_err();
+        assert!(p[0].message.contains("\"auto\""), "{p:?}");
+        assert_eq!(p[0].line, 8);
+        let p = parse("[workers]\nmax = 4\ncap = 8\n").unwrap_err();
+        assert!(p[0].message.contains("`cap`"), "{p:?}");
+    }
+}
