@@ -197,6 +197,8 @@ impl<T: Transport> Runner<T> {
         let mut hold_until: Nanos = 0;
         let mut consecutive_429 = 0u32;
         let mut next_heartbeat: Nanos = 0;
+        // The latest lane held back by one of its own quotas for a long wait.
+        let mut lane_quota: Option<LongWait> = None;
         loop {
             let now = self.clock.now();
             // A retry already due is promoted by the next dispatch attempt; waking for it
@@ -235,6 +237,10 @@ impl<T: Transport> Runner<T> {
                         {
                             // One of this lane's own limits (a tenant's tier, a kind, a
                             // path) holds it back: the other lanes go on meanwhile.
+                            if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
+                                let (route, costs) = (job.route.clone(), job.costs.clone());
+                                lane_quota = self.long_wait(&route, &costs, now).or(lane_quota);
+                            }
                             self.scheduler.defer(now, n.at);
                         }
                         Err(Denied::NotUntil(n)) => {
@@ -277,6 +283,25 @@ impl<T: Transport> Runner<T> {
                             c.failed += 1;
                             c.uncommitted += 1;
                         }
+                    }
+                }
+            }
+            // Every lane left is held back by its own quota: pause like a run-wide quota.
+            if !stopping
+                && !paused
+                && c.in_flight + c.uncommitted == 0
+                && !self.scheduler.is_empty()
+                && self.scheduler.peek(now).is_none()
+                && self
+                    .scheduler
+                    .next_at()
+                    .is_some_and(|at| at.saturating_sub(now) >= nanos(QUOTA_WAIT))
+            {
+                if let Some(pause) = lane_quota.take() {
+                    note = Some(pause.note);
+                    if self.settings.retry.on_quota == OnQuota::Exit {
+                        stopping = true;
+                        end = pause.end;
                     }
                 }
             }

@@ -405,3 +405,67 @@ async fn a_budget_counts_requests_in_flight_at_their_worst_case_and_pauses_when_
     );
     assert_eq!(f.store().progress().unwrap().unwrap().state, "paused");
 }
+
+/// Issue 5: a tenant held back by its own quota waits while the other tenants go on; when
+/// only quota-held tenants are left, the run pauses as on a run-wide quota.
+#[tokio::test(start_paused = true)]
+async fn a_tenants_own_quota_holds_only_that_tenant_and_then_pauses_the_run() {
+    use crate::limiter::{JobAttrs, Scope};
+    use crate::scheduler::{Lane, Policy, TenantSpec};
+    let (f, mut plain) = fixture(10);
+    let mut daily = LimitSpec::window(
+        "daily@free",
+        Unit::Requests,
+        NonZeroU64::new(2).unwrap(),
+        Some(Duration::from_secs(86_400)),
+    );
+    daily.scope = Scope::Tenant("free".into());
+    let limits = [rps(100), daily];
+    let limiter = Limiter::new(&limits);
+    let tenant = |name: &str| TenantSpec {
+        name: name.into(),
+        weight: std::num::NonZeroU32::MIN,
+        max_in_flight: None,
+    };
+    let mut scheduler = Scheduler::with_policy(Policy {
+        tenants: vec![tenant(""), tenant("free"), tenant("pro")],
+        ..Policy::default()
+    });
+    while let Some(mut job) = plain.pop(0) {
+        // The free tenant's items come first in file order.
+        let (name, index) = if job.seq < 5 { ("free", 1) } else { ("pro", 2) };
+        job.route = limiter.route(&JobAttrs {
+            kind: None,
+            tenant: Some(name),
+            path: &job.request.path,
+        });
+        job.lane = Lane {
+            tenant: index,
+            ..Lane::default()
+        };
+        scheduler.enqueue(0, job.lane, job.priority, job.seq, job);
+    }
+    let transport = Arc::new(Scripted::new(|_, _| ok()));
+    let mut r = runner(&f, scheduler, Arc::clone(&transport), &limits, 4);
+    r.settings.retry.on_quota = OnQuota::Exit;
+    let summary = r.run(never_stop()).await.unwrap();
+    let sent: Vec<String> = transport
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        matches!(&summary.end, End::Paused { reason, .. } if reason.contains("daily@free")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(summary.snapshot.done, 7, "2 free + 5 pro; sent {sent:?}");
+    for pro in ["i5", "i6", "i7", "i8", "i9"] {
+        assert!(
+            sent.iter().any(|s| s == pro),
+            "{pro} waited behind free: {sent:?}"
+        );
+    }
+}
