@@ -173,6 +173,8 @@ pub struct Starving {
 /// The queue of jobs waiting to be sent.
 pub struct Scheduler<J> {
     plain: bool,
+    /// The one heap of a plain scheduler (empty otherwise).
+    plain_ready: BinaryHeap<Ready<J>>,
     policy: Policy,
     classes: Vec<ClassQueue<J>>,
     delayed: BinaryHeap<Delayed<J>>,
@@ -229,6 +231,7 @@ impl<J> Scheduler<J> {
         let groups = policy.groups.len() + 1;
         Scheduler {
             plain: policy.is_plain(),
+            plain_ready: BinaryHeap::new(),
             classes,
             delayed: BinaryHeap::new(),
             wakeups: BinaryHeap::new(),
@@ -285,7 +288,7 @@ impl<J> Scheduler<J> {
         };
         self.ready += 1;
         if self.plain {
-            self.plain_heap().push(ready);
+            self.plain_ready.push(ready);
         } else {
             self.insert(now, lane, ready);
         }
@@ -303,13 +306,6 @@ impl<J> Scheduler<J> {
                 job,
             },
         });
-    }
-
-    fn plain_heap(&mut self) -> &mut BinaryHeap<Ready<J>> {
-        if self.classes[0].tenants.is_empty() {
-            self.classes[0].tenants.push(TenantQueue::new());
-        }
-        &mut self.classes[0].tenants[0].groups[0]
     }
 
     /// Clamps a lane to the policy's lists, so a stray index queues somewhere valid.
@@ -376,7 +372,7 @@ impl<J> Scheduler<J> {
             if let Some(d) = self.delayed.pop() {
                 self.ready += 1;
                 if self.plain {
-                    self.plain_heap().push(d.ready);
+                    self.plain_ready.push(d.ready);
                 } else {
                     self.insert(d.at, d.lane, d.ready);
                 }
@@ -480,7 +476,7 @@ impl<J> Scheduler<J> {
     pub fn peek(&mut self, now: Nanos) -> Option<&J> {
         if self.plain {
             self.promote(now);
-            return self.plain_heap().peek().map(|r| &r.job);
+            return self.plain_ready.peek().map(|r| &r.job);
         }
         let lane = self.select(now)?;
         self.classes[usize::from(lane.class)].tenants[lane.tenant as usize].groups
@@ -500,7 +496,7 @@ impl<J> Scheduler<J> {
     pub fn pop_timed(&mut self, now: Nanos) -> Option<Popped<J>> {
         if self.plain {
             self.promote(now);
-            let r = self.plain_heap().pop()?;
+            let r = self.plain_ready.pop()?;
             self.ready -= 1;
             return Some(Popped {
                 waited: now.saturating_sub(r.since),
