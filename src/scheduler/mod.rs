@@ -67,6 +67,40 @@ impl<J> Ord for Ready<J> {
     }
 }
 
+/// A ready job of a plain scheduler: no wait is measured, so the heap moves less.
+struct PlainReady<J> {
+    priority: i64,
+    seq: u64,
+    job: J,
+}
+
+impl<J> PartialEq for PlainReady<J> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<J> Eq for PlainReady<J> {}
+impl<J> PartialOrd for PlainReady<J> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<J> Ord for PlainReady<J> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.priority, Reverse(self.seq)).cmp(&(other.priority, Reverse(other.seq)))
+    }
+}
+
+impl<J> From<Ready<J>> for PlainReady<J> {
+    fn from(r: Ready<J>) -> Self {
+        PlainReady {
+            priority: r.priority,
+            seq: r.seq,
+            job: r.job,
+        }
+    }
+}
+
 struct Delayed<J> {
     at: Nanos,
     lane: Lane,
@@ -152,7 +186,8 @@ pub struct Popped<J> {
     pub job: J,
     /// Its lane, to hand back to [`Scheduler::finished`] when it completes.
     pub lane: Lane,
-    /// How long it was ready before it was taken, in nanoseconds.
+    /// How long it was ready before it was taken, in nanoseconds (0 from a plain scheduler,
+    /// which does not measure waits).
     pub waited: Nanos,
     /// It waited longer than the policy's `starvation_after`.
     pub starved: bool,
@@ -174,7 +209,7 @@ pub struct Starving {
 pub struct Scheduler<J> {
     plain: bool,
     /// The one heap of a plain scheduler (empty otherwise).
-    plain_ready: BinaryHeap<Ready<J>>,
+    plain_ready: BinaryHeap<PlainReady<J>>,
     policy: Policy,
     classes: Vec<ClassQueue<J>>,
     delayed: BinaryHeap<Delayed<J>>,
@@ -191,7 +226,7 @@ pub struct Scheduler<J> {
     group_waiters: Vec<Vec<(u16, u32)>>,
     /// The pass of the class served last.
     vtime: u64,
-    /// Ready jobs (not counting delayed ones).
+    /// Ready jobs in lanes (not counting delayed ones, nor those of a plain scheduler).
     ready: usize,
 }
 
@@ -280,18 +315,18 @@ impl<J> Scheduler<J> {
 
     /// Queues a job in `lane` that may go out at once; `now` starts its wait.
     pub fn enqueue(&mut self, now: Nanos, lane: Lane, priority: i64, seq: u64, job: J) {
+        if self.plain {
+            self.plain_ready.push(PlainReady { priority, seq, job });
+            return;
+        }
+        self.ready += 1;
         let ready = Ready {
             priority,
             seq,
             since: now,
             job,
         };
-        self.ready += 1;
-        if self.plain {
-            self.plain_ready.push(ready);
-        } else {
-            self.insert(now, lane, ready);
-        }
+        self.insert(now, lane, ready);
     }
 
     /// Queues a job in `lane` that may go out at `at` or later.
@@ -370,10 +405,10 @@ impl<J> Scheduler<J> {
     fn promote(&mut self, now: Nanos) {
         while self.delayed.peek().is_some_and(|d| d.at <= now) {
             if let Some(d) = self.delayed.pop() {
-                self.ready += 1;
                 if self.plain {
-                    self.plain_ready.push(d.ready);
+                    self.plain_ready.push(d.ready.into());
                 } else {
+                    self.ready += 1;
                     self.insert(d.at, d.lane, d.ready);
                 }
             }
@@ -497,9 +532,8 @@ impl<J> Scheduler<J> {
         if self.plain {
             self.promote(now);
             let r = self.plain_ready.pop()?;
-            self.ready -= 1;
             return Some(Popped {
-                waited: now.saturating_sub(r.since),
+                waited: 0,
                 starved: false,
                 lane: Lane::default(),
                 job: r.job,
@@ -627,7 +661,7 @@ impl<J> Scheduler<J> {
 
     /// Jobs queued, ready or waiting.
     pub fn len(&self) -> usize {
-        self.ready + self.delayed.len()
+        self.plain_ready.len() + self.ready + self.delayed.len()
     }
 
     /// Whether no job is queued.
