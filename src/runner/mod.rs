@@ -244,6 +244,9 @@ impl<T: Transport> Runner<T> {
                             self.scheduler.defer(now, n.at);
                         }
                         Err(Denied::NotUntil(n)) => {
+                            if let Some(auto) = &mut self.settings.auto_workers {
+                                auto.on_limited();
+                            }
                             wake = earliest(wake, n.at);
                             if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
                                 let (route, costs) = (job.route.clone(), job.costs.clone());

@@ -7,7 +7,9 @@
 //! unit). W is a moving average of observed latencies. The pool is sized a quarter above
 //! λ·W (plus one) so latency spikes do not leave the rate unused, and never above the cap.
 //! Calendar quotas are left out: they admit their whole window at once, so their long-run
-//! rate says nothing about the concurrency needed. Pure.
+//! rate says nothing about the concurrency needed. Until the limiter first says "not yet",
+//! the limits' bursts still have room and the pool is what binds: it stays at the cap, so a
+//! run that fits in the burst is not held to the long-run rate. Pure.
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub struct AutoWorkers {
     cap: usize,
     jobs_per_s: Option<f64>,
     latency_s: Option<f64>,
+    /// The limiter has held a job back: the bursts are spent and the rate binds.
+    saturated: bool,
 }
 
 impl AutoWorkers {
@@ -38,6 +42,7 @@ impl AutoWorkers {
             cap: cap.max(1),
             jobs_per_s: jobs_per_s.filter(|r| r.is_finite() && *r > 0.0),
             latency_s: None,
+            saturated: false,
         }
     }
 
@@ -50,7 +55,13 @@ impl AutoWorkers {
         });
     }
 
-    /// The pool size now: `ceil(1.25 · λ · W) + 1`, between 1 and the cap.
+    /// The limiter held a job back: from now on the rate, not the burst, binds.
+    pub fn on_limited(&mut self) {
+        self.saturated = true;
+    }
+
+    /// The pool size now: the cap while the bursts last, then `ceil(1.25 · λ · W) + 1`,
+    /// between 1 and the cap.
     ///
     /// ```
     /// use std::time::Duration;
@@ -58,11 +69,13 @@ impl AutoWorkers {
     /// // 10 jobs/s at 2 s each: 20 in flight, 25 with headroom, plus one.
     /// let mut w = AutoWorkers::new(64, Some(10.0));
     /// w.observe(Duration::from_secs(2));
+    /// assert_eq!(w.target(), 64, "the burst has room: the cap");
+    /// w.on_limited();
     /// assert_eq!(w.target(), 26);
     /// assert_eq!(AutoWorkers::new(64, None).target(), 64, "no rate binds: the cap");
     /// ```
     pub fn target(&self) -> usize {
-        let Some(rate) = self.jobs_per_s else {
+        let Some(rate) = self.jobs_per_s.filter(|_| self.saturated) else {
             return self.cap;
         };
         let w = self.latency_s.unwrap_or(FIRST_GUESS_S);
@@ -122,6 +135,8 @@ mod tests {
     #[test]
     fn the_pool_follows_latency_up_to_the_cap() {
         let mut w = AutoWorkers::new(50, Some(10.0));
+        assert_eq!(w.target(), 50, "the bursts have room");
+        w.on_limited();
         assert_eq!(w.target(), 14, "1 s assumed before any response");
         w.observe(Duration::from_millis(100));
         assert_eq!(
