@@ -131,8 +131,9 @@ fn artist_bios_go_in_priority_order_within_every_limit() {
         windows.values().all(|&n| n <= 96) && windows.len() >= 4,
         "requests per (compressed) day: {windows:?}"
     );
-    // Dispatch is in strict priority order; requests sent together may arrive swapped, so
-    // allow the pool's worth of slack at each boundary.
+    // Dispatch is in strict priority order; the pool's 64 requests sent together may arrive
+    // in any order, so allow that much slack at each boundary. (The priority-5 items are
+    // spread over the whole file, the last at line 295: file order would fail this.)
     let priorities: Vec<i64> = records
         .iter()
         .map(|r| items[&item_of(r)]["priority"].parse().unwrap())
@@ -141,7 +142,7 @@ fn artist_bios_go_in_priority_order_within_every_limit() {
         let above = priorities.iter().filter(|&&p| p >= level).count();
         let last = priorities.iter().rposition(|&p| p >= level).unwrap();
         assert!(
-            last < above + 16,
+            last < above + 64,
             "an item of priority >= {level} arrived at position {last} of {}: {priorities:?}",
             records.len()
         );
