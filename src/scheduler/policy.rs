@@ -7,6 +7,7 @@
 use std::num::NonZeroU32;
 
 use crate::clock::Nanos;
+use crate::limiter::glob_matches;
 
 /// Where a job queues: its priority class, its tenant and its endpoint group, as indices
 /// into the [`Policy`]'s lists. The default lane (all zero) is the only lane of a plain
@@ -95,7 +96,8 @@ impl Policy {
             && self.starvation_after.is_none()
     }
 
-    /// The endpoint group of a request to `path`: the first group whose pattern matches,
+    /// The endpoint group of a request to `path`: the first group whose pattern matches
+    /// (`*` matches any run of characters, as in the limiter's path scopes),
     /// as a [`Lane::group`] value (0 when none does).
     pub fn group_of(&self, path: &str) -> u16 {
         self.groups
@@ -103,29 +105,6 @@ impl Policy {
             .position(|g| glob_matches(&g.pattern, path))
             .map_or(0, |i| u16::try_from(i + 1).unwrap_or(0))
     }
-}
-
-/// `*` matches any run of characters; everything else matches itself (the limiter's path
-/// scopes use the same rule).
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return text.is_empty();
-    };
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    for (i, part) in parts.iter().enumerate() {
-        if i + 1 == parts.len() {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.is_empty()
 }
 
 #[cfg(test)]
