@@ -11,7 +11,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use governor::clock::{Clock as _, FakeRelativeClock};
 use governor::{Quota, RateLimiter};
 use ratebound::limiter::{Costs, Denied, LimitSpec, Limiter, Unit};
-use ratebound::scheduler::Scheduler;
+use ratebound::scheduler::{Lane, Policy, Scheduler, TenantSpec};
 
 fn limit(name: &str, unit: Unit, rate: u64, per: Duration) -> LimitSpec {
     LimitSpec::rolling(name, unit, NonZeroU64::new(rate).unwrap(), per)
@@ -292,6 +292,46 @@ fn scheduler(c: &mut Criterion) {
             }
             black_box(sum)
         });
+    });
+    // 100,000 items across 1,000 tenants (weights 1..4, the first 100 capped at 2 in
+    // flight), each popped job finishing at once: one decision = a pop and its finish.
+    group.bench_function("push_pop_100k_1000_tenants", |b| {
+        let tenants = 1_000u32;
+        let policy = Policy {
+            tenants: (0..tenants)
+                .map(|t| TenantSpec {
+                    name: format!("t{t}"),
+                    weight: NonZeroU32::new(1 + t % 4).unwrap(),
+                    max_in_flight: (t < 100).then(|| NonZeroU32::new(2).unwrap()),
+                })
+                .collect(),
+            starvation_after: Some(60_000_000_000),
+            ..Policy::default()
+        };
+        b.iter_batched(
+            || {
+                let mut s = Scheduler::with_policy(policy.clone());
+                for seq in 0..N {
+                    let lane = Lane {
+                        tenant: (seq.wrapping_mul(2_654_435_761) % u64::from(tenants)) as u32,
+                        ..Lane::default()
+                    };
+                    s.enqueue(0, lane, (seq % 7) as i64, seq, seq);
+                }
+                s
+            },
+            |mut s| {
+                let mut sum = 0u64;
+                let mut now = 0;
+                while let Some(p) = s.pop_timed(now) {
+                    s.finished(p.lane);
+                    sum += p.job;
+                    now += 1_000;
+                }
+                black_box(sum)
+            },
+            BatchSize::LargeInput,
+        );
     });
     group.finish();
 }

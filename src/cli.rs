@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock, unix_ms};
+use crate::config::Tenants;
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, SimItem};
 use crate::job::{self, CostModel, Job};
@@ -22,7 +23,7 @@ use crate::mock::{MockSpec, Profile};
 use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{AutoWorkers, Policy, Scheduler, workers::binding_jobs_per_s};
 use crate::store::{Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
@@ -583,7 +584,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             .into());
         }
         config.workers = workers;
+        config.auto_workers = false;
     }
+    let plan = plan_scheduling(&args.worklist, &mut config)?;
     let headers = config.api.resolve_headers(&config.path)?;
     let clock = SystemClock::new();
     let mut limiter = Limiter::new(&config.limits)
@@ -631,11 +634,31 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     let config_abs = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
     store.set_meta("config_path", &config_abs.to_string_lossy())?;
     let cost_model = CostModel::from_config(&config);
-    let mut scheduler = Scheduler::new();
+    let mut scheduler = match &plan {
+        Some((policy, _)) => Scheduler::with_policy(policy.clone()),
+        None => Scheduler::new(),
+    };
+    let mut cost_sums = Costs::default();
+    let mut jobs = 0u64;
     for row in store.pending()? {
         let built = job::from_stored(&config.request, &row.payload, row.tokens, &cost_model)
             .with_context(|| format!("{}: item `{}` cannot be rebuilt", db.display(), row.id))?;
         let route = built.route(&limiter);
+        let lane = match &plan {
+            Some((policy, tenants)) => crate::scheduler::Lane {
+                class: config
+                    .scheduling
+                    .class_of(built.kind.as_deref(), row.priority)
+                    .unwrap_or(0),
+                tenant: tenants.get(built.tenant.as_deref()).unwrap_or(0),
+                group: policy.group_of(&built.request.path),
+            },
+            None => crate::scheduler::Lane::default(),
+        };
+        for (unit, amount) in built.costs.iter() {
+            cost_sums.add(unit.clone(), *amount);
+        }
+        jobs += 1;
         let mut request = built.request;
         if config.request.idempotency_key {
             request.headers.push((
@@ -643,7 +666,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 job::idempotency_key(&validated.fingerprint, &row.id),
             ));
         }
-        scheduler.push(
+        scheduler.enqueue(
+            clock.now(),
+            lane,
             row.priority,
             row.seq,
             Job {
@@ -653,6 +678,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 request,
                 costs: built.costs,
                 route,
+                lane,
                 model: built.model,
                 attempts: row.attempts,
                 failures: row.failures,
@@ -713,6 +739,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         progress: Progress::new(counts.total, counts.done + counts.failed, args.quiet),
         settings: Settings {
             workers: config.workers,
+            auto_workers: config.auto_workers.then(|| {
+                let mean =
+                    |unit: &crate::limiter::Unit| cost_sums.get(unit) as f64 / jobs.max(1) as f64;
+                AutoWorkers::new(config.workers, binding_jobs_per_s(&config.limits, mean))
+            }),
             retry: config.retry.clone(),
             dialect: config.api.dialect,
         },
@@ -732,6 +763,57 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         End::Interrupted => EXIT_INTERRUPTED,
         End::Paused { .. } => EXIT_PAUSED,
     })
+}
+
+/// The scheduler policy for a config with classes, tenants, tiers, caps or a starvation
+/// guard (`None` for plain priority): reads the work list's tenants and their tiers, adds
+/// each tier tenant's own limits to `config.limits`, and refuses items no class takes or
+/// whose tier field names no tier (every such item reported with its line).
+fn plan_scheduling(
+    worklist: &Path,
+    config: &mut Config,
+) -> anyhow::Result<Option<(Policy, Tenants)>> {
+    let scheduling = &config.scheduling;
+    if !scheduling.is_configured() {
+        return Ok(None);
+    }
+    let mut tenants = Tenants::new();
+    let mut problems = InputErrors {
+        problems: Vec::new(),
+        more: 0,
+    };
+    for item in WorklistReader::open(worklist)?.filter_map(Result::ok) {
+        let crate::worklist::Payload::Vars(vars) = &item.payload else {
+            tenants.add(None, None);
+            continue;
+        };
+        let field = |name: &str| {
+            vars.get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let lane = scheduling
+            .class_of(field("kind"), item.priority)
+            .and_then(|_| scheduling.field_tier(field));
+        match lane {
+            Ok(tier) => {
+                tenants.add(field("tenant"), tier);
+            }
+            Err(e) => problems.push(format!(
+                "{}:{}: item `{}`: {e}\n  hint: add a class or tier for it in {}, or change the item",
+                worklist.display(),
+                item.line,
+                item.id,
+                config.path.display()
+            )),
+        }
+    }
+    if !problems.problems.is_empty() {
+        return Err(problems.into());
+    }
+    let (policy, limits) = scheduling.policy(&tenants);
+    config.limits.extend(limits);
+    Ok(Some((policy, tenants)))
 }
 
 /// Waits for Ctrl-C or SIGTERM; false if signals cannot be watched.

@@ -22,11 +22,14 @@ use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::{OnQuota, RetryPolicy};
 use crate::template::{Template, TemplateKind};
 
+pub mod scheduling;
+pub use scheduling::{LaneError, Scheduling, Tenants};
+
 /// The keys of each table, for hints on unknown keys.
 const KEYS: &[(&str, &str)] = &[
     (
         "top level",
-        "api, request, limits, workers, retry, limiter, kinds, pricing",
+        "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler",
     ),
     ("[api]", "base_url, headers, timeout, dialect"),
     ("[request]", "method, path, body, headers, idempotency_key"),
@@ -36,7 +39,14 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("[kinds.NAME]", "cost"),
     ("[pricing.\"MODEL\"]", "input, output"),
-    ("[workers]", "max"),
+    ("[workers]", "max, cap, endpoints"),
+    ("[[classes]]", "name, share, kinds, min_priority"),
+    ("[tiers.NAME]", "weight, max_in_flight, limits"),
+    (
+        "[tenants]",
+        "default_tier, tier_field, tier_of, weight, max_in_flight",
+    ),
+    ("[scheduler]", "starvation_after"),
     (
         "[retry]",
         "max_attempts, backoff, max_backoff, quota_markers, on_quota, storm_share",
@@ -158,8 +168,12 @@ pub struct Config {
     pub request: RequestSpec,
     /// Rolling limits, in config order.
     pub limits: Vec<LimitSpec>,
-    /// Most requests in flight at once.
+    /// Most requests in flight at once (with `max = "auto"`, the most the pool may grow to).
     pub workers: usize,
+    /// `[workers] max = "auto"`: size the pool from observed latency and the binding rate.
+    pub auto_workers: bool,
+    /// Priority classes, tenants, tiers, endpoint caps and the starvation guard.
+    pub scheduling: Scheduling,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
     /// Extra costs per job kind (`[kinds.NAME] cost = { calls = 2 }`).
@@ -189,6 +203,14 @@ struct RawConfig {
     kinds: BTreeMap<String, RawKind>,
     #[serde(default)]
     pricing: BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    classes: Vec<scheduling::RawClass>,
+    #[serde(default)]
+    tiers: BTreeMap<String, scheduling::RawTier>,
+    #[serde(default)]
+    tenants: scheduling::RawTenants,
+    #[serde(default)]
+    scheduler: scheduling::RawScheduler,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,7 +274,10 @@ struct RawPrice {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawWorkers {
-    max: Option<Spanned<i64>>,
+    max: Option<Spanned<toml::Value>>,
+    cap: Option<Spanned<i64>>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -434,13 +459,15 @@ impl Config {
         let api = check_api(&mut check, raw.api);
         let request = check_request(&mut check, raw.request);
         let limits = check_limits(&mut check, raw.limits);
-        let workers = raw.workers.max.as_ref().and_then(|m| {
-            check.positive(
-                m,
-                "max",
-                "set `[workers] max` to the most requests in flight at once, e.g. 16",
-            )
-        });
+        let (workers, auto_workers) = check_workers(&mut check, &raw.workers);
+        let scheduling = scheduling::check_scheduling(
+            &mut check,
+            raw.classes,
+            raw.tiers,
+            raw.tenants,
+            raw.scheduler,
+            raw.workers.endpoints,
+        );
         let retry = check_retry(&mut check, raw.retry);
         let kinds = check_kinds(&mut check, raw.kinds);
         let pricing = check_pricing(&mut check, raw.pricing);
@@ -464,6 +491,8 @@ impl Config {
                 request,
                 limits,
                 workers: workers.map_or(16, |w| usize::try_from(w.get()).unwrap_or(usize::MAX)),
+                auto_workers,
+                scheduling,
                 retry,
                 kinds,
                 pricing,
@@ -608,6 +637,44 @@ fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec
         path_line,
         idempotency_key: raw.idempotency_key.unwrap_or(false),
     })
+}
+
+/// `[workers] max` (a number or `"auto"`) and `cap`: the pool size, or with `auto` the
+/// most it may grow to (`cap`, default 64).
+fn check_workers(check: &mut Checker<'_>, raw: &RawWorkers) -> (Option<NonZeroU64>, bool) {
+    const HINT: &str = "set `[workers] max` to the most requests in flight at once, e.g. 16, or to \"auto\" to size the pool from latency and the binding rate";
+    let cap = raw.cap.as_ref().and_then(|c| {
+        check.positive(
+            c,
+            "cap",
+            "the most workers `max = \"auto\"` may use, e.g. cap = 64",
+        )
+    });
+    let Some(max) = &raw.max else {
+        return (cap, false);
+    };
+    match max.get_ref() {
+        toml::Value::String(s) if s == "auto" => (cap.or(NonZeroU64::new(64)), true),
+        toml::Value::Integer(n) => {
+            if let Some(c) = &raw.cap {
+                check.problem(
+                    c.span(),
+                    "`cap` applies only with `max = \"auto\"`",
+                    "remove `cap`, or write max = \"auto\"",
+                );
+            }
+            let n = Spanned::new(max.span(), *n);
+            (check.positive(&n, "max", HINT), false)
+        }
+        other => {
+            check.problem(
+                max.span(),
+                format!("`max` must be a positive whole number or \"auto\", found `{other}`"),
+                HINT,
+            );
+            (None, false)
+        }
+    }
 }
 
 fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {

@@ -47,6 +47,8 @@ pub struct Job {
     pub costs: Costs,
     /// The limits that apply to this job.
     pub route: Route,
+    /// Where it queues: its priority class, tenant and endpoint group.
+    pub lane: crate::scheduler::Lane,
     /// The model named in the body, for pricing the actual usage.
     pub model: Option<String>,
     /// Attempts made so far, over all sessions.

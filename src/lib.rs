@@ -21,7 +21,7 @@
 //! - [`limiter`]: buckets and atomic multi-bucket admission, pure over a clock.
 //! - [`headers`]: provider rate-limit headers (every dialect) → observations.
 //! - [`retry`]: outcome classes and backoff with jitter.
-//! - [`scheduler`]: priority order and retry timers.
+//! - [`scheduler`]: priority order, classes with shares, fair tenants, in-flight caps, retry timers.
 //! - [`runner`]: the async loop where network, store and clock meet.
 //! - [`estimate`]: a dry run in virtual time over the limiter and scheduler.
 //! - [`mock`]: the built-in rate-limited API.

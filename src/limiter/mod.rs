@@ -179,7 +179,7 @@ impl Scope {
 }
 
 /// `*` matches any run of characters; everything else matches itself.
-fn glob_matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let Some(first) = parts.next() else {
         return text.is_empty();

@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{Clock, Nanos, SystemClock, nanos};
 use crate::headers::{self, Dialect};
 use crate::job::{CostModel, Job};
-use crate::limiter::{Costs, Denied, LimitKind, Limiter, Reservation, Route, Unit};
+use crate::limiter::{Costs, Denied, LimitKind, Limiter, Reservation, Route, Scope, Unit};
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, OnQuota, Outcome, RetryPolicy, Storm};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{AutoWorkers, Scheduler};
 use crate::store::{
     AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer, unix_ms,
 };
@@ -48,6 +48,9 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 pub struct Settings {
     /// Most requests in flight at once.
     pub workers: usize,
+    /// `workers.max = "auto"`: the pool is sized from latency and the binding rate, up to
+    /// `workers`.
+    pub auto_workers: Option<AutoWorkers>,
     /// Retry policy for transient failures.
     pub retry: RetryPolicy,
     /// The rate-limit header dialect of the API (`auto` detects it).
@@ -224,6 +227,8 @@ impl<T: Transport> Runner<T> {
         let mut hold_until: Nanos = 0;
         let mut consecutive_429 = 0u32;
         let mut next_heartbeat: Nanos = 0;
+        // The latest lane held back by one of its own quotas for a long wait.
+        let mut lane_quota: Option<LongWait> = None;
         loop {
             let now = self.clock.now();
             // A retry already due is promoted by the next dispatch attempt; waking for it
@@ -233,26 +238,48 @@ impl<T: Transport> Runner<T> {
                 // A worker slot is busy from sending until the result is durable, so a crash
                 // can only lose (and a rerun resend) at most `workers` requests.
                 let wave = c.dispatched;
-                while c.in_flight + c.uncommitted < self.settings.workers {
+                while c.in_flight + c.uncommitted < self.workers() {
                     hold_until = hold_until.max(self.hold_after_storm);
                     if now < hold_until {
                         wake = earliest(wake, hold_until);
                         break;
                     }
+                    let lanes = !self.scheduler.is_plain();
                     let Some(job) = self.scheduler.peek(now) else {
                         break;
                     };
                     match self.limiter.reserve(&job.route, &job.costs, now) {
                         Ok(reservation) => {
-                            let Some(job) = self.scheduler.pop(now) else {
+                            let Some(popped) = self.scheduler.pop_timed(now) else {
                                 break;
                             };
+                            if popped.starved {
+                                self.report_starved(&popped.job, popped.waited);
+                            }
                             c.dispatched.requests += 1;
-                            c.dispatched.tokens += job.costs.get(&Unit::Tokens);
-                            self.dispatch(job, reservation, wave, &done_tx);
+                            c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
+                            self.dispatch(popped.job, reservation, wave, &done_tx);
                             c.in_flight += 1;
                         }
+                        Err(Denied::NotUntil(n))
+                            if lanes
+                                && self
+                                    .limiter
+                                    .binding(&job.route, &job.costs, now)
+                                    .is_some_and(|(spec, _)| spec.scope != Scope::All) =>
+                        {
+                            // One of this lane's own limits (a tenant's tier, a kind, a
+                            // path) holds it back: the other lanes go on meanwhile.
+                            if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
+                                let (route, costs) = (job.route.clone(), job.costs.clone());
+                                lane_quota = self.long_wait(&route, &costs, now).or(lane_quota);
+                            }
+                            self.scheduler.defer(now, n.at);
+                        }
                         Err(Denied::NotUntil(n)) => {
+                            if let Some(auto) = &mut self.settings.auto_workers {
+                                auto.on_limited();
+                            }
                             wake = earliest(wake, n.at);
                             if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
                                 let (route, costs) = (job.route.clone(), job.costs.clone());
@@ -283,13 +310,34 @@ impl<T: Transport> Runner<T> {
                             break;
                         }
                         Err(Denied::Never(never)) => {
-                            let Some(job) = self.scheduler.pop(now) else {
+                            let Some(popped) = self.scheduler.pop_timed(now) else {
                                 break;
                             };
+                            self.scheduler.finished(popped.lane);
+                            let job = popped.job;
                             self.fail_unsendable(&job, &never.to_string())?;
                             c.failed += 1;
                             c.uncommitted += 1;
                         }
+                    }
+                }
+            }
+            // Every lane left is held back by its own quota: pause like a run-wide quota.
+            if !stopping
+                && !paused
+                && c.in_flight + c.uncommitted == 0
+                && !self.scheduler.is_empty()
+                && self.scheduler.peek(now).is_none()
+                && self
+                    .scheduler
+                    .next_at()
+                    .is_some_and(|at| at.saturating_sub(now) >= nanos(QUOTA_WAIT))
+            {
+                if let Some(pause) = lane_quota.take() {
+                    note = Some(pause.note);
+                    if self.settings.retry.on_quota == OnQuota::Exit {
+                        stopping = true;
+                        end = pause.end;
                     }
                 }
             }
@@ -303,6 +351,23 @@ impl<T: Transport> Runner<T> {
                         paused = asked;
                         tracing::info!(paused, "pause flag changed");
                     }
+                }
+                for s in self.scheduler.starving(now) {
+                    let policy = self.scheduler.policy();
+                    let class = policy
+                        .classes
+                        .get(usize::from(s.class))
+                        .map_or("", |c| c.name.as_str());
+                    let tenant = policy
+                        .tenants
+                        .get(s.tenant as usize)
+                        .map_or("", |t| t.name.as_str());
+                    let waited =
+                        humantime::format_duration(Duration::from_secs(s.waited / 1_000_000_000));
+                    tracing::warn!(class, tenant, waited = %waited, "starving: work waiting longer than starvation_after without a dispatch");
+                    note = Some(format!(
+                        "starving: tenant `{tenant}` (class `{class}`) has waited {waited} without a dispatch"
+                    ));
                 }
                 let state = if paused { "paused" } else { "running" };
                 self.heartbeat(&c, state, session_start, note.clone())?;
@@ -355,6 +420,20 @@ impl<T: Transport> Runner<T> {
             session: session_start.elapsed(),
             session_sent: c.sent,
         })
+    }
+
+    /// Requests in flight allowed now: the configured pool, or the auto-sized one.
+    fn workers(&self) -> usize {
+        self.settings
+            .auto_workers
+            .as_ref()
+            .map_or(self.settings.workers, AutoWorkers::target)
+    }
+
+    /// Logs a job that waited longer than `starvation_after` for its turn.
+    fn report_starved(&self, job: &Job, waited: Nanos) {
+        let waited = humantime::format_duration(Duration::from_millis(waited / 1_000_000));
+        tracing::warn!(item = %job.id, waited = %waited, "starved: the item waited longer than starvation_after");
     }
 
     /// Explains a long wait: which quota holds the next job back and until when. `None`
@@ -423,6 +502,10 @@ impl<T: Transport> Runner<T> {
         } = done;
         job.attempts += 1;
         c.sent += 1;
+        self.scheduler.finished(job.lane);
+        if let Some(auto) = &mut self.settings.auto_workers {
+            auto.observe(latency);
+        }
         if job.attempts > 1 {
             c.retries += 1;
         }
@@ -517,7 +600,8 @@ impl<T: Transport> Runner<T> {
                     // off in whole seconds.
                     self.feedback
                         .on_rate_limited_without_headers(&mut self.limiter, now);
-                    self.scheduler.push(job.priority, job.seq, job);
+                    self.scheduler
+                        .enqueue(now, job.lane, job.priority, job.seq, job);
                     return Ok(Step::Continue);
                 }
                 *consecutive_429 += 1;
@@ -527,7 +611,8 @@ impl<T: Transport> Runner<T> {
                     .backoff(*consecutive_429, rand::random::<f64>(), retry_after)
                     .max(Duration::from_millis(50));
                 let until = now + nanos(wait);
-                self.scheduler.push_at(until, job.priority, job.seq, job);
+                self.scheduler
+                    .enqueue_at(until, job.lane, job.priority, job.seq, job);
                 Ok(Step::Hold(until))
             }
             Outcome::Transient => {
@@ -540,8 +625,13 @@ impl<T: Transport> Runner<T> {
                         retry_after,
                     );
                     self.writer.attempt(attempt)?;
-                    self.scheduler
-                        .push_at(now + nanos(wait), job.priority, job.seq, job);
+                    self.scheduler.enqueue_at(
+                        now + nanos(wait),
+                        job.lane,
+                        job.priority,
+                        job.seq,
+                        job,
+                    );
                 } else {
                     let why = format!(
                         "gave up after {} transient failures; last: {}",
@@ -575,7 +665,8 @@ impl<T: Transport> Runner<T> {
                     .filter_map(|o| o.reset)
                     .max()
                     .map(|reset| wall + reset);
-                self.scheduler.push(job.priority, job.seq, job);
+                self.scheduler
+                    .enqueue(now, job.lane, job.priority, job.seq, job);
                 Ok(Step::Stop(End::Paused {
                     reason: "the API says the account's quota is exhausted".to_string(),
                     until,
@@ -586,7 +677,8 @@ impl<T: Transport> Runner<T> {
                 self.writer.attempt(attempt)?;
                 let status = http_status.unwrap_or(0);
                 let excerpt: String = body.unwrap_or_default().chars().take(300).collect();
-                self.scheduler.push(job.priority, job.seq, job);
+                self.scheduler
+                    .enqueue(now, job.lane, job.priority, job.seq, job);
                 Ok(Step::Stop(End::AuthRefused {
                     status,
                     body: excerpt,

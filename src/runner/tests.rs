@@ -72,6 +72,7 @@ fn fixture_priced(n: u64, model: &CostModel, limits: &[LimitSpec]) -> (Fixture, 
                 request: built.request,
                 costs: built.costs,
                 route: Route::all(limits.len().max(1)),
+                lane: crate::scheduler::Lane::default(),
                 model: built.model,
                 attempts: 0,
                 failures: 0,
@@ -112,6 +113,7 @@ fn runner<T: Transport>(
         control: None,
         settings: Settings {
             workers,
+            auto_workers: None,
             retry: RetryPolicy {
                 max_attempts: 3,
                 base: Duration::from_millis(100),
@@ -470,4 +472,68 @@ async fn a_learned_fixed_window_sends_nothing_into_a_spent_window() {
     assert!(refused <= 2, "{refused} × 429 in {took:?}");
     // 10 windows of 20 at best; 11 if the first starts late in its second.
     assert!(took < Duration::from_secs(12), "virtual makespan {took:?}");
+}
+
+/// Issue 5: a tenant held back by its own quota waits while the other tenants go on; when
+/// only quota-held tenants are left, the run pauses as on a run-wide quota.
+#[tokio::test(start_paused = true)]
+async fn a_tenants_own_quota_holds_only_that_tenant_and_then_pauses_the_run() {
+    use crate::limiter::{JobAttrs, Scope};
+    use crate::scheduler::{Lane, Policy, TenantSpec};
+    let (f, mut plain) = fixture(10);
+    let mut daily = LimitSpec::window(
+        "daily@free",
+        Unit::Requests,
+        NonZeroU64::new(2).unwrap(),
+        Some(Duration::from_secs(86_400)),
+    );
+    daily.scope = Scope::Tenant("free".into());
+    let limits = [rps(100), daily];
+    let limiter = Limiter::new(&limits);
+    let tenant = |name: &str| TenantSpec {
+        name: name.into(),
+        weight: std::num::NonZeroU32::MIN,
+        max_in_flight: None,
+    };
+    let mut scheduler = Scheduler::with_policy(Policy {
+        tenants: vec![tenant(""), tenant("free"), tenant("pro")],
+        ..Policy::default()
+    });
+    while let Some(mut job) = plain.pop(0) {
+        // The free tenant's items come first in file order.
+        let (name, index) = if job.seq < 5 { ("free", 1) } else { ("pro", 2) };
+        job.route = limiter.route(&JobAttrs {
+            kind: None,
+            tenant: Some(name),
+            path: &job.request.path,
+        });
+        job.lane = Lane {
+            tenant: index,
+            ..Lane::default()
+        };
+        scheduler.enqueue(0, job.lane, job.priority, job.seq, job);
+    }
+    let transport = Arc::new(Scripted::new(|_, _| ok()));
+    let mut r = runner(&f, scheduler, Arc::clone(&transport), &limits, 4);
+    r.settings.retry.on_quota = OnQuota::Exit;
+    let summary = r.run(never_stop()).await.unwrap();
+    let sent: Vec<String> = transport
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        matches!(&summary.end, End::Paused { reason, .. } if reason.contains("daily@free")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(summary.snapshot.done, 7, "2 free + 5 pro; sent {sent:?}");
+    for pro in ["i5", "i6", "i7", "i8", "i9"] {
+        assert!(
+            sent.iter().any(|s| s == pro),
+            "{pro} waited behind free: {sent:?}"
+        );
+    }
 }

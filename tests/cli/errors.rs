@@ -169,3 +169,27 @@ fn a_missing_environment_variable_is_named_and_its_value_never_printed() {
         &["RATEBOUND_TEST_UNSET_KEY", "env.toml:4"],
     );
 }
+
+#[test]
+fn an_item_naming_an_undefined_tier_or_no_class_names_its_line() {
+    let p = Project::new().with_mock("mock://openai");
+    let config = p.config(
+        &format!(
+            "{LIMITS}\n[tenants]\ntier_field = \"plan\"\n[tiers.free]\nlimits = [{{ name = \"rpm\", rate = 3, per = \"1m\" }}]\n[[classes]]\nname = \"urgent\"\nshare = 1\nmin_priority = 1\n"
+        ),
+        2,
+    );
+    p.write(
+        "t.csv",
+        "id,tenant,plan,priority,prompt\na,acme,free,1,hi\nb,bob,gold,1,hi\nc,cy,free,0,hi\n",
+    );
+    refused(
+        &p,
+        "t.csv",
+        config.to_str().unwrap(),
+        &[
+            "t.csv:3: item `b`: field `plan` names tier `gold`",
+            "t.csv:4: item `c`: no priority class takes this item",
+        ],
+    );
+}
