@@ -9,12 +9,18 @@
 //! Invariants: admission is all-or-nothing (no bucket is touched unless every bucket fits);
 //! nothing admitted ever exceeds a bucket's rate; state can be saved as wall-clock instants
 //! and restored after a restart, so a restart does not grant a fresh burst.
+//!
+//! Backends: this in-memory engine is the default and the reference; with `[limiter] backend
+//! = "redis://..."` every admission is also taken from [`redis`] (the only I/O file here),
+//! which evaluates the same limits ([`shared`]) for every runner sharing one API key.
 
 pub mod budget;
 pub mod gcra;
 #[cfg(test)]
 mod proptests;
+pub mod redis;
 pub mod reservation;
+pub mod shared;
 pub mod window;
 
 use std::fmt;

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{Clock, Nanos, SystemClock, nanos};
 use crate::headers::{self, Dialect};
 use crate::job::{CostModel, Job};
-use crate::limiter::{Costs, Denied, LimitKind, Limiter, Reservation, Route, Unit};
+use crate::limiter::redis::{Admission, RedisLimiter, SharedDenial};
+use crate::limiter::{Costs, Denied, LimitKind, Limiter, NotUntil, Reservation, Route, Unit};
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, OnQuota, Outcome, RetryPolicy, Storm};
 use crate::scheduler::Scheduler;
@@ -39,6 +40,9 @@ pub use transport::{Response, Transport, TransportError};
 
 /// A limiter wait at least this long on a quota window is a paused quota, not a rate.
 const QUOTA_WAIT: Duration = Duration::from_secs(60);
+
+/// How soon dispatch asks an unreachable shared limiter again.
+const SHARED_RETRY: Duration = Duration::from_millis(250);
 
 /// How often progress is written to the store and shown.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -134,6 +138,9 @@ pub struct Runner<T: Transport> {
     pub clock: SystemClock,
     /// Admission across every configured limit.
     pub limiter: Limiter,
+    /// The limits shared with other runners (`[limiter] backend`): every admission is also
+    /// taken there, after the local limiter's.
+    pub shared: Option<RedisLimiter>,
     /// Jobs waiting to be sent.
     pub scheduler: Scheduler<Job>,
     /// The store's single writer.
@@ -211,7 +218,43 @@ impl<T: Transport> Runner<T> {
                     let Some(job) = self.scheduler.peek(now) else {
                         break;
                     };
-                    match self.limiter.reserve(&job.route, &job.costs, now) {
+                    let mut admitted = self.limiter.reserve(&job.route, &job.costs, now);
+                    if admitted.is_ok()
+                        && let Some(shared) = self.shared.as_mut()
+                    {
+                        // The one async step of admission: the shared limits, atomically
+                        // across runners. Any answer but a grant hands the local one back.
+                        let answer = shared.admit(job.seq, &job.route, &job.costs).await;
+                        if !matches!(answer, Admission::Granted { .. })
+                            && let Ok(reservation) = admitted
+                        {
+                            self.limiter.cancel(reservation, now);
+                            admitted = Err(Denied::NotUntil(NotUntil { at: now }));
+                        }
+                        match answer {
+                            Admission::Granted { recovered } => {
+                                if recovered {
+                                    note = None;
+                                }
+                            }
+                            Admission::Denied(SharedDenial::Wait(wait)) => {
+                                admitted = Err(Denied::NotUntil(NotUntil {
+                                    at: self.clock.now() + nanos(wait),
+                                }));
+                            }
+                            Admission::Denied(SharedDenial::Never(never)) => {
+                                admitted = Err(Denied::Never(never));
+                            }
+                            Admission::Unreachable(e) => {
+                                note = Some(format!(
+                                    "dispatch paused: {e}; retrying (nothing is admitted meanwhile)"
+                                ));
+                                wake = earliest(wake, now + nanos(SHARED_RETRY));
+                                break;
+                            }
+                        }
+                    }
+                    match admitted {
                         Ok(reservation) => {
                             let Some(job) = self.scheduler.pop(now) else {
                                 break;
@@ -454,6 +497,9 @@ impl<T: Transport> Runner<T> {
                     None => job.costs.clone(),
                 };
                 self.limiter.settle(reservation, &actual, now);
+                if let Some(shared) = self.shared.as_mut() {
+                    shared.settle_later(job.seq, &actual);
+                }
                 self.writer.finish(ItemResult {
                     seq: job.seq,
                     status: ItemStatus::Done,
@@ -473,6 +519,9 @@ impl<T: Transport> Runner<T> {
                 // the request bucket is evidently empty: keep the request, refund tokens.
                 let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
                 self.limiter.settle(reservation, &keep, now);
+                if let Some(shared) = self.shared.as_mut() {
+                    shared.settle_later(job.seq, &keep);
+                }
                 c.rate_limited += 1;
                 self.writer.attempt(attempt)?;
                 if observed.limits.is_empty() && retry_after.is_none() {
