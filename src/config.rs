@@ -1006,6 +1006,35 @@ max = 8
     }
 
     #[test]
+    fn a_redis_backend_is_parsed_and_a_bad_one_points_at_its_line() {
+        let text = format!(
+            "{GOOD}\n[limiter]\nbackend = \"redis://:${{REDIS_PASSWORD}}@10.0.0.5:6379/2\"\nnamespace = \"team-a\"\n"
+        );
+        let config = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let backend = config.backend.expect("a shared backend");
+        assert_eq!(backend.namespace.as_deref(), Some("team-a"));
+        assert!(backend.url.contains("${REDIS_PASSWORD}"), "kept as written");
+        assert!(
+            Config::parse(Path::new("c.toml"), GOOD)
+                .unwrap()
+                .backend
+                .is_none(),
+            "memory by default"
+        );
+
+        let bad = format!("{GOOD}\n[limiter]\nbackend = \"http://:secret@redis:6379\"\n");
+        let p = problems(&bad);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, bad.lines().count());
+        assert!(p[0].message.contains("Redis URL"), "{}", p[0].message);
+        assert!(!p[0].message.contains("secret"), "{}", p[0].message);
+        assert!(p[0].hint.contains("redis://"), "{}", p[0].hint);
+
+        let orphan = format!("{GOOD}\n[limiter]\nnamespace = \"x\"\n");
+        assert!(problems(&orphan)[0].hint.contains("backend"));
+    }
+
+    #[test]
     fn a_good_config_is_accepted_with_defaults() {
         let config = Config::parse(Path::new("c.toml"), GOOD).unwrap();
         assert_eq!(config.limits.len(), 2);

@@ -222,3 +222,57 @@ pub fn render(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(done: u64, pending: u64, state: &str, started: &str, used: u64) -> Status {
+        Status {
+            total: done + pending,
+            done,
+            failed: 0,
+            pending,
+            in_flight: 0,
+            state: state.into(),
+            requests_sent: done,
+            responses_429: 1,
+            retries: 0,
+            started_at: Some(started.into()),
+            elapsed_s: 10.0 + done as f64,
+            items_per_s: 0.0,
+            eta_s: None,
+            limits: vec![BucketUsage {
+                name: "rpm".into(),
+                unit: "requests".into(),
+                used,
+                limit: 600,
+                window_s: 60.0,
+            }],
+            worklist: None,
+        }
+    }
+
+    #[test]
+    fn shards_add_up_into_one_status() {
+        let sum = aggregate(vec![
+            shard(10, 0, "finished", "2026-11-23T10:00:05Z", 100),
+            shard(5, 5, "running", "2026-11-23T10:00:01Z", 200),
+        ]);
+        assert_eq!((sum.total, sum.done, sum.pending), (20, 15, 5));
+        assert_eq!((sum.requests_sent, sum.responses_429), (15, 2));
+        assert_eq!(sum.state, "running", "one shard still runs");
+        assert_eq!(sum.started_at.as_deref(), Some("2026-11-23T10:00:01Z"));
+        assert_eq!(sum.elapsed_s, 20.0, "shards run side by side");
+        assert_eq!(
+            sum.limits[0].used, 300,
+            "each runner's share of a shared limit"
+        );
+        assert_eq!(sum.items_per_s, 0.75);
+        let done = aggregate(vec![
+            shard(1, 0, "finished", "2026-11-23T10:00:00Z", 0),
+            shard(2, 0, "finished", "2026-11-23T10:00:00Z", 0),
+        ]);
+        assert_eq!(done.state, "finished");
+    }
+}
