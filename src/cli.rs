@@ -724,7 +724,15 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             tracing::info!(target = shared.target(), "limits shared through redis");
             Some(shared)
         }
-        None => None,
+        None => {
+            if let Some(shard) = shard {
+                tracing::warn!(
+                    %shard,
+                    "no `[limiter] backend`: this shard enforces every limit on its own; runners sharing one API key need a shared backend to stay within it together"
+                );
+            }
+            None
+        }
     };
 
     let (stop_tx, stop_rx) = watch::channel(0u32);
