@@ -38,7 +38,7 @@ use super::{Costs, LimitSpec, NeverFits, Route, Unit};
 /// knows (empty at first), a fresh epoch in case the key is missing, then per limit its
 /// kind and parameters ([`SharedBucket::script_params`]) and the job's weight in it (0 when
 /// the job does not touch it). Returns `{1, now_us, epoch, slot, mark, ...}` when admitted,
-/// `{0, wait_us}` when not yet, `{2, index, spent}` when never.
+/// `{0, wait_us, binding index}` when not yet, `{2, index, spent}` when never.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -112,6 +112,7 @@ local function earliest(s, at)
   return nxt
 end
 local at = now
+local bind = 0
 for i = 1, n do
   local e = earliest(b[i], now)
   if not e then
@@ -121,7 +122,7 @@ for i = 1, n do
     if s.kind == 'w' and s.period == 0 and s.step <= s.limit then spent = 1 end
     return {2, i - 1, spent}
   end
-  if e > at then at = e end
+  if e > at then at = e; bind = i - 1 end
 end
 if at > now then
   for _ = 1, 16 do
@@ -134,7 +135,7 @@ if at > now then
     at = nxt
   end
   save()
-  return {0, at - now}
+  return {0, at - now, bind}
 end
 local out = {1, now, epoch}
 for i = 1, n do
@@ -248,9 +249,14 @@ pub enum RedisLimiterError {
 /// Why Redis did not admit a job now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SharedDenial {
-    /// Every bucket fits after this wait (measured on Redis's clock, so it holds on any
-    /// runner's clock).
-    Wait(Duration),
+    /// Every bucket fits after `wait` (measured on Redis's clock, so it holds on any
+    /// runner's clock); `limit` (an index in config order) holds the job back longest.
+    Wait {
+        /// How long until every bucket fits.
+        wait: Duration,
+        /// The binding limit's index among the configured limits.
+        limit: usize,
+    },
     /// Never: the job exceeds a bucket's burst, or a shared run budget is spent.
     Never(Box<NeverFits>),
 }
@@ -456,7 +462,13 @@ impl RedisLimiter {
             }
             Some(0) => {
                 let wait = int(reply.get(1)).ok_or_else(|| self.protocol("no wait"))?;
-                Ok(Err(SharedDenial::Wait(Duration::from_micros(wait))))
+                let limit = int(reply.get(2))
+                    .and_then(|i| usize::try_from(i).ok())
+                    .ok_or_else(|| self.protocol("no binding limit"))?;
+                Ok(Err(SharedDenial::Wait {
+                    wait: Duration::from_micros(wait),
+                    limit,
+                }))
             }
             Some(2) => {
                 let i = int(reply.get(1))

@@ -219,6 +219,7 @@ impl<T: Transport> Runner<T> {
                         break;
                     };
                     let mut admitted = self.limiter.reserve(&job.route, &job.costs, now);
+                    let mut shared_binding = None;
                     if admitted.is_ok()
                         && let Some(shared) = self.shared.as_mut()
                     {
@@ -237,10 +238,10 @@ impl<T: Transport> Runner<T> {
                                     note = None;
                                 }
                             }
-                            Admission::Denied(SharedDenial::Wait(wait)) => {
-                                admitted = Err(Denied::NotUntil(NotUntil {
-                                    at: self.clock.now() + nanos(wait),
-                                }));
+                            Admission::Denied(SharedDenial::Wait { wait, limit }) => {
+                                let at = self.clock.now() + nanos(wait);
+                                admitted = Err(Denied::NotUntil(NotUntil { at }));
+                                shared_binding = Some((limit, at));
                             }
                             Admission::Denied(SharedDenial::Never(never)) => {
                                 admitted = Err(Denied::Never(never));
@@ -266,7 +267,9 @@ impl<T: Transport> Runner<T> {
                             wake = earliest(wake, n.at);
                             if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
                                 let (route, costs) = (job.route.clone(), job.costs.clone());
-                                if let Some(pause) = self.long_wait(&route, &costs, now) {
+                                if let Some(pause) =
+                                    self.long_wait(&route, &costs, now, shared_binding)
+                                {
                                     note = Some(pause.note);
                                     if self.settings.retry.on_quota == OnQuota::Exit {
                                         stopping = true;
@@ -369,8 +372,21 @@ impl<T: Transport> Runner<T> {
 
     /// Explains a long wait: which quota holds the next job back and until when. `None`
     /// when the binding limit is not a calendar quota (a slow rate is no reason to pause).
-    fn long_wait(&self, route: &Route, costs: &Costs, now: Nanos) -> Option<LongWait> {
-        let (spec, at) = self.limiter.binding(route, costs, now)?;
+    /// `shared` is the shared limiter's binding limit (config index) and instant, if it
+    /// said "not yet".
+    fn long_wait(
+        &self,
+        route: &Route,
+        costs: &Costs,
+        now: Nanos,
+        shared: Option<(usize, Nanos)>,
+    ) -> Option<LongWait> {
+        let local = self.limiter.binding(route, costs, now);
+        let shared = shared.and_then(|(i, at)| Some((self.limiter.specs().nth(i)?, at)));
+        let (spec, at) = [local, shared]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(_, at)| *at)?;
         if !matches!(spec.kind, LimitKind::Window { per: Some(_), .. }) {
             return None;
         }

@@ -118,7 +118,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn wait_of(denied: Result<impl std::fmt::Debug, SharedDenial>) -> Duration {
     match denied {
-        Err(SharedDenial::Wait(wait)) => wait,
+        Err(SharedDenial::Wait { wait, .. }) => wait,
         other => panic!("expected a wait, got {other:?}"),
     }
 }
@@ -454,5 +454,39 @@ fn redis_stopped_mid_run_pauses_dispatch_and_no_window_is_exceeded() {
     assert!(
         windows.values().all(|&n| n <= WINDOW_LIMIT),
         "a window held more than {WINDOW_LIMIT}: {windows:?}"
+    );
+}
+
+/// A quota shared through Redis pauses every runner once it is used up, even one whose own
+/// db has never spent any of it: exit 75 with the reset time, nothing sent.
+#[test]
+fn a_shared_quota_used_up_by_one_runner_pauses_the_next() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let p = Project::new().with_mock("mock://generic");
+    let worklist = p.worklist(6);
+    let config = p.config(
+        &format!(
+            "[[limits]]\nname = \"daily\"\nquota = 4\nper = \"1d\"\n\n[limiter]\nbackend = \"{}\"",
+            redis.url()
+        ),
+        2,
+    );
+    let first = p.run(&worklist, &config, &["--db", "a.db", "--quiet"]);
+    first.expect_code(75);
+    assert_eq!(p.records().len(), 4, "{}", first.dump());
+    let second = p.run(&worklist, &config, &["--db", "b.db", "--quiet"]);
+    second.expect_code(75);
+    assert!(
+        second.stdout().contains("quota `daily` is used up until"),
+        "{}",
+        second.dump()
+    );
+    assert_eq!(
+        p.records().len(),
+        4,
+        "the second runner sent nothing: {}",
+        second.dump()
     );
 }
