@@ -513,6 +513,14 @@ impl Config {
                 text = redact_on_line(&text, *line, value);
             }
         }
+        if let Some(b) = &self.backend {
+            let redacted = crate::limiter::redis::redact(&b.url);
+            if redacted != b.url && !b.url.contains("${") {
+                let at = redacted.find("***").unwrap_or(0);
+                let secret = &b.url[at..b.url.len() - (redacted.len() - at - 3)];
+                text = redact_on_line(&text, b.line, secret);
+            }
+        }
         text
     }
 }
@@ -1097,6 +1105,15 @@ max = 8
         let snap = config.snapshot();
         assert!(!snap.contains("sk-live-123"), "{snap}");
         assert!(snap.contains("<redacted>"));
+        let redis = format!("{GOOD}\n[limiter]\nbackend = \"redis://:hunter2@10.0.0.5:6379/0\"\n");
+        let snap = Config::parse(Path::new("c.toml"), &redis)
+            .unwrap()
+            .snapshot();
+        assert!(!snap.contains("hunter2"), "{snap}");
+        assert!(
+            snap.contains("redis://<redacted>@10.0.0.5:6379/0"),
+            "{snap}"
+        );
     }
 
     #[test]
