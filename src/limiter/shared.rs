@@ -83,9 +83,7 @@ impl SharedBucket {
             } => {
                 let period_us = per.map_or(0, |p| micros(p).max(1));
                 SharedBucket::Window {
-                    admit_up_to: pause_at
-                        .map_or(limit.get(), |f| (limit.get() as f64 * f).floor() as u64)
-                        .min(limit.get()),
+                    admit_up_to: super::admit_up_to(*limit, *pause_at),
                     period_us,
                     phase_us: if period_us == 0 {
                         0

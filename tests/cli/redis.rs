@@ -315,12 +315,34 @@ fn spawn_shard(p: &Project, worklist: &Path, config: &Path, shard: usize, of: us
     .expect("runner starts")
 }
 
-fn finish(child: Child, shard: usize) -> Run {
-    let output: Output = child.wait_with_output().expect("runner ends");
-    Run {
-        line: format!("ratebound run ... --shard {shard}/N"),
-        output,
+/// Runs shards 1..=n of the work list side by side, each in its own process with its own
+/// db; `meanwhile` runs while they do. Every runner must exit 0.
+fn run_shards(
+    p: &Project,
+    worklist: &Path,
+    config: &Path,
+    n: usize,
+    meanwhile: impl FnOnce(),
+) -> Vec<Run> {
+    let children: Vec<Child> = (1..=n)
+        .map(|s| spawn_shard(p, worklist, config, s, n))
+        .collect();
+    meanwhile();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .zip(1..)
+        .map(|(child, s)| {
+            let output: Output = child.wait_with_output().expect("runner ends");
+            Run {
+                line: format!("ratebound run ... --shard {s}/{n}"),
+                output,
+            }
+        })
+        .collect();
+    for run in &runs {
+        run.expect_code(0);
     }
+    runs
 }
 
 /// Requests the mock received per UTC second, whatever it answered.
@@ -374,17 +396,7 @@ fn three_runners_on_three_shards_share_one_limit_through_redis() {
     };
     let items = 300;
     let (p, worklist, config) = shared_project(&redis, items, 8);
-    let children: Vec<Child> = (1..=3)
-        .map(|s| spawn_shard(&p, &worklist, &config, s, 3))
-        .collect();
-    let runs: Vec<Run> = children
-        .into_iter()
-        .zip(1..)
-        .map(|(c, s)| finish(c, s))
-        .collect();
-    for run in &runs {
-        run.expect_code(0);
-    }
+    let runs = run_shards(&p, &worklist, &config, 3, || {});
     assert_every_item_done_once(&p, items, 3, &runs);
     let windows = per_window(&p);
     eprintln!("requests per UTC second: {windows:?}");
@@ -416,23 +428,15 @@ fn redis_stopped_mid_run_pauses_dispatch_and_no_window_is_exceeded() {
     };
     let items = 300;
     let (p, worklist, config) = shared_project(&redis, items, 8);
-    let children: Vec<Child> = (1..=2)
-        .map(|s| spawn_shard(&p, &worklist, &config, s, 2))
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    redis.stop();
-    let sent_when_stopped = p.records().len();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent_while_down = p.records().len() - sent_when_stopped;
-    redis.restart();
-    let runs: Vec<Run> = children
-        .into_iter()
-        .zip(1..)
-        .map(|(c, s)| finish(c, s))
-        .collect();
-    for run in &runs {
-        run.expect_code(0);
-    }
+    let (mut sent_when_stopped, mut sent_while_down) = (0, 0);
+    let runs = run_shards(&p, &worklist, &config, 2, || {
+        std::thread::sleep(Duration::from_millis(1500));
+        redis.stop();
+        sent_when_stopped = p.records().len();
+        std::thread::sleep(Duration::from_millis(1500));
+        sent_while_down = p.records().len() - sent_when_stopped;
+        redis.restart();
+    });
     assert!(
         sent_when_stopped < items,
         "redis must stop mid-run: {sent_when_stopped} of {items} were sent already"
