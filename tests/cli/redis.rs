@@ -233,6 +233,47 @@ fn a_shared_window_waits_for_its_boundary_and_a_job_too_big_never_fits() {
     });
 }
 
+#[test]
+fn a_shared_quota_stops_at_pause_at_and_a_shared_run_budget_is_spent_for_good() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut quota = LimitSpec::window(
+        "daily",
+        Unit::Requests,
+        NonZeroU64::new(4).unwrap(),
+        Some(Duration::from_secs(86_400)),
+    );
+    if let ratebound::limiter::LimitKind::Window { pause_at, .. } = &mut quota.kind {
+        *pause_at = Some(0.5);
+    }
+    let budget = LimitSpec::window("budget", Unit::Usd, NonZeroU64::new(2).unwrap(), None);
+    let specs = [quota, budget];
+    let route = Limiter::new(&specs).route_all();
+    runtime().block_on(async {
+        let mut shared = RedisLimiter::new(&redis.url(), "q", &specs, Duration::ZERO).unwrap();
+        let one = Costs::default().with(Unit::Requests, 1);
+        shared.reserve(&route, &one).await.unwrap().unwrap();
+        shared.reserve(&route, &one).await.unwrap().unwrap();
+        match shared.reserve(&route, &one).await.unwrap() {
+            Err(SharedDenial::Wait { wait, limit }) => {
+                assert_eq!(limit, 0, "the quota binds");
+                assert!(wait > Duration::from_secs(60), "{wait:?}");
+            }
+            other => panic!("half of 4 is 2: {other:?}"),
+        }
+        let dollar = Costs::default().with(Unit::Usd, 1);
+        shared.reserve(&route, &dollar).await.unwrap().unwrap();
+        shared.reserve(&route, &dollar).await.unwrap().unwrap();
+        match shared.reserve(&route, &dollar).await.unwrap() {
+            Err(SharedDenial::Never(never)) => {
+                assert!(never.spent && never.limit == "budget", "{never:?}");
+            }
+            other => panic!("a budget of 2 is spent: {other:?}"),
+        }
+    });
+}
+
 /// A Redis restart without persistence loses every count; a runner that knew the old
 /// state re-creates its buckets used up, because what it admitted before may still count
 /// at the provider.
