@@ -18,12 +18,14 @@ use crate::config::Tenants;
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, SimItem};
 use crate::job::{self, CostModel, Job};
-use crate::limiter::{Costs, Limiter, Route};
+use crate::limiter::redis::RedisLimiter;
+use crate::limiter::{Costs, Limiter, Route, shared};
 use crate::mock::{MockSpec, Profile};
 use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings};
 use crate::scheduler::{AutoWorkers, Policy, Scheduler, workers::binding_jobs_per_s};
+use crate::shard::Shard;
 use crate::store::{Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
@@ -104,6 +106,10 @@ struct RunArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Work only shard I of N (1-based), split by item id; each shard needs its own --db.
+    /// Runners sharing one API key share its limits through `[limiter] backend`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
 }
 
 #[derive(Args, Debug)]
@@ -115,9 +121,9 @@ struct DbArgs {
 
 #[derive(Args, Debug)]
 struct StatusArgs {
-    /// The run's database.
-    #[arg(long)]
-    db: PathBuf,
+    /// The run's database; several (`--db a.db --db b.db`, one per shard) are added up.
+    #[arg(long, required = true)]
+    db: Vec<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -271,8 +277,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn status_command(args: &StatusArgs) -> anyhow::Result<u8> {
-    let store = Store::open_existing(&args.db)?;
-    let s = status::read(&store, SystemTime::now())?;
+    let now = SystemTime::now();
+    let each = (args.db.iter())
+        .map(|db| status::read(&Store::open_existing(db)?, now))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let s = status::aggregate(each);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -409,6 +418,7 @@ fn resume_command(args: DbArgs) -> anyhow::Result<u8> {
     let config = store
         .meta("config_path")?
         .ok_or_else(|| missing("config path"))?;
+    let shard = store.meta("shard")?.and_then(|s| s.parse().ok());
     drop(store);
     runtime()?.block_on(run_command(RunArgs {
         worklist: PathBuf::from(worklist),
@@ -416,6 +426,7 @@ fn resume_command(args: DbArgs) -> anyhow::Result<u8> {
         db: Some(args.db),
         workers: None,
         quiet: false,
+        shard,
     }))
 }
 
@@ -592,7 +603,17 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     let mut limiter = Limiter::new(&config.limits)
         .with_jitter(config.jitter)
         .with_origin(clock.wall_at(0));
-    let validated = validate(&args.worklist, &config, &limiter, |_, _, _| {})?;
+    let shard = args.shard;
+    let in_shard = |id: &str| shard.is_none_or(|s| s.includes(id));
+    let mut shard_items = 0u64;
+    let mut validated = validate(&args.worklist, &config, &limiter, |item, _, _| {
+        shard_items += u64::from(in_shard(&item.id));
+    })?;
+    if let Some(shard) = shard {
+        // A db holds one shard: running it with another shard is a changed work list.
+        validated.fingerprint.push_str(&format!("#shard={shard}"));
+        validated.items = shard_items;
+    }
     let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
 
     let mut store = Store::open(&db)?;
@@ -616,7 +637,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     let worklist_abs =
         std::path::absolute(&args.worklist).unwrap_or_else(|_| args.worklist.clone());
     if store.bind_worklist(&worklist_abs, &validated.fingerprint, &config.snapshot())? {
-        let items = WorklistReader::open(&args.worklist)?.filter_map(Result::ok);
+        let items = (WorklistReader::open(&args.worklist)?)
+            .filter_map(Result::ok)
+            .filter(|item| in_shard(&item.id));
         let imported = store.import(items)?;
         tracing::info!(imported, "work list imported");
     }
@@ -633,6 +656,9 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     store.set_paused(false)?;
     let config_abs = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
     store.set_meta("config_path", &config_abs.to_string_lossy())?;
+    if let Some(shard) = shard {
+        store.set_meta("shard", &shard.to_string())?;
+    }
     let cost_model = CostModel::from_config(&config);
     let mut scheduler = match &plan {
         Some((policy, _)) => Scheduler::with_policy(policy.clone()),
@@ -711,6 +737,29 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         (config.api.base_url.clone(), None)
     };
     let transport = HttpTransport::new(&base_url, &headers, config.api.timeout, config.workers)?;
+    let shared = match &config.backend {
+        Some(backend) => {
+            let url = backend.resolve_url(&config.path)?;
+            let namespace = (backend.namespace.clone())
+                .unwrap_or_else(|| shared::namespace(&config.api.base_url, &headers));
+            let shared = RedisLimiter::new(&url, &namespace, &config.limits, config.jitter)
+                .map_err(|e| UsageError {
+                    message: format!("{}:{}: {e}", config.path.display(), backend.line),
+                    hint: "write `[limiter] backend = \"redis://HOST:PORT/DB\"`".into(),
+                })?;
+            tracing::info!(target = shared.target(), "limits shared through redis");
+            Some(shared)
+        }
+        None => {
+            if let Some(shard) = shard {
+                tracing::warn!(
+                    %shard,
+                    "no `[limiter] backend`: this shard enforces every limit on its own; runners sharing one API key need a shared backend to stay within it together"
+                );
+            }
+            None
+        }
+    };
 
     let (stop_tx, stop_rx) = watch::channel(0u32);
     tokio::spawn(async move {
@@ -734,6 +783,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         transport: std::sync::Arc::new(transport),
         clock,
         limiter,
+        shared,
         scheduler,
         writer: Writer::start(&db)?,
         progress: Progress::new(counts.total, counts.done + counts.failed, args.quiet),

@@ -51,7 +51,7 @@ const KEYS: &[(&str, &str)] = &[
         "[retry]",
         "max_attempts, backoff, max_backoff, quota_markers, on_quota, storm_share",
     ),
-    ("[limiter]", "jitter"),
+    ("[limiter]", "jitter, backend, namespace"),
 ];
 
 /// Default delay variation allowed for (`[limiter] jitter`).
@@ -183,7 +183,33 @@ pub struct Config {
     /// How unevenly requests may be delayed on their way to the provider; each bucket's
     /// burst is shrunk by this much so bunched-up arrivals still fit.
     pub jitter: Duration,
+    /// Where limiter state is shared with other runners (`[limiter] backend`), if anywhere.
+    pub backend: Option<SharedBackend>,
     source: String,
+}
+
+/// A shared limiter backend (`[limiter] backend = "redis://..."`).
+#[derive(Debug, Clone)]
+pub struct SharedBackend {
+    /// The Redis URL as written (may hold `${VAR}`, resolved at run time and never stored).
+    pub url: String,
+    /// `[limiter] namespace`: the key prefix, overriding the one derived from the API.
+    pub namespace: Option<String>,
+    /// Line of `backend`, for errors.
+    pub line: usize,
+}
+
+impl SharedBackend {
+    /// The URL with `${VAR}` references resolved from the environment; never store it.
+    pub fn resolve_url(&self, path: &Path) -> Result<String, ConfigError> {
+        interpolate(&self.url, |var| std::env::var(var).ok()).map_err(|var| {
+            ConfigError::MissingEnv {
+                path: path.to_path_buf(),
+                line: self.line,
+                var,
+            }
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -217,6 +243,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawLimiter {
     jitter: Option<Spanned<String>>,
+    backend: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +509,7 @@ impl Config {
             Some(j) => check.duration(j, "jitter"),
             None => Some(DEFAULT_JITTER),
         };
+        let backend = check_backend(&mut check, &raw.limiter);
         if !check.problems.is_empty() {
             return Err(invalid(check.problems));
         }
@@ -497,6 +526,7 @@ impl Config {
                 kinds,
                 pricing,
                 jitter,
+                backend,
                 source: source.to_string(),
             }),
             _ => Err(invalid(Vec::new())),
@@ -510,6 +540,14 @@ impl Config {
         for (_, value, line) in &self.api.headers {
             if !value.contains("${") && !value.is_empty() {
                 text = redact_on_line(&text, *line, value);
+            }
+        }
+        if let Some(b) = &self.backend {
+            let redacted = crate::limiter::redis::redact(&b.url);
+            if redacted != b.url && !b.url.contains("${") {
+                let at = redacted.find("***").unwrap_or(0);
+                let secret = &b.url[at..b.url.len() - (redacted.len() - at - 3)];
+                text = redact_on_line(&text, b.line, secret);
             }
         }
         text
@@ -544,6 +582,64 @@ fn parse_hint(message: &str) -> String {
         "add the missing key; sample-config.toml shows every key with an example".to_string()
     } else {
         "check the TOML syntax at that position (strings in quotes, one key per line)".to_string()
+    }
+}
+
+/// `[limiter] backend` and `namespace`: memory (the default) or a Redis URL.
+fn check_backend(check: &mut Checker<'_>, raw: &RawLimiter) -> Option<SharedBackend> {
+    let hint = "write `backend = \"redis://127.0.0.1:6379/0\"` (a password as `${REDIS_PASSWORD}`), or leave it out (or `\"memory\"`) for one runner";
+    let backend = match &raw.backend {
+        Some(b) if b.get_ref() == "memory" => None,
+        Some(b) => {
+            let url = b.get_ref();
+            let checked = if url.contains("${") {
+                crate::limiter::redis::check_url(&url.replace("${", "").replace('}', ""))
+            } else {
+                crate::limiter::redis::check_url(url)
+            };
+            match checked {
+                Ok(()) => Some(SharedBackend {
+                    url: url.clone(),
+                    namespace: None,
+                    line: check.position(b.span()).0,
+                }),
+                Err(why) => {
+                    check.problem(
+                        b.span(),
+                        format!(
+                            "`backend` must be `memory` or a Redis URL, found `{}`: {why}",
+                            crate::limiter::redis::redact(url)
+                        ),
+                        hint,
+                    );
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    match (&raw.namespace, backend) {
+        (Some(ns), _) if ns.get_ref().trim().is_empty() => {
+            check.problem(
+                ns.span(),
+                "`namespace` must not be empty",
+                "leave it out to derive it from the API's base URL and credentials",
+            );
+            None
+        }
+        (Some(ns), None) => {
+            check.problem(
+                ns.span(),
+                "`namespace` needs a shared backend",
+                "set `[limiter] backend = \"redis://...\"` too, or remove `namespace`",
+            );
+            None
+        }
+        (ns, Some(mut backend)) => {
+            backend.namespace = ns.as_ref().map(|n| n.get_ref().clone());
+            Some(backend)
+        }
+        (None, None) => None,
     }
 }
 
@@ -985,6 +1081,35 @@ max = 8
     }
 
     #[test]
+    fn a_redis_backend_is_parsed_and_a_bad_one_points_at_its_line() {
+        let text = format!(
+            "{GOOD}\n[limiter]\nbackend = \"redis://:${{REDIS_PASSWORD}}@10.0.0.5:6379/2\"\nnamespace = \"team-a\"\n"
+        );
+        let config = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let backend = config.backend.expect("a shared backend");
+        assert_eq!(backend.namespace.as_deref(), Some("team-a"));
+        assert!(backend.url.contains("${REDIS_PASSWORD}"), "kept as written");
+        assert!(
+            Config::parse(Path::new("c.toml"), GOOD)
+                .unwrap()
+                .backend
+                .is_none(),
+            "memory by default"
+        );
+
+        let bad = format!("{GOOD}\n[limiter]\nbackend = \"http://:secret@redis:6379\"\n");
+        let p = problems(&bad);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, bad.lines().count());
+        assert!(p[0].message.contains("Redis URL"), "{}", p[0].message);
+        assert!(!p[0].message.contains("secret"), "{}", p[0].message);
+        assert!(p[0].hint.contains("redis://"), "{}", p[0].hint);
+
+        let orphan = format!("{GOOD}\n[limiter]\nnamespace = \"x\"\n");
+        assert!(problems(&orphan)[0].hint.contains("backend"));
+    }
+
+    #[test]
     fn a_good_config_is_accepted_with_defaults() {
         let config = Config::parse(Path::new("c.toml"), GOOD).unwrap();
         assert_eq!(config.limits.len(), 2);
@@ -1047,6 +1172,15 @@ max = 8
         let snap = config.snapshot();
         assert!(!snap.contains("sk-live-123"), "{snap}");
         assert!(snap.contains("<redacted>"));
+        let redis = format!("{GOOD}\n[limiter]\nbackend = \"redis://:hunter2@10.0.0.5:6379/0\"\n");
+        let snap = Config::parse(Path::new("c.toml"), &redis)
+            .unwrap()
+            .snapshot();
+        assert!(!snap.contains("hunter2"), "{snap}");
+        assert!(
+            snap.contains("redis://<redacted>@10.0.0.5:6379/0"),
+            "{snap}"
+        );
     }
 
     #[test]

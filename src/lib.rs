@@ -22,6 +22,7 @@
 //! - [`headers`]: provider rate-limit headers (every dialect) → observations.
 //! - [`retry`]: outcome classes and backoff with jitter.
 //! - [`scheduler`]: priority order, classes with shares, fair tenants, in-flight caps, retry timers.
+//! - [`shard`]: a deterministic split of the work list by id (`run --shard i/n`).
 //! - [`runner`]: the async loop where network, store and clock meet.
 //! - [`estimate`]: a dry run in virtual time over the limiter and scheduler.
 //! - [`mock`]: the built-in rate-limited API.
@@ -39,6 +40,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod scheduler;
+pub mod shard;
 pub mod store;
 pub mod template;
 pub mod worklist;

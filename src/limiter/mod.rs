@@ -9,12 +9,18 @@
 //! Invariants: admission is all-or-nothing (no bucket is touched unless every bucket fits);
 //! nothing admitted ever exceeds a bucket's rate; state can be saved as wall-clock instants
 //! and restored after a restart, so a restart does not grant a fresh burst.
+//!
+//! Backends: this in-memory engine is the default and the reference; with `[limiter] backend
+//! = "redis://..."` every admission is also taken from [`redis`] (the only I/O file here),
+//! which evaluates the same limits ([`shared`]) for every runner sharing one API key.
 
 pub mod budget;
 pub mod gcra;
 #[cfg(test)]
 mod proptests;
+pub mod redis;
 pub mod reservation;
+pub mod shared;
 pub mod window;
 
 use std::fmt;
@@ -266,6 +272,13 @@ impl LimitSpec {
     }
 }
 
+/// The units a window of `limit` admits when admission stops at the share `pause_at`.
+pub fn admit_up_to(limit: NonZeroU64, pause_at: Option<f64>) -> u64 {
+    pause_at
+        .map_or(limit.get(), |f| (limit.get() as f64 * f).floor() as u64)
+        .min(limit.get())
+}
+
 /// "Not before this instant": the reservation did not fit now but will at `at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotUntil {
@@ -484,8 +497,7 @@ impl Limiter {
                     let offset = (u128::from(nanos(*reset)) % p + p - self.origin_unix_ns % p) % p;
                     u64::try_from(offset).unwrap_or(0)
                 });
-                let admit =
-                    pause_at.map_or(limit.get(), |f| (limit.get() as f64 * f).floor() as u64);
+                let admit = admit_up_to(*limit, *pause_at);
                 Algo::Window(
                     FixedWindow::new(limit.get(), admit, period, phase).with_guard(self.jitter),
                 )

@@ -108,6 +108,77 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
     })
 }
 
+/// The status of several dbs of one run (one per shard) as one: counts added up, the
+/// liveliest state (`running` over `paused` over `stopped`; `finished` only when all are),
+/// the earliest start, the longest active time (shards run side by side), and each limit's
+/// usage added up by name (each runner's own share of a shared limit). One status is
+/// returned as it is.
+pub fn aggregate(all: Vec<Status>) -> Status {
+    let mut all = all.into_iter();
+    let Some(mut sum) = all.next() else {
+        return Status {
+            total: 0,
+            done: 0,
+            failed: 0,
+            pending: 0,
+            in_flight: 0,
+            state: "stopped".into(),
+            requests_sent: 0,
+            responses_429: 0,
+            retries: 0,
+            started_at: None,
+            elapsed_s: 0.0,
+            items_per_s: 0.0,
+            eta_s: None,
+            limits: Vec::new(),
+            worklist: None,
+        };
+    };
+    let rank = |state: &str| match state {
+        "running" => 3,
+        "paused" => 2,
+        "stopped" => 1,
+        _ => 0,
+    };
+    let mut more = false;
+    for s in all {
+        more = true;
+        sum.total += s.total;
+        sum.done += s.done;
+        sum.failed += s.failed;
+        sum.pending += s.pending;
+        sum.in_flight += s.in_flight;
+        sum.requests_sent += s.requests_sent;
+        sum.responses_429 += s.responses_429;
+        sum.retries += s.retries;
+        if rank(&s.state) > rank(&sum.state) {
+            sum.state = s.state;
+        }
+        sum.started_at = match (sum.started_at.take(), s.started_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        sum.elapsed_s = sum.elapsed_s.max(s.elapsed_s);
+        for l in s.limits {
+            match sum.limits.iter_mut().find(|m| m.name == l.name) {
+                Some(m) => m.used += l.used,
+                None => sum.limits.push(l),
+            }
+        }
+    }
+    if more {
+        let finished = sum.done + sum.failed;
+        sum.items_per_s = if sum.elapsed_s > 0.0 {
+            finished as f64 / sum.elapsed_s
+        } else {
+            0.0
+        };
+        sum.eta_s = (sum.pending > 0 && sum.items_per_s > 0.0)
+            .then(|| sum.pending as f64 / sum.items_per_s);
+    }
+    sum
+}
+
 /// The status as a few human lines.
 pub fn render(s: &Status) -> String {
     let pct = if s.total == 0 {
@@ -150,4 +221,58 @@ pub fn render(s: &Status) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(done: u64, pending: u64, state: &str, started: &str, used: u64) -> Status {
+        Status {
+            total: done + pending,
+            done,
+            failed: 0,
+            pending,
+            in_flight: 0,
+            state: state.into(),
+            requests_sent: done,
+            responses_429: 1,
+            retries: 0,
+            started_at: Some(started.into()),
+            elapsed_s: 10.0 + done as f64,
+            items_per_s: 0.0,
+            eta_s: None,
+            limits: vec![BucketUsage {
+                name: "rpm".into(),
+                unit: "requests".into(),
+                used,
+                limit: 600,
+                window_s: 60.0,
+            }],
+            worklist: None,
+        }
+    }
+
+    #[test]
+    fn shards_add_up_into_one_status() {
+        let sum = aggregate(vec![
+            shard(10, 0, "finished", "2026-11-23T10:00:05Z", 100),
+            shard(5, 5, "running", "2026-11-23T10:00:01Z", 200),
+        ]);
+        assert_eq!((sum.total, sum.done, sum.pending), (20, 15, 5));
+        assert_eq!((sum.requests_sent, sum.responses_429), (15, 2));
+        assert_eq!(sum.state, "running", "one shard still runs");
+        assert_eq!(sum.started_at.as_deref(), Some("2026-11-23T10:00:01Z"));
+        assert_eq!(sum.elapsed_s, 20.0, "shards run side by side");
+        assert_eq!(
+            sum.limits[0].used, 300,
+            "each runner's share of a shared limit"
+        );
+        assert_eq!(sum.items_per_s, 0.75);
+        let done = aggregate(vec![
+            shard(1, 0, "finished", "2026-11-23T10:00:00Z", 0),
+            shard(2, 0, "finished", "2026-11-23T10:00:00Z", 0),
+        ]);
+        assert_eq!(done.state, "finished");
+    }
 }

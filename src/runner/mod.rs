@@ -27,7 +27,10 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::{Clock, Nanos, SystemClock, nanos};
 use crate::headers::{self, Dialect};
 use crate::job::{CostModel, Job};
-use crate::limiter::{Costs, Denied, LimitKind, Limiter, Reservation, Route, Scope, Unit};
+use crate::limiter::redis::{Admission, RedisLimiter, SharedDenial};
+use crate::limiter::{
+    Costs, Denied, LimitKind, Limiter, NotUntil, Reservation, Route, Scope, Unit,
+};
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, OnQuota, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
@@ -39,6 +42,9 @@ pub use transport::{Response, Transport, TransportError};
 
 /// A limiter wait at least this long on a quota window is a paused quota, not a rate.
 const QUOTA_WAIT: Duration = Duration::from_secs(60);
+
+/// How soon dispatch asks an unreachable shared limiter again.
+const SHARED_RETRY: Duration = Duration::from_millis(250);
 
 /// How often progress is written to the store and shown.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -139,6 +145,9 @@ pub struct Runner<T: Transport> {
     pub clock: SystemClock,
     /// Admission across every configured limit.
     pub limiter: Limiter,
+    /// The limits shared with other runners (`[limiter] backend`): every admission is also
+    /// taken there, after the local limiter's.
+    pub shared: Option<RedisLimiter>,
     /// Jobs waiting to be sent.
     pub scheduler: Scheduler<Job>,
     /// The store's single writer.
@@ -248,7 +257,44 @@ impl<T: Transport> Runner<T> {
                     let Some(job) = self.scheduler.peek(now) else {
                         break;
                     };
-                    match self.limiter.reserve(&job.route, &job.costs, now) {
+                    let mut admitted = self.limiter.reserve(&job.route, &job.costs, now);
+                    let mut shared_binding = None;
+                    if admitted.is_ok()
+                        && let Some(shared) = self.shared.as_mut()
+                    {
+                        // The one async step of admission: the shared limits, atomically
+                        // across runners. Any answer but a grant hands the local one back.
+                        let answer = shared.admit(job.seq, &job.route, &job.costs).await;
+                        if !matches!(answer, Admission::Granted { .. })
+                            && let Ok(reservation) = admitted
+                        {
+                            self.limiter.cancel(reservation, now);
+                            admitted = Err(Denied::NotUntil(NotUntil { at: now }));
+                        }
+                        match answer {
+                            Admission::Granted { recovered } => {
+                                if recovered {
+                                    note = None;
+                                }
+                            }
+                            Admission::Denied(SharedDenial::Wait { wait, limit }) => {
+                                let at = self.clock.now() + nanos(wait);
+                                admitted = Err(Denied::NotUntil(NotUntil { at }));
+                                shared_binding = Some((limit, at));
+                            }
+                            Admission::Denied(SharedDenial::Never(never)) => {
+                                admitted = Err(Denied::Never(never));
+                            }
+                            Admission::Unreachable(e) => {
+                                note = Some(format!(
+                                    "dispatch paused: {e}; retrying (nothing is admitted meanwhile)"
+                                ));
+                                wake = earliest(wake, now + nanos(SHARED_RETRY));
+                                break;
+                            }
+                        }
+                    }
+                    match admitted {
                         Ok(reservation) => {
                             let Some(popped) = self.scheduler.pop_timed(now) else {
                                 break;
@@ -272,7 +318,9 @@ impl<T: Transport> Runner<T> {
                             // path) holds it back: the other lanes go on meanwhile.
                             if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
                                 let (route, costs) = (job.route.clone(), job.costs.clone());
-                                lane_quota = self.long_wait(&route, &costs, now).or(lane_quota);
+                                lane_quota = self
+                                    .long_wait(&route, &costs, now, shared_binding)
+                                    .or(lane_quota);
                             }
                             self.scheduler.defer(now, n.at);
                         }
@@ -283,7 +331,9 @@ impl<T: Transport> Runner<T> {
                             wake = earliest(wake, n.at);
                             if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
                                 let (route, costs) = (job.route.clone(), job.costs.clone());
-                                if let Some(pause) = self.long_wait(&route, &costs, now) {
+                                if let Some(pause) =
+                                    self.long_wait(&route, &costs, now, shared_binding)
+                                {
                                     note = Some(pause.note);
                                     if self.settings.retry.on_quota == OnQuota::Exit {
                                         stopping = true;
@@ -438,8 +488,21 @@ impl<T: Transport> Runner<T> {
 
     /// Explains a long wait: which quota holds the next job back and until when. `None`
     /// when the binding limit is not a calendar quota (a slow rate is no reason to pause).
-    fn long_wait(&self, route: &Route, costs: &Costs, now: Nanos) -> Option<LongWait> {
-        let (spec, at) = self.limiter.binding(route, costs, now)?;
+    /// `shared` is the shared limiter's binding limit (config index) and instant, if it
+    /// said "not yet".
+    fn long_wait(
+        &self,
+        route: &Route,
+        costs: &Costs,
+        now: Nanos,
+        shared: Option<(usize, Nanos)>,
+    ) -> Option<LongWait> {
+        let local = self.limiter.binding(route, costs, now);
+        let shared = shared.and_then(|(i, at)| Some((self.limiter.specs().nth(i)?, at)));
+        let (spec, at) = [local, shared]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(_, at)| *at)?;
         if !matches!(spec.kind, LimitKind::Window { per: Some(_), .. }) {
             return None;
         }
@@ -574,6 +637,9 @@ impl<T: Transport> Runner<T> {
                     None => job.costs.clone(),
                 };
                 self.limiter.settle(reservation, &actual, now);
+                if let Some(shared) = self.shared.as_mut() {
+                    shared.settle_later(job.seq, &actual);
+                }
                 self.writer.finish(ItemResult {
                     seq: job.seq,
                     status: ItemStatus::Done,
@@ -593,6 +659,9 @@ impl<T: Transport> Runner<T> {
                 // the request bucket is evidently empty: keep the request, refund tokens.
                 let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
                 self.limiter.settle(reservation, &keep, now);
+                if let Some(shared) = self.shared.as_mut() {
+                    shared.settle_later(job.seq, &keep);
+                }
                 c.rate_limited += 1;
                 self.writer.attempt(attempt)?;
                 if observed.limits.is_empty() && retry_after.is_none() {

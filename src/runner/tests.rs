@@ -102,6 +102,7 @@ fn runner<T: Transport>(
         transport: Arc::new(transport),
         clock: SystemClock::new(),
         limiter: Limiter::new(limits),
+        shared: None,
         before: Before {
             total: scheduler.len() as u64,
             ..Before::default()
