@@ -643,21 +643,24 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 job::idempotency_key(&validated.fingerprint, &row.id),
             ));
         }
-        scheduler.push(
-            row.priority,
-            row.seq,
-            Job {
-                seq: row.seq,
-                id: row.id,
-                priority: row.priority,
-                request,
-                costs: built.costs,
-                route,
-                model: built.model,
-                attempts: row.attempts,
-                failures: row.failures,
-            },
-        );
+        let mut job = Job {
+            seq: row.seq,
+            id: row.id,
+            priority: row.priority,
+            request,
+            costs: built.costs,
+            route,
+            model: built.model,
+            attempts: row.attempts,
+            failures: row.failures,
+            steps: built.steps.map(|(steps, _)| Box::new(steps)),
+        };
+        if let Some(progress) = &row.steps {
+            job.resume(progress).with_context(|| {
+                format!("{}: item `{}` cannot be resumed", db.display(), job.id)
+            })?;
+        }
+        scheduler.push(job.priority, job.seq, job);
     }
     let counts = store.counts()?;
     let requests = store.request_counts()?;

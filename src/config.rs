@@ -22,6 +22,9 @@ use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::{OnQuota, RetryPolicy};
 use crate::template::{Template, TemplateKind};
 
+pub mod steps;
+pub use steps::{NextPage, Paginate, Plan, StepSpec};
+
 /// The keys of each table, for hints on unknown keys.
 const KEYS: &[(&str, &str)] = &[
     (
@@ -34,7 +37,9 @@ const KEYS: &[(&str, &str)] = &[
         "[[limits]]",
         "name, unit, rate, quota, per, burst, reset, pause_at, kind, tenant, path, learn",
     ),
-    ("[kinds.NAME]", "cost"),
+    ("[kinds.NAME]", "cost, steps"),
+    ("[[kinds.NAME.steps]]", steps::STEP_KEYS),
+    ("[kinds.NAME.steps.paginate]", steps::PAGINATE_KEYS),
     ("[pricing.\"MODEL\"]", "input, output"),
     ("[workers]", "max"),
     (
@@ -164,6 +169,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Extra costs per job kind (`[kinds.NAME] cost = { calls = 2 }`).
     pub kinds: BTreeMap<String, Costs>,
+    /// The requests of each kind that defines `[[kinds.NAME.steps]]`.
+    pub plans: BTreeMap<String, std::sync::Arc<Plan>>,
     /// Prices per model, for `usd` budgets.
     pub pricing: Pricing,
     /// How unevenly requests may be delayed on their way to the provider; each bucket's
@@ -240,6 +247,8 @@ struct RawLimit {
 struct RawKind {
     #[serde(default)]
     cost: BTreeMap<String, Spanned<f64>>,
+    #[serde(default)]
+    steps: Vec<steps::RawStep>,
 }
 
 #[derive(Deserialize)]
@@ -442,7 +451,7 @@ impl Config {
             )
         });
         let retry = check_retry(&mut check, raw.retry);
-        let kinds = check_kinds(&mut check, raw.kinds);
+        let (kinds, plans) = check_kinds(&mut check, raw.kinds);
         let pricing = check_pricing(&mut check, raw.pricing);
         let jitter = match &raw.limiter.jitter {
             Some(j)
@@ -466,6 +475,7 @@ impl Config {
                 workers: workers.map_or(16, |w| usize::try_from(w.get()).unwrap_or(usize::MAX)),
                 retry,
                 kinds,
+                plans,
                 pricing,
                 jitter,
                 source: source.to_string(),
@@ -742,8 +752,16 @@ fn check_scope(check: &mut Checker<'_>, l: &RawLimit) -> Scope {
     }
 }
 
-fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> BTreeMap<String, Costs> {
-    raw.into_iter()
+/// Each kind's extra costs, and the plans of the kinds with steps.
+type Kinds = (
+    BTreeMap<String, Costs>,
+    BTreeMap<String, std::sync::Arc<Plan>>,
+);
+
+fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> Kinds {
+    let mut plans = BTreeMap::new();
+    let kinds = raw
+        .into_iter()
         .map(|(name, kind)| {
             let mut costs = Costs::default();
             for (unit, amount) in &kind.cost {
@@ -752,9 +770,13 @@ fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> BTree
                     costs.add(unit, n.get());
                 }
             }
+            if let Some(plan) = steps::check_plan(check, &name, kind.steps) {
+                plans.insert(name.clone(), std::sync::Arc::new(plan));
+            }
             (name, costs)
         })
-        .collect()
+        .collect();
+    (kinds, plans)
 }
 
 fn check_pricing(check: &mut Checker<'_>, raw: BTreeMap<String, RawPrice>) -> Pricing {

@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_seq ON attempts (seq);
+CREATE TABLE IF NOT EXISTS item_steps (
+    seq INTEGER PRIMARY KEY,
+    progress TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS control (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused INTEGER NOT NULL
@@ -252,6 +256,8 @@ pub struct PendingRow {
     pub attempts: u32,
     /// Transient failures in earlier sessions (they count against `max_attempts`).
     pub failures: u32,
+    /// How far a multi-request job got (JSON of `job::steps::Progress`), if it started.
+    pub steps: Option<String>,
 }
 
 /// A finished item for export.
@@ -497,7 +503,8 @@ impl Store {
             .conn
             .prepare(
                 "SELECT seq, id, priority, tokens, payload, attempts,
-                        (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient')
+                        (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient'),
+                        (SELECT progress FROM item_steps s WHERE s.seq = items.seq)
                  FROM items WHERE status = 'pending' ORDER BY priority DESC, seq",
             )
             .map_err(self.err("loading pending items"))?;
@@ -511,6 +518,7 @@ impl Store {
                     payload: r.get(4)?,
                     attempts: r.get(5)?,
                     failures: r.get(6)?,
+                    steps: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -622,6 +630,7 @@ impl Store {
 /// A message to the writer.
 enum WriteOp {
     Attempt(AttemptRecord),
+    Steps { seq: u64, progress: String },
     Finish(ItemResult),
     Progress(ProgressRow),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -737,6 +746,12 @@ impl Writer {
     }
 
     /// Stores an item's result and final status in one transaction.
+    /// Records how far item `seq`'s multi-request job got (JSON text), replacing what was
+    /// there, so a rerun goes on from there. Counts as one record in commit reports.
+    pub fn steps(&mut self, seq: u64, progress: String) -> Result<(), StoreError> {
+        self.send(WriteOp::Steps { seq, progress })
+    }
+
     pub fn finish(&mut self, result: ItemResult) -> Result<(), StoreError> {
         self.send(WriteOp::Finish(result))
     }
@@ -806,6 +821,14 @@ fn commit(
                 tx.prepare_cached("UPDATE items SET attempts = ?2 WHERE seq = ?1")
                     .and_then(|mut s| s.execute(params![a.seq, a.attempt]))
                     .map_err(err("recording an attempt"))?;
+                records += 1;
+            }
+            WriteOp::Steps { seq, progress } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO item_steps (seq, progress) VALUES (?1, ?2)",
+                )
+                .and_then(|mut s| s.execute(params![seq, progress]))
+                .map_err(err("recording step progress"))?;
                 records += 1;
             }
             WriteOp::Finish(r) => {

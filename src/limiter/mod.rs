@@ -343,6 +343,15 @@ impl Route {
         )
     }
 
+    /// Adds the buckets of `other` (a job whose requests go to several endpoints).
+    pub fn merge(&mut self, other: &Route) {
+        for &i in &other.0 {
+            if !self.0.contains(&i) {
+                self.0.push(i);
+            }
+        }
+    }
+
     /// Whether the route goes through the configured limit at `index`.
     pub fn contains(&self, index: usize) -> bool {
         self.0.iter().any(|&i| usize::from(i) == index)

@@ -15,6 +15,7 @@
 //! come back and been recorded.
 
 pub mod feedback;
+mod steps;
 #[cfg(test)]
 mod tests;
 pub mod transport;
@@ -124,6 +125,12 @@ struct Completion {
     sent_at_ms: u64,
     latency: Duration,
     result: Result<Response, TransportError>,
+    /// A multi-request job's other requests of this dispatch, sent before `result`'s.
+    earlier: Vec<steps::Sent>,
+    /// What was really sent, to settle the reservation to (`None`: `job.costs`).
+    sent_costs: Option<Costs>,
+    /// Why a multi-request job cannot go on (a step could not be rendered).
+    broken: Option<String>,
 }
 
 /// One session of a run over `jobs`, until all are finished or a stop is requested.
@@ -356,6 +363,14 @@ impl<T: Transport> Runner<T> {
         let transport = Arc::clone(&self.transport);
         let done_tx = done_tx.clone();
         let sent_at_ms = unix_ms(self.clock.wall());
+        if job.steps.is_some() {
+            let clock = self.clock.clone();
+            tokio::spawn(async move {
+                let done = steps::run(transport, clock, job, reservation).await;
+                let _ = done_tx.send(done);
+            });
+            return;
+        }
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let result = transport.send(&job.request).await;
@@ -366,6 +381,9 @@ impl<T: Transport> Runner<T> {
                 sent_at_ms,
                 latency: started.elapsed(),
                 result,
+                earlier: Vec::new(),
+                sent_costs: None,
+                broken: None,
             });
         });
     }
@@ -384,7 +402,19 @@ impl<T: Transport> Runner<T> {
             sent_at_ms,
             latency,
             result,
+            earlier,
+            sent_costs,
+            broken,
         } = done;
+        let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
+        if job.steps.is_some() {
+            if let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)? {
+                self.limiter.settle(reservation, &sent_costs, now);
+                self.fail_unsendable(&job, &why)?;
+                c.failed += 1;
+                return Ok(Step::Continue);
+            }
+        }
         job.attempts += 1;
         c.sent += 1;
         if job.attempts > 1 {
@@ -450,10 +480,20 @@ impl<T: Transport> Runner<T> {
                 }
                 let usage = body.as_deref().and_then(usage_of);
                 let actual = match &usage {
-                    Some(u) => self.cost_model.actual(&job.costs, job.model.as_deref(), u),
-                    None => job.costs.clone(),
+                    Some(u) => self.cost_model.actual(&sent_costs, job.model.as_deref(), u),
+                    None => sent_costs,
                 };
                 self.limiter.settle(reservation, &actual, now);
+                let body = match job.steps.as_deref() {
+                    Some(steps) if !steps.is_finished() => {
+                        // More pages: the job comes back through the limiter.
+                        self.writer.attempt(attempt)?;
+                        self.scheduler.push(job.priority, job.seq, job);
+                        return Ok(Step::Continue);
+                    }
+                    Some(steps) => Some(steps.result_body()),
+                    None => body,
+                };
                 self.writer.finish(ItemResult {
                     seq: job.seq,
                     status: ItemStatus::Done,
@@ -471,7 +511,7 @@ impl<T: Transport> Runner<T> {
             Outcome::RateLimited => {
                 // A rejected request consumed nothing at the provider's token bucket, but
                 // the request bucket is evidently empty: keep the request, refund tokens.
-                let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
+                let keep = Costs::default().with(Unit::Requests, sent_costs.get(&Unit::Requests));
                 self.limiter.settle(reservation, &keep, now);
                 c.rate_limited += 1;
                 self.writer.attempt(attempt)?;
@@ -556,6 +596,52 @@ impl<T: Transport> Runner<T> {
                 }))
             }
         }
+    }
+
+    /// Records the requests a multi-request job sent before its deciding one and stores how
+    /// far the job got. Returns why it cannot go on, if a step could not be rendered.
+    fn absorb_steps(
+        &mut self,
+        job: &mut Job,
+        earlier: Vec<steps::Sent>,
+        broken: Option<String>,
+        c: &mut Counters,
+    ) -> Result<Option<String>, StoreError> {
+        for sent in earlier {
+            job.attempts += 1;
+            c.sent += 1;
+            c.uncommitted += 1;
+            let (http_status, error) = match &sent.result {
+                Ok(r) => (Some(r.status), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let outcome = match &sent.result {
+                Ok(r) => retry::classify_body(
+                    retry::Response::Status(r.status),
+                    &String::from_utf8_lossy(&r.body),
+                    &self.settings.retry.quota_markers,
+                ),
+                Err(TransportError::Timeout) => retry::classify_body(retry::Response::Timeout, "", &[]),
+                Err(TransportError::Connection(_)) => {
+                    retry::classify_body(retry::Response::Connection, "", &[])
+                }
+            };
+            self.writer.attempt(AttemptRecord {
+                seq: job.seq,
+                attempt: job.attempts,
+                sent_at_ms: sent.sent_at_ms,
+                latency_ms: u64::try_from(sent.latency.as_millis()).unwrap_or(u64::MAX),
+                http_status,
+                outcome: outcome_name(outcome),
+                error,
+            })?;
+        }
+        if let Some(steps) = job.steps.as_deref().filter(|s| !s.is_finished()) {
+            let progress = serde_json::to_string(&steps.progress).unwrap_or_default();
+            self.writer.steps(job.seq, progress)?;
+            c.uncommitted += 1;
+        }
+        Ok(broken)
     }
 
     fn finish_failed(
