@@ -475,11 +475,17 @@ fn validate(
     };
     if let Some(columns) = reader.columns() {
         let spec = &config.request;
+        let steps = config.plans.values().flat_map(|plan| &plan.steps);
         let templates = [(&spec.path, spec.path_line, "path")]
             .into_iter()
-            .chain(spec.body.as_ref().map(|b| (b, spec.body_line, "body")));
+            .chain(spec.body.as_ref().map(|b| (b, spec.body_line, "body")))
+            .chain(steps.flat_map(|s| {
+                std::iter::once((&s.path, s.path_line, "path"))
+                    .chain(s.body.as_ref().map(|b| (b, s.body_line, "body")))
+            }));
         for (template, line, key) in templates {
-            for field in template.placeholders() {
+            // `steps.NAME...` reads an earlier response, checked with the config.
+            for field in template.placeholders().filter(|f| !f.starts_with("steps.")) {
                 // `id` is derived from the record number when the work list has no such column.
                 if field != "id" && !columns.iter().any(|c| c == field) {
                     problems.push(format!(

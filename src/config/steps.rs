@@ -332,11 +332,14 @@ fn check_reference(placeholder: &str, above: &[StepSpec], ancestors: &[usize]) -
     }
 }
 
-/// The span of `placeholder` inside the value at `span`, or the value's span.
+/// The span of `{{placeholder}}` inside the value at `span`, or the value's span.
 fn placeholder_span(source: &str, span: Range<usize>, placeholder: &str) -> Range<usize> {
     source
         .get(span.clone())
-        .and_then(|text| text.find(placeholder))
+        .and_then(|text| {
+            let at = text.find(placeholder)?;
+            Some(text[..at].rfind("{{").unwrap_or(at))
+        })
         .map_or(span.clone(), |at| {
             let start = span.start + at;
             start..start + placeholder.len()
@@ -426,4 +429,68 @@ fn check_paginate(check: &mut Checker<'_>, raw: &Spanned<RawPaginate>) -> Option
         items,
         max_pages,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError, ConfigProblem, NextPage};
+
+    const HEAD: &str = "[api]\nbase_url = \"http://x\"\n[request]\npath = \"/\"\n";
+
+    fn problems(steps: &str) -> Vec<ConfigProblem> {
+        match Config::parse(Path::new("c.toml"), &format!("{HEAD}{steps}")) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn steps_default_to_sequential_and_parallel_runs_alongside_the_step_above() {
+        let text = format!(
+            "{HEAD}[[kinds.c.steps]]\nname = \"a\"\npath = \"/a\"\n[[kinds.c.steps]]\nname = \"b\"\npath = \"/b\"\nbody = '{{}}'\n[[kinds.c.steps]]\nname = \"c\"\nparallel = true\npath = \"/c\"\n[[kinds.c.steps]]\nname = \"d\"\nafter = [\"b\", \"c\"]\npath = \"/d\"\n[kinds.c.steps.paginate]\nlink = true\n"
+        );
+        let config = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let plan = &config.plans["c"];
+        let after: Vec<_> = plan.steps.iter().map(|s| s.after.clone()).collect();
+        assert_eq!(after, [vec![], vec![0], vec![0], vec![1, 2]]);
+        let methods: Vec<_> = plan.steps.iter().map(|s| s.method.as_str()).collect();
+        assert_eq!(methods, ["GET", "POST", "GET", "GET"], "POST with a body");
+        assert_eq!(plan.steps[3].paginate.as_ref().unwrap().next, NextPage::Link);
+    }
+
+    #[test]
+    fn a_reference_to_an_unknown_step_points_at_the_placeholder() {
+        let p = problems(
+            "[[kinds.c.steps]]\nname = \"create\"\npath = \"/c\"\n[[kinds.c.steps]]\nname = \"get\"\npath = \"/c/{{steps.craete.body.id}}\"\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].line, p[0].col), (10, 12), "{p:?}");
+        assert!(p[0].message.contains("`craete`"), "{}", p[0].message);
+        assert!(p[0].hint.contains("`create`"), "{}", p[0].hint);
+    }
+
+    #[test]
+    fn a_step_may_read_only_steps_it_waits_for() {
+        let p = problems(
+            "[[kinds.c.steps]]\nname = \"a\"\npath = \"/a\"\n[[kinds.c.steps]]\nname = \"b\"\nparallel = true\npath = \"/b/{{steps.a.status}}\"\n[[kinds.c.steps]]\nname = \"c\"\npath = \"/c/{{steps.b.headers}}\"\nafter = [\"z\"]\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].message.contains("does not wait for"), "{}", p[0].message);
+        assert_eq!(p[0].line, 11);
+        assert!(p[1].message.contains("`z`"), "{}", p[1].message);
+    }
+
+    #[test]
+    fn pagination_needs_exactly_one_way_to_the_next_page() {
+        let p = problems(
+            "[[kinds.c.steps]]\nname = \"a\"\npath = \"/a\"\npaginate = { link = true, next = \"/links/next\" }\n[[kinds.c.steps]]\nname = \"b\"\npath = \"/b\"\npaginate = { cursor = \"meta.cursor\", param = \"c\", page_size = 0, size_param = \"n\" }\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].message.contains("exactly one"), "{}", p[0].message);
+        assert_eq!(p[0].line, 8);
+        assert!(p[1].message.contains("JSON pointer"), "{}", p[1].message);
+        assert_eq!(p[1].line, 12);
+    }
 }

@@ -21,6 +21,7 @@ pub mod fault;
 mod generic;
 mod github;
 mod ietf;
+pub mod listing;
 mod openai;
 pub mod provider;
 pub mod server;
