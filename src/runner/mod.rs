@@ -17,6 +17,8 @@
 pub mod feedback;
 mod steps;
 #[cfg(test)]
+mod steps_tests;
+#[cfg(test)]
 mod tests;
 pub mod transport;
 
