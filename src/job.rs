@@ -351,7 +351,9 @@ fn build_steps(
     let first = requests.into_iter().next();
     Ok(Some(Built {
         request: Request {
-            method: first.as_ref().map_or_else(String::new, |r| r.method.clone()),
+            method: first
+                .as_ref()
+                .map_or_else(String::new, |r| r.method.clone()),
             path: first.map_or_else(String::new, |r| r.path),
             headers,
             body: None,

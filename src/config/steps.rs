@@ -21,8 +21,7 @@ use super::Checker;
 use crate::template::{Template, TemplateKind};
 
 /// The keys of a step, for hints.
-pub(super) const STEP_KEYS: &str =
-    "name, method, path, body, headers, after, parallel, paginate";
+pub(super) const STEP_KEYS: &str = "name, method, path, body, headers, after, parallel, paginate";
 /// The keys of a step's `paginate` table, for hints.
 pub(super) const PAGINATE_KEYS: &str =
     "cursor, param, next, link, page_size, size_param, items, max_pages";
@@ -255,7 +254,10 @@ fn check_after(
         (Some(after), _) => {
             let mut indices = Vec::new();
             for name in after.get_ref() {
-                match all[..index].iter().position(|s| s.name.get_ref().trim() == name) {
+                match all[..index]
+                    .iter()
+                    .position(|s| s.name.get_ref().trim() == name)
+                {
                     Some(i) => indices.push(i),
                     None => {
                         check.problem(
@@ -392,7 +394,11 @@ fn check_paginate(check: &mut Checker<'_>, raw: &Spanned<RawPaginate>) -> Option
     };
     let page_size = match (&p.page_size, &p.size_param) {
         (Some(size), Some(param)) => {
-            let n = check.positive(size, "page_size", "the provider's largest page size, e.g. 100")?;
+            let n = check.positive(
+                size,
+                "page_size",
+                "the provider's largest page size, e.g. 100",
+            )?;
             Some((param.get_ref().clone(), n.get()))
         }
         (None, None) => None,
@@ -457,7 +463,10 @@ mod tests {
         assert_eq!(after, [vec![], vec![0], vec![0], vec![1, 2]]);
         let methods: Vec<_> = plan.steps.iter().map(|s| s.method.as_str()).collect();
         assert_eq!(methods, ["GET", "POST", "GET", "GET"], "POST with a body");
-        assert_eq!(plan.steps[3].paginate.as_ref().unwrap().next, NextPage::Link);
+        assert_eq!(
+            plan.steps[3].paginate.as_ref().unwrap().next,
+            NextPage::Link
+        );
     }
 
     #[test]
@@ -477,7 +486,11 @@ mod tests {
             "[[kinds.c.steps]]\nname = \"a\"\npath = \"/a\"\n[[kinds.c.steps]]\nname = \"b\"\nparallel = true\npath = \"/b/{{steps.a.status}}\"\n[[kinds.c.steps]]\nname = \"c\"\npath = \"/c/{{steps.b.headers}}\"\nafter = [\"z\"]\n",
         );
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].message.contains("does not wait for"), "{}", p[0].message);
+        assert!(
+            p[0].message.contains("does not wait for"),
+            "{}",
+            p[0].message
+        );
         assert_eq!(p[0].line, 11);
         assert!(p[1].message.contains("`z`"), "{}", p[1].message);
     }

@@ -363,7 +363,9 @@ fn relative_url(current: &str, url: &str) -> String {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
     {
-        return rest.find('/').map_or_else(|| "/".to_string(), |i| rest[i..].to_string());
+        return rest
+            .find('/')
+            .map_or_else(|| "/".to_string(), |i| rest[i..].to_string());
     }
     if url.starts_with('?') {
         let base = current.split('?').next().unwrap_or(current);
@@ -413,9 +415,8 @@ mod tests {
     use std::path::Path;
 
     fn plan(steps: &str) -> Arc<Plan> {
-        let text = format!(
-            "[api]\nbase_url = \"http://x\"\n[request]\npath = \"/\"\n[kinds.k]\n{steps}"
-        );
+        let text =
+            format!("[api]\nbase_url = \"http://x\"\n[request]\npath = \"/\"\n[kinds.k]\n{steps}");
         let config = Config::parse(Path::new("c.toml"), &text).unwrap();
         Arc::clone(&config.plans["k"])
     }
@@ -444,10 +445,16 @@ body = '{"note": "{{steps.create.body.tags.1}}", "n": {{steps.create.status}}}'
         let mut s = Steps::new(plan(CHAIN), vars(json!({"name": "Q \"1\""})));
         assert_eq!(s.wave(), [0], "only the first step can go");
         let first = s.request(0).unwrap();
-        assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/campaigns"));
+        assert_eq!(
+            (first.method.as_str(), first.path.as_str()),
+            ("POST", "/campaigns")
+        );
         assert_eq!(first.body.as_deref(), Some(r#"{"name": "Q \"1\""}"#));
         let reply = br#"{"id": "c/7", "tags": ["x", "say \"hi\"\n"]}"#;
-        assert_eq!(s.absorb(0, "/campaigns", 201, &[], reply).unwrap(), Absorbed::Finished);
+        assert_eq!(
+            s.absorb(0, "/campaigns", 201, &[], reply).unwrap(),
+            Absorbed::Finished
+        );
         assert_eq!(s.wave(), [1, 2], "a and b go out together");
         assert_eq!(s.request(1).unwrap().path, "/campaigns/c%2F7/a");
         let b = s.request(2).unwrap();
@@ -466,7 +473,8 @@ body = '{"note": "{{steps.create.body.tags.1}}", "n": {{steps.create.status}}}'
     #[test]
     fn a_field_missing_from_a_response_is_named() {
         let mut s = Steps::new(plan(CHAIN), vars(json!({"name": "n"})));
-        s.absorb(0, "/campaigns", 200, &[], br#"{"no_id": 1}"#).unwrap();
+        s.absorb(0, "/campaigns", 200, &[], br#"{"no_id": 1}"#)
+            .unwrap();
         let err = s.request(1).unwrap_err();
         assert_eq!(
             err,
@@ -497,9 +505,15 @@ paginate = { cursor = "/meta/after_cursor", param = "page[after]", page_size = 1
         );
         let mut s = Steps::new(p, vars(json!({"locale": "en-us"})));
         let first = s.request(0).unwrap().path;
-        assert_eq!(first, "/api/v2/help_center/articles?locale=en-us&page[size]=100");
+        assert_eq!(
+            first,
+            "/api/v2/help_center/articles?locale=en-us&page[size]=100"
+        );
         let page1 = br#"{"articles": [{"id": 1}, {"id": 2}], "meta": {"after_cursor": "c2"}}"#;
-        assert_eq!(s.absorb(0, &first, 200, &[], page1).unwrap(), Absorbed::MorePages);
+        assert_eq!(
+            s.absorb(0, &first, 200, &[], page1).unwrap(),
+            Absorbed::MorePages
+        );
         assert!(!s.is_finished());
         assert_eq!(s.wave(), [0]);
         let second = s.request(0).unwrap().path;
@@ -508,9 +522,15 @@ paginate = { cursor = "/meta/after_cursor", param = "page[after]", page_size = 1
             "/api/v2/help_center/articles?locale=en-us&page[size]=100&page[after]=c2"
         );
         let page2 = br#"{"articles": [{"id": 3}], "meta": {"after_cursor": null}}"#;
-        assert_eq!(s.absorb(0, &second, 200, &[], page2).unwrap(), Absorbed::Finished);
+        assert_eq!(
+            s.absorb(0, &second, 200, &[], page2).unwrap(),
+            Absorbed::Finished
+        );
         let stored: Value = serde_json::from_str(&s.result_body()).unwrap();
-        assert_eq!(stored, json!({"pages": 2, "items": [{"id": 1}, {"id": 2}, {"id": 3}]}));
+        assert_eq!(
+            stored,
+            json!({"pages": 2, "items": [{"id": 1}, {"id": 2}, {"id": 3}]})
+        );
     }
 
     #[test]
@@ -534,10 +554,16 @@ paginate = { next = "/links/next", items = "/tickets", max_pages = 2 }
             "Link".to_string(),
             r#"<http://127.0.0.1:9/users?page=2>; rel="next""#.to_string(),
         )];
-        assert_eq!(s.absorb(0, "/users", 200, &link, b"[1]").unwrap(), Absorbed::MorePages);
+        assert_eq!(
+            s.absorb(0, "/users", 200, &link, b"[1]").unwrap(),
+            Absorbed::MorePages
+        );
         assert_eq!(s.request(0).unwrap().path, "/users?page=2");
         let next = br#"{"tickets": [1], "links": {"next": "https://h.example/tickets?p=2"}}"#;
-        assert_eq!(s.absorb(1, "/tickets", 200, &[], next).unwrap(), Absorbed::MorePages);
+        assert_eq!(
+            s.absorb(1, "/tickets", 200, &[], next).unwrap(),
+            Absorbed::MorePages
+        );
         assert_eq!(s.request(1).unwrap().path, "/tickets?p=2");
         assert_eq!(
             s.absorb(1, "/tickets?p=2", 200, &[], next).unwrap(),

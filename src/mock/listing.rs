@@ -59,12 +59,13 @@ pub(super) fn page(path: &str) -> Option<Result<Page, Value>> {
         None => DEFAULT_PAGE_SIZE,
         Some(Some(n)) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
         Some(_) => {
-            return Some(Err(bad(&format!(
-                "page size must be 1 to {MAX_PAGE_SIZE}"
-            ))));
+            return Some(Err(bad(&format!("page size must be 1 to {MAX_PAGE_SIZE}"))));
         }
     };
-    let offset = match (get(&pairs, &["page[after]", "cursor"]), get(&pairs, &["page"])) {
+    let offset = match (
+        get(&pairs, &["page[after]", "cursor"]),
+        get(&pairs, &["page"]),
+    ) {
         (Some(cursor), _) => match cursor.strip_prefix('c').and_then(number) {
             Some(n) => n,
             None => return Some(Err(bad("unknown cursor"))),
@@ -130,7 +131,10 @@ mod tests {
         let by_page = ok("/api/v2/articles?total=250&page[size]=100&page=3");
         assert_eq!(by_cursor.body, by_page.body, "cursor and page agree");
         assert_eq!(by_page.body["articles"].as_array().unwrap().len(), 50);
-        assert_eq!(by_page.body["meta"], json!({"has_more": false, "after_cursor": null}));
+        assert_eq!(
+            by_page.body["meta"],
+            json!({"has_more": false, "after_cursor": null})
+        );
         assert_eq!(by_page.body["links"]["next"], Value::Null);
         assert!(by_page.link.is_none());
     }

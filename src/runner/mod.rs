@@ -623,7 +623,9 @@ impl<T: Transport> Runner<T> {
                     &String::from_utf8_lossy(&r.body),
                     &self.settings.retry.quota_markers,
                 ),
-                Err(TransportError::Timeout) => retry::classify_body(retry::Response::Timeout, "", &[]),
+                Err(TransportError::Timeout) => {
+                    retry::classify_body(retry::Response::Timeout, "", &[])
+                }
                 Err(TransportError::Connection(_)) => {
                     retry::classify_body(retry::Response::Connection, "", &[])
                 }

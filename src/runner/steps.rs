@@ -144,7 +144,10 @@ fn with_headers(
         .iter()
         .map(|(name, value)| {
             if name.eq_ignore_ascii_case("idempotency-key") {
-                (name.clone(), format!("{value}-{}-{page}", steps.name(index)))
+                (
+                    name.clone(),
+                    format!("{value}-{}-{page}", steps.name(index)),
+                )
             } else {
                 (name.clone(), value.clone())
             }

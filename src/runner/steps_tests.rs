@@ -231,10 +231,21 @@ async fn every_page_passes_the_limiter_and_the_item_is_done_after_the_last() {
     let (provider, transport) = mock("mock://zendesk?rps=2&latency=10ms");
     let summary = f.runner(transport).run(never_stop()).await.unwrap();
     assert_eq!((summary.end, summary.snapshot.done), (End::Finished, 2));
-    assert_eq!(provider.stats().rate_limited, 0, "no page went over the limit");
-    assert_eq!(provider.stats().requests, 4 + 1, "35 records in pages of 10, and 10");
+    assert_eq!(
+        provider.stats().rate_limited,
+        0,
+        "no page went over the limit"
+    );
+    assert_eq!(
+        provider.stats().requests,
+        4 + 1,
+        "35 records in pages of 10, and 10"
+    );
     assert!(
-        provider.records().iter().all(|r| r.path.contains("page[size]=10")),
+        provider
+            .records()
+            .iter()
+            .all(|r| r.path.contains("page[size]=10")),
         "every page asks for the configured page size"
     );
     let (status, body) = f.result("a");
@@ -307,11 +318,19 @@ async fn a_failed_step_is_retried_alone_with_values_from_the_earlier_response() 
     let flaky = Arc::new(Flaky {
         sent: Mutex::new(Vec::new()),
     });
-    let summary = f.runner(Arc::clone(&flaky)).run(never_stop()).await.unwrap();
+    let summary = f
+        .runner(Arc::clone(&flaky))
+        .run(never_stop())
+        .await
+        .unwrap();
     assert_eq!((summary.end, summary.snapshot.done), (End::Finished, 1));
     let sent = flaky.sent.lock().unwrap().clone();
     let count = |p: &str| sent.iter().filter(|s| *s == p).count();
-    assert_eq!(count("/campaigns"), 1, "a finished step is never sent again: {sent:?}");
+    assert_eq!(
+        count("/campaigns"),
+        1,
+        "a finished step is never sent again: {sent:?}"
+    );
     assert_eq!(count("/campaigns/c%2F9/a"), 2, "{sent:?}");
     assert_eq!(count("/campaigns/c%2F9/b"), 1, "{sent:?}");
     let (_, body) = f.result("x");
