@@ -552,7 +552,12 @@ impl Store {
     pub fn request_counts(&self) -> Result<RequestCounts, StoreError> {
         self.conn
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0), COALESCE(SUM(attempt > 1), 0) FROM attempts",
+                // A retry is an attempt after one of the same item that did not succeed (a later
+                // step or page of a multi-request job follows a success).
+                "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0),
+                        COALESCE(SUM(attempt > 1 AND NOT EXISTS (SELECT 1 FROM attempts p
+                            WHERE p.seq = a.seq AND p.attempt = a.attempt - 1 AND p.outcome = 'done')), 0)
+                 FROM attempts a",
                 [],
                 |r| {
                     Ok(RequestCounts {

@@ -81,6 +81,8 @@ pub struct Steps {
     pub vars: Map<String, Value>,
     /// What is done so far.
     pub progress: Progress,
+    /// The last dispatch ended in a failure, so the next one is a retry.
+    pub retrying: bool,
 }
 
 /// Where `{{steps.NAME...}}` values come from.
@@ -100,6 +102,7 @@ impl Steps {
             plan,
             vars,
             progress: Progress::default(),
+            retrying: false,
         }
     }
 

@@ -419,7 +419,7 @@ impl<T: Transport> Runner<T> {
         }
         job.attempts += 1;
         c.sent += 1;
-        if job.attempts > 1 {
+        if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
             c.retries += 1;
         }
         let response = match &result {
@@ -441,6 +441,9 @@ impl<T: Transport> Runner<T> {
             body.as_deref().unwrap_or_default(),
             &self.settings.retry.quota_markers,
         );
+        if let Some(steps) = job.steps.as_deref_mut() {
+            steps.retrying = outcome != Outcome::Done;
+        }
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
         self.feedback

@@ -338,4 +338,9 @@ async fn a_failed_step_is_retried_alone_with_values_from_the_earlier_response() 
     assert_eq!(body["steps"]["a"]["body"], json!({"ok": true}));
     let attempts = Store::open(&f.db).unwrap().request_counts().unwrap();
     assert_eq!(attempts.sent, 4, "every request is recorded");
+    assert_eq!(
+        attempts.retries, 1,
+        "a later step after a success is no retry"
+    );
+    assert_eq!(summary.snapshot.retries, 1);
 }
