@@ -326,7 +326,8 @@ fn build_steps(
     let Some(plan) = kind.as_ref().and_then(|k| model.plans.get(k)) else {
         return Ok(None);
     };
-    let job = steps::Steps::new(Arc::clone(plan), vars.clone());
+    let extra = kind.as_ref().and_then(|k| model.kinds.get(k)).cloned();
+    let job = steps::Steps::new(Arc::clone(plan), vars.clone(), extra.unwrap_or_default());
     let requests = job.preview()?;
     let bodies: Vec<Value> = requests
         .iter()
@@ -334,14 +335,7 @@ fn build_steps(
         .filter_map(|b| serde_json::from_str(b).ok())
         .collect();
     let token_estimate = tokens.unwrap_or_else(|| bodies.iter().map(estimate_tokens).sum());
-    let mut costs = Costs::request(token_estimate).with(
-        Unit::Requests,
-        u64::try_from(requests.len()).unwrap_or(u64::MAX),
-    );
-    let extra = kind.as_ref().and_then(|k| model.kinds.get(k));
-    for (unit, amount) in extra.iter().flat_map(|c| c.iter()) {
-        costs.add(unit.clone(), *amount);
-    }
+    let costs = job.remaining_costs().with(Unit::Tokens, token_estimate);
     let headers = spec
         .headers
         .iter()

@@ -556,7 +556,8 @@ impl Store {
                 // step or page of a multi-request job follows a success).
                 "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0),
                         COALESCE(SUM(attempt > 1 AND NOT EXISTS (SELECT 1 FROM attempts p
-                            WHERE p.seq = a.seq AND p.attempt = a.attempt - 1 AND p.outcome = 'done')), 0)
+                            WHERE p.seq = a.seq AND p.attempt = a.attempt - 1
+                              AND p.http_status BETWEEN 200 AND 299)), 0)
                  FROM attempts a",
                 [],
                 |r| {
@@ -750,13 +751,13 @@ impl Writer {
         self.send(WriteOp::Attempt(record))
     }
 
-    /// Stores an item's result and final status in one transaction.
     /// Records how far item `seq`'s multi-request job got (JSON text), replacing what was
     /// there, so a rerun goes on from there. Counts as one record in commit reports.
     pub fn steps(&mut self, seq: u64, progress: String) -> Result<(), StoreError> {
         self.send(WriteOp::Steps { seq, progress })
     }
 
+    /// Stores an item's result and final status in one transaction.
     pub fn finish(&mut self, result: ItemResult) -> Result<(), StoreError> {
         self.send(WriteOp::Finish(result))
     }

@@ -79,10 +79,14 @@ pub struct Steps {
     pub plan: Arc<Plan>,
     /// The item's fields.
     pub vars: Map<String, Value>,
+    /// The kind's own costs (`[kinds.NAME] cost`), charged with the job's first requests.
+    pub extra: Costs,
     /// What is done so far.
     pub progress: Progress,
     /// The last dispatch ended in a failure, so the next one is a retry.
     pub retrying: bool,
+    /// The step whose request failed in the last dispatch, if one did.
+    pub failed_step: Option<String>,
 }
 
 /// Where `{{steps.NAME...}}` values come from.
@@ -96,19 +100,22 @@ enum Source<'a> {
 }
 
 impl Steps {
-    /// A job of `plan` for an item with `vars`, nothing done yet.
-    pub fn new(plan: Arc<Plan>, vars: Map<String, Value>) -> Steps {
+    /// A job of `plan` for an item with `vars`, nothing done yet; `extra` is the kind's own
+    /// cost.
+    pub fn new(plan: Arc<Plan>, vars: Map<String, Value>, extra: Costs) -> Steps {
         Steps {
             plan,
             vars,
+            extra,
             progress: Progress::default(),
             retrying: false,
+            failed_step: None,
         }
     }
 
     /// Renders every step as it would go out, with `0` for values of earlier responses,
     /// checking placeholders and JSON bodies before the first request. Returns the
-    /// requests (each step's first page) and the estimated tokens of their bodies.
+    /// requests (each step's first page).
     pub fn preview(&self) -> Result<Vec<Request>, JobError> {
         (0..self.plan.steps.len())
             .map(|i| self.render(i, Source::Preview))
@@ -130,14 +137,27 @@ impl Steps {
 
     /// Whether every step is finished.
     pub fn is_finished(&self) -> bool {
-        self.progress.done.len() == self.plan.steps.len()
+        self.unfinished() == 0
+    }
+
+    fn unfinished(&self) -> usize {
+        (self.plan.steps.iter())
+            .filter(|s| !self.progress.done.contains_key(&s.name))
+            .count()
     }
 
     /// What the rest of the job costs: one request per unfinished step (a paginated step's
-    /// next page; later pages are reserved one by one as they are found).
+    /// next page; later pages are reserved one by one as they are found), and the kind's
+    /// own cost while no request has succeeded yet.
     pub fn remaining_costs(&self) -> Costs {
-        let left = self.plan.steps.len() - self.progress.done.len();
-        Costs::request(0).with(Unit::Requests, u64::try_from(left).unwrap_or(u64::MAX))
+        let left = u64::try_from(self.unfinished()).unwrap_or(u64::MAX);
+        let mut costs = Costs::request(0).with(Unit::Requests, left);
+        if self.progress.done.is_empty() && self.progress.paging.is_empty() {
+            for (unit, amount) in self.extra.iter() {
+                costs.add(unit.clone(), *amount);
+            }
+        }
+        costs
     }
 
     /// The request of step `index` now: its next page, or its first rendered from the item
@@ -445,7 +465,11 @@ body = '{"note": "{{steps.create.body.tags.1}}", "n": {{steps.create.status}}}'
 
     #[test]
     fn later_steps_wait_and_read_earlier_responses_json_escaped() {
-        let mut s = Steps::new(plan(CHAIN), vars(json!({"name": "Q \"1\""})));
+        let mut s = Steps::new(
+            plan(CHAIN),
+            vars(json!({"name": "Q \"1\""})),
+            Costs::default(),
+        );
         assert_eq!(s.wave(), [0], "only the first step can go");
         let first = s.request(0).unwrap();
         assert_eq!(
@@ -475,7 +499,7 @@ body = '{"note": "{{steps.create.body.tags.1}}", "n": {{steps.create.status}}}'
 
     #[test]
     fn a_field_missing_from_a_response_is_named() {
-        let mut s = Steps::new(plan(CHAIN), vars(json!({"name": "n"})));
+        let mut s = Steps::new(plan(CHAIN), vars(json!({"name": "n"})), Costs::default());
         s.absorb(0, "/campaigns", 200, &[], br#"{"no_id": 1}"#)
             .unwrap();
         let err = s.request(1).unwrap_err();
@@ -489,7 +513,7 @@ body = '{"note": "{{steps.create.body.tags.1}}", "n": {{steps.create.status}}}'
 
     #[test]
     fn preview_renders_every_step_with_zero_for_response_values() {
-        let s = Steps::new(plan(CHAIN), vars(json!({"name": "n"})));
+        let s = Steps::new(plan(CHAIN), vars(json!({"name": "n"})), Costs::default());
         let all = s.preview().unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].path, "/campaigns/0/a");
@@ -506,7 +530,7 @@ path = "/api/v2/help_center/articles?locale={{locale}}"
 paginate = { cursor = "/meta/after_cursor", param = "page[after]", page_size = 100, size_param = "page[size]", items = "/articles" }
 "#,
         );
-        let mut s = Steps::new(p, vars(json!({"locale": "en-us"})));
+        let mut s = Steps::new(p, vars(json!({"locale": "en-us"})), Costs::default());
         let first = s.request(0).unwrap().path;
         assert_eq!(
             first,
@@ -551,7 +575,9 @@ path = "/tickets"
 paginate = { next = "/links/next", items = "/tickets", max_pages = 2 }
 "#,
         );
-        let mut s = Steps::new(p, Map::new());
+        let calls = Costs::default().with(Unit::from_name("calls"), 3);
+        let mut s = Steps::new(p, Map::new(), calls);
+        assert_eq!(s.remaining_costs().get(&Unit::from_name("calls")), 3);
         assert_eq!(s.wave(), [0, 1], "`after = []` starts at once");
         let link = vec![(
             "Link".to_string(),
@@ -562,6 +588,11 @@ paginate = { next = "/links/next", items = "/tickets", max_pages = 2 }
             Absorbed::MorePages
         );
         assert_eq!(s.request(0).unwrap().path, "/users?page=2");
+        assert_eq!(
+            s.remaining_costs().get(&Unit::from_name("calls")),
+            0,
+            "the kind's cost went with the first requests"
+        );
         let next = br#"{"tickets": [1], "links": {"next": "https://h.example/tickets?p=2"}}"#;
         assert_eq!(
             s.absorb(1, "/tickets", 200, &[], next).unwrap(),

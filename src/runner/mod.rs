@@ -660,6 +660,10 @@ impl<T: Transport> Runner<T> {
         latency_ms: u64,
         why: String,
     ) -> Result<(), StoreError> {
+        let why = match job.steps.as_deref().and_then(|s| s.failed_step.as_deref()) {
+            Some(step) => format!("step `{step}`: {why}"),
+            None => why,
+        };
         self.writer.finish(ItemResult {
             seq: job.seq,
             status: ItemStatus::Failed,

@@ -95,6 +95,7 @@ async fn run_waves<T: Transport>(
     headers: &[(String, String)],
     sent: &mut Vec<Sent>,
 ) -> Option<String> {
+    steps.failed_step = None;
     loop {
         let wave = steps.wave();
         if wave.is_empty() {
@@ -118,6 +119,9 @@ async fn run_waves<T: Transport>(
                 }
             } else {
                 go_on = false;
+                if steps.failed_step.is_none() {
+                    steps.failed_step = Some(steps.name(*index).to_string());
+                }
             }
         }
         sent.append(&mut results);

@@ -344,3 +344,14 @@ async fn a_failed_step_is_retried_alone_with_values_from_the_earlier_response() 
     );
     assert_eq!(summary.snapshot.retries, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_step_fails_its_item_naming_the_step() {
+    let f = fixture("", &[("x", json!({"kind": "chain", "campaign": "Q"}))]);
+    let (_, transport) = mock("mock://openai?latency=10ms");
+    let summary = f.runner(transport).run(never_stop()).await.unwrap();
+    assert_eq!((summary.end, summary.snapshot.failed), (End::Finished, 1));
+    let rows = Store::open(&f.db).unwrap().results(true).unwrap();
+    let error = rows[0].error.as_deref().unwrap();
+    assert!(error.starts_with("step `create`: HTTP 404"), "{error}");
+}

@@ -5,6 +5,7 @@ mod control;
 mod errors;
 mod feedback;
 mod kill;
+mod pages;
 mod run;
 mod scenarios;
 mod support;
