@@ -572,29 +572,40 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
     })
 }
 
-fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec> {
-    let method = raw
-        .method
-        .as_ref()
-        .map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
-    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-        if let Some(m) = &raw.method {
-            check.problem(
+impl Checker<'_> {
+    /// A request's `method`, upper case, or `default` when not given.
+    fn method(&mut self, raw: Option<&Spanned<String>>, default: &str) -> String {
+        let Some(m) = raw else {
+            return default.to_string();
+        };
+        let method = m.get_ref().to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            self.problem(
                 m.span(),
                 format!("`method` must be an HTTP method, found `{}`", m.get_ref()),
                 "use GET, POST, PUT, PATCH or DELETE",
             );
         }
+        method
     }
-    if !raw.path.get_ref().starts_with('/') {
-        check.problem(
-            raw.path.span(),
-            format!("`path` must start with `/`, found `{}`", raw.path.get_ref()),
-            "write the path relative to base_url, e.g. `/v1/chat/completions`",
-        );
+
+    /// A request's `path` template and its line; it must start with `/`.
+    fn request_path(&mut self, raw: &Spanned<String>) -> (Option<Template>, usize) {
+        if !raw.get_ref().starts_with('/') {
+            self.problem(
+                raw.span(),
+                format!("`path` must start with `/`, found `{}`", raw.get_ref()),
+                "write the path relative to base_url, e.g. `/v1/chat/completions`",
+            );
+        }
+        let line = self.position(raw.span()).0;
+        (self.template(raw, TemplateKind::Path, "path"), line)
     }
-    let path_line = check.position(raw.path.span()).0;
-    let path = check.template(&raw.path, TemplateKind::Path, "path");
+}
+
+fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec> {
+    let method = check.method(raw.method.as_ref(), "POST");
+    let (path, path_line) = check.request_path(&raw.path);
     let (body, body_line) = match &raw.body {
         Some(b) => (
             Some(check.template(b, TemplateKind::Json, "body")?),

@@ -160,30 +160,9 @@ fn check_step(
         return None;
     }
     let after = check_after(check, kind, raw, index, all, above)?;
-    let method = match &raw.method {
-        Some(m) => {
-            let method = m.get_ref().to_ascii_uppercase();
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                check.problem(
-                    m.span(),
-                    format!("`method` must be an HTTP method, found `{}`", m.get_ref()),
-                    "use GET, POST, PUT, PATCH or DELETE",
-                );
-            }
-            method
-        }
-        None if raw.body.is_some() => "POST".to_string(),
-        None => "GET".to_string(),
-    };
-    if !raw.path.get_ref().starts_with('/') {
-        check.problem(
-            raw.path.span(),
-            format!("`path` must start with `/`, found `{}`", raw.path.get_ref()),
-            "write the path relative to base_url, e.g. `/api/v2/help_center/articles`",
-        );
-    }
-    let path_line = check.position(raw.path.span()).0;
-    let path = check.template(&raw.path, TemplateKind::Path, "path");
+    let default_method = if raw.body.is_some() { "POST" } else { "GET" };
+    let method = check.method(raw.method.as_ref(), default_method);
+    let (path, path_line) = check.request_path(&raw.path);
     let body = match &raw.body {
         Some(b) => Some(check.template(b, TemplateKind::Json, "body")?),
         None => None,

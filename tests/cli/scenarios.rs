@@ -12,20 +12,13 @@ use crate::support::{Project, item_of};
 /// started with only 2 calls left.
 #[test]
 fn x_campaigns_never_exceed_180_calls_per_window() {
-    let root = env!("CARGO_MANIFEST_DIR");
     let p = Project::new().with_mock("mock://x?window=180/5s&latency=10ms");
-    let worklist = p.write(
-        "x-campaigns.csv",
-        std::fs::read(format!("{root}/jobs/x-campaigns.csv")).unwrap(),
+    let (worklist, config) = scenario(
+        &p,
+        "x-campaigns",
+        "mock://x?window=180/5s&latency=20ms",
+        &[],
     );
-    let config = std::fs::read_to_string(format!("{root}/jobs/x-campaigns.toml"))
-        .unwrap()
-        .replace("mock://x?window=180/5s&latency=20ms", &p.mock_url());
-    assert!(
-        config.contains(&p.mock_url()),
-        "the scenario's base_url was redirected"
-    );
-    let config = p.write("x.toml", config);
     let run = p.run(&worklist, &config, &["--db", "x.db", "--quiet"]);
     run.expect_code(0);
 
