@@ -603,54 +603,6 @@ impl<T: Transport> Runner<T> {
         }
     }
 
-    /// Records the requests a multi-request job sent before its deciding one and stores how
-    /// far the job got. Returns why it cannot go on, if a step could not be rendered.
-    fn absorb_steps(
-        &mut self,
-        job: &mut Job,
-        earlier: Vec<steps::Sent>,
-        broken: Option<String>,
-        c: &mut Counters,
-    ) -> Result<Option<String>, StoreError> {
-        for sent in earlier {
-            job.attempts += 1;
-            c.sent += 1;
-            c.uncommitted += 1;
-            let (http_status, error) = match &sent.result {
-                Ok(r) => (Some(r.status), None),
-                Err(e) => (None, Some(e.to_string())),
-            };
-            let outcome = match &sent.result {
-                Ok(r) => retry::classify_body(
-                    retry::Response::Status(r.status),
-                    &String::from_utf8_lossy(&r.body),
-                    &self.settings.retry.quota_markers,
-                ),
-                Err(TransportError::Timeout) => {
-                    retry::classify_body(retry::Response::Timeout, "", &[])
-                }
-                Err(TransportError::Connection(_)) => {
-                    retry::classify_body(retry::Response::Connection, "", &[])
-                }
-            };
-            self.writer.attempt(AttemptRecord {
-                seq: job.seq,
-                attempt: job.attempts,
-                sent_at_ms: sent.sent_at_ms,
-                latency_ms: u64::try_from(sent.latency.as_millis()).unwrap_or(u64::MAX),
-                http_status,
-                outcome: outcome_name(outcome),
-                error,
-            })?;
-        }
-        if let Some(steps) = job.steps.as_deref().filter(|s| !s.is_finished()) {
-            let progress = serde_json::to_string(&steps.progress).unwrap_or_default();
-            self.writer.steps(job.seq, progress)?;
-            c.uncommitted += 1;
-        }
-        Ok(broken)
-    }
-
     fn finish_failed(
         &mut self,
         job: Job,
