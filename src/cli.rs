@@ -662,7 +662,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             steps: built.steps.map(|(steps, _)| Box::new(steps)),
         };
         if let Some(progress) = &row.steps {
-            job.resume(progress).with_context(|| {
+            job.resume(progress, &row.pages).with_context(|| {
                 format!("{}: item `{}` cannot be resumed", db.display(), job.id)
             })?;
         }

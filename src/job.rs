@@ -63,18 +63,20 @@ pub struct Job {
 
 impl Job {
     /// Goes on from the progress an earlier session stored for this job (JSON text of
-    /// [`steps::Progress`]): finished steps are not sent again, and the rest costs only
-    /// its unfinished steps (the kind's own costs were charged when the job started).
+    /// [`steps::Progress`], and the records of its listings stored page by page): finished
+    /// steps are not sent again, a listing goes on from its next page, and the rest costs
+    /// only its unfinished steps.
     ///
     /// # Errors
     /// [`JobError::Payload`] when the stored progress is unreadable.
-    pub fn resume(&mut self, progress: &str) -> Result<(), JobError> {
+    pub fn resume(&mut self, progress: &str, pages: &[steps::PageRecords]) -> Result<(), JobError> {
         let Some(steps) = self.steps.as_mut() else {
             return Ok(());
         };
         steps.progress = serde_json::from_str(progress).map_err(|e| JobError::Payload {
             reason: format!("stored step progress: {e}"),
         })?;
+        steps.restore_pages(pages)?;
         self.costs = steps.remaining_costs();
         Ok(())
     }

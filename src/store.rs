@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS item_steps (
     seq INTEGER PRIMARY KEY,
     progress TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS item_pages (
+    seq INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    items TEXT NOT NULL,
+    PRIMARY KEY (seq, step, page)
+);
 CREATE TABLE IF NOT EXISTS control (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused INTEGER NOT NULL
@@ -258,6 +265,8 @@ pub struct PendingRow {
     pub failures: u32,
     /// How far a multi-request job got (JSON of `job::steps::Progress`), if it started.
     pub steps: Option<String>,
+    /// Its listings' records stored so far: (step, page, records as JSON), in page order.
+    pub pages: Vec<(String, u32, String)>,
 }
 
 /// A finished item for export.
@@ -519,10 +528,22 @@ impl Store {
                     attempts: r.get(5)?,
                     failures: r.get(6)?,
                     steps: r.get(7)?,
+                    pages: Vec::new(),
                 })
             })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<PendingRow>>>())
             .map_err(self.err("loading pending items"))?;
+        let mut rows = rows;
+        let mut pages = self
+            .conn
+            .prepare("SELECT step, page, items FROM item_pages WHERE seq = ?1 ORDER BY step, page")
+            .map_err(self.err("loading stored pages"))?;
+        for row in rows.iter_mut().filter(|r| r.steps.is_some()) {
+            row.pages = pages
+                .query_map([row.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(self.err("loading stored pages"))?;
+        }
         Ok(rows)
     }
 
@@ -636,7 +657,11 @@ impl Store {
 /// A message to the writer.
 enum WriteOp {
     Attempt(AttemptRecord),
-    Steps { seq: u64, progress: String },
+    Steps {
+        seq: u64,
+        progress: String,
+        pages: Vec<(String, u32, String)>,
+    },
     Finish(ItemResult),
     Progress(ProgressRow),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -752,9 +777,19 @@ impl Writer {
     }
 
     /// Records how far item `seq`'s multi-request job got (JSON text), replacing what was
-    /// there, so a rerun goes on from there. Counts as one record in commit reports.
-    pub fn steps(&mut self, seq: u64, progress: String) -> Result<(), StoreError> {
-        self.send(WriteOp::Steps { seq, progress })
+    /// there, together with its listings' new `pages` (step, page, records as JSON), in one
+    /// transaction, so a rerun goes on from there. Counts as one record in commit reports.
+    pub fn steps(
+        &mut self,
+        seq: u64,
+        progress: String,
+        pages: Vec<(String, u32, String)>,
+    ) -> Result<(), StoreError> {
+        self.send(WriteOp::Steps {
+            seq,
+            progress,
+            pages,
+        })
     }
 
     /// Stores an item's result and final status in one transaction.
@@ -829,7 +864,18 @@ fn commit(
                     .map_err(err("recording an attempt"))?;
                 records += 1;
             }
-            WriteOp::Steps { seq, progress } => {
+            WriteOp::Steps {
+                seq,
+                progress,
+                pages,
+            } => {
+                for (step, page, items) in pages {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO item_pages (seq, step, page, items) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| s.execute(params![seq, step, page, items]))
+                    .map_err(err("storing a page"))?;
+                }
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO item_steps (seq, progress) VALUES (?1, ?2)",
                 )

@@ -3,8 +3,10 @@
 //!
 //! Owns a job's [`Steps`]: its kind's [`Plan`], the item's fields and its [`Progress`] (each
 //! finished step's status and body; each paginated step's next page and the records so
-//! far). Progress is plain data, serialized into the store after every dispatch, so a rerun
-//! after a crash goes on from the next page instead of starting the listing again. Pure: no
+//! far). Progress is plain data, stored after every dispatch together with the records of
+//! the pages fetched since (one row per page, so a long listing costs one write per page),
+//! so a rerun after a crash goes on from the next page instead of starting the listing
+//! again. Pure: no
 //! I/O, no clock. The runner sends the requests ([`crate::runner`]).
 //!
 //! Invariants: a step is sent only when every step it waits for is finished; a finished
@@ -42,6 +44,10 @@ pub struct StepResult {
 }
 
 /// A paginated step part way through its listing.
+///
+/// Serialized without its records: those are stored a page at a time
+/// ([`Steps::unsaved_pages`]), so a long listing costs one write per page, not a rewrite
+/// of everything fetched so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Paging {
     /// Path and query of the next page.
@@ -49,8 +55,16 @@ pub struct Paging {
     /// Pages absorbed so far.
     pub pages: u32,
     /// Records of those pages, in order.
+    #[serde(skip)]
     pub items: Vec<Value>,
+    /// How many of `items` are stored already.
+    #[serde(skip)]
+    pub saved: usize,
 }
+
+/// A page's records to store: the step's name, the page number (1-based) and the
+/// records as JSON text.
+pub type PageRecords = (String, u32, String);
 
 /// How far a job has got: kept in the store between dispatches and sessions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -204,6 +218,7 @@ impl Steps {
             next: String::new(),
             pages: 0,
             items: Vec::new(),
+            saved: 0,
         });
         paging.pages += 1;
         match &paginate.items {
@@ -243,6 +258,41 @@ impl Steps {
                 Ok(Absorbed::Finished)
             }
         }
+    }
+
+    /// The records absorbed since the last call, per paginated step still part way
+    /// through, to be stored together with the progress; marks them stored.
+    pub fn unsaved_pages(&mut self) -> Vec<PageRecords> {
+        let mut pages = Vec::new();
+        for (name, paging) in &mut self.progress.paging {
+            if paging.items.len() > paging.saved {
+                let items = Value::Array(paging.items[paging.saved..].to_vec());
+                pages.push((name.clone(), paging.pages, items.to_string()));
+                paging.saved = paging.items.len();
+            }
+        }
+        pages
+    }
+
+    /// Puts back the records stored page by page (in page order) into the progress read
+    /// back from the store. Pages past a step's stored page count are ignored: their
+    /// progress never committed, so they will be fetched again.
+    pub fn restore_pages(&mut self, pages: &[PageRecords]) -> Result<(), JobError> {
+        for (name, page, items) in pages {
+            let Some(paging) = self.progress.paging.get_mut(name) else {
+                continue;
+            };
+            if *page > paging.pages {
+                continue;
+            }
+            let records: Vec<Value> =
+                serde_json::from_str(items).map_err(|e| JobError::Payload {
+                    reason: format!("stored page {page} of step `{name}`: {e}"),
+                })?;
+            paging.items.extend(records);
+            paging.saved = paging.items.len();
+        }
+        Ok(())
     }
 
     /// The item's stored result body: a one-step kind stores its step's body; several
@@ -604,8 +654,26 @@ paginate = { next = "/links/next", items = "/tickets", max_pages = 2 }
             Absorbed::Finished,
             "max_pages stops a listing that never ends"
         );
+        let stored = s.unsaved_pages();
+        let whole_page = "[[1]]".to_string();
+        assert_eq!(
+            stored,
+            [("users".to_string(), 1, whole_page)],
+            "no `items`: whole pages"
+        );
+        assert!(s.unsaved_pages().is_empty(), "each page is stored once");
         let json = serde_json::to_string(&s.progress).unwrap();
-        let back: Progress = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, s.progress, "progress survives the store");
+        let listed: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            listed["paging"]["users"],
+            json!({"next": "/users?page=2", "pages": 1}),
+            "records are stored by page"
+        );
+        let mut back = Steps::new(Arc::clone(&s.plan), Map::new(), Costs::default());
+        back.progress = serde_json::from_str(&json).unwrap();
+        let uncommitted = ("users".to_string(), 2, "[[2]]".to_string());
+        back.restore_pages(&[stored[0].clone(), uncommitted])
+            .unwrap();
+        assert_eq!(back.progress, s.progress, "progress survives the store");
     }
 }

@@ -67,9 +67,10 @@ impl<T: Transport> Runner<T> {
                 error,
             })?;
         }
-        if let Some(steps) = job.steps.as_deref().filter(|s| !s.is_finished()) {
+        if let Some(steps) = job.steps.as_deref_mut().filter(|s| !s.is_finished()) {
+            let pages = steps.unsaved_pages();
             let progress = serde_json::to_string(&steps.progress).unwrap_or_default();
-            self.writer.steps(job.seq, progress)?;
+            self.writer.steps(job.seq, progress, pages)?;
             c.uncommitted += 1;
         }
         Ok(broken)

@@ -114,7 +114,7 @@ impl Fixture {
                 steps: built.steps.map(|(s, _)| Box::new(s)),
             };
             if let Some(progress) = &row.steps {
-                job.resume(progress).unwrap();
+                job.resume(progress, &row.pages).unwrap();
             }
             scheduler.push(job.priority, job.seq, job);
         }
