@@ -6,8 +6,7 @@
 //! far). Progress is plain data, stored after every dispatch together with the records of
 //! the pages fetched since (one row per page, so a long listing costs one write per page),
 //! so a rerun after a crash goes on from the next page instead of starting the listing
-//! again. Pure: no
-//! I/O, no clock. The runner sends the requests ([`crate::runner`]).
+//! again. Pure: no I/O, no clock. The runner sends the requests ([`crate::runner`]).
 //!
 //! Invariants: a step is sent only when every step it waits for is finished; a finished
 //! step is never sent again; `{{steps.NAME...}}` is rendered only from a finished step (the
