@@ -355,3 +355,27 @@ async fn a_refused_step_fails_its_item_naming_the_step() {
     let error = rows[0].error.as_deref().unwrap();
     assert!(error.starts_with("step `create`: HTTP 404"), "{error}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_four_call_job_waits_for_the_next_window_rather_than_start_with_three_left() {
+    let limits = "[[limits]]\nname = \"hourly\"\nquota = 7\nper = \"1h\"\n";
+    let f = fixture(
+        limits,
+        &[
+            ("c1", json!({"kind": "fan", "campaign": "1"})),
+            ("c2", json!({"kind": "fan", "campaign": "2"})),
+        ],
+    );
+    let (provider, transport) = mock("mock://generic?latency=10ms");
+    let summary = f.runner(transport).run(never_stop()).await.unwrap();
+    assert!(
+        matches!(summary.end, End::Paused { .. }),
+        "the quota's 3 calls left cannot hold the second campaign: {:?}",
+        summary.end
+    );
+    let records = provider.records();
+    assert_eq!(records.len(), 4, "only the first campaign was sent");
+    assert!(records.iter().all(|r| item_of(r) == "c1"));
+    let counts = Store::open(&f.db).unwrap().counts().unwrap();
+    assert_eq!((counts.done, counts.pending), (1, 1));
+}
