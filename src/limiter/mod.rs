@@ -561,6 +561,19 @@ impl Limiter {
             .filter_map(|&i| self.buckets.get(usize::from(i)))
     }
 
+    /// The last instant a request admitted at `now` on `route` may still go out and count
+    /// in the same calendar windows: the earliest end of a window on the route, less the
+    /// jitter guard. `None` when no window on the route ever ends.
+    pub fn window_end(&self, route: &Route, now: Nanos) -> Option<Nanos> {
+        self.routed(route)
+            .filter_map(|b| match &b.algo {
+                Algo::Window(w) => w.next_start(now),
+                Algo::Rolling(_) => None,
+            })
+            .min()
+            .map(|end| end.saturating_sub(self.jitter))
+    }
+
     /// Adds a limit learned from the provider's headers; it applies to every job from now on
     /// and can only add a constraint. Returns its index for [`Limiter::observe_at`] and
     /// [`Limiter::relearn`].

@@ -367,8 +367,9 @@ impl<T: Transport> Runner<T> {
         let sent_at_ms = unix_ms(self.clock.wall());
         if job.steps.is_some() {
             let clock = self.clock.clone();
+            let window_end = self.limiter.window_end(&job.route, self.clock.now());
             tokio::spawn(async move {
-                let done = steps::run(transport, clock, job, reservation).await;
+                let done = steps::run(transport, clock, job, reservation, window_end).await;
                 let _ = done_tx.send(done);
             });
             return;
@@ -491,7 +492,8 @@ impl<T: Transport> Runner<T> {
                 self.limiter.settle(reservation, &actual, now);
                 let body = match job.steps.as_deref() {
                     Some(steps) if !steps.is_finished() => {
-                        // More pages: the job comes back through the limiter.
+                        // A next page, or steps past the window the job was admitted in:
+                        // the rest comes back through the limiter.
                         self.writer.attempt(attempt)?;
                         self.scheduler.push(job.priority, job.seq, job);
                         return Ok(Step::Continue);

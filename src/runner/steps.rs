@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::{Completion, Counters, Response, Runner, Transport, TransportError, outcome_name};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Nanos, SystemClock};
 use crate::job::steps::{Absorbed, Steps};
 use crate::job::{Job, Request};
 use crate::limiter::{Reservation, Unit};
@@ -95,20 +95,24 @@ impl Sent {
     }
 }
 
-/// Sends `job`'s steps until it is finished, a request fails or a page needs another;
-/// the completion's `result` is the first failure of the last wave (or its last
-/// response), every other request sent is in `earlier`.
+/// Sends `job`'s steps until it is finished, a request fails, a page needs another, or a
+/// later wave would go out after `window_end` (it would count in a calendar window the
+/// reservation did not charge: the rest of the job goes back to be admitted again); the
+/// completion's `result` is the first failure of the last wave (or its last response),
+/// every other request sent is in `earlier`.
 pub(super) async fn run<T: Transport>(
     transport: Arc<T>,
     clock: SystemClock,
     mut job: Job,
     reservation: Reservation,
+    window_end: Option<Nanos>,
 ) -> Completion {
     let reserved = job.costs.clone();
     let mut sent: Vec<Sent> = Vec::new();
     let mut broken = None;
     if let Some(steps) = job.steps.as_deref_mut() {
-        broken = run_waves(&transport, &clock, steps, &job.request.headers, &mut sent).await;
+        let headers = &job.request.headers;
+        broken = run_waves(&transport, &clock, steps, headers, window_end, &mut sent).await;
         job.costs = steps.remaining_costs();
     }
     let requests = u64::try_from(sent.len()).unwrap_or(u64::MAX);
@@ -140,18 +144,21 @@ pub(super) async fn run<T: Transport>(
 }
 
 /// Sends waves of `steps` with `headers` added to each request, recording every request
-/// in `sent`. Returns why the job cannot go on, if a step cannot be rendered.
+/// in `sent`; a wave after the first goes out only before `window_end`. Returns why the
+/// job cannot go on, if a step cannot be rendered.
 async fn run_waves<T: Transport>(
     transport: &Arc<T>,
     clock: &SystemClock,
     steps: &mut Steps,
     headers: &[(String, String)],
+    window_end: Option<Nanos>,
     sent: &mut Vec<Sent>,
 ) -> Option<String> {
     steps.failed_step = None;
     loop {
         let wave = steps.wave();
-        if wave.is_empty() {
+        let late = window_end.is_some_and(|end| clock.now() >= end);
+        if wave.is_empty() || (late && !sent.is_empty()) {
             return None;
         }
         let mut requests = Vec::with_capacity(wave.len());

@@ -40,6 +40,10 @@ path = "/activities?type=emailsClicked&campaignId={{campaign}}"
 name = "articles"
 path = "/api/v2/help_center/articles?total={{total}}"
 paginate = { cursor = "/meta/after_cursor", param = "page[after]", page_size = 10, size_param = "page[size]", items = "/articles" }
+[kinds.one]
+[[kinds.one.steps]]
+name = "get"
+path = "/one/{{id}}"
 [kinds.chain]
 [[kinds.chain.steps]]
 name = "create"
@@ -94,7 +98,14 @@ fn fixture(limits: &str, items: &[(&str, Value)]) -> Fixture {
 impl Fixture {
     /// A runner over the db's pending items (resuming stored progress), as `run` builds it.
     fn runner<T: Transport>(&self, transport: T) -> Runner<T> {
-        let limiter = Limiter::new(&self.config.limits);
+        self.runner_on(transport, SystemClock::new())
+    }
+
+    /// A runner on `clock` (share it with the mock so that both see the same windows).
+    fn runner_on<T: Transport>(&self, transport: T, clock: SystemClock) -> Runner<T> {
+        let limiter = Limiter::new(&self.config.limits)
+            .with_jitter(self.config.jitter)
+            .with_origin(clock.wall_at(0));
         let model = CostModel::from_config(&self.config);
         let store = Store::open(&self.db).unwrap();
         let mut scheduler = Scheduler::new();
@@ -120,7 +131,7 @@ impl Fixture {
         }
         Runner {
             transport: Arc::new(transport),
-            clock: SystemClock::new(),
+            clock,
             limiter,
             before: Before {
                 total: scheduler.len() as u64,
@@ -378,4 +389,30 @@ async fn a_four_call_job_waits_for_the_next_window_rather_than_start_with_three_
     assert!(records.iter().all(|r| item_of(r) == "c1"));
     let counts = Store::open(&f.db).unwrap().counts().unwrap();
     assert_eq!((counts.done, counts.pending), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_that_would_go_out_after_their_window_are_admitted_again() {
+    // 4 calls per calendar second, and a second wave that comes back 1.2 s after the
+    // first: sent on the first reservation it would land in a window already given to
+    // others, so it goes back through the limiter instead. The mock refuses anything over.
+    let limits = "[[limits]]\nname = \"calls\"\nquota = 4\nper = \"1s\"\n";
+    let mut items = vec![("a", json!({"kind": "chain", "campaign": "A"}))];
+    let ones = ["b", "d", "e", "f", "g"];
+    items.extend(ones.iter().map(|id| (*id, json!({"kind": "one"}))));
+    let f = fixture(limits, &items);
+    let clock = SystemClock::new();
+    let provider = Arc::new(Provider::new(
+        MockSpec::parse_url("mock://generic?window=4/1s&latency=1200ms").unwrap(),
+        clock.clone(),
+    ));
+    let transport = transport::MockTransport::new(Arc::clone(&provider));
+    let summary = f
+        .runner_on(transport, clock)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert_eq!((summary.end, summary.snapshot.done), (End::Finished, 6));
+    assert_eq!(provider.stats().rate_limited, 0, "{:?}", provider.records());
+    assert_eq!(provider.stats().requests, 3 + 5);
 }
