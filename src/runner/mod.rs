@@ -4,7 +4,8 @@
 //! limiter and the scheduler (so admission needs no lock): it sends the next job in priority
 //! order whenever a worker slot is free and the limiter admits it, and otherwise sleeps until
 //! the limiter's "not before" instant, a retry's instant, a completion or a stop request.
-//! Each request runs on its own task and reports back through a channel.
+//! Each request runs on its own task and reports back through a channel; a multi-request
+//! job runs its steps on one task (`steps.rs`) and comes back for each next page.
 //!
 //! Invariants: an item is marked done only through [`Writer::finish`], which stores its
 //! result in the same transaction; a worker slot stays busy until its result is committed,
