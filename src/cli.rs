@@ -487,11 +487,17 @@ fn validate(
     };
     if let Some(columns) = reader.columns() {
         let spec = &config.request;
+        let steps = config.plans.values().flat_map(|plan| &plan.steps);
         let templates = [(&spec.path, spec.path_line, "path")]
             .into_iter()
-            .chain(spec.body.as_ref().map(|b| (b, spec.body_line, "body")));
+            .chain(spec.body.as_ref().map(|b| (b, spec.body_line, "body")))
+            .chain(steps.flat_map(|s| {
+                std::iter::once((&s.path, s.path_line, "path"))
+                    .chain(s.body.as_ref().map(|b| (b, s.body_line, "body")))
+            }));
         for (template, line, key) in templates {
-            for field in template.placeholders() {
+            // `steps.NAME...` reads an earlier response, checked with the config.
+            for field in template.placeholders().filter(|f| !f.starts_with("steps.")) {
                 // `id` is derived from the record number when the work list has no such column.
                 if field != "id" && !columns.iter().any(|c| c == field) {
                     problems.push(format!(
@@ -692,24 +698,25 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                 job::idempotency_key(&validated.fingerprint, &row.id),
             ));
         }
-        scheduler.enqueue(
-            clock.now(),
+        let mut job = Job {
+            seq: row.seq,
+            id: row.id,
+            priority: row.priority,
+            request,
+            costs: built.costs,
+            route,
             lane,
-            row.priority,
-            row.seq,
-            Job {
-                seq: row.seq,
-                id: row.id,
-                priority: row.priority,
-                request,
-                costs: built.costs,
-                route,
-                lane,
-                model: built.model,
-                attempts: row.attempts,
-                failures: row.failures,
-            },
-        );
+            model: built.model,
+            attempts: row.attempts,
+            failures: row.failures,
+            steps: built.steps.map(|(steps, _)| Box::new(steps)),
+        };
+        if let Some(progress) = &row.steps {
+            job.resume(progress, &row.pages).with_context(|| {
+                format!("{}: item `{}` cannot be resumed", db.display(), job.id)
+            })?;
+        }
+        scheduler.enqueue(clock.now(), lane, job.priority, job.seq, job);
     }
     let counts = store.counts()?;
     let requests = store.request_counts()?;

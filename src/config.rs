@@ -24,6 +24,8 @@ use crate::template::{Template, TemplateKind};
 
 pub mod scheduling;
 pub use scheduling::{LaneError, Scheduling, Tenants};
+pub mod steps;
+pub use steps::{NextPage, Paginate, Plan, StepSpec};
 
 /// The keys of each table, for hints on unknown keys.
 const KEYS: &[(&str, &str)] = &[
@@ -37,7 +39,9 @@ const KEYS: &[(&str, &str)] = &[
         "[[limits]]",
         "name, unit, rate, quota, per, burst, reset, pause_at, kind, tenant, path, learn",
     ),
-    ("[kinds.NAME]", "cost"),
+    ("[kinds.NAME]", "cost, steps"),
+    ("[[kinds.NAME.steps]]", steps::STEP_KEYS),
+    ("[kinds.NAME.steps.paginate]", steps::PAGINATE_KEYS),
     ("[pricing.\"MODEL\"]", "input, output"),
     ("[workers]", "max, cap, endpoints"),
     ("[[classes]]", "name, share, kinds, min_priority"),
@@ -178,6 +182,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Extra costs per job kind (`[kinds.NAME] cost = { calls = 2 }`).
     pub kinds: BTreeMap<String, Costs>,
+    /// The requests of each kind that defines `[[kinds.NAME.steps]]`.
+    pub plans: BTreeMap<String, std::sync::Arc<Plan>>,
     /// Prices per model, for `usd` budgets.
     pub pricing: Pricing,
     /// How unevenly requests may be delayed on their way to the provider; each bucket's
@@ -290,6 +296,8 @@ struct RawLimit {
 struct RawKind {
     #[serde(default)]
     cost: BTreeMap<String, Spanned<f64>>,
+    #[serde(default)]
+    steps: Vec<steps::RawStep>,
 }
 
 #[derive(Deserialize)]
@@ -497,7 +505,7 @@ impl Config {
             raw.workers.endpoints,
         );
         let retry = check_retry(&mut check, raw.retry);
-        let kinds = check_kinds(&mut check, raw.kinds);
+        let (kinds, plans) = check_kinds(&mut check, raw.kinds);
         let pricing = check_pricing(&mut check, raw.pricing);
         let jitter = match &raw.limiter.jitter {
             Some(j)
@@ -524,6 +532,7 @@ impl Config {
                 scheduling,
                 retry,
                 kinds,
+                plans,
                 pricing,
                 jitter,
                 backend,
@@ -687,29 +696,40 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
     })
 }
 
-fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec> {
-    let method = raw
-        .method
-        .as_ref()
-        .map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
-    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-        if let Some(m) = &raw.method {
-            check.problem(
+impl Checker<'_> {
+    /// A request's `method`, upper case, or `default` when not given.
+    fn method(&mut self, raw: Option<&Spanned<String>>, default: &str) -> String {
+        let Some(m) = raw else {
+            return default.to_string();
+        };
+        let method = m.get_ref().to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            self.problem(
                 m.span(),
                 format!("`method` must be an HTTP method, found `{}`", m.get_ref()),
                 "use GET, POST, PUT, PATCH or DELETE",
             );
         }
+        method
     }
-    if !raw.path.get_ref().starts_with('/') {
-        check.problem(
-            raw.path.span(),
-            format!("`path` must start with `/`, found `{}`", raw.path.get_ref()),
-            "write the path relative to base_url, e.g. `/v1/chat/completions`",
-        );
+
+    /// A request's `path` template and its line; it must start with `/`.
+    fn request_path(&mut self, raw: &Spanned<String>) -> (Option<Template>, usize) {
+        if !raw.get_ref().starts_with('/') {
+            self.problem(
+                raw.span(),
+                format!("`path` must start with `/`, found `{}`", raw.get_ref()),
+                "write the path relative to base_url, e.g. `/v1/chat/completions`",
+            );
+        }
+        let line = self.position(raw.span()).0;
+        (self.template(raw, TemplateKind::Path, "path"), line)
     }
-    let path_line = check.position(raw.path.span()).0;
-    let path = check.template(&raw.path, TemplateKind::Path, "path");
+}
+
+fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec> {
+    let method = check.method(raw.method.as_ref(), "POST");
+    let (path, path_line) = check.request_path(&raw.path);
     let (body, body_line) = match &raw.body {
         Some(b) => (
             Some(check.template(b, TemplateKind::Json, "body")?),
@@ -905,8 +925,16 @@ fn check_scope(check: &mut Checker<'_>, l: &RawLimit) -> Scope {
     }
 }
 
-fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> BTreeMap<String, Costs> {
-    raw.into_iter()
+/// Each kind's extra costs, and the plans of the kinds with steps.
+type Kinds = (
+    BTreeMap<String, Costs>,
+    BTreeMap<String, std::sync::Arc<Plan>>,
+);
+
+fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> Kinds {
+    let mut plans = BTreeMap::new();
+    let kinds = raw
+        .into_iter()
         .map(|(name, kind)| {
             let mut costs = Costs::default();
             for (unit, amount) in &kind.cost {
@@ -915,9 +943,13 @@ fn check_kinds(check: &mut Checker<'_>, raw: BTreeMap<String, RawKind>) -> BTree
                     costs.add(unit, n.get());
                 }
             }
+            if let Some(plan) = steps::check_plan(check, &name, kind.steps) {
+                plans.insert(name.clone(), std::sync::Arc::new(plan));
+            }
             (name, costs)
         })
-        .collect()
+        .collect();
+    (kinds, plans)
 }
 
 fn check_pricing(check: &mut Checker<'_>, raw: BTreeMap<String, RawPrice>) -> Pricing {

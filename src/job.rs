@@ -9,11 +9,14 @@
 //! limit (<https://platform.openai.com/docs/guides/rate-limits>): prompt characters / 4 plus
 //! `max_tokens`, unless the item gives `tokens`.
 
+pub mod steps;
+
 use serde_json::Value;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::config::{Config, RequestSpec};
+use crate::config::{Config, Plan, RequestSpec};
 use crate::limiter::budget::Pricing;
 use crate::limiter::{Costs, JobAttrs, Limiter, Route, Unit};
 use crate::template::RenderError;
@@ -55,6 +58,30 @@ pub struct Job {
     pub attempts: u32,
     /// Transient failures so far in this session.
     pub failures: u32,
+    /// For a kind with steps: the steps and how far they got (`request` then holds only
+    /// the headers every step sends).
+    pub steps: Option<Box<steps::Steps>>,
+}
+
+impl Job {
+    /// Goes on from the progress an earlier session stored for this job (JSON text of
+    /// [`steps::Progress`], and the records of its listings stored page by page): finished
+    /// steps are not sent again, a listing goes on from its next page, and the rest costs
+    /// only its unfinished steps.
+    ///
+    /// # Errors
+    /// [`JobError::Payload`] when the stored progress is unreadable.
+    pub fn resume(&mut self, progress: &str, pages: &[steps::PageRecords]) -> Result<(), JobError> {
+        let Some(steps) = self.steps.as_mut() else {
+            return Ok(());
+        };
+        steps.progress = serde_json::from_str(progress).map_err(|e| JobError::Payload {
+            reason: format!("stored step progress: {e}"),
+        })?;
+        steps.restore_pages(pages)?;
+        self.costs = steps.remaining_costs();
+        Ok(())
+    }
 }
 
 /// Why an item cannot be turned into a request.
@@ -103,6 +130,8 @@ pub struct CostModel {
     pub kinds: BTreeMap<String, Costs>,
     /// Prices per model.
     pub pricing: Pricing,
+    /// The steps of each kind that has them.
+    pub plans: BTreeMap<String, Arc<Plan>>,
 }
 
 impl CostModel {
@@ -111,6 +140,7 @@ impl CostModel {
         CostModel {
             kinds: config.kinds.clone(),
             pricing: config.pricing.clone(),
+            plans: config.plans.clone(),
         }
     }
 
@@ -151,16 +181,26 @@ pub struct Built {
     pub tenant: Option<String>,
     /// The body's `model`.
     pub model: Option<String>,
+    /// For a kind with steps: the steps, and the path of each step's first request (as
+    /// previewed before any response).
+    pub steps: Option<(steps::Steps, Vec<String>)>,
 }
 
 impl Built {
-    /// The limits this job falls under.
+    /// The limits this job falls under: for a kind with steps, those of every step.
     pub fn route(&self, limiter: &Limiter) -> Route {
-        limiter.route(&JobAttrs {
-            kind: self.kind.as_deref(),
-            tenant: self.tenant.as_deref(),
-            path: &self.request.path,
-        })
+        let route_of = |path: &str| {
+            limiter.route(&JobAttrs {
+                kind: self.kind.as_deref(),
+                tenant: self.tenant.as_deref(),
+                path,
+            })
+        };
+        let mut route = route_of(&self.request.path);
+        for path in self.steps.iter().flat_map(|(_, paths)| paths) {
+            route.merge(&route_of(path));
+        }
+        route
     }
 }
 
@@ -173,6 +213,9 @@ pub fn build(
     tokens: Option<u64>,
     model: &CostModel,
 ) -> Result<Built, JobError> {
+    if let Some(built) = build_steps(spec, payload, tokens, model)? {
+        return Ok(built);
+    }
     let (request, body) = match payload {
         Payload::Vars(vars) => {
             let body = match &spec.body {
@@ -261,7 +304,64 @@ pub fn build(
         kind,
         tenant,
         model: model_name,
+        steps: None,
     })
+}
+
+/// An item of a kind with steps: every step rendered (with `0` for values of earlier
+/// responses) and checked, the cost of all steps plus the kind's own reserved together.
+/// `None` for an item whose kind has no steps.
+fn build_steps(
+    spec: &RequestSpec,
+    payload: &Payload,
+    tokens: Option<u64>,
+    model: &CostModel,
+) -> Result<Option<Built>, JobError> {
+    let Payload::Vars(vars) = payload else {
+        return Ok(None);
+    };
+    let field = |name: &str| {
+        vars.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let kind = field("kind");
+    let Some(plan) = kind.as_ref().and_then(|k| model.plans.get(k)) else {
+        return Ok(None);
+    };
+    let extra = kind.as_ref().and_then(|k| model.kinds.get(k)).cloned();
+    let job = steps::Steps::new(Arc::clone(plan), vars.clone(), extra.unwrap_or_default());
+    let requests = job.preview()?;
+    let bodies: Vec<Value> = requests
+        .iter()
+        .filter_map(|r| r.body.as_deref())
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect();
+    let token_estimate = tokens.unwrap_or_else(|| bodies.iter().map(estimate_tokens).sum());
+    let costs = job.remaining_costs().with(Unit::Tokens, token_estimate);
+    let headers = spec
+        .headers
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), t.render(vars)?)))
+        .collect::<Result<Vec<_>, JobError>>()?;
+    let paths = requests.iter().map(|r| r.path.clone()).collect();
+    let first = requests.into_iter().next();
+    Ok(Some(Built {
+        request: Request {
+            method: first
+                .as_ref()
+                .map_or_else(String::new, |r| r.method.clone()),
+            path: first.map_or_else(String::new, |r| r.path),
+            headers,
+            body: None,
+        },
+        costs,
+        kind,
+        tenant: field("tenant"),
+        model: None,
+        steps: Some((job, paths)),
+    }))
 }
 
 /// Rebuilds a job from its stored payload (JSON text of a [`Payload`]).

@@ -15,7 +15,7 @@
 //! - [`config`]: TOML → validated [`config::Config`] with line:column errors.
 //! - [`worklist`]: CSV/JSONL → items, streamed and validated.
 //! - [`template`]: `{{field}}` request templates, JSON-escaped where they stand in strings.
-//! - [`job`]: an item rendered into its request and estimated cost.
+//! - [`job`]: an item rendered into its request (or its steps) and estimated cost.
 //! - [`store`]: SQLite: items, results, attempts, progress, limiter state.
 //! - [`clock`]: the `Clock` trait; real and manual time.
 //! - [`limiter`]: buckets and atomic multi-bucket admission, pure over a clock.

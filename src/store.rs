@@ -49,6 +49,17 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_seq ON attempts (seq);
+CREATE TABLE IF NOT EXISTS item_steps (
+    seq INTEGER PRIMARY KEY,
+    progress TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_pages (
+    seq INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    items TEXT NOT NULL,
+    PRIMARY KEY (seq, step, page)
+);
 CREATE TABLE IF NOT EXISTS control (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused INTEGER NOT NULL
@@ -252,6 +263,10 @@ pub struct PendingRow {
     pub attempts: u32,
     /// Transient failures in earlier sessions (they count against `max_attempts`).
     pub failures: u32,
+    /// How far a multi-request job got (JSON of `job::steps::Progress`), if it started.
+    pub steps: Option<String>,
+    /// Its listings' records stored so far: (step, page, records as JSON), in page order.
+    pub pages: Vec<(String, u32, String)>,
 }
 
 /// A finished item for export.
@@ -497,7 +512,8 @@ impl Store {
             .conn
             .prepare(
                 "SELECT seq, id, priority, tokens, payload, attempts,
-                        (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient')
+                        (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient'),
+                        (SELECT progress FROM item_steps s WHERE s.seq = items.seq)
                  FROM items WHERE status = 'pending' ORDER BY priority DESC, seq",
             )
             .map_err(self.err("loading pending items"))?;
@@ -511,10 +527,23 @@ impl Store {
                     payload: r.get(4)?,
                     attempts: r.get(5)?,
                     failures: r.get(6)?,
+                    steps: r.get(7)?,
+                    pages: Vec::new(),
                 })
             })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<PendingRow>>>())
             .map_err(self.err("loading pending items"))?;
+        let mut rows = rows;
+        let mut pages = self
+            .conn
+            .prepare("SELECT step, page, items FROM item_pages WHERE seq = ?1 ORDER BY step, page")
+            .map_err(self.err("loading stored pages"))?;
+        for row in rows.iter_mut().filter(|r| r.steps.is_some()) {
+            row.pages = pages
+                .query_map([row.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(self.err("loading stored pages"))?;
+        }
         Ok(rows)
     }
 
@@ -544,7 +573,13 @@ impl Store {
     pub fn request_counts(&self) -> Result<RequestCounts, StoreError> {
         self.conn
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0), COALESCE(SUM(attempt > 1), 0) FROM attempts",
+                // A retry is an attempt after one of the same item that did not succeed (a later
+                // step or page of a multi-request job follows a success).
+                "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0),
+                        COALESCE(SUM(attempt > 1 AND NOT EXISTS (SELECT 1 FROM attempts p
+                            WHERE p.seq = a.seq AND p.attempt = a.attempt - 1
+                              AND p.http_status BETWEEN 200 AND 299)), 0)
+                 FROM attempts a",
                 [],
                 |r| {
                     Ok(RequestCounts {
@@ -622,6 +657,11 @@ impl Store {
 /// A message to the writer.
 enum WriteOp {
     Attempt(AttemptRecord),
+    Steps {
+        seq: u64,
+        progress: String,
+        pages: Vec<(String, u32, String)>,
+    },
     Finish(ItemResult),
     Progress(ProgressRow),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -736,6 +776,22 @@ impl Writer {
         self.send(WriteOp::Attempt(record))
     }
 
+    /// Records how far item `seq`'s multi-request job got (JSON text), replacing what was
+    /// there, together with its listings' new `pages` (step, page, records as JSON), in one
+    /// transaction, so a rerun goes on from there. Counts as one record in commit reports.
+    pub fn steps(
+        &mut self,
+        seq: u64,
+        progress: String,
+        pages: Vec<(String, u32, String)>,
+    ) -> Result<(), StoreError> {
+        self.send(WriteOp::Steps {
+            seq,
+            progress,
+            pages,
+        })
+    }
+
     /// Stores an item's result and final status in one transaction.
     pub fn finish(&mut self, result: ItemResult) -> Result<(), StoreError> {
         self.send(WriteOp::Finish(result))
@@ -806,6 +862,25 @@ fn commit(
                 tx.prepare_cached("UPDATE items SET attempts = ?2 WHERE seq = ?1")
                     .and_then(|mut s| s.execute(params![a.seq, a.attempt]))
                     .map_err(err("recording an attempt"))?;
+                records += 1;
+            }
+            WriteOp::Steps {
+                seq,
+                progress,
+                pages,
+            } => {
+                for (step, page, items) in pages {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO item_pages (seq, step, page, items) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| s.execute(params![seq, step, page, items]))
+                    .map_err(err("storing a page"))?;
+                }
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO item_steps (seq, progress) VALUES (?1, ?2)",
+                )
+                .and_then(|mut s| s.execute(params![seq, progress]))
+                .map_err(err("recording step progress"))?;
                 records += 1;
             }
             WriteOp::Finish(r) => {

@@ -356,6 +356,15 @@ impl Route {
         )
     }
 
+    /// Adds the buckets of `other` (a job whose requests go to several endpoints).
+    pub fn merge(&mut self, other: &Route) {
+        for &i in &other.0 {
+            if !self.0.contains(&i) {
+                self.0.push(i);
+            }
+        }
+    }
+
     /// Whether the route goes through the configured limit at `index`.
     pub fn contains(&self, index: usize) -> bool {
         self.0.iter().any(|&i| usize::from(i) == index)
@@ -562,6 +571,19 @@ impl Limiter {
             .iter()
             .chain(&self.learned)
             .filter_map(|&i| self.buckets.get(usize::from(i)))
+    }
+
+    /// The last instant a request admitted at `now` on `route` may still go out and count
+    /// in the same calendar windows: the earliest end of a window on the route, less the
+    /// jitter guard. `None` when no window on the route ever ends.
+    pub fn window_end(&self, route: &Route, now: Nanos) -> Option<Nanos> {
+        self.routed(route)
+            .filter_map(|b| match &b.algo {
+                Algo::Window(w) => w.next_start(now),
+                Algo::Rolling(_) => None,
+            })
+            .min()
+            .map(|end| end.saturating_sub(self.jitter))
     }
 
     /// Adds a limit learned from the provider's headers; it applies to every job from now on

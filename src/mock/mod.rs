@@ -9,7 +9,9 @@
 //! [`limiter`](crate::limiter), so that it can judge the limiter instead of agreeing with it.
 //! One profile per header dialect of [`headers`](crate::headers), each formatted in its own
 //! file (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`, `ietf.rs`,
-//! `zendesk.rs`).
+//! `zendesk.rs`). The request-limited profiles also serve paginated [`listing`]s (a query
+//! with `total=N`) and answer anything else with a fresh `id`, for multi-request jobs to
+//! chain on.
 //!
 //! Invariant: a parsed spec always describes a mock that can be built: every limit is
 //! non-zero, every window has a length, the profile takes every limit given, and the fault
@@ -21,6 +23,7 @@ pub mod fault;
 mod generic;
 mod github;
 mod ietf;
+pub mod listing;
 mod openai;
 pub mod provider;
 pub mod server;

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use super::bucket::Bucket;
 use super::fault::Fault;
 use super::window::Window;
-use super::{MockSpec, Profile, anthropic, generic, github, ietf, openai, x, zendesk};
+use super::{MockSpec, Profile, anthropic, generic, github, ietf, listing, openai, x, zendesk};
 use crate::clock::{Clock, Nanos, nanos};
 
 pub use super::openai::{estimate_request_tokens, format_openai_duration};
@@ -475,8 +475,9 @@ fn chat_reply(
 }
 
 /// The answer of a profile that serves any method and path with request limits only
-/// (GitHub, generic, IETF, Zendesk): a small JSON body naming the request, or the
-/// dialect's 429.
+/// (GitHub, generic, IETF, Zendesk): a page of a [`listing`] when the query has `total`,
+/// else a small JSON body naming the request with a fresh `id` (for a later step to
+/// chain on), or the dialect's 429.
 fn any_path_reply(
     profile: Profile,
     state: &mut State,
@@ -484,9 +485,17 @@ fn any_path_reply(
     now: Nanos,
     wall_ns: u64,
 ) -> Reply {
+    let page = listing::page(&req.path);
+    if let Some(Err(refusal)) = page {
+        return (400, Vec::new(), refusal);
+    }
     let admitted = admit(&mut state.limits, state.window.as_mut(), 0, now, wall_ns);
     let mut headers = rate_limit_headers(profile, state, wall_ns);
     let Err(refusal) = admitted else {
+        if let Some(Ok(page)) = page {
+            headers.extend(page.link.map(|l| ("link".to_string(), l)));
+            return (200, headers, page.body);
+        }
         let path = req.path.split('?').next().unwrap_or_default();
         let n = state.stats.ok + 1;
         return (200, headers, json!({"id": n.to_string(), "path": path}));

@@ -4,7 +4,8 @@
 //! limiter and the scheduler (so admission needs no lock): it sends the next job in priority
 //! order whenever a worker slot is free and the limiter admits it, and otherwise sleeps until
 //! the limiter's "not before" instant, a retry's instant, a completion or a stop request.
-//! Each request runs on its own task and reports back through a channel.
+//! Each request runs on its own task and reports back through a channel; a multi-request
+//! job runs its steps on one task (`steps.rs`) and comes back for each next page.
 //!
 //! Invariants: an item is marked done only through [`Writer::finish`], which stores its
 //! result in the same transaction; a worker slot stays busy until its result is committed,
@@ -15,6 +16,9 @@
 //! come back and been recorded.
 
 pub mod feedback;
+mod steps;
+#[cfg(test)]
+mod steps_tests;
 #[cfg(test)]
 mod tests;
 pub mod transport;
@@ -135,6 +139,12 @@ struct Completion {
     sent_at_ms: u64,
     latency: Duration,
     result: Result<Response, TransportError>,
+    /// A multi-request job's other requests of this dispatch, sent before `result`'s.
+    earlier: Vec<steps::Sent>,
+    /// What was really sent, to settle the reservation to (`None`: `job.costs`).
+    sent_costs: Option<Costs>,
+    /// Why a multi-request job cannot go on (a step could not be rendered).
+    broken: Option<String>,
 }
 
 /// One session of a run over `jobs`, until all are finished or a stop is requested.
@@ -302,7 +312,7 @@ impl<T: Transport> Runner<T> {
                             if popped.starved {
                                 self.report_starved(&popped.job, popped.waited);
                             }
-                            c.dispatched.requests += 1;
+                            c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
                             c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
                             self.dispatch(popped.job, reservation, wave, &done_tx);
                             c.in_flight += 1;
@@ -532,6 +542,19 @@ impl<T: Transport> Runner<T> {
         let transport = Arc::clone(&self.transport);
         let done_tx = done_tx.clone();
         let sent_at_ms = unix_ms(self.clock.wall());
+        if job.steps.is_some() {
+            let clock = self.clock.clone();
+            let window_end = self.limiter.window_end(&job.route, self.clock.now());
+            tokio::spawn(async move {
+                let done = steps::run(transport, clock, job, reservation, window_end).await;
+                let done = Completion {
+                    dispatched_before,
+                    ..done
+                };
+                let _ = done_tx.send(done);
+            });
+            return;
+        }
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let result = transport.send(&job.request).await;
@@ -543,6 +566,9 @@ impl<T: Transport> Runner<T> {
                 sent_at_ms,
                 latency: started.elapsed(),
                 result,
+                earlier: Vec::new(),
+                sent_costs: None,
+                broken: None,
             });
         });
     }
@@ -562,14 +588,26 @@ impl<T: Transport> Runner<T> {
             sent_at_ms,
             latency,
             result,
+            earlier,
+            sent_costs,
+            broken,
         } = done;
+        let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
+        if job.steps.is_some() {
+            if let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)? {
+                self.limiter.settle(reservation, &sent_costs, now);
+                self.fail_unsendable(&job, &why)?;
+                c.failed += 1;
+                return Ok(Step::Continue);
+            }
+        }
         job.attempts += 1;
         c.sent += 1;
         self.scheduler.finished(job.lane);
         if let Some(auto) = &mut self.settings.auto_workers {
             auto.observe(latency);
         }
-        if job.attempts > 1 {
+        if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
             c.retries += 1;
         }
         let response = match &result {
@@ -591,6 +629,9 @@ impl<T: Transport> Runner<T> {
             body.as_deref().unwrap_or_default(),
             &self.settings.retry.quota_markers,
         );
+        if let Some(steps) = job.steps.as_deref_mut() {
+            steps.retrying = outcome != Outcome::Done;
+        }
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
         let unseen = c.dispatched.since(dispatched_before, &job.costs);
@@ -633,13 +674,25 @@ impl<T: Transport> Runner<T> {
                 }
                 let usage = body.as_deref().and_then(usage_of);
                 let actual = match &usage {
-                    Some(u) => self.cost_model.actual(&job.costs, job.model.as_deref(), u),
-                    None => job.costs.clone(),
+                    Some(u) => self.cost_model.actual(&sent_costs, job.model.as_deref(), u),
+                    None => sent_costs,
                 };
                 self.limiter.settle(reservation, &actual, now);
                 if let Some(shared) = self.shared.as_mut() {
                     shared.settle_later(job.seq, &actual);
                 }
+                let body = match job.steps.as_deref() {
+                    Some(steps) if !steps.is_finished() => {
+                        // A next page, or steps past the window the job was admitted in:
+                        // the rest comes back through the limiter.
+                        self.writer.attempt(attempt)?;
+                        self.scheduler
+                            .enqueue(now, job.lane, job.priority, job.seq, job);
+                        return Ok(Step::Continue);
+                    }
+                    Some(steps) => Some(steps.result_body()),
+                    None => body,
+                };
                 self.writer.finish(ItemResult {
                     seq: job.seq,
                     status: ItemStatus::Done,
@@ -657,7 +710,7 @@ impl<T: Transport> Runner<T> {
             Outcome::RateLimited => {
                 // A rejected request consumed nothing at the provider's token bucket, but
                 // the request bucket is evidently empty: keep the request, refund tokens.
-                let keep = Costs::default().with(Unit::Requests, job.costs.get(&Unit::Requests));
+                let keep = Costs::default().with(Unit::Requests, sent_costs.get(&Unit::Requests));
                 self.limiter.settle(reservation, &keep, now);
                 if let Some(shared) = self.shared.as_mut() {
                     shared.settle_later(job.seq, &keep);
@@ -765,6 +818,10 @@ impl<T: Transport> Runner<T> {
         latency_ms: u64,
         why: String,
     ) -> Result<(), StoreError> {
+        let why = match job.steps.as_deref().and_then(|s| s.failed_step.as_deref()) {
+            Some(step) => format!("step `{step}`: {why}"),
+            None => why,
+        };
         self.writer.finish(ItemResult {
             seq: job.seq,
             status: ItemStatus::Failed,

@@ -76,6 +76,7 @@ fn fixture_priced(n: u64, model: &CostModel, limits: &[LimitSpec]) -> (Fixture, 
                 model: built.model,
                 attempts: 0,
                 failures: 0,
+                steps: None,
             },
         );
     }

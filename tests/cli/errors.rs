@@ -193,3 +193,22 @@ fn an_item_naming_an_undefined_tier_or_no_class_names_its_line() {
         ],
     );
 }
+
+#[test]
+fn a_step_reading_an_unknown_step_or_a_missing_column_is_refused_at_its_line() {
+    let p = Project::new().with_mock("mock://generic");
+    p.write("w.csv", "id,kind,campaign\na,c,1\n");
+    let config = format!(
+        "[api]\nbase_url = \"{}\"\n[request]\npath = \"/\"\n[kinds.c]\n[[kinds.c.steps]]\nname = \"create\"\npath = \"/c/{{{{campaign}}}}\"\n[[kinds.c.steps]]\nname = \"stats\"\npath = \"/c/{{{{steps.craete.body.id}}}}\"\n",
+        p.mock_url()
+    );
+    p.write("c.toml", &config);
+    refused(
+        &p,
+        "w.csv",
+        "c.toml",
+        &["c.toml:11:12", "`craete`", "`create`"],
+    );
+    p.write("c.toml", config.replace("steps.craete.body.id", "camp"));
+    refused(&p, "w.csv", "c.toml", &["c.toml:11", "`camp`", "no column"]);
+}

@@ -5,6 +5,7 @@ mod control;
 mod errors;
 mod feedback;
 mod kill;
+mod pages;
 mod redis;
 mod run;
 mod scenarios;
