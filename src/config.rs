@@ -35,7 +35,10 @@ const KEYS: &[(&str, &str)] = &[
         "name, unit, rate, quota, per, burst, reset, pause_at, kind, tenant, path, learn",
     ),
     ("[kinds.NAME]", "cost"),
-    ("[pricing.\"MODEL\"]", "input, output"),
+    (
+        "[pricing.\"MODEL\"]",
+        "input, output, batch_discount, batch_window",
+    ),
     ("[workers]", "max"),
     (
         "[retry]",
@@ -43,6 +46,18 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("[limiter]", "jitter"),
 ];
+
+/// Default time a provider's batch API takes at most (`batch_window`).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// A model's batch API terms (`batch_discount`, `batch_window` in its `[pricing."MODEL"]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchTerms {
+    /// Share of the price taken off through the batch API (0.5: half price).
+    pub discount: f64,
+    /// The longest a batch takes to complete (the provider's completion window).
+    pub window: Duration,
+}
 
 /// Default delay variation allowed for (`[limiter] jitter`).
 pub const DEFAULT_JITTER: Duration = Duration::from_millis(50);
@@ -166,6 +181,8 @@ pub struct Config {
     pub kinds: BTreeMap<String, Costs>,
     /// Prices per model, for `usd` budgets.
     pub pricing: Pricing,
+    /// Batch API terms per model, for models whose pricing gives a `batch_discount`.
+    pub batch: BTreeMap<String, BatchTerms>,
     /// How unevenly requests may be delayed on their way to the provider; each bucket's
     /// burst is shrunk by this much so bunched-up arrivals still fit.
     pub jitter: Duration,
@@ -247,6 +264,8 @@ struct RawKind {
 struct RawPrice {
     input: Spanned<f64>,
     output: Spanned<f64>,
+    batch_discount: Option<Spanned<f64>>,
+    batch_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -443,6 +462,7 @@ impl Config {
         });
         let retry = check_retry(&mut check, raw.retry);
         let kinds = check_kinds(&mut check, raw.kinds);
+        let batch = check_batch(&mut check, &raw.pricing);
         let pricing = check_pricing(&mut check, raw.pricing);
         let jitter = match &raw.limiter.jitter {
             Some(j)
@@ -467,6 +487,7 @@ impl Config {
                 retry,
                 kinds,
                 pricing,
+                batch,
                 jitter,
                 source: source.to_string(),
             }),
@@ -776,6 +797,46 @@ fn check_pricing(check: &mut Checker<'_>, raw: BTreeMap<String, RawPrice>) -> Pr
             )
         })
     }))
+}
+
+fn check_batch(
+    check: &mut Checker<'_>,
+    raw: &BTreeMap<String, RawPrice>,
+) -> BTreeMap<String, BatchTerms> {
+    let mut terms = BTreeMap::new();
+    for (model, p) in raw {
+        if let Some(w) = p
+            .batch_window
+            .as_ref()
+            .filter(|_| p.batch_discount.is_none())
+        {
+            check.problem(
+                w.span(),
+                format!("`batch_window` is set for `{model}` but `batch_discount` is not"),
+                "add batch_discount = 0.5 (the share the batch API takes off the price)",
+            );
+        }
+        let Some(d) = &p.batch_discount else {
+            continue;
+        };
+        let discount = *d.get_ref();
+        if !(0.0..1.0).contains(&discount) {
+            check.problem(
+                d.span(),
+                format!("`batch_discount` must be a share from 0 up to (not including) 1, found `{discount}`"),
+                "e.g. batch_discount = 0.5 for half price through the provider's batch API",
+            );
+            continue;
+        }
+        let window = match &p.batch_window {
+            Some(w) => check.duration(w, "batch_window"),
+            None => Some(DEFAULT_BATCH_WINDOW),
+        };
+        if let Some(window) = window {
+            terms.insert(model.clone(), BatchTerms { discount, window });
+        }
+    }
+    terms
 }
 
 fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {

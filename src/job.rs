@@ -149,6 +149,10 @@ pub struct Built {
     pub tenant: Option<String>,
     /// The body's `model`.
     pub model: Option<String>,
+    /// Estimated prompt (input) tokens: prompt characters / 4.
+    pub prompt_tokens: u64,
+    /// The most output tokens the body allows (`max_tokens`), 0 when it sets none.
+    pub max_tokens: u64,
 }
 
 impl Built {
@@ -259,6 +263,8 @@ pub fn build(
         kind,
         tenant,
         model: model_name,
+        prompt_tokens,
+        max_tokens,
     })
 }
 

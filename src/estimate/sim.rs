@@ -1,0 +1,210 @@
+//! The discrete-event simulation: the real [`Limiter`] and [`Scheduler`] in virtual time.
+//!
+//! Owns one simulated run. Time jumps from one event to the next: a "not before" instant
+//! from the limiter, or a response arriving. Each response settles its reservation at its
+//! arrival, to the usage the item is expected to have, as the runner does. The limiter's
+//! time 0 is the run's start on the wall clock, so calendar windows (daily quotas) fall
+//! where they will. Pure: no I/O, no clock.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::{Nanos, nanos};
+use crate::limiter::{Denied, LimitKind, LimitSpec, Limiter, NeverFits, Reservation};
+use crate::scheduler::Scheduler;
+
+use super::SimItem;
+use super::latency::Latency;
+
+/// The inputs of a simulated run that stay the same whatever the worker count.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup<'a> {
+    /// The work list, with costs.
+    pub items: &'a [SimItem],
+    /// The configured limits.
+    pub limits: &'a [LimitSpec],
+    /// `[limiter] jitter`.
+    pub jitter: Duration,
+    /// When the run starts (limiter time 0).
+    pub start: SystemTime,
+    /// How long requests take.
+    pub latency: &'a Latency,
+    /// Seed of the latency draws.
+    pub seed: u64,
+}
+
+/// What one simulated run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// When the last response arrived.
+    pub end: Nanos,
+    /// When the last request was admitted.
+    pub last_admit: Nanos,
+    /// Items admitted.
+    pub admitted: u64,
+    /// The run budget that was spent before every item was admitted, if any.
+    pub spent: Option<String>,
+    /// Per configured limit: the instants its calendar window ran out (one per window).
+    pub runs_out: Vec<Vec<Nanos>>,
+    /// Per configured limit: the time it alone held back a free worker.
+    pub held: Vec<Nanos>,
+    /// Time every worker was busy while items waited.
+    pub workers_full: Nanos,
+}
+
+struct InFlight<'a> {
+    at: Nanos,
+    item: &'a SimItem,
+    reservation: Reservation,
+}
+
+impl PartialEq for InFlight<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for InFlight<'_> {}
+impl PartialOrd for InFlight<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Earliest first in a max-heap; file order breaks ties.
+        (Reverse(self.at), Reverse(self.item.seq))
+            .cmp(&(Reverse(other.at), Reverse(other.item.seq)))
+    }
+}
+
+/// Unix nanoseconds of a wall time.
+fn unix_ns(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// The calendar window of a window limit that limiter time `t` falls in (its index since
+/// the epoch), or `None` for rolling limits and run budgets.
+pub fn window_index(spec: &LimitSpec, start: SystemTime, t: Nanos) -> Option<u128> {
+    match &spec.kind {
+        LimitKind::Window {
+            per: Some(per),
+            reset,
+            ..
+        } => {
+            let p = per.as_nanos().max(1);
+            let at = unix_ns(start) + u128::from(t);
+            // Boundaries fall where unix time - reset is a multiple of the period.
+            let r = reset.as_nanos() % p;
+            Some((at + p - r) / p)
+        }
+        _ => None,
+    }
+}
+
+/// Runs the work list with at most `workers` requests in flight.
+///
+/// Errors when an item can never be admitted (larger than a limit's burst).
+pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
+    let mut limiter = Limiter::new(setup.limits)
+        .with_jitter(setup.jitter)
+        .with_origin(setup.start);
+    let mut scheduler = Scheduler::new();
+    for item in setup.items {
+        limiter.check_fits(&item.route, &item.costs)?;
+        scheduler.push(item.priority, item.seq, item);
+    }
+    let n_limits = setup.limits.len();
+    let mut trace = Trace {
+        end: 0,
+        last_admit: 0,
+        admitted: 0,
+        spent: None,
+        runs_out: vec![Vec::new(); n_limits],
+        held: vec![0; n_limits],
+        workers_full: 0,
+    };
+    let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
+    let mut latency = setup.latency.sampler(setup.seed);
+    let workers = workers.max(1);
+    let mut in_flight: BinaryHeap<InFlight<'_>> = BinaryHeap::with_capacity(workers.min(1 << 20));
+    let mut now: Nanos = 0;
+    loop {
+        while in_flight.peek().is_some_and(|f| f.at <= now) {
+            if let Some(f) = in_flight.pop() {
+                let actual = f.item.settled_costs();
+                limiter.settle(f.reservation, &actual, f.at);
+            }
+        }
+        let mut next_admission = None;
+        let mut holder = None;
+        while in_flight.len() < workers && trace.spent.is_none() {
+            let Some(item) = scheduler.peek(now).copied() else {
+                break;
+            };
+            match limiter.reserve(&item.route, &item.costs, now) {
+                Ok(reservation) => {
+                    scheduler.pop(now);
+                    let at = now.saturating_add(latency.next_latency());
+                    in_flight.push(InFlight {
+                        at,
+                        item,
+                        reservation,
+                    });
+                    trace.end = trace.end.max(at);
+                    trace.last_admit = now;
+                    trace.admitted += 1;
+                }
+                Err(Denied::NotUntil(n)) => {
+                    next_admission = Some(n.at);
+                    if let Some((spec, _)) = limiter.binding(&item.route, &item.costs, now)
+                        && let Some(i) = setup.limits.iter().position(|l| l.name == spec.name)
+                    {
+                        holder = Some(i);
+                        let window = window_index(spec, setup.start, now);
+                        if window.is_some() && out_window[i] != window {
+                            out_window[i] = window;
+                            trace.runs_out[i].push(now);
+                        }
+                    }
+                    break;
+                }
+                Err(Denied::Never(e)) => {
+                    // Only a spent run budget refuses for good after `check_fits`.
+                    trace.spent = Some(e.limit.clone());
+                }
+            }
+        }
+        let next_completion = in_flight.peek().map(|f| f.at);
+        let waiting = !scheduler.is_empty() && trace.spent.is_none();
+        let next = match (waiting, next_admission, next_completion) {
+            (false, _, None) => return Ok(trace),
+            (false, _, Some(c)) => c,
+            (true, Some(a), Some(c)) if in_flight.len() < workers => a.min(c),
+            (true, Some(a), None) => a,
+            (true, _, Some(c)) => c,
+            (true, None, None) => return Ok(trace),
+        };
+        if waiting {
+            let span = next.saturating_sub(now);
+            if in_flight.len() >= workers {
+                trace.workers_full += span;
+            } else if let Some(i) = holder
+                && let Some(h) = trace.held.get_mut(i)
+            {
+                *h += span;
+            }
+        }
+        now = next;
+    }
+}
+
+/// Nanoseconds of a duration in seconds, for tests and reports.
+pub fn secs(t: Nanos) -> f64 {
+    t as f64 / 1e9
+}
+
+/// The duration of `s` seconds as limiter time.
+pub fn from_secs(s: f64) -> Nanos {
+    nanos(Duration::from_secs_f64(s.max(0.0)))
+}
