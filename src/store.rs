@@ -644,9 +644,27 @@ impl Recorded {
                 source,
             }
         };
+        // A db whose run closed cleanly has no `-wal` file: open it immutable, so SQLite
+        // creates no `-wal`/`-shm` beside it either. A live (or crashed) run's db has one,
+        // which a read-only connection reads through.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mode = if Path::new(&wal).exists() {
+            "mode=ro"
+        } else {
+            "immutable=1"
+        };
+        const URI_RESERVED: &percent_encoding::AsciiSet =
+            &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+        let uri = format!(
+            "file:{}?{mode}",
+            percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_RESERVED)
+        );
         let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(err("opening the database read-only"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
