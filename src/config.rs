@@ -1057,4 +1057,23 @@ max = 8
             "dev/s3cret"
         );
     }
+    #[test]
+    fn batch_terms_default_to_a_day_and_a_bad_discount_points_at_its_line() {
+        let good =
+            format!("{GOOD}\n[pricing.\"m\"]\ninput = 1.0\noutput = 2.0\nbatch_discount = 0.5\n");
+        let config = Config::parse(Path::new("c.toml"), &good).unwrap();
+        assert_eq!(
+            config.batch.get("m"),
+            Some(&BatchTerms {
+                discount: 0.5,
+                window: DEFAULT_BATCH_WINDOW
+            })
+        );
+        let bad = good.replace("batch_discount = 0.5", "batch_discount = 1.5");
+        let p = problems(&bad);
+        assert!(p[0].message.contains("`1.5`"), "{p:?}");
+        assert_eq!(p[0].line, bad.lines().count());
+        let orphan = good.replace("batch_discount = 0.5", "batch_window = \"12h\"");
+        assert!(problems(&orphan)[0].message.contains("batch_discount"));
+    }
 }

@@ -19,6 +19,15 @@ fn span(s: f64) -> String {
     }
 }
 
+/// Dollars for people: cents, or four decimals below a dollar.
+fn dollars(usd: f64) -> String {
+    if usd < 1.0 {
+        format!("${usd:.4}")
+    } else {
+        format!("${usd:.2}")
+    }
+}
+
 /// One change that would meet the deadline, for people.
 fn change(c: &Change) -> String {
     if c.name == "workers" {
@@ -53,7 +62,7 @@ pub fn render(e: &Estimate) -> String {
     };
     row("tokens", format!("{} ({basis})", e.tokens));
     if e.cost_usd > 0.0 {
-        row("cost", format!("${:.2}", e.cost_usd));
+        row("cost", dollars(e.cost_usd));
     }
     if let Some(b) = &e.batch {
         let verdict = match b.meets_deadline {
@@ -64,9 +73,9 @@ pub fn render(e: &Estimate) -> String {
         row(
             "batch API",
             format!(
-                "${:.2} (saves ${:.2}), done within {}{verdict}",
-                b.cost_usd,
-                b.saving_usd,
+                "{} (saves {}), done within {}{verdict}",
+                dollars(b.cost_usd),
+                dollars(b.saving_usd),
                 span(b.window_s)
             ),
         );
