@@ -304,7 +304,10 @@ pub fn estimate(
         (hi, best) = (workers, trace.clone());
     }
     let target = (best.end as f64 / 0.99) as Nanos;
-    let recommended = smallest_workers(setup, hi, |t| t.end <= target)?;
+    // Little's law: a run of `target` keeps busy / target requests in flight on average,
+    // so fewer workers than that cannot make it.
+    let lo = usize::try_from(trace.busy / target.max(1)).unwrap_or(1);
+    let recommended = smallest_workers(setup, lo, hi, |t| t.end <= target)?;
 
     let makespan_s = secs(trace.end);
     let limits = limit_uses(setup, &trace, &needs, makespan_s);
@@ -381,14 +384,16 @@ fn setup_has_recorded(items: &[SimItem]) -> bool {
     items.iter().any(|i| i.tokens != i.costs.get(&Unit::Tokens))
 }
 
-/// The smallest worker count in `1..=hi` whose run passes `ok` (assumed monotone; `hi`
-/// passes).
+/// The smallest worker count in `lo..=hi` whose run passes `ok` (assumed monotone; `hi`
+/// passes, and no count below `lo` does).
 fn smallest_workers(
     setup: &Setup<'_>,
+    lo: usize,
     hi: usize,
     ok: impl Fn(&Trace) -> bool,
 ) -> Result<usize, NeverFits> {
-    let (mut lo, mut hi) = (1usize, hi.max(1));
+    let mut hi = hi.max(1);
+    let mut lo = lo.clamp(1, hi);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if ok(&sim::run(setup, mid)?) {
@@ -486,7 +491,8 @@ fn check_deadline(
     if !fits {
         if best.end <= d && best.spent.is_none() {
             // More workers alone are enough.
-            let w = smallest_workers(setup, hi, |t| t.end <= d)?;
+            let lo = usize::try_from(trace.busy / d.max(1)).unwrap_or(1);
+            let w = smallest_workers(setup, lo, hi, |t| t.end <= d)?;
             changes.push(Change {
                 name: "workers".into(),
                 unit: "workers".into(),

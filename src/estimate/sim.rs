@@ -51,6 +51,8 @@ pub struct Trace {
     pub held: Vec<Nanos>,
     /// Time every worker was busy while items waited.
     pub workers_full: Nanos,
+    /// The latencies of every request admitted, summed (worker-time in use).
+    pub busy: Nanos,
 }
 
 struct InFlight<'a> {
@@ -123,6 +125,7 @@ pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
         runs_out: vec![Vec::new(); n_limits],
         held: vec![0; n_limits],
         workers_full: 0,
+        busy: 0,
     };
     let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
     let mut latency = setup.latency.sampler(setup.seed);
@@ -145,7 +148,9 @@ pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
             match limiter.reserve(&item.route, &item.costs, now) {
                 Ok(reservation) => {
                     scheduler.pop(now);
-                    let at = now.saturating_add(latency.next_latency());
+                    let took = latency.next_latency();
+                    trace.busy = trace.busy.saturating_add(took);
+                    let at = now.saturating_add(took);
                     in_flight.push(InFlight {
                         at,
                         item,
