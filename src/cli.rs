@@ -57,7 +57,8 @@ enum Command {
     Status(StatusArgs),
     /// Write finished items' results as JSONL or CSV.
     Export(ExportArgs),
-    /// Predict a run before sending anything: makespan, binding limit, workers needed.
+    /// Predict a run before sending anything: time, cost, binding limit, quota periods,
+    /// workers needed and the deadline.
     Estimate(EstimateArgs),
     /// Pause a live run: no new requests, those in flight finish; the process stays.
     Pause(DbArgs),
