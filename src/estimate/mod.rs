@@ -72,6 +72,15 @@ impl SimItem {
         }
     }
 
+    /// The amount of `unit` the item's reservation settles to.
+    pub fn settled(&self, unit: &Unit) -> u64 {
+        match unit {
+            Unit::Tokens => self.tokens,
+            Unit::Usd if self.costs.get(unit) > 0 => self.usd_micro,
+            other => self.costs.get(other),
+        }
+    }
+
     /// What the item's reservation settles to when its response arrives.
     pub fn settled_costs(&self) -> Costs {
         let mut actual = self.costs.clone();
@@ -253,7 +262,8 @@ pub fn estimate(
     let workers = workers.max(1);
     let items = setup.items;
     let n = items.len();
-    let trace = sim::run(setup, workers)?;
+    let order = &sim::order(setup)?;
+    let trace = sim::run_ordered(setup, order, workers)?;
     let mean_latency = setup.latency.mean().as_secs_f64();
     let needs: Vec<u64> = setup
         .limits
@@ -264,7 +274,7 @@ pub fn estimate(
             items
                 .iter()
                 .filter(|i| i.route.contains(index))
-                .map(|i| i.settled_costs().get(&l.unit))
+                .map(|i| i.settled(&l.unit))
                 .sum::<u64>()
         })
         .collect();
@@ -286,14 +296,14 @@ pub fn estimate(
     let mut best = if hi == workers {
         trace.clone()
     } else {
-        sim::run(setup, hi)?
+        sim::run_ordered(setup, order, hi)?
     };
     for _ in 0..MAX_DOUBLINGS {
         if hi >= n {
             break;
         }
         let more = n.min(hi * 2);
-        let t = sim::run(setup, more)?;
+        let t = sim::run_ordered(setup, order, more)?;
         if (t.end as f64) < best.end as f64 * 0.995 {
             (hi, best) = (more, t);
         } else {
@@ -307,7 +317,7 @@ pub fn estimate(
     // Little's law: a run of `target` keeps busy / target requests in flight on average,
     // so fewer workers than that cannot make it.
     let lo = usize::try_from(trace.busy / target.max(1)).unwrap_or(1);
-    let recommended = smallest_workers(setup, lo, hi, |t| t.end <= target)?;
+    let recommended = smallest_workers(setup, order, lo, hi, |t| t.end <= target)?;
 
     let makespan_s = secs(trace.end);
     let limits = limit_uses(setup, &trace, &needs, makespan_s);
@@ -344,7 +354,7 @@ pub fn estimate(
     });
     let deadline = match deadline {
         Some(d) => Some(check_deadline(
-            setup, d, &trace, &best, hi, workers, &needs,
+            setup, order, d, &trace, &best, hi, workers, &needs,
         )?),
         None => None,
     };
@@ -385,24 +395,39 @@ fn setup_has_recorded(items: &[SimItem]) -> bool {
 }
 
 /// The smallest worker count in `lo..=hi` whose run passes `ok` (assumed monotone; `hi`
-/// passes, and no count below `lo` does).
+/// passes, and no count below `lo` does). Gallops up from `lo`, where the answer usually
+/// lies close, then bisects the last step.
 fn smallest_workers(
     setup: &Setup<'_>,
+    order: &[&SimItem],
     lo: usize,
     hi: usize,
     ok: impl Fn(&Trace) -> bool,
 ) -> Result<usize, NeverFits> {
-    let mut hi = hi.max(1);
-    let mut lo = lo.clamp(1, hi);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if ok(&sim::run(setup, mid)?) {
-            hi = mid;
+    let hi = hi.max(1);
+    let lo = lo.clamp(1, hi);
+    // Invariant: `failing` fails (or is below `lo`) and `passing` passes.
+    let (mut failing, mut passing) = (lo - 1, hi);
+    let mut step = 1;
+    let mut w = lo;
+    while w < hi {
+        if ok(&sim::run_ordered(setup, order, w)?) {
+            passing = w;
+            break;
+        }
+        failing = w;
+        w = lo.saturating_add(step).min(hi);
+        step = step.saturating_mul(2);
+    }
+    while passing - failing > 1 {
+        let mid = failing + (passing - failing) / 2;
+        if ok(&sim::run_ordered(setup, order, mid)?) {
+            passing = mid;
         } else {
-            lo = mid + 1;
+            failing = mid;
         }
     }
-    Ok(lo)
+    Ok(passing)
 }
 
 fn limit_uses(setup: &Setup<'_>, trace: &Trace, needs: &[u64], makespan_s: f64) -> Vec<LimitUse> {
@@ -476,8 +501,10 @@ fn admit_per_window(l: &LimitSpec) -> u64 {
 }
 
 /// Checks the run against `deadline` and, when late, works out what would have to change.
+#[allow(clippy::too_many_arguments)]
 fn check_deadline(
     setup: &Setup<'_>,
+    order: &[&SimItem],
     deadline: Duration,
     trace: &Trace,
     best: &Trace,
@@ -492,7 +519,7 @@ fn check_deadline(
         if best.end <= d && best.spent.is_none() {
             // More workers alone are enough.
             let lo = usize::try_from(trace.busy / d.max(1)).unwrap_or(1);
-            let w = smallest_workers(setup, lo, hi, |t| t.end <= d)?;
+            let w = smallest_workers(setup, order, lo, hi, |t| t.end <= d)?;
             changes.push(Change {
                 name: "workers".into(),
                 unit: "workers".into(),

@@ -1,6 +1,8 @@
 //! The discrete-event simulation: the real [`Limiter`] and [`Scheduler`] in virtual time.
 //!
-//! Owns one simulated run. Time jumps from one event to the next: a "not before" instant
+//! Owns one simulated run. The scheduler puts the items in dispatch order once ([`order`]):
+//! with nothing retried, its order does not depend on time, so runs with different worker
+//! counts share it. Time jumps from one event to the next: a "not before" instant
 //! from the limiter, or a response arriving. Each response settles its reservation at its
 //! arrival, to the usage the item is expected to have, as the runner does. The limiter's
 //! time 0 is the run's start on the wall clock, so calendar windows (daily quotas) fall
@@ -104,18 +106,41 @@ pub fn window_index(spec: &LimitSpec, start: SystemTime, t: Nanos) -> Option<u12
     }
 }
 
-/// Runs the work list with at most `workers` requests in flight.
+fn limiter(setup: &Setup<'_>) -> Limiter {
+    Limiter::new(setup.limits)
+        .with_jitter(setup.jitter)
+        .with_origin(setup.start)
+}
+
+/// The items in the order the scheduler sends them (priority, then file order), each
+/// checked to fit every limit it falls under.
 ///
 /// Errors when an item can never be admitted (larger than a limit's burst).
-pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
-    let mut limiter = Limiter::new(setup.limits)
-        .with_jitter(setup.jitter)
-        .with_origin(setup.start);
+pub fn order<'a>(setup: &Setup<'a>) -> Result<Vec<&'a SimItem>, NeverFits> {
+    let limiter = limiter(setup);
     let mut scheduler = Scheduler::new();
     for item in setup.items {
         limiter.check_fits(&item.route, &item.costs)?;
         scheduler.push(item.priority, item.seq, item);
     }
+    Ok(std::iter::from_fn(|| scheduler.pop(0)).collect())
+}
+
+/// Runs the work list with at most `workers` requests in flight.
+///
+/// Errors when an item can never be admitted (larger than a limit's burst).
+pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
+    run_ordered(setup, &order(setup)?, workers)
+}
+
+/// Runs the items of `order` (from [`order`]) with at most `workers` requests in flight.
+pub fn run_ordered(
+    setup: &Setup<'_>,
+    order: &[&SimItem],
+    workers: usize,
+) -> Result<Trace, NeverFits> {
+    let mut limiter = limiter(setup);
+    let mut queue = order.iter().copied().peekable();
     let n_limits = setup.limits.len();
     let mut trace = Trace {
         end: 0,
@@ -142,12 +167,12 @@ pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
         let mut next_admission = None;
         let mut holder = None;
         while in_flight.len() < workers && trace.spent.is_none() {
-            let Some(item) = scheduler.peek(now).copied() else {
+            let Some(&item) = queue.peek() else {
                 break;
             };
             match limiter.reserve(&item.route, &item.costs, now) {
                 Ok(reservation) => {
-                    scheduler.pop(now);
+                    queue.next();
                     let took = latency.next_latency();
                     trace.busy = trace.busy.saturating_add(took);
                     let at = now.saturating_add(took);
@@ -181,7 +206,7 @@ pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
             }
         }
         let next_completion = in_flight.peek().map(|f| f.at);
-        let waiting = !scheduler.is_empty() && trace.spent.is_none();
+        let waiting = queue.peek().is_some() && trace.spent.is_none();
         let next = match (waiting, next_admission, next_completion) {
             (false, _, None) => return Ok(trace),
             (false, _, Some(c)) => c,
