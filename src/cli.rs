@@ -500,11 +500,13 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         seed: estimate::SEED,
     };
     let e = estimate::estimate(&setup, workers, args.deadline)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&e)?)
     } else {
-        print!("{}", report::estimate::render(&e));
-    }
+        report::estimate::render(&e)
+    };
+    // A closed pipe (`| head`) is an io error that `main` turns into a quiet exit 0.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     Ok(EXIT_OK)
 }
 

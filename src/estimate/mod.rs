@@ -449,10 +449,16 @@ fn limit_uses(setup: &Setup<'_>, trace: &Trace, needs: &[u64], makespan_s: f64) 
             };
             let bound_s = match (&l.kind, periods) {
                 (LimitKind::Window { .. }, _) if rate_per_s > 0.0 => {
-                    // Whole windows: the run's needs fill this many, the first one partly.
+                    // The run's needs fill this many windows; the last one starts after the
+                    // rest of the first and the whole of those between.
                     let per = burst as f64 / rate_per_s;
                     let windows = needed.div_ceil(admit_per_window(l).max(1));
-                    windows.saturating_sub(1) as f64 * per
+                    let first = sim::next_boundary(l, setup.start).map_or(per, secs);
+                    if windows > 1 {
+                        first + (windows - 2) as f64 * per
+                    } else {
+                        0.0
+                    }
                 }
                 _ if rate_per_s > 0.0 => needed.saturating_sub(burst) as f64 / rate_per_s,
                 _ => 0.0,

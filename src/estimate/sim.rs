@@ -126,6 +126,23 @@ pub fn order<'a>(setup: &Setup<'a>) -> Result<Vec<&'a SimItem>, NeverFits> {
     Ok(std::iter::from_fn(|| scheduler.pop(0)).collect())
 }
 
+/// Limiter time from `start` to the next calendar window boundary of a window limit, or
+/// `None` for rolling limits and run budgets.
+pub fn next_boundary(spec: &LimitSpec, start: SystemTime) -> Option<Nanos> {
+    match &spec.kind {
+        LimitKind::Window {
+            per: Some(per),
+            reset,
+            ..
+        } => {
+            let p = per.as_nanos().max(1);
+            let into = (unix_ns(start) + p - reset.as_nanos() % p) % p;
+            Nanos::try_from(p - into).ok()
+        }
+        _ => None,
+    }
+}
+
 /// Runs the work list with at most `workers` requests in flight.
 ///
 /// Errors when an item can never be admitted (larger than a limit's burst).

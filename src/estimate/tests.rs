@@ -139,6 +139,7 @@ fn a_daily_quota_spans_days_and_says_when_it_runs_out() {
     let q = &e.limits[1];
     assert_eq!(q.periods, Some(3));
     assert_eq!(q.period_s, Some(86_400.0));
+    assert_eq!(q.bound_s, 108_000.0, "the third window opens 30 h after 18:00");
     assert_eq!(q.runs_out, ["2026-11-23T18:01:39Z", "2026-11-24T00:01:39Z"]);
     assert_eq!(e.end, "2026-11-25T00:00:49Z");
     assert_eq!(e.limits[0].periods, None);

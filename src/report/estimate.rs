@@ -120,10 +120,8 @@ pub fn render(e: &Estimate) -> String {
             l.held_share * 100.0
         );
         if let (Some(periods), Some(per)) = (l.periods, l.period_s) {
-            text.push_str(&format!(
-                ", spans {periods} {}",
-                period(per).replace("per ", "periods of ")
-            ));
+            let windows = if periods == 1 { "window" } else { "windows" };
+            text.push_str(&format!(", spans {periods} {windows} of {}", span(per)));
             match l.runs_out.as_slice() {
                 [] => {}
                 [one] => text.push_str(&format!(", runs out {one}")),
@@ -141,6 +139,16 @@ pub fn render(e: &Estimate) -> String {
                 "{}: fits, {} to spare",
                 span(d.deadline_s),
                 span(d.margin_s)
+            )
+        } else if d.margin_s >= 0.0 {
+            format!(
+                "{}: missed, the run stops before the end; to finish: {}",
+                span(d.deadline_s),
+                d.changes
+                    .iter()
+                    .map(change)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )
         } else if d.changes.is_empty() {
             format!("{}: misses by {}", span(d.deadline_s), span(-d.margin_s))
