@@ -326,6 +326,8 @@ fn estimate(c: &mut Criterion) {
         start: std::time::UNIX_EPOCH + Duration::from_secs(1_795_456_800),
         latency: &latency,
         seed: ratebound::estimate::SEED,
+        failure_share: 0.0,
+        retry: &ratebound::retry::RetryPolicy::default(),
     };
     let mut group = c.benchmark_group("estimate");
     group.sample_size(10);

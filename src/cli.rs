@@ -457,7 +457,7 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         Some(db) => {
             let r = Recorded::read(db)?;
             Some(
-                RecordedRun::new(&r.latencies_ms, &r.usage).map_err(|_| UsageError {
+                RecordedRun::new(&r.latencies_ms, &r.usage, r.transient, r.attempts).map_err(|_| UsageError {
                     message: format!(
                         "{}: the run in this db has no successful attempt to take latencies from",
                         db.display()
@@ -498,6 +498,8 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         start,
         latency: &latency,
         seed: estimate::SEED,
+        failure_share: recorded.as_ref().map_or(0.0, |r| r.failure_share),
+        retry: &config.retry,
     };
     let e = estimate::estimate(&setup, workers, args.deadline)?;
     let text = if args.json {

@@ -626,6 +626,10 @@ pub struct Recorded {
     pub latencies_ms: Vec<u64>,
     /// Each done item's id and its response's `usage` JSON text, in file order.
     pub usage: Vec<(String, String)>,
+    /// Attempts that failed transiently (5xx, timeouts, connection errors).
+    pub transient: u64,
+    /// Every attempt recorded.
+    pub attempts: u64,
 }
 
 impl Recorded {
@@ -688,9 +692,18 @@ impl Recorded {
                     .collect::<rusqlite::Result<Vec<(String, String)>>>()
             })
             .map_err(err("reading recorded usage"))?;
+        let (transient, attempts) = conn
+            .query_row(
+                "SELECT COUNT(*) FILTER (WHERE outcome = 'transient'), COUNT(*) FROM attempts",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map_err(err("counting recorded attempts"))?;
         Ok(Recorded {
             latencies_ms,
             usage,
+            transient: u64::try_from(transient).unwrap_or(0),
+            attempts: u64::try_from(attempts).unwrap_or(0),
         })
     }
 }

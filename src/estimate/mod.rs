@@ -8,8 +8,11 @@
 //! run's wall-clock start so calendar windows fall where they will. [`latency`] draws
 //! request latencies (fixed, lognormal, or recorded by a previous run: [`recorded`]).
 //!
-//! Pure: no I/O, no clock (the start time is an argument). What it does not model:
-//! retries, 429s and provider headers; it assumes the config states the true limits, and
+//! Transient failures (the share a previous run saw, `--from-db`) are retried through the
+//! real [`RetryPolicy`](crate::retry::RetryPolicy) and the scheduler's timers.
+//!
+//! Pure: no I/O, no clock (the start time is an argument). What it does not model: 429s,
+//! provider headers and failure storms; it assumes the config states the true limits, and
 //! that a run paused by a quota is resumed when the quota resets.
 //!
 //! [`Limiter`]: crate::limiter::Limiter
@@ -210,7 +213,7 @@ pub struct DeadlineCheck {
 pub struct Estimate {
     /// Items in the work list.
     pub items: u64,
-    /// Requests to send (one per item).
+    /// Requests to send: one per item, plus retries of transient failures (`--from-db`).
     pub requests: u64,
     /// Tokens the run is expected to use.
     pub tokens: u64,
@@ -242,8 +245,10 @@ pub struct Estimate {
     pub latency_ms: f64,
     /// A run budget spent before the end: the run stops there with items left.
     pub stopped_by: Option<String>,
-    /// Items sent before the run ends or stops.
-    pub items_sent: u64,
+    /// Items that would fail every attempt `[retry]` allows (`--from-db` failure share).
+    pub items_failed: u64,
+    /// Share of attempts assumed to fail transiently and be retried (0 unless `--from-db`).
+    pub failure_share: f64,
     /// The provider's batch API, where the pricing offers a discount.
     pub batch: Option<BatchOption>,
     /// The run against `--deadline`, if given.
@@ -363,7 +368,7 @@ pub fn estimate(
     };
     Ok(Estimate {
         items: n as u64,
-        requests: items.iter().map(|i| i.costs.get(&Unit::Requests)).sum(),
+        requests: trace.admitted,
         tokens: items.iter().map(|i| i.tokens).sum(),
         cost_usd: usd(cost_micro),
         usage_basis: if setup_has_recorded(items) {
@@ -382,7 +387,8 @@ pub fn estimate(
         latency_model: setup.latency.model().to_string(),
         latency_ms: mean_latency * 1000.0,
         stopped_by: trace.spent.clone(),
-        items_sent: trace.admitted,
+        items_failed: trace.failed,
+        failure_share: setup.failure_share,
         batch,
         deadline,
     })

@@ -27,6 +27,8 @@ pub struct Usage {
 pub struct RecordedRun {
     /// Latencies of its successful attempts (never empty).
     pub latency: Latency,
+    /// Share of its attempts that failed transiently (5xx, timeouts, connection errors).
+    pub failure_share: f64,
     by_id: HashMap<String, Usage>,
     mean_output: Option<f64>,
 }
@@ -37,10 +39,13 @@ pub struct RecordedRun {
 pub struct NothingRecorded;
 
 impl RecordedRun {
-    /// From the latencies (ms) of successful attempts and each done item's `usage` JSON.
+    /// From the latencies (ms) of successful attempts, each done item's `usage` JSON, and
+    /// the counts of transient failures among all attempts.
     pub fn new(
         latencies_ms: &[u64],
         usage: &[(String, String)],
+        transient: u64,
+        attempts: u64,
     ) -> Result<RecordedRun, NothingRecorded> {
         if latencies_ms.is_empty() {
             return Err(NothingRecorded);
@@ -58,6 +63,11 @@ impl RecordedRun {
                     .map(|&ms| Duration::from_millis(ms))
                     .collect(),
             ),
+            failure_share: if attempts > 0 {
+                (transient as f64 / attempts as f64).min(1.0)
+            } else {
+                0.0
+            },
             by_id,
             mean_output,
         })
@@ -121,7 +131,7 @@ mod tests {
                 r#"{"input_tokens":5,"output_tokens":10}"#.to_string(),
             ),
         ];
-        let run = RecordedRun::new(&[50, 70], &usage).unwrap();
+        let run = RecordedRun::new(&[50, 70], &usage, 1, 4).unwrap();
         assert_eq!(
             run.usage_of("a", 999, 999),
             Some(Usage {
@@ -139,6 +149,7 @@ mod tests {
         );
         assert_eq!(run.usage_of("new", 7, 12).map(|u| u.output), Some(12));
         assert_eq!(run.latency.mean(), Duration::from_millis(60));
-        assert_eq!(RecordedRun::new(&[], &usage), Err(NothingRecorded));
+        assert_eq!(run.failure_share, 0.25);
+        assert_eq!(RecordedRun::new(&[], &usage, 0, 0), Err(NothingRecorded));
     }
 }

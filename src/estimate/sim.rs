@@ -1,8 +1,9 @@
 //! The discrete-event simulation: the real [`Limiter`] and [`Scheduler`] in virtual time.
 //!
 //! Owns one simulated run. The scheduler puts the items in dispatch order once ([`order`]):
-//! with nothing retried, its order does not depend on time, so runs with different worker
-//! counts share it. Time jumps from one event to the next: a "not before" instant
+//! that order does not depend on time, so runs with different worker counts share it.
+//! Attempts that fail transiently wait in a second [`Scheduler`] for their backoff (from the
+//! [`RetryPolicy`]) and rejoin by priority, as in the runner. Time jumps from one event to the next: a "not before" instant
 //! from the limiter, or a response arriving. Each response settles its reservation at its
 //! arrival, to the usage the item is expected to have, as the runner does. The limiter's
 //! time 0 is the run's start on the wall clock, so calendar windows (daily quotas) fall
@@ -13,7 +14,11 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::{Nanos, nanos};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use crate::limiter::{Denied, LimitKind, LimitSpec, Limiter, NeverFits, Reservation};
+use crate::retry::RetryPolicy;
 use crate::scheduler::Scheduler;
 
 use super::SimItem;
@@ -32,8 +37,12 @@ pub struct Setup<'a> {
     pub start: SystemTime,
     /// How long requests take.
     pub latency: &'a Latency,
-    /// Seed of the latency draws.
+    /// Seed of the latency and failure draws.
     pub seed: u64,
+    /// Share of attempts that fail transiently (5xx, timeouts), retried as `retry` says.
+    pub failure_share: f64,
+    /// `[retry]`: attempts per item and backoff.
+    pub retry: &'a RetryPolicy,
 }
 
 /// What one simulated run did.
@@ -43,8 +52,10 @@ pub struct Trace {
     pub end: Nanos,
     /// When the last request was admitted.
     pub last_admit: Nanos,
-    /// Items admitted.
+    /// Attempts admitted (requests sent), retries included.
     pub admitted: u64,
+    /// Items that failed every attempt the retry policy allows.
+    pub failed: u64,
     /// The run budget that was spent before every item was admitted, if any.
     pub spent: Option<String>,
     /// Per configured limit: the instants its calendar window ran out (one per window).
@@ -60,6 +71,8 @@ pub struct Trace {
 struct InFlight<'a> {
     at: Nanos,
     item: &'a SimItem,
+    /// Transient failures of this item before this attempt.
+    failures: u32,
     reservation: Reservation,
 }
 
@@ -158,11 +171,15 @@ pub fn run_ordered(
 ) -> Result<Trace, NeverFits> {
     let mut limiter = limiter(setup);
     let mut queue = order.iter().copied().peekable();
+    // Items waiting for a retry, with their failures so far; they rejoin by priority.
+    let mut retries: Scheduler<(&SimItem, u32)> = Scheduler::new();
+    let mut fate = StdRng::seed_from_u64(setup.seed ^ 0xfa11);
     let n_limits = setup.limits.len();
     let mut trace = Trace {
         end: 0,
         last_admit: 0,
         admitted: 0,
+        failed: 0,
         spent: None,
         runs_out: vec![Vec::new(); n_limits],
         held: vec![0; n_limits],
@@ -176,26 +193,55 @@ pub fn run_ordered(
     let mut now: Nanos = 0;
     loop {
         while in_flight.peek().is_some_and(|f| f.at <= now) {
-            if let Some(f) = in_flight.pop() {
-                let actual = f.item.settled_costs();
-                limiter.settle(f.reservation, &actual, f.at);
+            let Some(f) = in_flight.pop() else {
+                break;
+            };
+            if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
+                // As the runner does: a transient failure keeps its whole reservation.
+                drop(f.reservation);
+                let failures = f.failures + 1;
+                if setup.retry.allows_another(failures) {
+                    let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
+                    let at = f.at.saturating_add(nanos(wait));
+                    retries.push_at(at, f.item.priority, f.item.seq, (f.item, failures));
+                } else {
+                    trace.failed += 1;
+                }
+            } else {
+                limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
             }
         }
         let mut next_admission = None;
         let mut holder = None;
         while in_flight.len() < workers && trace.spent.is_none() {
-            let Some(&item) = queue.peek() else {
-                break;
+            // The next item as the runner's scheduler picks it: a due retry goes first when
+            // it outranks the next fresh item (higher priority, then file order).
+            let retry = retries.peek(now).map(|(i, f)| (*i, *f));
+            let fresh = queue.peek().copied();
+            let (item, failures, is_retry) = match (retry, fresh) {
+                (Some((r, f)), Some(i))
+                    if (r.priority, Reverse(r.seq)) > (i.priority, Reverse(i.seq)) =>
+                {
+                    (r, f, true)
+                }
+                (_, Some(i)) => (i, 0, false),
+                (Some((r, f)), None) => (r, f, true),
+                (None, None) => break,
             };
             match limiter.reserve(&item.route, &item.costs, now) {
                 Ok(reservation) => {
-                    queue.next();
+                    if is_retry {
+                        retries.pop(now);
+                    } else {
+                        queue.next();
+                    }
                     let took = latency.next_latency();
                     trace.busy = trace.busy.saturating_add(took);
                     let at = now.saturating_add(took);
                     in_flight.push(InFlight {
                         at,
                         item,
+                        failures,
                         reservation,
                     });
                     trace.end = trace.end.max(at);
@@ -222,8 +268,16 @@ pub fn run_ordered(
                 }
             }
         }
-        let next_completion = in_flight.peek().map(|f| f.at);
-        let waiting = queue.peek().is_some() && trace.spent.is_none();
+        // A retry coming due is an event only while a worker is free (due ones were
+        // already offered to the limiter above).
+        let retry_due = retries
+            .next_at()
+            .filter(|&r| r > now && in_flight.len() < workers);
+        let next_completion = match (in_flight.peek().map(|f| f.at), retry_due) {
+            (Some(c), Some(r)) => Some(c.min(r)),
+            (c, r) => c.or(r),
+        };
+        let waiting = (queue.peek().is_some() || !retries.is_empty()) && trace.spent.is_none();
         let next = match (waiting, next_admission, next_completion) {
             (false, _, None) => return Ok(trace),
             (false, _, Some(c)) => c,

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::limiter::budget::Price;
+use crate::retry::RetryPolicy;
 use std::num::NonZeroU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,8 @@ fn setup<'a>(items: &'a [SimItem], limits: &'a [LimitSpec], latency: &'a Latency
         start: evening(),
         latency,
         seed: SEED,
+        failure_share: 0.0,
+        retry: Box::leak(Box::new(RetryPolicy::default())),
     }
 }
 
@@ -139,7 +142,10 @@ fn a_daily_quota_spans_days_and_says_when_it_runs_out() {
     let q = &e.limits[1];
     assert_eq!(q.periods, Some(3));
     assert_eq!(q.period_s, Some(86_400.0));
-    assert_eq!(q.bound_s, 108_000.0, "the third window opens 30 h after 18:00");
+    assert_eq!(
+        q.bound_s, 108_000.0,
+        "the third window opens 30 h after 18:00"
+    );
     assert_eq!(q.runs_out, ["2026-11-23T18:01:39Z", "2026-11-24T00:01:39Z"]);
     assert_eq!(e.end, "2026-11-25T00:00:49Z");
     assert_eq!(e.limits[0].periods, None);
@@ -171,7 +177,7 @@ fn a_spent_run_budget_stops_the_run() {
     )
     .unwrap();
     assert_eq!(e.stopped_by.as_deref(), Some("budget"));
-    assert_eq!(e.items_sent, 3, "$0.30 each under $1");
+    assert_eq!(e.requests, 3, "$0.30 each under $1");
     let d = e.deadline.unwrap();
     assert!(!d.fits);
     assert_eq!(d.changes[0].name, "budget");
@@ -248,7 +254,7 @@ fn recorded_usage_settles_tokens_and_prices_the_run() {
             )
         })
         .collect();
-    let recorded = RecordedRun::new(&[10], &usage).unwrap();
+    let recorded = RecordedRun::new(&[10], &usage, 0, 1000).unwrap();
     let pricing = Pricing::new([(
         "m".to_string(),
         Price {
@@ -291,4 +297,30 @@ fn recorded_usage_settles_tokens_and_prices_the_run() {
     let b = e.batch.unwrap();
     assert!((b.cost_usd - 0.35).abs() < 1e-9 && (b.saving_usd - 0.35).abs() < 1e-9);
     assert_eq!(b.meets_deadline, Some(false), "24 h window, 1 h deadline");
+}
+
+#[test]
+fn transient_failures_are_retried_by_the_retry_policy() {
+    // A fifth of attempts fail: 1,000 items take 1,000 / (1 - 0.2) = 1,250 requests on
+    // average; with at most 2 attempts, 0.2^2 = 4% of the items fail twice and give up.
+    let (items, latency) = (items(1000, 1), fixed(100));
+    let retry = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let limits = [limit("rps", Unit::Requests, 50, 1)];
+    let mut s = setup(&items, &limits, &latency);
+    s.failure_share = 0.2;
+    s.retry = &retry;
+    let e = estimate(&s, 16, None).unwrap();
+    // 1,000 first attempts and about 200 retries, of which about 40 fail again.
+    assert!((1150..=1250).contains(&e.requests), "{}", e.requests);
+    assert!((20..=60).contains(&e.items_failed), "{}", e.items_failed);
+    // Request-bound: every request, retries included, at 50/s after a burst of 50.
+    let closed = (e.requests - 50) as f64 / 50.0;
+    assert!(
+        (e.makespan_s - closed).abs() < 1.0,
+        "{} vs {closed}",
+        e.makespan_s
+    );
 }

@@ -54,7 +54,19 @@ fn change(c: &Change) -> String {
 pub fn render(e: &Estimate) -> String {
     let mut out = String::new();
     let mut row = |key: &str, value: String| out.push_str(&format!("{key:<10} {value}\n"));
-    row("items", format!("{} ({} requests)", e.items, e.requests));
+    let retries = if e.failure_share > 0.0 {
+        format!(
+            ", {:.1}% failing transiently and retried as [retry] says; {} items fail",
+            e.failure_share * 100.0,
+            e.items_failed
+        )
+    } else {
+        String::new()
+    };
+    row(
+        "items",
+        format!("{} ({} requests{retries})", e.items, e.requests),
+    );
     let basis = if e.usage_basis == "max_tokens" {
         "every allowed output token counted: an upper bound"
     } else {
@@ -96,8 +108,8 @@ pub fn render(e: &Estimate) -> String {
         row(
             "stops",
             format!(
-                "run budget `{budget}` is spent after {} of {} items",
-                e.items_sent, e.items
+                "run budget `{budget}` is spent after {} requests for {} items",
+                e.requests, e.items
             ),
         );
     }
