@@ -59,6 +59,8 @@ pub struct SimItem {
     pub usd_micro: u64,
     /// Price in micro-dollars and completion window through the batch API, if offered.
     pub batch: Option<(u64, Duration)>,
+    /// Whether `tokens` and the price come from a previous run's usage.
+    pub recorded: bool,
 }
 
 impl SimItem {
@@ -72,6 +74,7 @@ impl SimItem {
             route,
             usd_micro: 0,
             batch: None,
+            recorded: false,
         }
     }
 
@@ -125,6 +128,7 @@ impl Pricer<'_> {
         {
             Some(u) => {
                 item.tokens = u.input + u.output;
+                item.recorded = true;
                 (u.input, u.output)
             }
             None => (prompt_tokens, max_tokens),
@@ -270,19 +274,25 @@ pub fn estimate(
     let order = &sim::order(setup)?;
     let trace = sim::run_ordered(setup, order, workers)?;
     let mean_latency = setup.latency.mean().as_secs_f64();
-    let needs: Vec<u64> = setup
-        .limits
-        .iter()
-        .enumerate()
-        .map(|(index, l)| {
-            // Only the items this limit applies to (its scope) count against it.
-            items
-                .iter()
-                .filter(|i| i.route.contains(index))
-                .map(|i| i.settled(&l.unit))
-                .sum::<u64>()
-        })
-        .collect();
+    // What each limit is charged: by the simulated run (retries included), or, when a run
+    // budget stops it early, by the whole work list.
+    let needs: Vec<u64> = if trace.spent.is_none() {
+        trace.charged.clone()
+    } else {
+        setup
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(index, l)| {
+                // Only the items this limit applies to (its scope) count against it.
+                items
+                    .iter()
+                    .filter(|i| i.route.contains(index))
+                    .map(|i| i.settled(&l.unit))
+                    .sum::<u64>()
+            })
+            .collect()
+    };
 
     // Items per second the limits sustain in the long run (infinite without limits).
     let sustained = setup
@@ -371,7 +381,7 @@ pub fn estimate(
         requests: trace.admitted,
         tokens: items.iter().map(|i| i.tokens).sum(),
         cost_usd: usd(cost_micro),
-        usage_basis: if setup_has_recorded(items) {
+        usage_basis: if items.iter().any(|i| i.recorded) {
             "recorded usage".into()
         } else {
             "max_tokens".into()
@@ -392,12 +402,6 @@ pub fn estimate(
         batch,
         deadline,
     })
-}
-
-/// Whether any item settles to something other than its reservation (a previous run's
-/// usage was applied).
-fn setup_has_recorded(items: &[SimItem]) -> bool {
-    items.iter().any(|i| i.tokens != i.costs.get(&Unit::Tokens))
 }
 
 /// The smallest worker count in `lo..=hi` whose run passes `ok` (assumed monotone; `hi`

@@ -58,6 +58,9 @@ pub struct Trace {
     pub failed: u64,
     /// The run budget that was spent before every item was admitted, if any.
     pub spent: Option<String>,
+    /// Per configured limit: the units the run charged it, settled to expected usage
+    /// (failed attempts keep their whole reservation, as in the runner).
+    pub charged: Vec<u64>,
     /// Per configured limit: the instants its calendar window ran out (one per window).
     pub runs_out: Vec<Vec<Nanos>>,
     /// Per configured limit: the time it alone held back a free worker.
@@ -181,6 +184,7 @@ pub fn run_ordered(
         admitted: 0,
         failed: 0,
         spent: None,
+        charged: vec![0; n_limits],
         runs_out: vec![Vec::new(); n_limits],
         held: vec![0; n_limits],
         workers_full: 0,
@@ -209,6 +213,12 @@ pub fn run_ordered(
                 }
             } else {
                 limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
+                for (i, l) in setup.limits.iter().enumerate() {
+                    if f.item.route.contains(i) {
+                        trace.charged[i] = (trace.charged[i] + f.item.settled(&l.unit))
+                            .saturating_sub(f.item.costs.get(&l.unit));
+                    }
+                }
             }
         }
         let mut next_admission = None;
@@ -244,6 +254,11 @@ pub fn run_ordered(
                         failures,
                         reservation,
                     });
+                    for (i, l) in setup.limits.iter().enumerate() {
+                        if item.route.contains(i) {
+                            trace.charged[i] += item.costs.get(&l.unit);
+                        }
+                    }
                     trace.end = trace.end.max(at);
                     trace.last_admit = now;
                     trace.admitted += 1;
