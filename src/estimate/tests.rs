@@ -316,7 +316,10 @@ fn transient_failures_are_retried_by_the_retry_policy() {
     // 1,000 first attempts and about 200 retries, of which about 40 fail again.
     assert!((1150..=1250).contains(&e.requests), "{}", e.requests);
     assert!((20..=60).contains(&e.items_failed), "{}", e.items_failed);
-    assert_eq!(e.limits[0].needed, e.requests, "retries count against the limit");
+    assert_eq!(
+        e.limits[0].needed, e.requests,
+        "retries count against the limit"
+    );
     // Request-bound: every request, retries included, at 50/s after a burst of 50.
     let closed = (e.requests - 50) as f64 / 50.0;
     assert!(
