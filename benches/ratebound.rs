@@ -1,5 +1,6 @@
 //! Benchmarks of the hot paths at DESIGN.md's scale: limiter admission, scheduler
-//! decisions over 100,000 queued items, and the store's writer.
+//! decisions over 100,000 queued items, the store's writer, and `estimate`'s simulation of
+//! 1,000,000 items.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use governor::clock::{Clock as _, FakeRelativeClock};
 use governor::{Quota, RateLimiter};
-use ratebound::limiter::{Costs, Denied, LimitSpec, Limiter, Unit};
+use ratebound::estimate::{Latency, Setup, SimItem, sim};
+use ratebound::limiter::{Costs, Denied, LimitSpec, Limiter, Route, Unit};
 use ratebound::scheduler::{Lane, Policy, Scheduler, TenantSpec};
 
 fn limit(name: &str, unit: Unit, rate: u64, per: Duration) -> LimitSpec {
@@ -336,5 +338,45 @@ fn scheduler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, limiter, limiter_contended, scheduler);
+/// One simulated run of 1,000,000 items under an RPM and a TPM limit with 64 workers and a
+/// lognormal latency: the core of `ratebound estimate` (issue 6's goal: under 2 s).
+fn estimate(c: &mut Criterion) {
+    const ITEMS: u64 = 1_000_000;
+    let limits = [
+        limit("rpm", Unit::Requests, 30_000, Duration::from_secs(60)),
+        limit("tpm", Unit::Tokens, 10_000_000, Duration::from_secs(60)),
+    ];
+    let items: Vec<SimItem> = (0..ITEMS)
+        .map(|seq| {
+            let mut item = SimItem::new(
+                (seq % 3) as i64,
+                seq,
+                Costs::request(300 + seq % 200),
+                Route::all(2),
+            );
+            item.tokens = 250 + seq % 100;
+            item
+        })
+        .collect();
+    let latency = Latency::parse("p50=800ms,p95=3s").unwrap();
+    let setup = Setup {
+        items: &items,
+        limits: &limits,
+        jitter: Duration::from_millis(50),
+        start: std::time::UNIX_EPOCH + Duration::from_secs(1_795_456_800),
+        latency: &latency,
+        seed: ratebound::estimate::SEED,
+        failure_share: 0.0,
+        retry: &ratebound::retry::RetryPolicy::default(),
+    };
+    let mut group = c.benchmark_group("estimate");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(ITEMS));
+    group.bench_function("simulate_1m_items_rpm_tpm_64_workers", |b| {
+        b.iter(|| black_box(sim::run(&setup, 64).unwrap().end));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, limiter, limiter_contended, scheduler, estimate);
 criterion_main!(benches);

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::config::Tenants;
 use crate::config::{Config, ConfigError};
-use crate::estimate::{self, SimItem};
-use crate::job::{self, CostModel, Job};
+use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem};
+use crate::job::{self, Built, CostModel, Job};
 use crate::limiter::redis::RedisLimiter;
 use crate::limiter::{Costs, Limiter, Route, shared};
 use crate::mock::{MockSpec, Profile};
@@ -26,7 +26,7 @@ use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings};
 use crate::scheduler::{AutoWorkers, Policy, Scheduler, workers::binding_jobs_per_s};
 use crate::shard::Shard;
-use crate::store::{Store, StoreError, Writer};
+use crate::store::{Recorded, Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
 /// Every item is done.
@@ -60,7 +60,8 @@ enum Command {
     Status(StatusArgs),
     /// Write finished items' results as JSONL or CSV.
     Export(ExportArgs),
-    /// Predict a run before sending anything: makespan, binding limit, workers needed.
+    /// Predict a run before sending anything: time, cost, binding limit, quota periods,
+    /// workers needed and the deadline.
     Estimate(EstimateArgs),
     /// Pause a live run: no new requests, those in flight finish; the process stays.
     Pause(DbArgs),
@@ -79,9 +80,20 @@ struct EstimateArgs {
     /// The config file [default: ratebound.toml in the current folder].
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// Latency assumed for every request, e.g. `800ms`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
-    latency: Duration,
+    /// Latency of every request, e.g. `800ms`, or `p50=800ms,p95=2s` for a lognormal
+    /// fitted to two percentiles (drawn from a fixed seed) [default: 500ms].
+    #[arg(long, value_parser = Latency::parse, conflicts_with = "from_db")]
+    latency: Option<Latency>,
+    /// Take latencies and token usage from a previous run's db (opened read-only).
+    #[arg(long, value_name = "PREVIOUS.db")]
+    from_db: Option<PathBuf>,
+    /// Check the run against this deadline, e.g. `6h` or `3d`, and say what would make it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// When the run would start (RFC 3339, UTC, e.g. `2026-11-24T09:00:00Z`), so calendar
+    /// quotas reset where they will [default: now].
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    start: Option<SystemTime>,
     /// Workers to simulate (overrides `[workers] max`).
     #[arg(short, long)]
     workers: Option<usize>,
@@ -442,23 +454,73 @@ fn retry_failed_command(args: &DbArgs) -> anyhow::Result<u8> {
 
 fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
     let config = Config::load(&config_path(args.config.clone())?)?;
-    let limiter = Limiter::new(&config.limits).with_jitter(config.jitter);
+    if args.workers == Some(0) {
+        return Err(UsageError {
+            message: "--workers must be at least 1".into(),
+            hint: "leave it out to use `[workers] max` from the config".into(),
+        }
+        .into());
+    }
+    let start = args.start.unwrap_or_else(SystemTime::now);
+    let limiter = Limiter::new(&config.limits)
+        .with_jitter(config.jitter)
+        .with_origin(start);
+    let recorded = match &args.from_db {
+        Some(db) => {
+            let r = Recorded::read(db)?;
+            Some(
+                RecordedRun::new(&r.latencies_ms, &r.usage, r.transient, r.attempts).map_err(|_| UsageError {
+                    message: format!(
+                        "{}: the run in this db has no successful attempt to take latencies from",
+                        db.display()
+                    ),
+                    hint: "point --from-db at the db of a run that finished some items, or give --latency instead".into(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let latency = match (&recorded, &args.latency) {
+        (Some(r), _) => r.latency.clone(),
+        (None, Some(l)) => l.clone(),
+        (None, None) => Latency::Fixed(Duration::from_millis(500)),
+    };
+    let pricer = Pricer {
+        pricing: &config.pricing,
+        batch: &config.batch,
+        recorded: recorded.as_ref(),
+    };
     let mut items = Vec::new();
-    validate(&args.worklist, &config, &limiter, |item, costs, route| {
-        items.push(SimItem {
-            priority: item.priority,
-            seq: item.seq,
-            costs,
-            route,
-        });
+    validate(&args.worklist, &config, &limiter, |item, built, route| {
+        let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
+        pricer.apply(
+            &mut sim,
+            &item.id,
+            built.model.as_deref(),
+            built.prompt_tokens,
+            built.max_tokens,
+        );
+        items.push(sim);
     })?;
     let workers = args.workers.unwrap_or(config.workers).max(1);
-    let e = estimate::estimate(&items, &config.limits, config.jitter, workers, args.latency)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+    let setup = estimate::Setup {
+        items: &items,
+        limits: &config.limits,
+        jitter: config.jitter,
+        start,
+        latency: &latency,
+        seed: estimate::SEED,
+        failure_share: recorded.as_ref().map_or(0.0, |r| r.failure_share),
+        retry: &config.retry,
+    };
+    let e = estimate::estimate(&setup, workers, args.deadline)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&e)?)
     } else {
-        print!("{}", report::estimate(&e));
-    }
+        report::estimate::render(&e)
+    };
+    // A closed pipe (`| head`) is an io error that `main` turns into a quiet exit 0.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     Ok(EXIT_OK)
 }
 
@@ -476,7 +538,7 @@ fn validate(
     path: &Path,
     config: &Config,
     limiter: &Limiter,
-    mut on_item: impl FnMut(&Item, Costs, Route),
+    mut on_item: impl FnMut(&Item, &Built, Route),
 ) -> anyhow::Result<Validated> {
     let fingerprint = fingerprint(path)?;
     let reader = WorklistReader::open(path)?;
@@ -534,7 +596,7 @@ fn validate(
                         item.id
                     ));
                 }
-                on_item(&item, built.costs, route);
+                on_item(&item, &built, route);
             }
             Err(e) => problems.push(format!(
                 "{}:{}: item `{}`: {e}\n  hint: check the item's fields against the request template in {}",

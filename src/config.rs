@@ -42,7 +42,10 @@ const KEYS: &[(&str, &str)] = &[
     ("[kinds.NAME]", "cost, steps"),
     ("[[kinds.NAME.steps]]", steps::STEP_KEYS),
     ("[kinds.NAME.steps.paginate]", steps::PAGINATE_KEYS),
-    ("[pricing.\"MODEL\"]", "input, output"),
+    (
+        "[pricing.\"MODEL\"]",
+        "input, output, batch_discount, batch_window",
+    ),
     ("[workers]", "max, cap, endpoints"),
     ("[[classes]]", "name, share, kinds, min_priority"),
     ("[tiers.NAME]", "weight, max_in_flight, limits"),
@@ -57,6 +60,18 @@ const KEYS: &[(&str, &str)] = &[
     ),
     ("[limiter]", "jitter, backend, namespace"),
 ];
+
+/// Default time a provider's batch API takes at most (`batch_window`).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// A model's batch API terms (`batch_discount`, `batch_window` in its `[pricing."MODEL"]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchTerms {
+    /// Share of the price taken off through the batch API (0.5: half price).
+    pub discount: f64,
+    /// The longest a batch takes to complete (the provider's completion window).
+    pub window: Duration,
+}
 
 /// Default delay variation allowed for (`[limiter] jitter`).
 pub const DEFAULT_JITTER: Duration = Duration::from_millis(50);
@@ -186,6 +201,8 @@ pub struct Config {
     pub plans: BTreeMap<String, std::sync::Arc<Plan>>,
     /// Prices per model, for `usd` budgets.
     pub pricing: Pricing,
+    /// Batch API terms per model, for models whose pricing gives a `batch_discount`.
+    pub batch: BTreeMap<String, BatchTerms>,
     /// How unevenly requests may be delayed on their way to the provider; each bucket's
     /// burst is shrunk by this much so bunched-up arrivals still fit.
     pub jitter: Duration,
@@ -305,6 +322,8 @@ struct RawKind {
 struct RawPrice {
     input: Spanned<f64>,
     output: Spanned<f64>,
+    batch_discount: Option<Spanned<f64>>,
+    batch_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -506,6 +525,7 @@ impl Config {
         );
         let retry = check_retry(&mut check, raw.retry);
         let (kinds, plans) = check_kinds(&mut check, raw.kinds);
+        let batch = check_batch(&mut check, &raw.pricing);
         let pricing = check_pricing(&mut check, raw.pricing);
         let jitter = match &raw.limiter.jitter {
             Some(j)
@@ -534,6 +554,7 @@ impl Config {
                 kinds,
                 plans,
                 pricing,
+                batch,
                 jitter,
                 backend,
                 source: source.to_string(),
@@ -973,6 +994,46 @@ fn check_pricing(check: &mut Checker<'_>, raw: BTreeMap<String, RawPrice>) -> Pr
     }))
 }
 
+fn check_batch(
+    check: &mut Checker<'_>,
+    raw: &BTreeMap<String, RawPrice>,
+) -> BTreeMap<String, BatchTerms> {
+    let mut terms = BTreeMap::new();
+    for (model, p) in raw {
+        if let Some(w) = p
+            .batch_window
+            .as_ref()
+            .filter(|_| p.batch_discount.is_none())
+        {
+            check.problem(
+                w.span(),
+                format!("`batch_window` is set for `{model}` but `batch_discount` is not"),
+                "add batch_discount = 0.5 (the share the batch API takes off the price)",
+            );
+        }
+        let Some(d) = &p.batch_discount else {
+            continue;
+        };
+        let discount = *d.get_ref();
+        if !(0.0..1.0).contains(&discount) {
+            check.problem(
+                d.span(),
+                format!("`batch_discount` must be a share from 0 up to (not including) 1, found `{discount}`"),
+                "e.g. batch_discount = 0.5 for half price through the provider's batch API",
+            );
+            continue;
+        }
+        let window = match &p.batch_window {
+            Some(w) => check.duration(w, "batch_window"),
+            None => Some(DEFAULT_BATCH_WINDOW),
+        };
+        if let Some(window) = window {
+            terms.insert(model.clone(), BatchTerms { discount, window });
+        }
+    }
+    terms
+}
+
 fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
     let default = RetryPolicy::default();
     let max_attempts = match &raw.max_attempts {
@@ -1228,5 +1289,24 @@ max = 8
             interpolate("${NOPE:-dev}/${KEY:-x}", lookup).unwrap(),
             "dev/s3cret"
         );
+    }
+    #[test]
+    fn batch_terms_default_to_a_day_and_a_bad_discount_points_at_its_line() {
+        let good =
+            format!("{GOOD}\n[pricing.\"m\"]\ninput = 1.0\noutput = 2.0\nbatch_discount = 0.5\n");
+        let config = Config::parse(Path::new("c.toml"), &good).unwrap();
+        assert_eq!(
+            config.batch.get("m"),
+            Some(&BatchTerms {
+                discount: 0.5,
+                window: DEFAULT_BATCH_WINDOW
+            })
+        );
+        let bad = good.replace("batch_discount = 0.5", "batch_discount = 1.5");
+        let p = problems(&bad);
+        assert!(p[0].message.contains("`1.5`"), "{p:?}");
+        assert_eq!(p[0].line, bad.lines().count());
+        let orphan = good.replace("batch_discount = 0.5", "batch_window = \"12h\"");
+        assert!(problems(&orphan)[0].message.contains("batch_discount"));
     }
 }

@@ -184,6 +184,10 @@ pub struct Built {
     /// For a kind with steps: the steps, and the path of each step's first request (as
     /// previewed before any response).
     pub steps: Option<(steps::Steps, Vec<String>)>,
+    /// Estimated prompt (input) tokens: prompt characters / 4.
+    pub prompt_tokens: u64,
+    /// The most output tokens the body allows (`max_tokens`), 0 when it sets none.
+    pub max_tokens: u64,
 }
 
 impl Built {
@@ -305,6 +309,8 @@ pub fn build(
         tenant,
         model: model_name,
         steps: None,
+        prompt_tokens,
+        max_tokens,
     })
 }
 
@@ -361,6 +367,9 @@ fn build_steps(
         tenant: field("tenant"),
         model: None,
         steps: Some((job, paths)),
+        // Steps are priced by their requests and units, not by a model's tokens.
+        prompt_tokens: token_estimate,
+        max_tokens: 0,
     }))
 }
 

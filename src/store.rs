@@ -654,6 +654,95 @@ impl Store {
     }
 }
 
+/// What a finished run recorded, for `estimate --from-db`: latencies and token usage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The latency of every attempt answered 2xx, in milliseconds, in the order sent.
+    pub latencies_ms: Vec<u64>,
+    /// Each done item's id and its response's `usage` JSON text, in file order.
+    pub usage: Vec<(String, String)>,
+    /// Attempts that failed transiently (5xx, timeouts, connection errors).
+    pub transient: u64,
+    /// Every attempt recorded.
+    pub attempts: u64,
+}
+
+impl Recorded {
+    /// Reads the latencies and token usage of the run in the db at `path`, opening it
+    /// read-only: nothing is written to it, not even a schema (a missing file is an error).
+    pub fn read(path: &Path) -> Result<Recorded, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let err = |doing: &'static str| {
+            move |source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                doing,
+                source,
+            }
+        };
+        // A db whose run closed cleanly has no `-wal` file: open it immutable, so SQLite
+        // creates no `-wal`/`-shm` beside it either. A live (or crashed) run's db has one,
+        // which a read-only connection reads through.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mode = if Path::new(&wal).exists() {
+            "mode=ro"
+        } else {
+            "immutable=1"
+        };
+        const URI_RESERVED: &percent_encoding::AsciiSet =
+            &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+        let uri = format!(
+            "file:{}?{mode}",
+            percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_RESERVED)
+        );
+        let conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err("opening the database read-only"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err("opening the database read-only"))?;
+        let latencies_ms = conn
+            .prepare(
+                "SELECT latency_ms FROM attempts WHERE http_status BETWEEN 200 AND 299 ORDER BY sent_at_ms, seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, i64>(0))?
+                    .map(|r| r.map(|ms| u64::try_from(ms).unwrap_or(0)))
+                    .collect::<rusqlite::Result<Vec<u64>>>()
+            })
+            .map_err(err("reading recorded latencies"))?;
+        let usage = conn
+            .prepare(
+                "SELECT id, usage FROM items WHERE status = 'done' AND usage IS NOT NULL ORDER BY seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<(String, String)>>>()
+            })
+            .map_err(err("reading recorded usage"))?;
+        let (transient, attempts) = conn
+            .query_row(
+                "SELECT COUNT(*) FILTER (WHERE outcome = 'transient'), COUNT(*) FROM attempts",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map_err(err("counting recorded attempts"))?;
+        Ok(Recorded {
+            latencies_ms,
+            usage,
+            transient: u64::try_from(transient).unwrap_or(0),
+            attempts: u64::try_from(attempts).unwrap_or(0),
+        })
+    }
+}
+
 /// A message to the writer.
 enum WriteOp {
     Attempt(AttemptRecord),

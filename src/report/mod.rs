@@ -3,6 +3,7 @@
 //! Owns user-facing text. Other modules hand it numbers; it decides how they look. Nothing
 //! here prints secrets: it only ever sees counts, ids, statuses and response bodies.
 
+pub mod estimate;
 pub mod export;
 pub mod progress;
 pub mod status;
@@ -10,7 +11,6 @@ pub mod status;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::estimate::Estimate;
 use crate::runner::{End, Summary};
 
 /// An amount of `unit` for people: dollars for `usd` (kept as micro-dollars), else the
@@ -33,32 +33,6 @@ pub fn period(window_s: f64) -> String {
     } else {
         "for the whole run".to_string()
     }
-}
-
-/// The human form of an estimate: a short table.
-pub fn estimate(e: &Estimate) -> String {
-    let mut out = format!(
-        "items      {}\nrequests   {}\ntokens     {}\nmakespan   {} ({:.1} s) with {} workers at {:.0} ms latency\nbinding    {}\nworkers    {} reach 99% of that throughput\n",
-        e.items,
-        e.requests,
-        e.tokens,
-        humantime::format_duration(Duration::from_secs(e.makespan_s.ceil() as u64)),
-        e.makespan_s,
-        e.workers,
-        e.latency_ms,
-        e.binding_limit,
-        e.recommended_workers,
-    );
-    for l in &e.limits {
-        out.push_str(&format!(
-            "limit      {:<12} needs {}, alone allows {:.1} s, used {:.0}%\n",
-            l.name,
-            amount(l.needed, &l.unit),
-            l.bound_s,
-            l.utilization * 100.0
-        ));
-    }
-    out
 }
 
 /// The one-screen summary printed when a session ends.

@@ -268,9 +268,14 @@ impl Feedback {
                     s.unit == unit
                         && s.scope == Scope::All
                         && matches!(s.kind, LimitKind::Rolling { .. })
-                        && s.initial() <= limit
-                        // Within 1%: header resets are rounded, so equal rates differ slightly.
-                        && s.rate_per_s() <= 1.01 * limit as f64 / window.as_secs_f64()
+                        && (s.initial() == limit
+                            // The user sized it as the provider does: it is resynced by
+                            // every response already, and its period is the user's word
+                            // (a dialect's documented window may be scaled in a test).
+                            || (s.initial() <= limit
+                                // Within 1%: header resets are rounded, so equal rates
+                                // differ slightly.
+                                && s.rate_per_s() <= 1.01 * limit as f64 / window.as_secs_f64()))
                 });
                 if configured_covers {
                     return;

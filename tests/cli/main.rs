@@ -3,6 +3,7 @@
 
 mod control;
 mod errors;
+mod estimate;
 mod feedback;
 mod kill;
 mod pages;

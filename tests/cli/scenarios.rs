@@ -388,7 +388,16 @@ fn helpdesk_sync_pages_every_source_to_the_end_under_every_limit() {
         .map(|i| first_at(&format!("update-{i:02}")))
         .max()
         .unwrap();
-    assert!(last_update_start < first_at("articles-"), "priority order");
+    let articles_start = first_at("articles-");
+    assert!(
+        last_update_start < articles_start,
+        "priority order: last update started at {last_update_start}, articles at {articles_start}\n{}",
+        records
+            .iter()
+            .map(|r| format!("{} {} {}", r.at, item_of(r).unwrap_or_default(), r.path))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The translations step used the id the article step's response gave.
     let by_item = |id: &str| {
         records

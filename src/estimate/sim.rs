@@ -1,0 +1,326 @@
+//! The discrete-event simulation: the real [`Limiter`] and [`Scheduler`] in virtual time.
+//!
+//! Owns one simulated run. The scheduler puts the items in dispatch order once ([`order`]):
+//! that order does not depend on time, so runs with different worker counts share it.
+//! Attempts that fail transiently wait in a second [`Scheduler`] for their backoff (from the
+//! [`RetryPolicy`]) and rejoin by priority, as in the runner. Time jumps from one event to the next: a "not before" instant
+//! from the limiter, or a response arriving. Each response settles its reservation at its
+//! arrival, to the usage the item is expected to have, as the runner does. The limiter's
+//! time 0 is the run's start on the wall clock, so calendar windows (daily quotas) fall
+//! where they will. Pure: no I/O, no clock.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::{Nanos, nanos};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::limiter::{Denied, LimitKind, LimitSpec, Limiter, NeverFits, Reservation};
+use crate::retry::RetryPolicy;
+use crate::scheduler::Scheduler;
+
+use super::SimItem;
+use super::latency::Latency;
+
+/// The inputs of a simulated run that stay the same whatever the worker count.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup<'a> {
+    /// The work list, with costs.
+    pub items: &'a [SimItem],
+    /// The configured limits.
+    pub limits: &'a [LimitSpec],
+    /// `[limiter] jitter`.
+    pub jitter: Duration,
+    /// When the run starts (limiter time 0).
+    pub start: SystemTime,
+    /// How long requests take.
+    pub latency: &'a Latency,
+    /// Seed of the latency and failure draws.
+    pub seed: u64,
+    /// Share of attempts that fail transiently (5xx, timeouts), retried as `retry` says.
+    pub failure_share: f64,
+    /// `[retry]`: attempts per item and backoff.
+    pub retry: &'a RetryPolicy,
+}
+
+/// What one simulated run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// When the last response arrived.
+    pub end: Nanos,
+    /// When the last request was admitted.
+    pub last_admit: Nanos,
+    /// Attempts admitted (requests sent), retries included.
+    pub admitted: u64,
+    /// Items that failed every attempt the retry policy allows.
+    pub failed: u64,
+    /// The run budget that was spent before every item was admitted, if any.
+    pub spent: Option<String>,
+    /// Per configured limit: the units the run charged it, settled to expected usage
+    /// (failed attempts keep their whole reservation, as in the runner).
+    pub charged: Vec<u64>,
+    /// Per configured limit: the instants its calendar window ran out (one per window).
+    pub runs_out: Vec<Vec<Nanos>>,
+    /// Per configured limit: the time it alone held back a free worker.
+    pub held: Vec<Nanos>,
+    /// Time every worker was busy while items waited.
+    pub workers_full: Nanos,
+    /// The latencies of every request admitted, summed (worker-time in use).
+    pub busy: Nanos,
+}
+
+struct InFlight<'a> {
+    at: Nanos,
+    item: &'a SimItem,
+    /// Transient failures of this item before this attempt.
+    failures: u32,
+    reservation: Reservation,
+}
+
+impl PartialEq for InFlight<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for InFlight<'_> {}
+impl PartialOrd for InFlight<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Earliest first in a max-heap; file order breaks ties.
+        (Reverse(self.at), Reverse(self.item.seq))
+            .cmp(&(Reverse(other.at), Reverse(other.item.seq)))
+    }
+}
+
+/// Unix nanoseconds of a wall time.
+fn unix_ns(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// The calendar window of a window limit that limiter time `t` falls in (its index since
+/// the epoch), or `None` for rolling limits and run budgets.
+pub fn window_index(spec: &LimitSpec, start: SystemTime, t: Nanos) -> Option<u128> {
+    match &spec.kind {
+        LimitKind::Window {
+            per: Some(per),
+            reset,
+            ..
+        } => {
+            let p = per.as_nanos().max(1);
+            let at = unix_ns(start) + u128::from(t);
+            // Boundaries fall where unix time - reset is a multiple of the period.
+            let r = reset.as_nanos() % p;
+            Some((at + p - r) / p)
+        }
+        _ => None,
+    }
+}
+
+fn limiter(setup: &Setup<'_>) -> Limiter {
+    Limiter::new(setup.limits)
+        .with_jitter(setup.jitter)
+        .with_origin(setup.start)
+}
+
+/// The items in the order the scheduler sends them (priority, then file order), each
+/// checked to fit every limit it falls under.
+///
+/// Errors when an item can never be admitted (larger than a limit's burst).
+pub fn order<'a>(setup: &Setup<'a>) -> Result<Vec<&'a SimItem>, NeverFits> {
+    let limiter = limiter(setup);
+    let mut scheduler = Scheduler::new();
+    for item in setup.items {
+        limiter.check_fits(&item.route, &item.costs)?;
+        scheduler.push(item.priority, item.seq, item);
+    }
+    Ok(std::iter::from_fn(|| scheduler.pop(0)).collect())
+}
+
+/// Limiter time from `start` to the next calendar window boundary of a window limit, or
+/// `None` for rolling limits and run budgets.
+pub fn next_boundary(spec: &LimitSpec, start: SystemTime) -> Option<Nanos> {
+    match &spec.kind {
+        LimitKind::Window {
+            per: Some(per),
+            reset,
+            ..
+        } => {
+            let p = per.as_nanos().max(1);
+            let into = (unix_ns(start) + p - reset.as_nanos() % p) % p;
+            Nanos::try_from(p - into).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Runs the work list with at most `workers` requests in flight.
+///
+/// Errors when an item can never be admitted (larger than a limit's burst).
+pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
+    run_ordered(setup, &order(setup)?, workers)
+}
+
+/// Runs the items of `order` (from [`order`]) with at most `workers` requests in flight.
+pub fn run_ordered(
+    setup: &Setup<'_>,
+    order: &[&SimItem],
+    workers: usize,
+) -> Result<Trace, NeverFits> {
+    let mut limiter = limiter(setup);
+    let mut queue = order.iter().copied().peekable();
+    // Items waiting for a retry, with their failures so far; they rejoin by priority.
+    let mut retries: Scheduler<(&SimItem, u32)> = Scheduler::new();
+    let mut fate = StdRng::seed_from_u64(setup.seed ^ 0xfa11);
+    let n_limits = setup.limits.len();
+    let mut trace = Trace {
+        end: 0,
+        last_admit: 0,
+        admitted: 0,
+        failed: 0,
+        spent: None,
+        charged: vec![0; n_limits],
+        runs_out: vec![Vec::new(); n_limits],
+        held: vec![0; n_limits],
+        workers_full: 0,
+        busy: 0,
+    };
+    let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
+    let mut latency = setup.latency.sampler(setup.seed);
+    let workers = workers.max(1);
+    let mut in_flight: BinaryHeap<InFlight<'_>> = BinaryHeap::with_capacity(workers.min(1 << 20));
+    let mut now: Nanos = 0;
+    loop {
+        while in_flight.peek().is_some_and(|f| f.at <= now) {
+            let Some(f) = in_flight.pop() else {
+                break;
+            };
+            if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
+                // As the runner does: a transient failure keeps its whole reservation.
+                drop(f.reservation);
+                let failures = f.failures + 1;
+                if setup.retry.allows_another(failures) {
+                    let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
+                    let at = f.at.saturating_add(nanos(wait));
+                    retries.push_at(at, f.item.priority, f.item.seq, (f.item, failures));
+                } else {
+                    trace.failed += 1;
+                }
+            } else {
+                limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
+                for (i, l) in setup.limits.iter().enumerate() {
+                    if f.item.route.contains(i) {
+                        trace.charged[i] = (trace.charged[i] + f.item.settled(&l.unit))
+                            .saturating_sub(f.item.costs.get(&l.unit));
+                    }
+                }
+            }
+        }
+        let mut next_admission = None;
+        let mut holder = None;
+        while in_flight.len() < workers && trace.spent.is_none() {
+            // The next item as the runner's scheduler picks it: a due retry goes first when
+            // it outranks the next fresh item (higher priority, then file order).
+            let retry = retries.peek(now).map(|(i, f)| (*i, *f));
+            let fresh = queue.peek().copied();
+            let (item, failures, is_retry) = match (retry, fresh) {
+                (Some((r, f)), Some(i))
+                    if (r.priority, Reverse(r.seq)) > (i.priority, Reverse(i.seq)) =>
+                {
+                    (r, f, true)
+                }
+                (_, Some(i)) => (i, 0, false),
+                (Some((r, f)), None) => (r, f, true),
+                (None, None) => break,
+            };
+            match limiter.reserve(&item.route, &item.costs, now) {
+                Ok(reservation) => {
+                    if is_retry {
+                        retries.pop(now);
+                    } else {
+                        queue.next();
+                    }
+                    let took = latency.next_latency();
+                    trace.busy = trace.busy.saturating_add(took);
+                    let at = now.saturating_add(took);
+                    in_flight.push(InFlight {
+                        at,
+                        item,
+                        failures,
+                        reservation,
+                    });
+                    for (i, l) in setup.limits.iter().enumerate() {
+                        if item.route.contains(i) {
+                            trace.charged[i] += item.costs.get(&l.unit);
+                        }
+                    }
+                    trace.end = trace.end.max(at);
+                    trace.last_admit = now;
+                    trace.admitted += 1;
+                }
+                Err(Denied::NotUntil(n)) => {
+                    next_admission = Some(n.at);
+                    if let Some((spec, _)) = limiter.binding(&item.route, &item.costs, now)
+                        && let Some(i) = setup.limits.iter().position(|l| l.name == spec.name)
+                    {
+                        holder = Some(i);
+                        let window = window_index(spec, setup.start, now);
+                        if window.is_some() && out_window[i] != window {
+                            out_window[i] = window;
+                            trace.runs_out[i].push(now);
+                        }
+                    }
+                    break;
+                }
+                Err(Denied::Never(e)) => {
+                    // Only a spent run budget refuses for good after `check_fits`.
+                    trace.spent = Some(e.limit.clone());
+                }
+            }
+        }
+        // A retry coming due is an event only while a worker is free (due ones were
+        // already offered to the limiter above).
+        let retry_due = retries
+            .next_at()
+            .filter(|&r| r > now && in_flight.len() < workers);
+        let next_completion = match (in_flight.peek().map(|f| f.at), retry_due) {
+            (Some(c), Some(r)) => Some(c.min(r)),
+            (c, r) => c.or(r),
+        };
+        let waiting = (queue.peek().is_some() || !retries.is_empty()) && trace.spent.is_none();
+        let next = match (waiting, next_admission, next_completion) {
+            (false, _, None) => return Ok(trace),
+            (false, _, Some(c)) => c,
+            (true, Some(a), Some(c)) if in_flight.len() < workers => a.min(c),
+            (true, Some(a), None) => a,
+            (true, _, Some(c)) => c,
+            (true, None, None) => return Ok(trace),
+        };
+        if waiting {
+            let span = next.saturating_sub(now);
+            if in_flight.len() >= workers {
+                trace.workers_full += span;
+            } else if let Some(i) = holder
+                && let Some(h) = trace.held.get_mut(i)
+            {
+                *h += span;
+            }
+        }
+        now = next;
+    }
+}
+
+/// Nanoseconds of a duration in seconds, for tests and reports.
+pub fn secs(t: Nanos) -> f64 {
+    t as f64 / 1e9
+}
+
+/// The duration of `s` seconds as limiter time.
+pub fn from_secs(s: f64) -> Nanos {
+    nanos(Duration::from_secs_f64(s.max(0.0)))
+}

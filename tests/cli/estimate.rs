@@ -1,0 +1,179 @@
+//! `ratebound estimate`: predicts a real run on the mock, sends nothing, writes nothing.
+
+use serde_json::Value;
+
+use crate::support::Project;
+
+/// A request-bound config: the mock's 50 requests/s, with a small burst so the run is paced
+/// from the start.
+const RPS_50: &str = "[[limits]]\nname = \"rps\"\nrate = 50\nper = \"1s\"\nburst = 10\n\n[pricing.\"m\"]\ninput = 2.0\noutput = 8.0\nbatch_discount = 0.5";
+
+fn estimate_json(p: &Project, args: &[&str]) -> Value {
+    let mut all = vec!["estimate", "work.csv", "-c", "ratebound.toml", "--json"];
+    all.extend_from_slice(args);
+    let run = p.cmd(&all);
+    run.expect_code(0);
+    serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}: {}", run.dump()))
+}
+
+fn files(p: &Project) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(p.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_estimate_is_within_ten_percent_of_a_real_run_and_from_db_too() {
+    let p = Project::new().with_mock("mock://openai?rps=50&latency=50ms");
+    p.worklist(250);
+    p.config(RPS_50, 8);
+    let before = estimate_json(&p, &["--latency", "50ms"]);
+    assert_eq!(before["binding_limit"], "rps", "{before}");
+    assert_eq!(before["items"], 250);
+    assert_eq!(before["requests"], 250);
+
+    p.cmd(&[
+        "run",
+        "work.csv",
+        "-c",
+        "ratebound.toml",
+        "--db",
+        "w.db",
+        "--quiet",
+    ])
+    .expect_code(0);
+    let real = p.status(&p.path("w.db"))["elapsed_s"].as_f64().unwrap();
+    let predicted = before["makespan_s"].as_f64().unwrap();
+    assert!(
+        (predicted / real - 1.0).abs() < 0.10,
+        "estimate {predicted} s, real {real} s"
+    );
+
+    let db: Vec<Vec<u8>> = ["w.db", "w.db-wal"]
+        .iter()
+        .map(|f| std::fs::read(p.path(f)).unwrap_or_default())
+        .collect();
+    let listing = files(&p);
+    let from_db = estimate_json(&p, &["--from-db", "w.db"]);
+    assert_eq!(from_db["latency_model"], "recorded");
+    assert_eq!(from_db["usage_basis"], "recorded usage");
+    // The mock answers 16 completion tokens where 20 were allowed.
+    assert!(
+        from_db["tokens"].as_u64().unwrap() < before["tokens"].as_u64().unwrap(),
+        "{from_db}"
+    );
+    assert!(from_db["cost_usd"].as_f64().unwrap() < before["cost_usd"].as_f64().unwrap());
+    let predicted = from_db["makespan_s"].as_f64().unwrap();
+    assert!(
+        (predicted / real - 1.0).abs() < 0.10,
+        "estimate from the db {predicted} s, real {real} s"
+    );
+    let after: Vec<Vec<u8>> = ["w.db", "w.db-wal"]
+        .iter()
+        .map(|f| std::fs::read(p.path(f)).unwrap_or_default())
+        .collect();
+    assert!(db == after, "--from-db changed the previous run's db");
+    assert_eq!(files(&p), listing, "--from-db created no file");
+}
+
+#[test]
+fn estimate_sends_no_request_and_creates_no_db() {
+    let p = Project::new().with_mock("mock://openai?rps=50");
+    p.worklist(40);
+    p.config(RPS_50, 8);
+    let listing = files(&p);
+    let run = p.cmd(&[
+        "estimate",
+        "work.csv",
+        "-c",
+        "ratebound.toml",
+        "--deadline",
+        "1h",
+    ]);
+    run.expect_code(0);
+    for row in [
+        "items",
+        "tokens",
+        "cost",
+        "batch API",
+        "makespan",
+        "binding",
+        "workers",
+        "limit",
+        "deadline",
+    ] {
+        assert!(
+            run.stdout().lines().any(|l| l.starts_with(row)),
+            "no `{row}` row: {}",
+            run.dump()
+        );
+    }
+    assert!(p.records().is_empty(), "estimate sent a request");
+    assert_eq!(files(&p), listing, "estimate wrote a file");
+}
+
+#[test]
+fn a_daily_quota_from_a_given_start_spans_three_days() {
+    let p = Project::new().with_mock("mock://openai");
+    p.worklist(250);
+    p.config(
+        "[[limits]]\nname = \"rps\"\nrate = 10\nper = \"1s\"\n\n[[limits]]\nname = \"daily\"\nquota = 100\nper = \"1d\"\nreset = \"06:00\"\n\n[limiter]\njitter = \"0s\"",
+        4,
+    );
+    let e = estimate_json(
+        &p,
+        &[
+            "--latency",
+            "100ms",
+            "--start",
+            "2026-11-23T18:00:00Z",
+            "--deadline",
+            "1d",
+        ],
+    );
+    assert_eq!(e["binding_limit"], "daily", "{e}");
+    let daily = &e["limits"][1];
+    assert_eq!(daily["periods"], 3, "{e}");
+    assert_eq!(daily["runs_out"][0], "2026-11-23T18:00:09Z");
+    assert_eq!(daily["runs_out"][1], "2026-11-24T06:00:09Z");
+    // The last 50 go out from 06:00 on the 25th, 10 at once then 10/s.
+    assert_eq!(e["end"], "2026-11-25T06:00:04Z");
+    let d = &e["deadline"];
+    assert_eq!(d["fits"], false);
+    assert_eq!(d["changes"][0]["name"], "daily");
+    assert_eq!(
+        d["changes"][0]["needed"], 125.0,
+        "two windows in a day from 18:00"
+    );
+}
+
+#[test]
+fn bad_latency_and_a_missing_previous_run_exit_2() {
+    let p = Project::new().with_mock("mock://openai");
+    p.worklist(3);
+    p.config("", 2);
+    let run = p.cmd(&[
+        "estimate",
+        "work.csv",
+        "-c",
+        "ratebound.toml",
+        "--latency",
+        "p50=2s,p95=1s",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr().contains("hint:"), "{}", run.dump());
+    let run = p.cmd(&[
+        "estimate",
+        "work.csv",
+        "-c",
+        "ratebound.toml",
+        "--from-db",
+        "none.db",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr().contains("none.db"), "{}", run.dump());
+    assert!(!p.path("none.db").exists(), "--from-db created the db");
+}
