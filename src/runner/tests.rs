@@ -427,13 +427,11 @@ impl Transport for Reordering {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn stale_headers_overtaken_by_later_responses_never_cause_a_429() {
-    // No limit configured: the runner learns GitHub's 20 per second from the headers, whose
-    // remaining counts arrive out of order. Resyncing to a stale (higher) count would let
-    // a burst through that the provider refuses.
-    let (f, scheduler) = fixture(400);
-    let spec = MockSpec::parse_url("mock://github?rps=20&latency=1ms").unwrap();
+/// Runs `n` items with no configured limit against the mock at `url` behind a reordering
+/// network with 16 workers; returns the virtual makespan, the 429s and the items done.
+async fn learn_from(url: &str, n: u64) -> (Duration, u64, u64) {
+    let (f, scheduler) = fixture(n);
+    let spec = MockSpec::parse_url(url).unwrap();
     let provider = Arc::new(Provider::new(spec, SystemClock::new()));
     let transport = Reordering {
         inner: transport::MockTransport::new(Arc::clone(&provider)),
@@ -444,9 +442,21 @@ async fn stale_headers_overtaken_by_later_responses_never_cause_a_429() {
         .run(never_stop())
         .await
         .unwrap();
-    let took = start.elapsed();
-    assert_eq!(summary.snapshot.done, 400);
-    assert_eq!(provider.stats().rate_limited, 0, "no 429 in {took:?}");
+    (
+        start.elapsed(),
+        provider.stats().rate_limited,
+        summary.snapshot.done,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_headers_overtaken_by_later_responses_never_cause_a_429() {
+    // No limit configured: the runner learns GitHub's 20 per second from the headers, whose
+    // remaining counts arrive out of order. Resyncing to a stale (higher) count would let
+    // a burst through that the provider refuses.
+    let (took, refused, done) = learn_from("mock://github?rps=20&latency=1ms", 400).await;
+    assert_eq!(done, 400);
+    assert_eq!(refused, 0, "no 429 in {took:?}");
     // A full bucket of 20, then 20 per second: 19 s at best; learning costs a little.
     assert!(took < Duration::from_secs(22), "virtual makespan {took:?}");
 }
@@ -455,21 +465,8 @@ async fn stale_headers_overtaken_by_later_responses_never_cause_a_429() {
 async fn a_learned_fixed_window_sends_nothing_into_a_spent_window() {
     // X counts 20 calls per UTC second and says when the window ends. Learned as a rolling
     // bucket, the spent window would be trickled into; learned as a window, it is not.
-    let (f, scheduler) = fixture(200);
-    let spec = MockSpec::parse_url("mock://x?window=20/1s&latency=5ms").unwrap();
-    let provider = Arc::new(Provider::new(spec, SystemClock::new()));
-    let transport = Reordering {
-        inner: transport::MockTransport::new(Arc::clone(&provider)),
-        sent: Default::default(),
-    };
-    let start = tokio::time::Instant::now();
-    let summary = runner(&f, scheduler, transport, &[], 16)
-        .run(never_stop())
-        .await
-        .unwrap();
-    let took = start.elapsed();
-    assert_eq!(summary.snapshot.done, 200);
-    let refused = provider.stats().rate_limited;
+    let (took, refused, done) = learn_from("mock://x?window=20/1s&latency=5ms", 200).await;
+    assert_eq!(done, 200);
     // The first wave goes out before anything is known; after that, nothing is refused.
     assert!(refused <= 2, "{refused} × 429 in {took:?}");
     // 10 windows of 20 at best; 11 if the first starts late in its second.
