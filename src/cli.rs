@@ -295,9 +295,9 @@ fn status_command(args: &StatusArgs) -> anyhow::Result<u8> {
         .collect::<Result<Vec<_>, StoreError>>()?;
     let s = status::aggregate(each);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
     } else {
-        print!("{}", status::render(&s));
+        out(&status::render(&s))?;
     }
     Ok(EXIT_OK)
 }
@@ -403,15 +403,15 @@ fn pause_command(args: &DbArgs, paused: bool) -> anyhow::Result<u8> {
         .into());
     }
     store.set_paused(paused)?;
-    println!(
-        "{}: {}",
+    out(&format!(
+        "{}: {}\n",
         args.db.display(),
         if paused {
             "pausing: no new requests; those in flight finish (ratebound resume --db ... to go on)"
         } else {
             "resuming"
         }
-    );
+    ))?;
     Ok(EXIT_OK)
 }
 
@@ -445,10 +445,10 @@ fn resume_command(args: DbArgs) -> anyhow::Result<u8> {
 fn retry_failed_command(args: &DbArgs) -> anyhow::Result<u8> {
     let store = Store::open_existing(&args.db)?;
     let n = store.requeue_failed()?;
-    println!(
-        "{n} failed items are pending again; `ratebound resume --db {}` sends them",
+    out(&format!(
+        "{n} failed items are pending again; `ratebound resume --db {}` sends them\n",
         args.db.display()
-    );
+    ))?;
     Ok(EXIT_OK)
 }
 
@@ -519,9 +519,14 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
     } else {
         report::estimate::render(&e)
     };
-    // A closed pipe (`| head`) is an io error that `main` turns into a quiet exit 0.
-    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    out(&text)?;
     Ok(EXIT_OK)
+}
+
+/// Writes a command's output to stdout. A closed pipe (`| head`) is an io error that
+/// `main` turns into a quiet exit 0, where `print!` would panic.
+fn out(text: &str) -> std::io::Result<()> {
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
 }
 
 /// A work list validated against the config: its fingerprint and item count.
@@ -874,7 +879,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     };
     let summary = runner.run(stop_rx).await?;
     if !args.quiet || summary.end != End::Finished {
-        print!("{}", report::summary(&summary, &db));
+        out(&report::summary(&summary, &db))?;
     }
     Ok(match summary.end {
         End::Finished if summary.snapshot.failed == 0 => EXIT_OK,

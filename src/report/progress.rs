@@ -6,6 +6,7 @@
 //! shows nothing.
 
 use std::io::IsTerminal;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -105,9 +106,11 @@ impl Progress {
                     return;
                 }
                 *last = Some(Instant::now());
-                println!("{}", line(s, &pace));
+                // Progress is for whoever watches; a closed pipe must not stop the run.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", line(s, &pace));
                 if let Some(note) = &s.note {
-                    println!("progress: {note}");
+                    let _ = writeln!(out, "progress: {note}");
                 }
             }
             Mode::Quiet => {}
