@@ -265,14 +265,18 @@ impl Feedback {
             }
             None => {
                 let configured_covers = limiter.specs().any(|s| {
+                    let rolling = matches!(s.kind, LimitKind::Rolling { .. });
+                    let periodic =
+                        rolling || matches!(s.kind, LimitKind::Window { per: Some(_), .. });
                     s.unit == unit
                         && s.scope == Scope::All
-                        && matches!(s.kind, LimitKind::Rolling { .. })
+                        && periodic
                         && (s.initial() == limit
                             // The user sized it as the provider does: it is resynced by
                             // every response already, and its period is the user's word
                             // (a dialect's documented window may be scaled in a test).
-                            || (s.initial() <= limit
+                            || (rolling
+                                && s.initial() <= limit
                                 // Within 1%: header resets are rounded, so equal rates
                                 // differ slightly.
                                 && s.rate_per_s() <= 1.01 * limit as f64 / window.as_secs_f64()))
