@@ -136,6 +136,8 @@ struct Completion {
     reservation: Reservation,
     /// What had been dispatched before the wave this request went out in.
     dispatched_before: Dispatched,
+    /// Worker slots it holds: one per request it may have in flight at once.
+    slots: usize,
     sent_at_ms: u64,
     latency: Duration,
     result: Result<Response, TransportError>,
@@ -189,6 +191,13 @@ struct Counters {
     uncommitted: usize,
     /// Everything dispatched in this session.
     dispatched: Dispatched,
+}
+
+/// Worker slots `job` needs: its requests (all of a multi-request job's may go out at
+/// once), at least one, at most every worker.
+fn slots_of(job: &Job, workers: usize) -> usize {
+    let requests = usize::try_from(job.costs.get(&Unit::Requests)).unwrap_or(usize::MAX);
+    requests.clamp(1, workers.max(1))
 }
 
 /// Running totals of what was dispatched, so that a response's rate-limit headers can be
@@ -264,9 +273,15 @@ impl<T: Transport> Runner<T> {
                         break;
                     }
                     let lanes = !self.scheduler.is_plain();
+                    let workers = self.workers();
                     let Some(job) = self.scheduler.peek(now) else {
                         break;
                     };
+                    // A multi-request job may send all its requests at once: one slot each.
+                    let slots = slots_of(job, workers);
+                    if c.in_flight + c.uncommitted + slots > workers {
+                        break;
+                    }
                     let mut admitted = self.limiter.reserve(&job.route, &job.costs, now);
                     let mut shared_binding = None;
                     if admitted.is_ok()
@@ -314,15 +329,19 @@ impl<T: Transport> Runner<T> {
                             }
                             c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
                             c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
-                            self.dispatch(popped.job, reservation, wave, &done_tx);
-                            c.in_flight += 1;
+                            self.dispatch(popped.job, reservation, wave, slots, &done_tx);
+                            c.in_flight += slots;
                         }
                         Err(Denied::NotUntil(n))
                             if lanes
-                                && self
+                                && (self
                                     .limiter
                                     .binding(&job.route, &job.costs, now)
-                                    .is_some_and(|(spec, _)| spec.scope != Scope::All) =>
+                                    .is_some_and(|(spec, _)| spec.scope != Scope::All)
+                                    // Or the shared limiter's answer names a scoped limit.
+                                    || shared_binding
+                                        .and_then(|(i, _)| self.limiter.specs().nth(i))
+                                        .is_some_and(|spec| spec.scope != Scope::All)) =>
                         {
                             // One of this lane's own limits (a tenant's tier, a kind, a
                             // path) holds it back: the other lanes go on meanwhile.
@@ -380,6 +399,10 @@ impl<T: Transport> Runner<T> {
                             c.uncommitted += 1;
                         }
                     }
+                }
+                // A lane deferred just now comes back at its own instant.
+                if let Some(at) = self.scheduler.next_at().filter(|&t| t > now) {
+                    wake = earliest(wake, at);
                 }
             }
             // Every lane left is held back by its own quota: pause like a run-wide quota.
@@ -439,7 +462,7 @@ impl<T: Transport> Runner<T> {
                 Some(first) = done_rx.recv() => {
                     let mut next = Some(first);
                     while let Some(done) = next {
-                        c.in_flight -= 1;
+                        c.in_flight -= done.slots;
                         c.uncommitted += 1;
                         let now = self.clock.now();
                         match self.complete(done, now, &mut c, &mut consecutive_429, &mut storm)? {
@@ -491,6 +514,16 @@ impl<T: Transport> Runner<T> {
     }
 
     /// Logs a job that waited longer than `starvation_after` for its turn.
+    /// A failed attempt keeps charged what went out (the provider may have counted it):
+    /// the whole estimate of a one-request job, only the sent requests of a multi-request
+    /// job, whose unsent steps go back. The shared limiter is told the same.
+    fn keep_sent(&mut self, reservation: Reservation, seq: u64, sent: &Costs, now: Nanos) {
+        self.limiter.settle(reservation, sent, now);
+        if let Some(shared) = self.shared.as_mut() {
+            shared.settle_later(seq, sent);
+        }
+    }
+
     fn report_starved(&self, job: &Job, waited: Nanos) {
         let waited = humantime::format_duration(Duration::from_millis(waited / 1_000_000));
         tracing::warn!(item = %job.id, waited = %waited, "starved: the item waited longer than starvation_after");
@@ -537,6 +570,7 @@ impl<T: Transport> Runner<T> {
         job: Job,
         reservation: Reservation,
         dispatched_before: Dispatched,
+        slots: usize,
         done_tx: &mpsc::UnboundedSender<Completion>,
     ) {
         let transport = Arc::clone(&self.transport);
@@ -549,6 +583,7 @@ impl<T: Transport> Runner<T> {
                 let done = steps::run(transport, clock, job, reservation, window_end).await;
                 let done = Completion {
                     dispatched_before,
+                    slots,
                     ..done
                 };
                 let _ = done_tx.send(done);
@@ -563,6 +598,7 @@ impl<T: Transport> Runner<T> {
                 job,
                 reservation,
                 dispatched_before,
+                slots,
                 sent_at_ms,
                 latency: started.elapsed(),
                 result,
@@ -585,6 +621,7 @@ impl<T: Transport> Runner<T> {
             mut job,
             reservation,
             dispatched_before,
+            slots: _,
             sent_at_ms,
             latency,
             result,
@@ -593,9 +630,14 @@ impl<T: Transport> Runner<T> {
             broken,
         } = done;
         let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
+        // The job is out of flight on every path below: its lane's caps take it off.
+        self.scheduler.finished(job.lane);
         if job.steps.is_some() {
             if let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)? {
                 self.limiter.settle(reservation, &sent_costs, now);
+                if let Some(shared) = self.shared.as_mut() {
+                    shared.settle_later(job.seq, &sent_costs);
+                }
                 self.fail_unsendable(&job, &why)?;
                 c.failed += 1;
                 return Ok(Step::Continue);
@@ -603,7 +645,6 @@ impl<T: Transport> Runner<T> {
         }
         job.attempts += 1;
         c.sent += 1;
-        self.scheduler.finished(job.lane);
         if let Some(auto) = &mut self.settings.auto_workers {
             auto.observe(latency);
         }
@@ -738,7 +779,7 @@ impl<T: Transport> Runner<T> {
                 Ok(Step::Hold(until))
             }
             Outcome::Transient => {
-                drop(reservation);
+                self.keep_sent(reservation, job.seq, &sent_costs, now);
                 job.failures += 1;
                 if self.settings.retry.allows_another(job.failures) {
                     let wait = self.settings.retry.backoff(
@@ -768,7 +809,7 @@ impl<T: Transport> Runner<T> {
                 Ok(Step::Continue)
             }
             Outcome::Failed => {
-                drop(reservation);
+                self.keep_sent(reservation, job.seq, &sent_costs, now);
                 let why = format!(
                     "HTTP {}: the API refused this item",
                     http_status.unwrap_or(0)
@@ -778,7 +819,7 @@ impl<T: Transport> Runner<T> {
                 Ok(Step::Continue)
             }
             Outcome::QuotaExhausted => {
-                drop(reservation);
+                self.keep_sent(reservation, job.seq, &sent_costs, now);
                 self.writer.attempt(attempt)?;
                 let until = observed
                     .limits
@@ -795,7 +836,7 @@ impl<T: Transport> Runner<T> {
                 }))
             }
             Outcome::Fatal => {
-                drop(reservation);
+                self.keep_sent(reservation, job.seq, &sent_costs, now);
                 self.writer.attempt(attempt)?;
                 let status = http_status.unwrap_or(0);
                 let excerpt: String = body.unwrap_or_default().chars().take(300).collect();

@@ -136,8 +136,9 @@ pub(super) async fn run<T: Transport>(
     Completion {
         job,
         reservation,
-        // The dispatcher fills in its own count.
+        // The dispatcher fills in its own counts.
         dispatched_before: Dispatched::default(),
+        slots: 1,
         sent_at_ms,
         latency,
         result,

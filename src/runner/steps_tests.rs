@@ -372,7 +372,19 @@ async fn a_refused_step_fails_its_item_naming_the_step() {
 
 #[tokio::test(start_paused = true)]
 async fn a_four_call_job_waits_for_the_next_window_rather_than_start_with_three_left() {
-    let limits = "[[limits]]\nname = \"hourly\"\nquota = 7\nper = \"1h\"\n";
+    // The hourly window's boundary is put about half an hour away, whatever the time now:
+    // a boundary less than a minute ahead is a short wait, not a paused quota.
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % 60;
+    let limits = format!(
+        "[[limits]]\nname = \"hourly\"\nquota = 7\nper = \"1h\"\nreset = \"00:{:02}\"\n",
+        (minute + 30) % 60
+    );
+    let limits = limits.as_str();
     let f = fixture(
         limits,
         &[

@@ -511,9 +511,17 @@ fn a_shared_quota_used_up_by_one_runner_pauses_the_next() {
     };
     let p = Project::new().with_mock("mock://generic");
     let worklist = p.worklist(6);
+    // The day resets about 12 hours from now, so the reset is never a short wait.
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600
+        % 24;
     let config = p.config(
         &format!(
-            "[[limits]]\nname = \"daily\"\nquota = 4\nper = \"1d\"\n\n[limiter]\nbackend = \"{}\"",
+            "[[limits]]\nname = \"daily\"\nquota = 4\nper = \"1d\"\nreset = \"{:02}:00\"\n\n[limiter]\nbackend = \"{}\"",
+            (hour + 12) % 24,
             redis.url()
         ),
         2,
