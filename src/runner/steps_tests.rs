@@ -431,3 +431,42 @@ async fn steps_that_would_go_out_after_their_window_are_admitted_again() {
     assert_eq!(provider.stats().rate_limited, 0, "{:?}", provider.records());
     assert_eq!(provider.stats().requests, 3 + 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_attempt_of_a_multi_request_job_keeps_only_what_it_sent() {
+    // Every request fails (500). The chain reserves 3 calls for each attempt but sends only
+    // its first step, so each attempt keeps 1: with the one-call item's 3 attempts in
+    // between, the last chain attempt needs 1 + 3 + 1 + 3 = 8 of an hourly quota of 8.
+    // Keeping the chain's whole reservation per attempt would need 3 + 3 + 3 + 3 = 12 and
+    // pause the run.
+    let minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % 60;
+    let limits = format!(
+        "[[limits]]\nname = \"hourly\"\nquota = 8\nper = \"1h\"\nreset = \"00:{:02}\"\n",
+        (minute + 30) % 60
+    );
+    let f = fixture(
+        &limits,
+        &[
+            ("c1", json!({"kind": "chain", "campaign": "Q"})),
+            ("o1", json!({"kind": "one"})),
+        ],
+    );
+    let (provider, transport) = mock("mock://generic?latency=10ms&fail_rate=1");
+    let summary = f.runner(transport).run(never_stop()).await.unwrap();
+    assert_eq!(
+        (summary.end, summary.snapshot.failed),
+        (End::Finished, 2),
+        "{:?}",
+        provider
+            .records()
+            .iter()
+            .map(|r| (item_of(r), r.path.clone(), r.status))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(provider.records().len(), 6);
+}
