@@ -468,6 +468,11 @@ pub struct Limiter {
     learned: Vec<u16>,
     /// How many leading buckets come from the config (routes index only these).
     configured: usize,
+    /// Configured buckets scoped to one tenant, by tenant: with a tier's buckets for each of
+    /// thousands of tenants, routing a job looks up its tenant's instead of matching all.
+    by_tenant: Arc<std::collections::HashMap<String, SmallVec<[u16; 4]>>>,
+    /// Every other configured bucket.
+    not_per_tenant: Arc<[u16]>,
     /// Unix time of limiter time 0, for aligning windows to the calendar.
     origin_unix_ns: u128,
     /// Delay variation allowed for (see [`Limiter::with_jitter`]).
@@ -477,10 +482,22 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter with one full bucket per spec, whose time 0 is the Unix epoch.
     pub fn new(specs: &[LimitSpec]) -> Limiter {
+        let mut by_tenant: std::collections::HashMap<String, SmallVec<[u16; 4]>> =
+            std::collections::HashMap::new();
+        let mut rest = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let i = u16::try_from(i).unwrap_or(u16::MAX);
+            match &spec.scope {
+                Scope::Tenant(tenant) => by_tenant.entry(tenant.clone()).or_default().push(i),
+                _ => rest.push(i),
+            }
+        }
         let mut limiter = Limiter {
             buckets: Vec::new(),
             learned: Vec::new(),
             configured: specs.len(),
+            by_tenant: Arc::new(by_tenant),
+            not_per_tenant: rest.into(),
             origin_unix_ns: 0,
             jitter: 0,
         };
@@ -549,15 +566,22 @@ impl Limiter {
 
     /// The buckets whose scope covers a job with `attrs`.
     pub fn route(&self, attrs: &JobAttrs<'_>) -> Route {
-        Route(
-            self.buckets
-                .iter()
-                .take(self.configured)
-                .enumerate()
-                .filter(|(_, b)| b.spec.scope.matches(attrs))
-                .map(|(i, _)| u16::try_from(i).unwrap_or(u16::MAX))
-                .collect(),
-        )
+        let mut route: SmallVec<[u16; 8]> = self
+            .not_per_tenant
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.buckets
+                    .get(usize::from(i))
+                    .is_some_and(|b| b.spec.scope.matches(attrs))
+            })
+            .collect();
+        if let Some(own) = attrs.tenant.and_then(|t| self.by_tenant.get(t)) {
+            route.extend(own.iter().copied());
+            // Bucket order, as a plain scan would give.
+            route.sort_unstable();
+        }
+        Route(route)
     }
 
     /// A route through every configured bucket (learned ones apply to every job anyway).
