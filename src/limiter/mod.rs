@@ -1020,15 +1020,22 @@ mod tests {
             Duration::from_secs(1),
         );
         chat.scope = Scope::Path("/v1/chat/*".into());
-        let limiter = Limiter::new(&[free, rewards, chat]);
+        let mut pro = free.clone();
+        pro.scope = Scope::Tenant("pro".into());
+        let limiter = Limiter::new(&[free, rewards, chat, pro]);
         let route = |kind, tenant, path| limiter.route(&JobAttrs { kind, tenant, path });
+        // A tenant's own buckets join the others in bucket order.
+        assert_eq!(
+            route(None, Some("pro"), "/v1/chat/x"),
+            Route(smallvec::smallvec![2, 3])
+        );
         assert_eq!(
             route(None, Some("free"), "/v1/chat/completions"),
             Route(smallvec::smallvec![0, 2])
         );
         assert_eq!(
             route(Some("reward"), Some("pro"), "/2/tweets"),
-            Route(smallvec::smallvec![1])
+            Route(smallvec::smallvec![1, 3])
         );
         assert_eq!(route(None, None, "/v1/embeddings"), Route(SmallVec::new()));
     }
