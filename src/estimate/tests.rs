@@ -38,6 +38,7 @@ fn setup<'a>(items: &'a [SimItem], limits: &'a [LimitSpec], latency: &'a Latency
         seed: SEED,
         failure_share: 0.0,
         retry: Box::leak(Box::new(RetryPolicy::default())),
+        policy: None,
     }
 }
 
