@@ -356,6 +356,9 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
     let workers = workers.max(1);
     let mut in_flight: BinaryHeap<InFlight<'_>> = BinaryHeap::with_capacity(workers.min(1 << 20));
     let mut now: Nanos = 0;
+    // The limit that last deferred a lane: it holds back the items that wait while no
+    // lane is ready.
+    let mut deferred_by = None;
     loop {
         while in_flight.peek().is_some_and(|f| f.at <= now) {
             let Some(f) = in_flight.pop() else {
@@ -424,6 +427,7 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
                     }
                     if binding.is_some_and(|(spec, _)| spec.scope != Scope::All) {
                         // The lane's own limit: its tenant waits, the others go on.
+                        deferred_by = holder;
                         scheduler.defer(now, n.at);
                         continue;
                     }
@@ -457,7 +461,7 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
             let span = next.saturating_sub(now);
             if !free {
                 trace.workers_full += span;
-            } else if let Some(i) = holder
+            } else if let Some(i) = holder.or(deferred_by)
                 && let Some(h) = trace.held.get_mut(i)
             {
                 *h += span;

@@ -329,3 +329,28 @@ fn transient_failures_are_retried_by_the_retry_policy() {
         e.makespan_s
     );
 }
+
+#[test]
+fn no_worker_count_beats_the_makespan_floor() {
+    // 2,000 items under 100/s (burst 100) and 300 tokens each under 20,000 tokens/s
+    // (burst 20,000): floors of (2000 - 100) / 100 s = 19 s and (600,000 - 20,000) /
+    // 20,000 s = 29 s; the tokens' is the run's.
+    let limits = [
+        limit("rps", Unit::Requests, 100, 1),
+        limit("tps", Unit::Tokens, 20_000, 1),
+    ];
+    let items: Vec<SimItem> = (0..2000)
+        .map(|seq| SimItem::new(0, seq, Costs::request(300), Route::all(2)))
+        .collect();
+    let latency = fixed(50);
+    let s = setup(&items, &limits, &latency);
+    let floor = super::makespan_floor(&s).expect("no run budget");
+    assert_eq!(floor, sim::from_secs(29.0));
+    for workers in [1, 4, 64, 2000] {
+        let end = sim::run(&s, workers).unwrap().end;
+        assert!(
+            end >= floor,
+            "{workers} workers end at {end}, before the floor {floor}"
+        );
+    }
+}
