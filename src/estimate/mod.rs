@@ -8,6 +8,13 @@
 //! run's wall-clock start so calendar windows fall where they will. [`latency`] draws
 //! request latencies (fixed, lognormal, or recorded by a previous run: [`recorded`]).
 //!
+//! With classes, tenants or tiers (`[scheduling]`, `[tiers]`), the items carry their lane
+//! and each tier tenant's own limits are among `limits`, set up by the same code as `run`;
+//! the simulation then asks a scheduler with that policy for the next item at each instant.
+//!
+//! The worker search runs two simulations at once on two threads, and skips more workers
+//! when the limits alone already rule out finishing sooner ([`makespan_floor`]).
+//!
 //! Transient failures (the share a previous run saw, `--from-db`) are retried through the
 //! real [`RetryPolicy`](crate::retry::RetryPolicy) and the scheduler's timers.
 //!
