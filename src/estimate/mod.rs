@@ -13,7 +13,7 @@
 //! the simulation then asks a scheduler with that policy for the next item at each instant.
 //!
 //! The worker search runs two simulations at once on two threads, and skips more workers
-//! when the limits alone already rule out finishing sooner ([`makespan_floor`]).
+//! when the limits alone already rule out finishing sooner (`makespan_floor`).
 //!
 //! Transient failures (the share a previous run saw, `--from-db`) are retried through the
 //! real [`RetryPolicy`](crate::retry::RetryPolicy) and the scheduler's timers.
