@@ -425,7 +425,7 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
                             trace.runs_out[i].push(now);
                         }
                     }
-                    if binding.is_some_and(|(spec, _)| spec.scope != Scope::All) {
+                    if n.at > now && binding.is_some_and(|(spec, _)| spec.scope != Scope::All) {
                         // The lane's own limit: its tenant waits, the others go on.
                         deferred_by = holder;
                         scheduler.defer(now, n.at);
