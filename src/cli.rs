@@ -585,12 +585,12 @@ fn validate(
         }
     }
     let mut items = 0u64;
-    for item in reader {
+    read_ahead(reader, |item| {
         let item = match item {
             Ok(item) => item,
             Err(e) => {
                 problems.push(e.to_string());
-                continue;
+                return;
             }
         };
         items += 1;
@@ -615,12 +615,47 @@ fn validate(
                 config.path.display()
             )),
         }
-    }
+    });
     if problems.problems.is_empty() {
         Ok(Validated { fingerprint, items })
     } else {
         Err(problems.into())
     }
+}
+
+/// Records parsed per hand-over between the reading thread and the checking one.
+const READ_AHEAD_BATCH: usize = 1024;
+
+/// Feeds every record of `reader` to `each`, in file order, parsed on a second thread:
+/// on a large work list reading and checking (rendering every request) overlap on two
+/// cores. Batches go back to the reading thread to be freed and reused, so each thread
+/// frees what it allocated (the allocator is slow at freeing another thread's memory).
+fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, WorklistError>)) {
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<_>>();
+        scope.spawn(move || {
+            let mut reader = reader.peekable();
+            while reader.peek().is_some() {
+                let mut batch = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(READ_AHEAD_BATCH));
+                batch.clear();
+                batch.extend(reader.by_ref().take(READ_AHEAD_BATCH));
+                if full_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+            drop(full_tx);
+            // Free the last batches here too.
+            empty_rx.iter().for_each(drop);
+        });
+        for batch in full_rx {
+            batch.iter().for_each(&mut each);
+            let _ = empty_tx.send(batch);
+        }
+        drop(empty_tx);
+    });
 }
 
 fn fingerprint(path: &Path) -> anyhow::Result<String> {
