@@ -605,7 +605,7 @@ fn validate(
                         item.id
                     ));
                 }
-                on_item(&item, &built, route);
+                on_item(item, &built, route);
             }
             Err(e) => problems.push(format!(
                 "{}:{}: item `{}`: {e}\n  hint: check the item's fields against the request template in {}",
