@@ -368,6 +368,7 @@ fn estimate(c: &mut Criterion) {
         seed: ratebound::estimate::SEED,
         failure_share: 0.0,
         retry: &ratebound::retry::RetryPolicy::default(),
+        policy: None,
     };
     let mut group = c.benchmark_group("estimate");
     group.sample_size(10);

@@ -453,7 +453,7 @@ fn retry_failed_command(args: &DbArgs) -> anyhow::Result<u8> {
 }
 
 fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
-    let config = Config::load(&config_path(args.config.clone())?)?;
+    let mut config = Config::load(&config_path(args.config.clone())?)?;
     if args.workers == Some(0) {
         return Err(UsageError {
             message: "--workers must be at least 1".into(),
@@ -461,6 +461,8 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         }
         .into());
     }
+    // As `run` sets up: each tier tenant's own limits, and the classes and tenants.
+    let plan = plan_scheduling(&args.worklist, &mut config)?;
     let start = args.start.unwrap_or_else(SystemTime::now);
     let limiter = Limiter::new(&config.limits)
         .with_jitter(config.jitter)
@@ -493,6 +495,7 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
     let mut items = Vec::new();
     validate(&args.worklist, &config, &limiter, |item, built, route| {
         let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
+        sim.lane = lane_of(&config, plan.as_ref(), built, item.priority);
         pricer.apply(
             &mut sim,
             &item.id,
@@ -512,6 +515,7 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         seed: estimate::SEED,
         failure_share: recorded.as_ref().map_or(0.0, |r| r.failure_share),
         retry: &config.retry,
+        policy: plan.as_ref().map(|(policy, _)| policy),
     };
     let e = estimate::estimate(&setup, workers, args.deadline)?;
     let text = if args.json {
@@ -581,12 +585,12 @@ fn validate(
         }
     }
     let mut items = 0u64;
-    for item in reader {
+    read_ahead(reader, |item| {
         let item = match item {
             Ok(item) => item,
             Err(e) => {
                 problems.push(e.to_string());
-                continue;
+                return;
             }
         };
         items += 1;
@@ -601,7 +605,7 @@ fn validate(
                         item.id
                     ));
                 }
-                on_item(&item, &built, route);
+                on_item(item, &built, route);
             }
             Err(e) => problems.push(format!(
                 "{}:{}: item `{}`: {e}\n  hint: check the item's fields against the request template in {}",
@@ -611,12 +615,47 @@ fn validate(
                 config.path.display()
             )),
         }
-    }
+    });
     if problems.problems.is_empty() {
         Ok(Validated { fingerprint, items })
     } else {
         Err(problems.into())
     }
+}
+
+/// Records parsed per hand-over between the reading thread and the checking one.
+const READ_AHEAD_BATCH: usize = 1024;
+
+/// Feeds every record of `reader` to `each`, in file order, parsed on a second thread:
+/// on a large work list reading and checking (rendering every request) overlap on two
+/// cores. Batches go back to the reading thread to be freed and reused, so each thread
+/// frees what it allocated (the allocator is slow at freeing another thread's memory).
+fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, WorklistError>)) {
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<_>>();
+        scope.spawn(move || {
+            let mut reader = reader.peekable();
+            while reader.peek().is_some() {
+                let mut batch = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(READ_AHEAD_BATCH));
+                batch.clear();
+                batch.extend(reader.by_ref().take(READ_AHEAD_BATCH));
+                if full_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+            drop(full_tx);
+            // Free the last batches here too.
+            empty_rx.iter().for_each(drop);
+        });
+        for batch in full_rx {
+            batch.iter().for_each(&mut each);
+            let _ = empty_tx.send(batch);
+        }
+        drop(empty_tx);
+    });
 }
 
 fn fingerprint(path: &Path) -> anyhow::Result<String> {
@@ -743,17 +782,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         let built = job::from_stored(&config.request, &row.payload, row.tokens, &cost_model)
             .with_context(|| format!("{}: item `{}` cannot be rebuilt", db.display(), row.id))?;
         let route = built.route(&limiter);
-        let lane = match &plan {
-            Some((policy, tenants)) => crate::scheduler::Lane {
-                class: config
-                    .scheduling
-                    .class_of(built.kind.as_deref(), row.priority)
-                    .unwrap_or(0),
-                tenant: tenants.get(built.tenant.as_deref()).unwrap_or(0),
-                group: policy.group_of(&built.request.path),
-            },
-            None => crate::scheduler::Lane::default(),
-        };
+        let lane = lane_of(&config, plan.as_ref(), &built, row.priority);
         for (unit, amount) in built.costs.iter() {
             cost_sums.add(unit.clone(), *amount);
         }
@@ -938,6 +967,27 @@ fn plan_scheduling(
     let (policy, limits) = scheduling.policy(&tenants);
     config.limits.extend(limits);
     Ok(Some((policy, tenants)))
+}
+
+/// Where a job queues under the scheduling plan: its class, tenant and endpoint group
+/// (the one lane of a plain scheduler without a plan). Shared by `run` and `estimate`.
+fn lane_of(
+    config: &Config,
+    plan: Option<&(Policy, Tenants)>,
+    built: &Built,
+    priority: i64,
+) -> crate::scheduler::Lane {
+    match plan {
+        Some((policy, tenants)) => crate::scheduler::Lane {
+            class: config
+                .scheduling
+                .class_of(built.kind.as_deref(), priority)
+                .unwrap_or(0),
+            tenant: tenants.get(built.tenant.as_deref()).unwrap_or(0),
+            group: policy.group_of(&built.request.path),
+        },
+        None => crate::scheduler::Lane::default(),
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM; false if signals cannot be watched.

@@ -249,6 +249,34 @@ fn field_hint(field: &str) -> &'static str {
     }
 }
 
+/// Each id seen, with the line of its record.
+type Ids = HashMap<String, u64, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A fast hash of the ids for the duplicate check (FxHash's multiply-rotate): SipHash's
+/// resistance to chosen keys buys nothing against the user's own work list, and costs a
+/// tenth of the time reading a million-line one takes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Streams [`Item`]s from a work list; see the module docs for the guarantees.
 #[derive(Debug)]
 pub struct WorklistReader {
@@ -257,7 +285,7 @@ pub struct WorklistReader {
     /// Records read so far: the next record's `seq`.
     seq: u64,
     /// Each id seen, with the line of its record.
-    ids: HashMap<String, u64>,
+    ids: Ids,
     /// Set at the end of the file or after an I/O error.
     done: bool,
 }
@@ -314,7 +342,7 @@ impl WorklistReader {
             path: path.to_path_buf(),
             source,
             seq: 0,
-            ids: HashMap::new(),
+            ids: Ids::default(),
             done: false,
         })
     }
@@ -589,7 +617,7 @@ fn json_object(path: &Path, line: u64, text: &str) -> Result<Map<String, Value>,
 /// Builds a `Payload::Vars` item from a record's fields, checking the reserved ones.
 fn item_from_object(
     path: &Path,
-    ids: &mut HashMap<String, u64>,
+    ids: &mut Ids,
     seq: u64,
     line: u64,
     mut vars: Map<String, Value>,
@@ -625,7 +653,7 @@ fn item_from_object(
 /// Builds a `Payload::Batch` item from an OpenAI Batch line.
 fn batch_item(
     path: &Path,
-    ids: &mut HashMap<String, u64>,
+    ids: &mut Ids,
     seq: u64,
     line: u64,
     object: &Map<String, Value>,
@@ -689,12 +717,7 @@ impl Fields<'_> {
     }
 
     /// Refuses an empty or already used id, and records it as used.
-    fn claim_id(
-        &self,
-        ids: &mut HashMap<String, u64>,
-        field: &'static str,
-        id: &str,
-    ) -> Result<(), WorklistError> {
+    fn claim_id(&self, ids: &mut Ids, field: &'static str, id: &str) -> Result<(), WorklistError> {
         if id.trim().is_empty() {
             return Err(WorklistError::EmptyId {
                 path: self.path.to_path_buf(),

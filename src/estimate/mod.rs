@@ -8,6 +8,13 @@
 //! run's wall-clock start so calendar windows fall where they will. [`latency`] draws
 //! request latencies (fixed, lognormal, or recorded by a previous run: [`recorded`]).
 //!
+//! With classes, tenants or tiers (`[scheduling]`, `[tiers]`), the items carry their lane
+//! and each tier tenant's own limits are among `limits`, set up by the same code as `run`;
+//! the simulation then asks a scheduler with that policy for the next item at each instant.
+//!
+//! The worker search runs two simulations at once on two threads, and skips more workers
+//! when the limits alone already rule out finishing sooner (`makespan_floor`).
+//!
 //! Transient failures (the share a previous run saw, `--from-db`) are retried through the
 //! real [`RetryPolicy`](crate::retry::RetryPolicy) and the scheduler's timers.
 //!
@@ -33,6 +40,7 @@ use crate::clock::Nanos;
 use crate::config::BatchTerms;
 use crate::limiter::budget::{Price, Pricing, usd};
 use crate::limiter::{Costs, LimitKind, LimitSpec, NeverFits, Route, Unit};
+use crate::scheduler::Lane;
 
 pub use latency::Latency;
 pub use recorded::RecordedRun;
@@ -61,6 +69,8 @@ pub struct SimItem {
     pub batch: Option<(u64, Duration)>,
     /// Whether `tokens` and the price come from a previous run's usage.
     pub recorded: bool,
+    /// Where it queues under [`Setup::policy`] (class, tenant, endpoint group).
+    pub lane: Lane,
 }
 
 impl SimItem {
@@ -75,6 +85,7 @@ impl SimItem {
             usd_micro: 0,
             batch: None,
             recorded: false,
+            lane: Lane::default(),
         }
     }
 
@@ -272,49 +283,48 @@ pub fn estimate(
     let items = setup.items;
     let n = items.len();
     let order = &sim::order(setup)?;
-    let trace = sim::run_ordered(setup, order, workers)?;
     let mean_latency = setup.latency.mean().as_secs_f64();
+    // What each limit is charged by the whole work list, each item once at its settled use.
+    let listed: Vec<u64> = setup
+        .limits
+        .iter()
+        .enumerate()
+        .map(|(index, l)| {
+            // Only the items this limit applies to (its scope) count against it.
+            items
+                .iter()
+                .filter(|i| i.route.contains(index))
+                .map(|i| i.settled(&l.unit))
+                .sum::<u64>()
+        })
+        .collect();
+    // The run with as many workers as could help is simulated next to the asked one. Its
+    // worker count depends on what the asked run charges, which is the list's own charge
+    // unless retries or a spent budget change it: guess that, and redo it if wrong.
+    let guess = workers_to_saturate(setup, &listed, workers, mean_latency);
+    let (trace, guessed) = both(
+        || sim::run_ordered(setup, order, workers),
+        || (guess != workers).then(|| sim::run_ordered(setup, order, guess)),
+    );
+    let trace = trace?;
     // What each limit is charged: by the simulated run (retries included), or, when a run
     // budget stops it early, by the whole work list.
     let needs: Vec<u64> = if trace.spent.is_none() {
         trace.charged.clone()
     } else {
-        setup
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(index, l)| {
-                // Only the items this limit applies to (its scope) count against it.
-                items
-                    .iter()
-                    .filter(|i| i.route.contains(index))
-                    .map(|i| i.settled(&l.unit))
-                    .sum::<u64>()
-            })
-            .collect()
+        listed.clone()
     };
-
-    // Items per second the limits sustain in the long run (infinite without limits).
-    let sustained = setup
-        .limits
-        .iter()
-        .zip(&needs)
-        .filter(|(l, need)| **need > 0 && l.rate_per_s() > 0.0)
-        .map(|(l, need)| l.rate_per_s() * n as f64 / *need as f64)
-        .fold(f64::INFINITY, f64::min);
-    let mut hi = if sustained.is_finite() {
-        n.min(workers.max((2.0 * sustained * mean_latency).ceil() as usize + 1))
-    } else {
-        n
-    }
-    .max(1);
-    let mut best = if hi == workers {
-        trace.clone()
-    } else {
-        sim::run_ordered(setup, order, hi)?
+    let mut hi = workers_to_saturate(setup, &needs, workers, mean_latency);
+    let mut best = match guessed {
+        _ if hi == workers => trace.clone(),
+        Some(t) if hi == guess => t?,
+        _ => sim::run_ordered(setup, order, hi)?,
     };
+    // No worker count finishes before the limits allow: when `best` is that close to the
+    // bound already, doubling the workers cannot gain the 0.5% it has to.
+    let floor = makespan_floor(setup);
     for _ in 0..MAX_DOUBLINGS {
-        if hi >= n {
+        if hi >= n || floor.is_some_and(|f| f as f64 >= best.end as f64 * 0.995) {
             break;
         }
         let more = n.min(hi * 2);
@@ -404,6 +414,69 @@ pub fn estimate(
     })
 }
 
+/// Workers that keep the limits saturated when each limit is charged `needs`: twice the
+/// in-flight count the binding limit sustains (Little's law), at least `workers`, at most
+/// one per item.
+fn workers_to_saturate(
+    setup: &Setup<'_>,
+    needs: &[u64],
+    workers: usize,
+    mean_latency: f64,
+) -> usize {
+    let n = setup.items.len();
+    // Items per second the limits sustain in the long run (infinite without limits).
+    let sustained = setup
+        .limits
+        .iter()
+        .zip(needs)
+        .filter(|(l, need)| **need > 0 && l.rate_per_s() > 0.0)
+        .map(|(l, need)| l.rate_per_s() * n as f64 / *need as f64)
+        .fold(f64::INFINITY, f64::min);
+    if sustained.is_finite() {
+        n.min(workers.max((2.0 * sustained * mean_latency).ceil() as usize + 1))
+    } else {
+        n
+    }
+    .max(1)
+}
+
+/// A time no run of the work list can end before, whatever its workers: the last item
+/// can only be admitted once each rolling limit has refilled what the items take beyond
+/// its burst (each item takes at least the smaller of its estimate and its settled use).
+/// `None` when a run budget could stop a run early.
+fn makespan_floor(setup: &Setup<'_>) -> Option<Nanos> {
+    let mut floor: Nanos = 0;
+    for (index, l) in setup.limits.iter().enumerate() {
+        match l.kind {
+            LimitKind::Window { per: None, .. } => return None,
+            LimitKind::Window { .. } => {}
+            LimitKind::Rolling { .. } => {
+                let took: u64 = (setup.items.iter())
+                    .filter(|i| i.route.contains(index))
+                    .map(|i| i.costs.get(&l.unit).min(i.settled(&l.unit)))
+                    .sum();
+                let s = took.saturating_sub(l.initial()) as f64 / l.rate_per_s();
+                floor = floor.max(sim::from_secs(s));
+            }
+        }
+    }
+    Some(floor)
+}
+
+/// Runs `a` and `b` at once, `b` on a second thread (simulations are pure and share
+/// nothing mutable, so two of them use both cores).
+fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        let a = a();
+        // A panic in `b` is a bug in the simulation: pass it on as it is.
+        let b = b
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (a, b)
+    })
+}
+
 /// The smallest worker count in `lo..=hi` whose run passes `ok` (assumed monotone; `hi`
 /// passes, and no count below `lo` does). Gallops up from `lo`, where the answer usually
 /// lies close, then bisects the last step.
@@ -412,27 +485,50 @@ fn smallest_workers(
     order: &[&SimItem],
     lo: usize,
     hi: usize,
-    ok: impl Fn(&Trace) -> bool,
+    ok: impl Fn(&Trace) -> bool + Sync,
 ) -> Result<usize, NeverFits> {
     let hi = hi.max(1);
     let lo = lo.clamp(1, hi);
-    // Invariant: `failing` fails (or is below `lo`) and `passing` passes.
+    let passes = |w: usize| sim::run_ordered(setup, order, w).map(|t| ok(&t));
+    // Invariant: `failing` fails (or is below `lo`) and `passing` passes. Each round also
+    // runs, on the second core, the count the next round tries when this one fails
+    // (galloping) or passes (bisecting), so the counts tried are those of one at a time.
     let (mut failing, mut passing) = (lo - 1, hi);
     let mut step = 1;
     let mut w = lo;
     while w < hi {
-        if ok(&sim::run_ordered(setup, order, w)?) {
+        let next = lo.saturating_add(step).min(hi);
+        let (now, then) = both(|| passes(w), || (next < hi).then(|| passes(next)));
+        if now? {
             passing = w;
             break;
         }
         failing = w;
-        w = lo.saturating_add(step).min(hi);
+        w = next;
         step = step.saturating_mul(2);
+        if let Some(then) = then {
+            if then? {
+                passing = w;
+                break;
+            }
+            failing = w;
+            w = lo.saturating_add(step).min(hi);
+            step = step.saturating_mul(2);
+        }
     }
     while passing - failing > 1 {
         let mid = failing + (passing - failing) / 2;
-        if ok(&sim::run_ordered(setup, order, mid)?) {
+        let lower = failing + (mid - failing) / 2;
+        let (now, then) = both(|| passes(mid), || (lower > failing).then(|| passes(lower)));
+        if now? {
             passing = mid;
+            if let Some(then) = then {
+                if then? {
+                    passing = lower;
+                } else {
+                    failing = lower;
+                }
+            }
         } else {
             failing = mid;
         }

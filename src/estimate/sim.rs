@@ -17,9 +17,9 @@ use crate::clock::{Nanos, nanos};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::limiter::{Denied, LimitKind, LimitSpec, Limiter, NeverFits, Reservation};
+use crate::limiter::{Denied, LimitKind, LimitSpec, Limiter, NeverFits, Reservation, Scope};
 use crate::retry::RetryPolicy;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Policy, Scheduler};
 
 use super::SimItem;
 use super::latency::Latency;
@@ -43,6 +43,9 @@ pub struct Setup<'a> {
     pub failure_share: f64,
     /// `[retry]`: attempts per item and backoff.
     pub retry: &'a RetryPolicy,
+    /// The scheduler's classes, tenants and caps (`[scheduling]`); `None` for plain
+    /// priority. Items queue in their [`SimItem::lane`].
+    pub policy: Option<&'a Policy>,
 }
 
 /// What one simulated run did.
@@ -172,6 +175,9 @@ pub fn run_ordered(
     order: &[&SimItem],
     workers: usize,
 ) -> Result<Trace, NeverFits> {
+    if let Some(policy) = setup.policy.filter(|p| !p.is_plain()) {
+        return run_lanes(setup, policy, workers);
+    }
     let mut limiter = limiter(setup);
     let mut queue = order.iter().copied().peekable();
     // Items waiting for a retry, with their failures so far; they rejoin by priority.
@@ -306,6 +312,156 @@ pub fn run_ordered(
             if in_flight.len() >= workers {
                 trace.workers_full += span;
             } else if let Some(i) = holder
+                && let Some(h) = trace.held.get_mut(i)
+            {
+                *h += span;
+            }
+        }
+        now = next;
+    }
+}
+
+/// A trace with nothing recorded yet.
+fn empty_trace(n_limits: usize) -> Trace {
+    Trace {
+        end: 0,
+        last_admit: 0,
+        admitted: 0,
+        failed: 0,
+        spent: None,
+        charged: vec![0; n_limits],
+        runs_out: vec![Vec::new(); n_limits],
+        held: vec![0; n_limits],
+        workers_full: 0,
+        busy: 0,
+    }
+}
+
+/// Runs the work list through a scheduler with `policy`, as the runner does with classes
+/// and tenants: the next item is the one the scheduler picks at that instant, and a lane
+/// held back by one of its own limits (a tenant's tier, a kind, a path) is deferred
+/// until that limit admits it while the other lanes go on. Slower than the fixed order of
+/// a plain run, since the choice depends on time.
+fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace, NeverFits> {
+    let mut limiter = limiter(setup);
+    let mut scheduler: Scheduler<(&SimItem, u32)> = Scheduler::with_policy(policy.clone());
+    for item in setup.items {
+        scheduler.enqueue(0, item.lane, item.priority, item.seq, (item, 0));
+    }
+    let mut fate = StdRng::seed_from_u64(setup.seed ^ 0xfa11);
+    let n_limits = setup.limits.len();
+    let mut trace = empty_trace(n_limits);
+    let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
+    let mut latency = setup.latency.sampler(setup.seed);
+    let workers = workers.max(1);
+    let mut in_flight: BinaryHeap<InFlight<'_>> = BinaryHeap::with_capacity(workers.min(1 << 20));
+    let mut now: Nanos = 0;
+    // The limit that last deferred a lane: it holds back the items that wait while no
+    // lane is ready.
+    let mut deferred_by = None;
+    loop {
+        while in_flight.peek().is_some_and(|f| f.at <= now) {
+            let Some(f) = in_flight.pop() else {
+                break;
+            };
+            scheduler.finished(f.item.lane);
+            if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
+                drop(f.reservation);
+                let failures = f.failures + 1;
+                if setup.retry.allows_another(failures) {
+                    let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
+                    let at = f.at.saturating_add(nanos(wait));
+                    let item = f.item;
+                    scheduler.enqueue_at(at, item.lane, item.priority, item.seq, (item, failures));
+                } else {
+                    trace.failed += 1;
+                }
+            } else {
+                limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
+                for (i, l) in setup.limits.iter().enumerate() {
+                    if f.item.route.contains(i) {
+                        trace.charged[i] = (trace.charged[i] + f.item.settled(&l.unit))
+                            .saturating_sub(f.item.costs.get(&l.unit));
+                    }
+                }
+            }
+        }
+        let mut next_admission = None;
+        let mut holder = None;
+        while in_flight.len() < workers && trace.spent.is_none() {
+            let Some(&(item, failures)) = scheduler.peek(now) else {
+                break;
+            };
+            match limiter.reserve(&item.route, &item.costs, now) {
+                Ok(reservation) => {
+                    scheduler.pop(now);
+                    let took = latency.next_latency();
+                    trace.busy = trace.busy.saturating_add(took);
+                    let at = now.saturating_add(took);
+                    in_flight.push(InFlight {
+                        at,
+                        item,
+                        failures,
+                        reservation,
+                    });
+                    for (i, l) in setup.limits.iter().enumerate() {
+                        if item.route.contains(i) {
+                            trace.charged[i] += item.costs.get(&l.unit);
+                        }
+                    }
+                    trace.end = trace.end.max(at);
+                    trace.last_admit = now;
+                    trace.admitted += 1;
+                }
+                Err(Denied::NotUntil(n)) => {
+                    let binding = limiter.binding(&item.route, &item.costs, now);
+                    if let Some((spec, _)) = binding
+                        && let Some(i) = setup.limits.iter().position(|l| l.name == spec.name)
+                    {
+                        holder = Some(i);
+                        let window = window_index(spec, setup.start, now);
+                        if window.is_some() && out_window[i] != window {
+                            out_window[i] = window;
+                            trace.runs_out[i].push(now);
+                        }
+                    }
+                    if n.at > now && binding.is_some_and(|(spec, _)| spec.scope != Scope::All) {
+                        // The lane's own limit: its tenant waits, the others go on.
+                        deferred_by = holder;
+                        scheduler.defer(now, n.at);
+                        continue;
+                    }
+                    next_admission = Some(n.at);
+                    break;
+                }
+                Err(Denied::Never(e)) => {
+                    trace.spent = Some(e.limit.clone());
+                }
+            }
+        }
+        // Deferred lanes and retries come back at the scheduler's next instant.
+        let wakeup = scheduler
+            .next_at()
+            .filter(|&t| t > now && in_flight.len() < workers);
+        let next_completion = in_flight.peek().map(|f| f.at);
+        let waiting = !scheduler.is_empty() && trace.spent.is_none();
+        let free = in_flight.len() < workers;
+        let next = [
+            next_completion,
+            next_admission.filter(|_| waiting && free),
+            wakeup.filter(|_| waiting),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            return Ok(trace);
+        };
+        if waiting {
+            let span = next.saturating_sub(now);
+            if !free {
+                trace.workers_full += span;
+            } else if let Some(i) = holder.or(deferred_by)
                 && let Some(h) = trace.held.get_mut(i)
             {
                 *h += span;

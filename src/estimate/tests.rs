@@ -38,6 +38,7 @@ fn setup<'a>(items: &'a [SimItem], limits: &'a [LimitSpec], latency: &'a Latency
         seed: SEED,
         failure_share: 0.0,
         retry: Box::leak(Box::new(RetryPolicy::default())),
+        policy: None,
     }
 }
 
@@ -327,4 +328,88 @@ fn transient_failures_are_retried_by_the_retry_policy() {
         "{} vs {closed}",
         e.makespan_s
     );
+}
+
+#[test]
+fn no_worker_count_beats_the_makespan_floor() {
+    // 2,000 items under 100/s (burst 100) and 300 tokens each under 20,000 tokens/s
+    // (burst 20,000): floors of (2000 - 100) / 100 s = 19 s and (600,000 - 20,000) /
+    // 20,000 s = 29 s; the tokens' is the run's.
+    let limits = [
+        limit("rps", Unit::Requests, 100, 1),
+        limit("tps", Unit::Tokens, 20_000, 1),
+    ];
+    let items: Vec<SimItem> = (0..2000)
+        .map(|seq| SimItem::new(0, seq, Costs::request(300), Route::all(2)))
+        .collect();
+    let latency = fixed(50);
+    let s = setup(&items, &limits, &latency);
+    let floor = super::makespan_floor(&s).expect("no run budget");
+    assert_eq!(floor, sim::from_secs(29.0));
+    for workers in [1, 4, 64, 2000] {
+        let end = sim::run(&s, workers).unwrap().end;
+        assert!(
+            end >= floor,
+            "{workers} workers end at {end}, before the floor {floor}"
+        );
+    }
+}
+
+#[test]
+fn a_tenant_held_by_its_own_limit_does_not_hold_back_the_others() {
+    // One worker, 100 ms latency. Tenant `a` (5 items first in file order) has its own
+    // 1/s with a burst of 1: its admissions fall at 0, 1, 2, 3 and 4 s. Tenant `b` has 20
+    // items and no limit of its own. In one fixed order `b` would wait behind `a` (and end
+    // at 4.1 s + 20 x 100 ms); with lanes `b` fills `a`'s gaps, and the run ends with `a`'s
+    // last response, each `a` admission late by at most the one `b` request in flight.
+    let mut own = limit("rps@a", Unit::Requests, 1, 1);
+    if let LimitKind::Rolling { burst, .. } = &mut own.kind {
+        *burst = NonZeroU64::new(1);
+    }
+    own.scope = crate::limiter::Scope::Tenant("a".into());
+    let limits = [limit("rps", Unit::Requests, 1000, 1), own];
+    let limiter = crate::limiter::Limiter::new(&limits);
+    let route = |tenant: &str| {
+        limiter.route(&crate::limiter::JobAttrs {
+            kind: None,
+            tenant: Some(tenant),
+            path: "/",
+        })
+    };
+    let items: Vec<SimItem> = (0..25)
+        .map(|seq| {
+            let tenant = if seq < 5 { "a" } else { "b" };
+            let mut item = SimItem::new(0, seq, Costs::request(10), route(tenant));
+            item.lane = Lane {
+                tenant: u32::from(seq >= 5),
+                ..Lane::default()
+            };
+            item
+        })
+        .collect();
+    let mut policy = crate::scheduler::Policy::default();
+    policy.tenants.push(crate::scheduler::TenantSpec {
+        name: "b".into(),
+        weight: std::num::NonZeroU32::MIN,
+        max_in_flight: None,
+    });
+    policy.tenants[0].name = "a".into();
+    let latency = fixed(100);
+    let plain = setup(&items, &limits, &latency);
+    let fixed_order = sim::run(&plain, 1).unwrap();
+    assert_eq!(fixed_order.end, sim::from_secs(6.1), "b waits behind a");
+    let lanes = Setup {
+        policy: Some(&policy),
+        ..plain
+    };
+    let t = sim::run(&lanes, 1).unwrap();
+    assert_eq!(t.admitted, 25);
+    assert!(
+        t.end >= sim::from_secs(4.1) && t.end <= sim::from_secs(4.2),
+        "ends at {} s",
+        sim::secs(t.end)
+    );
+    let e = estimate(&lanes, 1, None).unwrap();
+    assert_eq!(e.makespan_s, sim::secs(t.end));
+    assert!(e.limits[1].held_share > 0.0, "{e:?}");
 }

@@ -177,3 +177,39 @@ fn bad_latency_and_a_missing_previous_run_exit_2() {
     assert!(run.stderr().contains("none.db"), "{}", run.dump());
     assert!(!p.path("none.db").exists(), "--from-db created the db");
 }
+
+#[test]
+fn a_free_tier_tenants_own_rpm_binds_the_estimate() {
+    // The key allows 600 requests a minute; the free tier 6 a minute per tenant (a full
+    // bucket of 6 at the start). `slow` has 12 items: (12 - 6) / 6 min = 60 s, plus the
+    // limiter's 50 ms jitter and the last response's 1 s. The 40 items of `big` (pro, no
+    // own limits) go on meanwhile.
+    let p = Project::new().with_mock("mock://openai?rpm=600&latency=1s");
+    let mut work = String::from("id,tenant,tier,prompt\n");
+    for i in 1..=40 {
+        work.push_str(&format!("b-{i:03},big,pro,\"hello {i}\"\n"));
+        if i <= 12 {
+            work.push_str(&format!("s-{i:03},slow,free,\"hello {i}\"\n"));
+        }
+    }
+    p.write("work.csv", work);
+    p.config(
+        "[[limits]]\nname = \"rpm\"\nrate = 600\nper = \"1m\"\n\n\
+         [tenants]\ntier_field = \"tier\"\n\n\
+         [tiers.free]\n[[tiers.free.limits]]\nname = \"rpm\"\nrate = 6\nper = \"1m\"\n\n\
+         [tiers.pro]\nweight = 4",
+        8,
+    );
+    let e = estimate_json(&p, &["--latency", "1s"]);
+    assert_eq!(e["binding_limit"], "rpm@slow", "{e}");
+    assert_eq!(e["makespan_s"], 61.05, "{e}");
+    assert_eq!(e["items"], 52);
+    let limits = e["limits"].as_array().unwrap();
+    let slow = limits.iter().find(|l| l["name"] == "rpm@slow").unwrap();
+    assert_eq!(slow["needed"], 12, "{e}");
+    assert_eq!(slow["bound_s"], 60.0, "{e}");
+    assert!(
+        limits.iter().all(|l| l["name"] != "rpm@big"),
+        "a pro tenant has no rpm of its own: {e}"
+    );
+}
