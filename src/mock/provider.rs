@@ -577,18 +577,20 @@ fn admit(
         })
         .collect();
     // Request limits: checked after the request buckets, before tokens.
-    let mut at = (checks.iter().position(|c| c.limit == Limit::Tpm)).unwrap_or(checks.len());
-    for (limit, window) in windows.iter_mut() {
-        window.roll(wall_ns);
-        let check = Check {
-            limit: *limit,
-            capacity: window.limit(),
-            used: window.used(),
-            wait: window.wait(limit.cost(tokens), wall_ns),
-        };
-        checks.insert(at, check);
-        at += 1;
-    }
+    let at = (checks.iter().position(|c| c.limit == Limit::Tpm)).unwrap_or(checks.len());
+    let fixed: Vec<Check> = windows
+        .iter_mut()
+        .map(|(limit, window)| {
+            window.roll(wall_ns);
+            Check {
+                limit: *limit,
+                capacity: window.limit(),
+                used: window.used(),
+                wait: window.wait(limit.cost(tokens), wall_ns),
+            }
+        })
+        .collect();
+    checks.splice(at..at, fixed);
     // A request over a capacity can never be admitted: that limit speaks first.
     let refused = (checks.iter().position(|c| c.wait.is_none()))
         .or_else(|| checks.iter().position(|c| c.wait != Some(0)));
