@@ -8,7 +8,8 @@
 # Each profile runs N items (default 1500) against mock://PROFILE?rps=50 in-process with 16
 # workers; the lower bound is (N - 50) / 50 s (a full bucket of 50, then 50/s). Zendesk
 # documents per-minute account limits, so it runs at rpm=600 with bound (N - 600) / 10 s;
-# X counts fixed UTC-aligned windows, so it runs at window=50/1s.
+# X counts fixed UTC-aligned windows, so it runs at window=50/1s. GitHub's rps=50 is 50 per
+# 1 s window anchored at the first request after the last one ended: the same bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet

@@ -1,6 +1,9 @@
 //! The GitHub dialect of the mock: the REST API's primary rate-limit headers.
 //!
-//! Pure formatting over values the provider computed. Source:
+//! Pure formatting over values the provider computed; the provider counts GitHub's request
+//! limits in fixed windows anchored at the first request after the previous window expired
+//! (`rpm=N`: N per 60 s window, `rps=N`: N per 1 s window, `window=N/D`: N per D), so the
+//! reset is the window's end, not a bucket's time to refill. Source:
 //! <https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#checking-the-status-of-your-rate-limit>:
 //! `x-ratelimit-{limit,remaining,used,reset,resource}`, the reset in epoch seconds and the
 //! resource `core` for the REST API. A limit exceeded answers 429 with `retry-after`, and a
@@ -54,16 +57,86 @@ mod tests {
     fn the_client_reads_what_the_github_profile_sends() {
         let (p, clock) = provider("mock://github?rpm=60");
         p.handle(&get("/repos/o/r/issues"));
+        clock.advance(Duration::from_secs(15));
         let r = p.handle(&get("/repos/o/r/issues?page=2"));
         assert_eq!(r.status, 200);
         assert_eq!(header(&r, "x-ratelimit-used"), "2");
-        assert_eq!(header(&r, "x-ratelimit-reset"), "1767225602");
+        assert_eq!(header(&r, "x-ratelimit-resource"), "core");
+        assert_eq!(
+            header(&r, "x-ratelimit-reset"),
+            "1767225660",
+            "the window's end, 60 s after the first request; not a bucket's refill"
+        );
         let seen = observe(&r.headers, clock.wall(), Dialect::Auto);
         assert_eq!(seen.dialect, Some(Dialect::GitHub));
         let o = &seen.limits[0];
         assert_eq!(o.resource, Resource::Requests, "core is the request limit");
         assert_eq!((o.limit, o.remaining), (Some(60), Some(58)));
-        assert_eq!(o.reset, Some(Duration::from_secs(2)));
+        assert_eq!(o.reset, Some(Duration::from_secs(45)));
+    }
+
+    #[test]
+    fn a_spent_github_window_refuses_until_its_reset_and_nothing_trickles_back() {
+        let (p, clock) = provider("mock://github?rpm=3");
+        clock.advance(Duration::from_millis(20_400));
+        for used in 1..=3 {
+            let r = p.handle(&get("/user"));
+            assert_eq!(r.status, 200);
+            assert_eq!(header(&r, "x-ratelimit-used"), used.to_string());
+            assert_eq!(
+                header(&r, "x-ratelimit-reset"),
+                "1767225680",
+                "00:00:20 + 1 min"
+            );
+        }
+        // A refilling bucket of 3 per minute would admit one more every 20 s; the window
+        // admits nothing until its end.
+        for wait in [20_000, 20_000, 19_599] {
+            clock.advance(Duration::from_millis(wait));
+            let refused = p.handle(&get("/user"));
+            assert_eq!(refused.status, 429, "{wait} ms later");
+            assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
+            assert_eq!(header(&refused, "x-ratelimit-used"), "3");
+            assert_eq!(header(&refused, "x-ratelimit-reset"), "1767225680");
+        }
+        assert_eq!(header(&p.handle(&get("/user")), "retry-after"), "1");
+        clock.advance(Duration::from_millis(1));
+        let r = p.handle(&get("/user"));
+        assert_eq!(r.status, 200, "00:01:20: the window is over");
+        assert_eq!(header(&r, "x-ratelimit-remaining"), "2");
+    }
+
+    #[test]
+    fn the_next_github_window_starts_with_the_next_request_not_on_the_utc_minute() {
+        let (p, clock) = provider("mock://github?rpm=2");
+        assert_eq!(p.handle(&get("/user")).status, 200);
+        // Idle past the window's end (00:01:00) into 00:01:30.
+        clock.advance(Duration::from_secs(90));
+        let r = p.handle(&get("/user"));
+        assert_eq!((r.status, header(&r, "x-ratelimit-used")), (200, "1"));
+        assert_eq!(header(&r, "x-ratelimit-reset"), "1767225750", "00:02:30");
+        clock.advance(Duration::from_secs(40));
+        assert_eq!(p.handle(&get("/user")).status, 200, "00:02:10, same window");
+        let refused = p.handle(&get("/user"));
+        assert_eq!(
+            refused.status, 429,
+            "2 per window, and 00:02:00 started none"
+        );
+        assert_eq!(header(&refused, "retry-after"), "20");
+    }
+
+    #[test]
+    fn github_rps_is_a_one_second_window() {
+        let (p, clock) = provider("mock://github?rps=2");
+        clock.advance(Duration::from_millis(300));
+        assert_eq!(p.handle(&get("/user")).status, 200);
+        assert_eq!(p.handle(&get("/user")).status, 200);
+        clock.advance(Duration::from_millis(600));
+        let refused = p.handle(&get("/user"));
+        assert_eq!(refused.status, 429);
+        assert_eq!(header(&refused, "x-ratelimit-reset"), "1767225601");
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(p.handle(&get("/user")).status, 200, "at 00:00:01");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub enum Profile {
     /// profile's chat completions API, with request and token limits.
     Anthropic,
     /// GitHub's REST headers (`x-ratelimit-*` with `-used` and `-resource: core`, epoch
-    /// resets): any method and path, request limits.
+    /// resets): any method and path, request limits counted in anchored fixed windows.
     GitHub,
     /// X (Twitter) API v2: any method and path, limited by a fixed window of API calls,
     /// a request costing its body's `calls` (default 1).
@@ -173,7 +173,9 @@ impl FromStr for Profile {
 ///
 /// A limit left out (`None`) is unlimited. `rpm`, `rps` and `tpm` are buckets that start
 /// full and refill continuously: `rpm` holds N requests refilled over 60 s, `rps` N requests
-/// over 1 s, `tpm` N tokens over 60 s. `window` is a fixed window aligned to UTC. Which
+/// over 1 s, `tpm` N tokens over 60 s. `window` is a fixed window aligned to UTC. GitHub
+/// counts fixed windows instead, each starting with the first request after the previous
+/// one ended: `rpm` N per 60 s window, `rps` N per 1 s, `window` N per its length. Which
 /// limits a profile takes: [`Profile::keys`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MockSpec {

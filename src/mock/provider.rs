@@ -173,9 +173,10 @@ struct Check {
 struct State {
     /// In the order rpm, rps, tpm: requests are checked before tokens, as OpenAI does.
     limits: Vec<(Limit, Bucket)>,
-    /// The fixed window of `window=N/DURATION`: X's limit, or the other profiles' extra
-    /// request limit.
-    window: Option<Window>,
+    /// The fixed request windows, each with the limit it stands for: `window=N/DURATION`
+    /// (X's limit, or the other profiles' extra request limit, aligned to UTC), or for
+    /// GitHub every request limit, anchored (see [`fixed_windows`]).
+    windows: Vec<(Limit, Window)>,
     /// Picks the faulty requests; seeded, so runs repeat.
     rng: StdRng,
     /// The quota in force: the spec's, or what [`Provider::set_quota_requests`] set.
@@ -186,11 +187,11 @@ struct State {
 
 impl State {
     /// The request limit as every dialect reports it (one request limit per response, as
-    /// OpenAI has): the first request bucket (rpm before rps), else the fixed window, which
-    /// is whole again at its end.
+    /// OpenAI has): the first request bucket (rpm before rps), else the first fixed window
+    /// (rpm, rps, then `window`), which is whole again at its end.
     fn requests(&self, wall_ns: u64) -> Option<Standing> {
         self.bucket("requests").or_else(|| {
-            self.window.as_ref().map(|w| Standing {
+            self.windows.first().map(|(_, w)| Standing {
                 limit: w.limit(),
                 remaining: w.remaining(),
                 reset: match w.used() {
@@ -236,22 +237,20 @@ impl<C: Clock> Provider<C> {
     /// A limit the profile does not take (see [`MockSpec::check`]) is ignored.
     pub fn new(spec: MockSpec, clock: C) -> Provider<C> {
         let now = clock.now();
-        let minute = Duration::from_secs(60);
         let takes = |key: &str| spec.profile.keys().contains(&key);
+        let fixed = fixed_windows(&spec);
         let limits = [
-            (Limit::Rpm, "rpm", spec.rpm, minute),
+            (Limit::Rpm, "rpm", spec.rpm, MINUTE),
             (Limit::Rps, "rps", spec.rps, Duration::from_secs(1)),
-            (Limit::Tpm, "tpm", spec.tpm, minute),
+            (Limit::Tpm, "tpm", spec.tpm, MINUTE),
         ]
         .into_iter()
-        .filter(|(_, key, _, _)| takes(key))
+        .filter(|(limit, key, _, _)| takes(key) && !fixed.iter().any(|(l, _)| l == limit))
         .filter_map(|(limit, _, n, period)| Some((limit, Bucket::full(n?, period, now))))
         .collect();
-        let window =
-            (spec.window.filter(|_| takes("window"))).map(|(n, length)| Window::new(n, length));
         let state = State {
             limits,
-            window,
+            windows: fixed,
             rng: StdRng::seed_from_u64(spec.faults.seed),
             quota_requests: spec.faults.quota_requests,
             records: Vec::new(),
@@ -346,6 +345,32 @@ impl<C: Clock> Provider<C> {
     }
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The fixed windows of `spec`, in the order rpm, rps, `window`. GitHub counts its request
+/// limits in fixed windows anchored at the first request after the previous one expired
+/// (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>), so
+/// for GitHub `rpm=N` is N per 60 s window, `rps=N` N per 1 s window and `window=N/D` N per
+/// D, all anchored. Every other profile counts only `window`, aligned to UTC.
+fn fixed_windows(spec: &MockSpec) -> Vec<(Limit, Window)> {
+    if spec.profile == Profile::GitHub {
+        let one_second = Duration::from_secs(1);
+        return [
+            (Limit::Rpm, spec.rpm.map(|n| (n, MINUTE))),
+            (Limit::Rps, spec.rps.map(|n| (n, one_second))),
+            (Limit::Window, spec.window),
+        ]
+        .into_iter()
+        .filter_map(|(limit, w)| w.map(|(n, length)| (limit, Window::anchored(n, length))))
+        .collect();
+    }
+    let takes = spec.profile.keys().contains(&"window");
+    (spec.window.filter(|_| takes))
+        .map(|(n, length)| (Limit::Window, Window::new(n, length)))
+        .into_iter()
+        .collect()
+}
+
 /// OpenAI's 401 for a missing or wrong API key, which every profile answers under `auth`.
 fn invalid_api_key() -> Value {
     let message = "Incorrect API key provided.";
@@ -398,7 +423,7 @@ fn rate_limit_headers(profile: Profile, state: &State, wall_ns: u64) -> Vec<(Str
         Profile::OpenAi => openai::rate_limit_headers(requests, tokens),
         Profile::Anthropic => anthropic::rate_limit_headers(requests, tokens, wall_ns),
         Profile::GitHub => github::rate_limit_headers(requests, wall_ns),
-        Profile::X => x::rate_limit_headers(state.window.as_ref()),
+        Profile::X => x::rate_limit_headers(state.windows.first().map(|(_, w)| w)),
         Profile::Generic => generic::rate_limit_headers(requests, wall_ns),
         Profile::Ietf => ietf::rate_limit_headers(requests),
         Profile::Zendesk => zendesk::rate_limit_headers(requests),
@@ -434,13 +459,7 @@ fn chat_reply(
         return (400, Vec::new(), openai::invalid_json());
     };
     let tokens = estimate_request_tokens(&body);
-    let admitted = admit(
-        &mut state.limits,
-        state.window.as_mut(),
-        tokens,
-        now,
-        wall_ns,
-    );
+    let admitted = admit(&mut state.limits, &mut state.windows, tokens, now, wall_ns);
     match admitted {
         Ok(()) => {
             let n = state.stats.ok + 1;
@@ -489,7 +508,7 @@ fn any_path_reply(
     if let Some(Err(refusal)) = page {
         return (400, Vec::new(), refusal);
     }
-    let admitted = admit(&mut state.limits, state.window.as_mut(), 0, now, wall_ns);
+    let admitted = admit(&mut state.limits, &mut state.windows, 0, now, wall_ns);
     let mut headers = rate_limit_headers(profile, state, wall_ns);
     let Err(refusal) = admitted else {
         if let Some(Ok(page)) = page {
@@ -517,9 +536,9 @@ fn any_path_reply(
 /// no `retry-after`.
 fn x_reply(state: &mut State, req: &MockRequest, wall_ns: u64) -> Reply {
     let calls = x::calls(&req.body);
-    let admitted = match state.window.as_mut() {
+    let admitted = match state.windows.first_mut() {
         None => true,
-        Some(window) => {
+        Some((_, window)) => {
             window.roll(wall_ns);
             let fits = window.wait(calls, wall_ns) == Some(0);
             if fits {
@@ -528,7 +547,7 @@ fn x_reply(state: &mut State, req: &MockRequest, wall_ns: u64) -> Reply {
             fits
         }
     };
-    let headers = x::rate_limit_headers(state.window.as_ref());
+    let headers = x::rate_limit_headers(state.windows.first().map(|(_, w)| w));
     if !admitted {
         return (429, headers, x::too_many_requests());
     }
@@ -536,11 +555,11 @@ fn x_reply(state: &mut State, req: &MockRequest, wall_ns: u64) -> Reply {
     (200, headers, x::created(state.stats.ok + 1, path))
 }
 
-/// Debits every bucket and the window if one request of `tokens` tokens fits all of them
-/// (buckets at `now`, the window at `wall_ns`); otherwise debits none and says why.
+/// Debits every bucket and window if one request of `tokens` tokens fits all of them
+/// (buckets at `now`, windows at `wall_ns`); otherwise debits none and says why.
 fn admit(
     limits: &mut [(Limit, Bucket)],
-    mut window: Option<&mut Window>,
+    windows: &mut [(Limit, Window)],
     tokens: u64,
     now: Nanos,
     wall_ns: u64,
@@ -557,18 +576,21 @@ fn admit(
             }
         })
         .collect();
-    if let Some(window) = window.as_deref_mut() {
-        window.roll(wall_ns);
-        // A request limit: checked after the request buckets, before tokens.
-        let at = (checks.iter().position(|c| c.limit == Limit::Tpm)).unwrap_or(checks.len());
-        let check = Check {
-            limit: Limit::Window,
-            capacity: window.limit(),
-            used: window.used(),
-            wait: window.wait(Limit::Window.cost(tokens), wall_ns),
-        };
-        checks.insert(at, check);
-    }
+    // Request limits: checked after the request buckets, before tokens.
+    let at = (checks.iter().position(|c| c.limit == Limit::Tpm)).unwrap_or(checks.len());
+    let fixed: Vec<Check> = windows
+        .iter_mut()
+        .map(|(limit, window)| {
+            window.roll(wall_ns);
+            Check {
+                limit: *limit,
+                capacity: window.limit(),
+                used: window.used(),
+                wait: window.wait(limit.cost(tokens), wall_ns),
+            }
+        })
+        .collect();
+    checks.splice(at..at, fixed);
     // A request over a capacity can never be admitted: that limit speaks first.
     let refused = (checks.iter().position(|c| c.wait.is_none()))
         .or_else(|| checks.iter().position(|c| c.wait != Some(0)));
@@ -576,8 +598,8 @@ fn admit(
         for (limit, bucket) in limits.iter_mut() {
             bucket.take(limit.cost(tokens));
         }
-        if let Some(window) = window {
-            window.take(Limit::Window.cost(tokens));
+        for (limit, window) in windows.iter_mut() {
+            window.take(limit.cost(tokens));
         }
         return Ok(());
     };

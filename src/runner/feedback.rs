@@ -13,10 +13,12 @@
 //! use fixed windows and report the time to the window's end, so the longest reset seen is
 //! the window (it only grows, so the learned rate only becomes more careful).
 //!
-//! X counts fixed windows and reports their end as the reset: nothing comes back before
-//! it, which a rolling bucket cannot express (it would trickle requests into a spent
-//! window, each one a 429). Its limits are learned as fixed windows whose boundaries
-//! follow the reported resets.
+//! X and GitHub count fixed windows and report their end as the reset: nothing comes back
+//! before it, which a rolling bucket cannot express (it would trickle requests into a spent
+//! window, each one a 429). Their limits are learned as fixed windows whose boundaries
+//! follow the reported resets. X's windows are aligned to UTC; GitHub's start with the
+//! first request after the previous one expired, which following each reset also covers:
+//! a window the limiter opens at the old reset is opened by our own next request.
 
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -170,15 +172,19 @@ impl Feedback {
             self.resync_configured(limiter, &unit, obs, remaining, now);
             if let (Some(limit), Some(window)) = (obs.limit, self.window_of(&unit, obs, continuous))
             {
-                // X documents fixed windows whose reset is their end: nothing refills
-                // before it. Other dialects' resets may be the time until a continuously
-                // refilling bucket is full (GitHub's mock, Zendesk's per-minute limit), so
+                // X and GitHub document fixed windows whose reset is their end: nothing
+                // refills before it. Other dialects' resets may be the time until a
+                // continuously refilling bucket is full (Zendesk's per-minute limit), so
                 // they are learned as rolling limits, resynced by every response.
-                let next_start = matches!(observed.dialect, Some(Dialect::X))
+                let next_start = fixed_windows(observed.dialect)
                     .then_some(obs.reset)
                     .flatten()
                     .filter(|r| !r.is_zero())
-                    .map(|r| now.saturating_add(nanos(r)));
+                    .map(|r| now.saturating_add(nanos(r) + boundary_margin(window)));
+                // The window reported ends at `next_start`: it is at least that long.
+                let window = next_start.map_or(window, |at| {
+                    window.max(Duration::from_nanos(at.saturating_sub(now)))
+                });
                 let seen = Seen {
                     limit,
                     window,
@@ -310,6 +316,22 @@ impl Feedback {
     }
 }
 
+/// Whether `dialect` documents fixed windows whose reset is the window's end: X
+/// (<https://docs.x.com/x-api/fundamentals/rate-limits>) and GitHub, whose
+/// `x-ratelimit-reset` is "the time at which the current rate limit window resets"
+/// (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>).
+fn fixed_windows(dialect: Option<Dialect>) -> bool {
+    matches!(dialect, Some(Dialect::X | Dialect::GitHub))
+}
+
+/// How long after a fixed window's reported end the next one is taken to open: a
+/// hundredth of the window, at most a second. The reset is read on the provider's clock,
+/// in whole seconds; a request that arrives there a hair before it is counted in the spent
+/// window and refused, and a whole wave sent at the reset would be refused together.
+fn boundary_margin(window: Duration) -> Nanos {
+    nanos(window / 100).min(SECOND)
+}
+
 fn limiter_name(l: &Learned) -> String {
     format!("learned-{}", l.unit)
 }
@@ -337,6 +359,91 @@ mod tests {
             ("x-ratelimit-reset-requests".to_string(), reset.to_string()),
         ];
         crate::headers::observe(&headers, UNIX_EPOCH, Dialect::Auto)
+    }
+
+    /// GitHub's core headers as a response at `now_s` seconds (limiter time = epoch
+    /// seconds here) reports them: `used` of `limit`, the window ending at `reset_s`.
+    fn github(now_s: u64, limit: u64, used: u64, reset_s: u64) -> Observations {
+        let headers: Vec<(String, String)> = [
+            ("x-ratelimit-limit", limit.to_string()),
+            ("x-ratelimit-remaining", (limit - used).to_string()),
+            ("x-ratelimit-used", used.to_string()),
+            ("x-ratelimit-reset", reset_s.to_string()),
+            ("x-ratelimit-resource", "core".to_string()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+        let wall = UNIX_EPOCH + Duration::from_secs(now_s);
+        crate::headers::observe(&headers, wall, Dialect::Auto)
+    }
+
+    /// When `limiter` would next admit one request, asked at `now`.
+    fn next_admission(limiter: &mut Limiter, now: Nanos) -> Nanos {
+        let route = limiter.route_all();
+        match limiter.reserve(&route, &Costs::request(0), now) {
+            Ok(_) => now,
+            Err(crate::limiter::Denied::NotUntil(n)) => n.at,
+            Err(never) => panic!("{never:?}"),
+        }
+    }
+
+    #[test]
+    fn githubs_hourly_limit_is_learned_as_a_window_nothing_trickles_into() {
+        let mut limiter = Limiter::new(&[]);
+        let mut feedback = Feedback::default();
+        let none = Costs::default();
+        // The first request of the hour opened the window; it ends at 3,600 s.
+        feedback.apply(&github(0, 5000, 1, 3600), &mut limiter, 0, &none);
+        let usage = limiter.usage(0);
+        assert_eq!(usage.len(), 1, "{usage:?}");
+        assert_eq!((usage[0].limit, usage[0].used), (5000, 1));
+        // The hour, and a second's margin for the provider's clock (see boundary_margin).
+        assert!((usage[0].window_s - 3601.0).abs() < 0.01, "{usage:?}");
+        // Half an hour in, the hour's 5,000 are spent.
+        let half = 1800 * SECOND;
+        feedback.apply(&github(1800, 5000, 5000, 3600), &mut limiter, half, &none);
+        // A bucket refilling 5,000 per hour would admit one every 0.72 s from here, each
+        // a 429; the window admits nothing before GitHub's reset.
+        for asked in [half, half + SECOND, 3000 * SECOND, 3599 * SECOND] {
+            let at = next_admission(&mut limiter, asked);
+            assert!(at >= 3600 * SECOND, "asked at {asked}: admitted at {at}");
+        }
+        let at = next_admission(&mut limiter, 3601 * SECOND);
+        assert_eq!(
+            at,
+            3601 * SECOND,
+            "the next window opens at the reset, plus 1 s"
+        );
+    }
+
+    #[test]
+    fn githubs_next_window_follows_the_reset_it_reports_not_the_hour_before() {
+        let mut limiter = Limiter::new(&[]);
+        let mut feedback = Feedback::default();
+        let none = Costs::default();
+        feedback.apply(&github(0, 5000, 5000, 3600), &mut limiter, 0, &none);
+        // Idle until 5,000 s: GitHub's next window starts with that request, not at
+        // 3,600 s, and ends at 8,600 s. Its 5,000 go by 6,000 s.
+        let t = 5000 * SECOND;
+        feedback.apply(&github(5000, 5000, 1, 8600), &mut limiter, t, &none);
+        let t = 6000 * SECOND;
+        feedback.apply(&github(6000, 5000, 5000, 8600), &mut limiter, t, &none);
+        // Windows counted on from the first reset would open one at 7,200 s.
+        let at = next_admission(&mut limiter, 7200 * SECOND);
+        assert!(at >= 8600 * SECOND, "admitted at {at}, before the reset");
+        assert!(at <= 8601 * SECOND, "{at}");
+    }
+
+    #[test]
+    fn github_counts_what_it_has_not_seen_yet_as_used() {
+        let mut limiter = Limiter::new(&[]);
+        let mut feedback = Feedback::default();
+        // 10 per window; 4 used, but 6 more were sent since this response's wave.
+        let unseen = Costs::request(0).with(Unit::Requests, 6);
+        feedback.apply(&github(0, 10, 4, 60), &mut limiter, 0, &unseen);
+        let at = next_admission(&mut limiter, 0);
+        assert!(at >= 60 * SECOND, "the window is spent: admitted at {at}");
     }
 
     #[test]

@@ -451,14 +451,29 @@ async fn learn_from(url: &str, n: u64) -> (Duration, u64, u64) {
 
 #[tokio::test(start_paused = true)]
 async fn stale_headers_overtaken_by_later_responses_never_cause_a_429() {
-    // No limit configured: the runner learns GitHub's 20 per second from the headers, whose
-    // remaining counts arrive out of order. Resyncing to a stale (higher) count would let
-    // a burst through that the provider refuses.
+    // No limit configured: the runner learns GitHub's 20 per 1 s window from the headers,
+    // whose remaining counts arrive out of order. Resyncing to a stale (higher) count would
+    // let a burst through that the provider refuses.
     let (took, refused, done) = learn_from("mock://github?rps=20&latency=1ms", 400).await;
     assert_eq!(done, 400);
     assert_eq!(refused, 0, "no 429 in {took:?}");
-    // A full bucket of 20, then 20 per second: 19 s at best; learning costs a little.
+    // 20 windows of 20, one a second: 19 s at best; learning costs a little.
     assert!(took < Duration::from_secs(22), "virtual makespan {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn githubs_learned_window_sends_nothing_into_a_spent_window() {
+    // GitHub counts 30 per 20 s window, each starting with the first request after the last
+    // one ended, and says when the window ends. Learned as a bucket refilling 30 per 20 s,
+    // each spent window would get a request every 0.67 s, each a 429. (A window of a minute
+    // or more pauses the run as a quota instead: QUOTA_WAIT.)
+    let (took, refused, done) = learn_from("mock://github?window=30/20s&latency=5ms", 90).await;
+    assert_eq!(done, 90);
+    assert_eq!(refused, 0, "no 429 in {took:?}");
+    // Windows open at 0, 20 and 40 s (each 0.2 s later, the margin for clock skew); the
+    // last 30 go out at once.
+    assert!(took >= Duration::from_secs(39), "virtual makespan {took:?}");
+    assert!(took < Duration::from_secs(42), "virtual makespan {took:?}");
 }
 
 #[tokio::test(start_paused = true)]
