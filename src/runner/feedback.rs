@@ -248,9 +248,13 @@ impl Feedback {
         let Some(rate) = NonZeroU64::new(limit) else {
             return;
         };
-        // Round the window up to whole milliseconds: header resets are coarse.
-        let window =
-            Duration::from_millis(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1) + 1);
+        // Round the window up to whole milliseconds: header resets are coarse. A window
+        // already whole stays as it is, so a learned window does not creep with each response.
+        let window = Duration::from_millis(
+            u64::try_from(window.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
         match self.learned.iter_mut().find(|l| l.unit == unit) {
             Some(l) if l.fixed => {
                 l.limit = limit;
@@ -458,6 +462,18 @@ mod tests {
         assert_eq!(usage[0].limit, 600);
         assert!((usage[0].window_s - 60.0).abs() < 0.01, "{usage:?}");
         assert_eq!(usage[0].used, 1);
+    }
+
+    #[test]
+    fn a_learned_window_does_not_creep_with_each_response() {
+        let mut limiter = Limiter::new(&[]);
+        let mut feedback = Feedback::default();
+        let o = openai(600, 599, "100ms");
+        for _ in 0..100 {
+            feedback.apply(&o, &mut limiter, 0, &Costs::default());
+        }
+        let usage = limiter.usage(0);
+        assert_eq!(usage[0].window_s, 60.0, "{usage:?}");
     }
 
     #[test]
