@@ -776,6 +776,14 @@ impl<T: Transport> Runner<T> {
                 let until = now + nanos(wait);
                 self.scheduler
                     .enqueue_at(until, job.lane, job.priority, job.seq, job);
+                if !observed.limits.is_empty() && *consecutive_429 == 1 {
+                    // The 429's own rate-limit headers have just resynced the limiter, which
+                    // now holds back what the provider would refuse: only this item waits
+                    // for `Retry-After` (often whole seconds for a wait of milliseconds). A
+                    // second 429 in a row means the headers do not tell the whole story:
+                    // then all dispatch waits.
+                    return Ok(Step::Continue);
+                }
                 Ok(Step::Hold(until))
             }
             Outcome::Transient => {

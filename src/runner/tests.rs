@@ -551,3 +551,46 @@ async fn a_tenants_own_quota_holds_only_that_tenant_and_then_pauses_the_run() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_rate_limit_headers_holds_only_its_item() {
+    // Item i0's first call is refused with headers that say one request is left again
+    // shortly; it waits its Retry-After of 2 s, while the limiter, resynced by those
+    // headers, lets the other items go on. A second 429 in a row would hold everything.
+    let (f, scheduler) = fixture(10);
+    let script = Arc::new(Scripted::new(|id, call| match (id, call) {
+        ("i0", 1) => status(
+            429,
+            &[
+                ("retry-after", "2"),
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "10ms"),
+            ],
+            r#"{"error": {"message": "Rate limit reached", "type": "requests"}}"#,
+        ),
+        _ => ok(),
+    }));
+    let summary = runner(&f, scheduler, Arc::clone(&script), &[], 1)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert_eq!(summary.snapshot.done, 10);
+    let sent = script.sent.lock().unwrap().clone();
+    let start = sent[0].1;
+    let retry = sent.iter().rposition(|(id, _)| id == "i0").unwrap();
+    assert!(
+        sent[retry].1 - start >= Duration::from_secs(2),
+        "i0 waited its Retry-After"
+    );
+    let others_done_by = sent
+        .iter()
+        .filter(|(id, _)| id != "i0")
+        .map(|(_, at)| *at - start)
+        .max()
+        .unwrap();
+    assert!(
+        others_done_by < Duration::from_secs(1),
+        "the others did not wait for i0's Retry-After: last sent at {others_done_by:?}"
+    );
+}
