@@ -191,6 +191,8 @@ struct Counters {
     uncommitted: usize,
     /// Everything dispatched in this session.
     dispatched: Dispatched,
+    /// Requests dispatched when the run last reacted to a 429.
+    reacted_to_429: u64,
 }
 
 /// Worker slots `job` needs: its requests (all of a multi-request job's may go out at
@@ -246,6 +248,7 @@ impl<T: Transport> Runner<T> {
             in_flight: 0,
             uncommitted: 0,
             dispatched: Dispatched::default(),
+            reacted_to_429: 0,
         };
         let mut stopping = false;
         let mut paused = false;
@@ -767,7 +770,14 @@ impl<T: Transport> Runner<T> {
                         .enqueue(now, job.lane, job.priority, job.seq, job);
                     return Ok(Step::Continue);
                 }
-                *consecutive_429 += 1;
+                // 429s to requests already in flight when the run reacted to a 429 are the
+                // same signal, not a new one: they neither grow the backoff nor hold all
+                // dispatch again (a refused wave would otherwise back off exponentially).
+                let fresh = dispatched_before.requests >= c.reacted_to_429;
+                if fresh {
+                    *consecutive_429 += 1;
+                    c.reacted_to_429 = c.dispatched.requests;
+                }
                 let wait = self
                     .settings
                     .retry
@@ -776,7 +786,7 @@ impl<T: Transport> Runner<T> {
                 let until = now + nanos(wait);
                 self.scheduler
                     .enqueue_at(until, job.lane, job.priority, job.seq, job);
-                if !observed.limits.is_empty() && *consecutive_429 == 1 {
+                if !fresh || (!observed.limits.is_empty() && *consecutive_429 == 1) {
                     // The 429's own rate-limit headers have just resynced the limiter, which
                     // now holds back what the provider would refuse: only this item waits
                     // for `Retry-After` (often whole seconds for a wait of milliseconds). A
