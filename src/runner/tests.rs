@@ -594,3 +594,45 @@ async fn a_429_with_rate_limit_headers_holds_only_its_item() {
         "the others did not wait for i0's Retry-After: last sent at {others_done_by:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_wave_is_one_signal_not_eight() {
+    // All 8 requests of the first wave are refused together, with rate-limit headers but
+    // no Retry-After. Counted as 8 consecutive 429s, the backoff would grow to its 1 s cap;
+    // as one signal, every item is retried within the base backoff.
+    let (f, scheduler) = fixture(8);
+    let script = Arc::new(Scripted::new(|_, call| match call {
+        1 => status(
+            429,
+            &[
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "50ms"),
+            ],
+            r#"{"error": {"message": "Rate limit reached", "type": "requests"}}"#,
+        ),
+        _ => ok(),
+    }));
+    let start = tokio::time::Instant::now();
+    let summary = runner(&f, scheduler, Arc::clone(&script), &[], 8)
+        .run(never_stop())
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.snapshot.done, summary.snapshot.rate_limited),
+        (8, 8)
+    );
+    let last = script
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .unwrap();
+    assert!(
+        last - start < Duration::from_millis(300),
+        "the retries waited {:?}",
+        last - start
+    );
+}
