@@ -184,18 +184,7 @@ pub fn run_ordered(
     let mut retries: Scheduler<(&SimItem, u32)> = Scheduler::new();
     let mut fate = StdRng::seed_from_u64(setup.seed ^ 0xfa11);
     let n_limits = setup.limits.len();
-    let mut trace = Trace {
-        end: 0,
-        last_admit: 0,
-        admitted: 0,
-        failed: 0,
-        spent: None,
-        charged: vec![0; n_limits],
-        runs_out: vec![Vec::new(); n_limits],
-        held: vec![0; n_limits],
-        workers_full: 0,
-        busy: 0,
-    };
+    let mut trace = empty_trace(n_limits);
     let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
     let mut latency = setup.latency.sampler(setup.seed);
     let workers = workers.max(1);
@@ -206,25 +195,9 @@ pub fn run_ordered(
             let Some(f) = in_flight.pop() else {
                 break;
             };
-            if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
-                // As the runner does: a transient failure keeps its whole reservation.
-                drop(f.reservation);
-                let failures = f.failures + 1;
-                if setup.retry.allows_another(failures) {
-                    let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
-                    let at = f.at.saturating_add(nanos(wait));
-                    retries.push_at(at, f.item.priority, f.item.seq, (f.item, failures));
-                } else {
-                    trace.failed += 1;
-                }
-            } else {
-                limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
-                for (i, l) in setup.limits.iter().enumerate() {
-                    if f.item.route.contains(i) {
-                        trace.charged[i] = (trace.charged[i] + f.item.settled(&l.unit))
-                            .saturating_sub(f.item.costs.get(&l.unit));
-                    }
-                }
+            let item = f.item;
+            if let Some((at, failures)) = trace.complete(setup, &mut limiter, &mut fate, f) {
+                retries.push_at(at, item.priority, item.seq, (item, failures));
             }
         }
         let mut next_admission = None;
@@ -251,35 +224,19 @@ pub fn run_ordered(
                     } else {
                         queue.next();
                     }
-                    let took = latency.next_latency();
-                    trace.busy = trace.busy.saturating_add(took);
-                    let at = now.saturating_add(took);
+                    let at = trace.admit(setup, item, now, latency.next_latency());
                     in_flight.push(InFlight {
                         at,
                         item,
                         failures,
                         reservation,
                     });
-                    for (i, l) in setup.limits.iter().enumerate() {
-                        if item.route.contains(i) {
-                            trace.charged[i] += item.costs.get(&l.unit);
-                        }
-                    }
-                    trace.end = trace.end.max(at);
-                    trace.last_admit = now;
-                    trace.admitted += 1;
                 }
                 Err(Denied::NotUntil(n)) => {
                     next_admission = Some(n.at);
-                    if let Some((spec, _)) = limiter.binding(&item.route, &item.costs, now)
-                        && let Some(i) = setup.limits.iter().position(|l| l.name == spec.name)
-                    {
+                    let binding = limiter.binding(&item.route, &item.costs, now);
+                    if let Some(i) = trace.held_by(setup, binding, now, &mut out_window) {
                         holder = Some(i);
-                        let window = window_index(spec, setup.start, now);
-                        if window.is_some() && out_window[i] != window {
-                            out_window[i] = window;
-                            trace.runs_out[i].push(now);
-                        }
                     }
                     break;
                 }
@@ -337,6 +294,72 @@ fn empty_trace(n_limits: usize) -> Trace {
     }
 }
 
+impl Trace {
+    /// Records `item` admitted at `now`, answered after `took`: returns when.
+    fn admit(&mut self, setup: &Setup<'_>, item: &SimItem, now: Nanos, took: Nanos) -> Nanos {
+        self.busy = self.busy.saturating_add(took);
+        let at = now.saturating_add(took);
+        for (i, l) in setup.limits.iter().enumerate() {
+            if item.route.contains(i) {
+                self.charged[i] += item.costs.get(&l.unit);
+            }
+        }
+        self.end = self.end.max(at);
+        self.last_admit = now;
+        self.admitted += 1;
+        at
+    }
+
+    /// A response arrives: settled to its usage, or, drawn as a transient failure (as the
+    /// runner does, keeping its whole reservation), retried later. Returns the retry's
+    /// instant and failures so far, for the caller's queue.
+    fn complete(
+        &mut self,
+        setup: &Setup<'_>,
+        limiter: &mut Limiter,
+        fate: &mut StdRng,
+        f: InFlight<'_>,
+    ) -> Option<(Nanos, u32)> {
+        if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
+            drop(f.reservation);
+            let failures = f.failures + 1;
+            if setup.retry.allows_another(failures) {
+                let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
+                return Some((f.at.saturating_add(nanos(wait)), failures));
+            }
+            self.failed += 1;
+            return None;
+        }
+        limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
+        for (i, l) in setup.limits.iter().enumerate() {
+            if f.item.route.contains(i) {
+                self.charged[i] = (self.charged[i] + f.item.settled(&l.unit))
+                    .saturating_sub(f.item.costs.get(&l.unit));
+            }
+        }
+        None
+    }
+
+    /// The limit `binding` names, which holds the next item back at `now`; a calendar
+    /// window first seen binding is noted as run out.
+    fn held_by(
+        &mut self,
+        setup: &Setup<'_>,
+        binding: Option<(&LimitSpec, Nanos)>,
+        now: Nanos,
+        out_window: &mut [Option<u128>],
+    ) -> Option<usize> {
+        let (spec, _) = binding?;
+        let i = setup.limits.iter().position(|l| l.name == spec.name)?;
+        let window = window_index(spec, setup.start, now);
+        if window.is_some() && out_window[i] != window {
+            out_window[i] = window;
+            self.runs_out[i].push(now);
+        }
+        Some(i)
+    }
+}
+
 /// Runs the work list through a scheduler with `policy`, as the runner does with classes
 /// and tenants: the next item is the one the scheduler picks at that instant, and a lane
 /// held back by one of its own limits (a tenant's tier, a kind, a path) is deferred
@@ -365,25 +388,9 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
                 break;
             };
             scheduler.finished(f.item.lane);
-            if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
-                drop(f.reservation);
-                let failures = f.failures + 1;
-                if setup.retry.allows_another(failures) {
-                    let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
-                    let at = f.at.saturating_add(nanos(wait));
-                    let item = f.item;
-                    scheduler.enqueue_at(at, item.lane, item.priority, item.seq, (item, failures));
-                } else {
-                    trace.failed += 1;
-                }
-            } else {
-                limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
-                for (i, l) in setup.limits.iter().enumerate() {
-                    if f.item.route.contains(i) {
-                        trace.charged[i] = (trace.charged[i] + f.item.settled(&l.unit))
-                            .saturating_sub(f.item.costs.get(&l.unit));
-                    }
-                }
+            let item = f.item;
+            if let Some((at, failures)) = trace.complete(setup, &mut limiter, &mut fate, f) {
+                scheduler.enqueue_at(at, item.lane, item.priority, item.seq, (item, failures));
             }
         }
         let mut next_admission = None;
@@ -395,35 +402,18 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
             match limiter.reserve(&item.route, &item.costs, now) {
                 Ok(reservation) => {
                     scheduler.pop(now);
-                    let took = latency.next_latency();
-                    trace.busy = trace.busy.saturating_add(took);
-                    let at = now.saturating_add(took);
+                    let at = trace.admit(setup, item, now, latency.next_latency());
                     in_flight.push(InFlight {
                         at,
                         item,
                         failures,
                         reservation,
                     });
-                    for (i, l) in setup.limits.iter().enumerate() {
-                        if item.route.contains(i) {
-                            trace.charged[i] += item.costs.get(&l.unit);
-                        }
-                    }
-                    trace.end = trace.end.max(at);
-                    trace.last_admit = now;
-                    trace.admitted += 1;
                 }
                 Err(Denied::NotUntil(n)) => {
                     let binding = limiter.binding(&item.route, &item.costs, now);
-                    if let Some((spec, _)) = binding
-                        && let Some(i) = setup.limits.iter().position(|l| l.name == spec.name)
-                    {
+                    if let Some(i) = trace.held_by(setup, binding, now, &mut out_window) {
                         holder = Some(i);
-                        let window = window_index(spec, setup.start, now);
-                        if window.is_some() && out_window[i] != window {
-                            out_window[i] = window;
-                            trace.runs_out[i].push(now);
-                        }
                     }
                     if n.at > now && binding.is_some_and(|(spec, _)| spec.scope != Scope::All) {
                         // The lane's own limit: its tenant waits, the others go on.
