@@ -516,17 +516,18 @@ impl<T: Transport> Runner<T> {
             .map_or(self.settings.workers, AutoWorkers::target)
     }
 
-    /// Logs a job that waited longer than `starvation_after` for its turn.
-    /// A failed attempt keeps charged what went out (the provider may have counted it):
-    /// the whole estimate of a one-request job, only the sent requests of a multi-request
-    /// job, whose unsent steps go back. The shared limiter is told the same.
-    fn keep_sent(&mut self, reservation: Reservation, seq: u64, sent: &Costs, now: Nanos) {
-        self.limiter.settle(reservation, sent, now);
+    /// Settles job `seq`'s reservation to `used`, in the local limiter and the shared one.
+    /// A failed attempt keeps charged what went out (the provider may have counted it): the
+    /// whole estimate of a one-request job, only the sent requests of a multi-request job,
+    /// whose unsent steps go back.
+    fn settle(&mut self, reservation: Reservation, seq: u64, used: &Costs, now: Nanos) {
+        self.limiter.settle(reservation, used, now);
         if let Some(shared) = self.shared.as_mut() {
-            shared.settle_later(seq, sent);
+            shared.settle_later(seq, used);
         }
     }
 
+    /// Logs a job that waited longer than `starvation_after` for its turn.
     fn report_starved(&self, job: &Job, waited: Nanos) {
         let waited = humantime::format_duration(Duration::from_millis(waited / 1_000_000));
         tracing::warn!(item = %job.id, waited = %waited, "starved: the item waited longer than starvation_after");
@@ -637,10 +638,7 @@ impl<T: Transport> Runner<T> {
         self.scheduler.finished(job.lane);
         if job.steps.is_some() {
             if let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)? {
-                self.limiter.settle(reservation, &sent_costs, now);
-                if let Some(shared) = self.shared.as_mut() {
-                    shared.settle_later(job.seq, &sent_costs);
-                }
+                self.settle(reservation, job.seq, &sent_costs, now);
                 self.fail_unsendable(&job, &why)?;
                 c.failed += 1;
                 return Ok(Step::Continue);
@@ -721,10 +719,7 @@ impl<T: Transport> Runner<T> {
                     Some(u) => self.cost_model.actual(&sent_costs, job.model.as_deref(), u),
                     None => sent_costs,
                 };
-                self.limiter.settle(reservation, &actual, now);
-                if let Some(shared) = self.shared.as_mut() {
-                    shared.settle_later(job.seq, &actual);
-                }
+                self.settle(reservation, job.seq, &actual, now);
                 let body = match job.steps.as_deref() {
                     Some(steps) if !steps.is_finished() => {
                         // A next page, or steps past the window the job was admitted in:
@@ -755,10 +750,7 @@ impl<T: Transport> Runner<T> {
                 // A rejected request consumed nothing at the provider's token bucket, but
                 // the request bucket is evidently empty: keep the request, refund tokens.
                 let keep = Costs::default().with(Unit::Requests, sent_costs.get(&Unit::Requests));
-                self.limiter.settle(reservation, &keep, now);
-                if let Some(shared) = self.shared.as_mut() {
-                    shared.settle_later(job.seq, &keep);
-                }
+                self.settle(reservation, job.seq, &keep, now);
                 c.rate_limited += 1;
                 self.writer.attempt(attempt)?;
                 if observed.limits.is_empty() && retry_after.is_none() {
@@ -797,7 +789,7 @@ impl<T: Transport> Runner<T> {
                 Ok(Step::Hold(until))
             }
             Outcome::Transient => {
-                self.keep_sent(reservation, job.seq, &sent_costs, now);
+                self.settle(reservation, job.seq, &sent_costs, now);
                 job.failures += 1;
                 if self.settings.retry.allows_another(job.failures) {
                     let wait = self.settings.retry.backoff(
@@ -827,7 +819,7 @@ impl<T: Transport> Runner<T> {
                 Ok(Step::Continue)
             }
             Outcome::Failed => {
-                self.keep_sent(reservation, job.seq, &sent_costs, now);
+                self.settle(reservation, job.seq, &sent_costs, now);
                 let why = format!(
                     "HTTP {}: the API refused this item",
                     http_status.unwrap_or(0)
@@ -837,7 +829,7 @@ impl<T: Transport> Runner<T> {
                 Ok(Step::Continue)
             }
             Outcome::QuotaExhausted => {
-                self.keep_sent(reservation, job.seq, &sent_costs, now);
+                self.settle(reservation, job.seq, &sent_costs, now);
                 self.writer.attempt(attempt)?;
                 let until = observed
                     .limits
@@ -854,7 +846,7 @@ impl<T: Transport> Runner<T> {
                 }))
             }
             Outcome::Fatal => {
-                self.keep_sent(reservation, job.seq, &sent_costs, now);
+                self.settle(reservation, job.seq, &sent_costs, now);
                 self.writer.attempt(attempt)?;
                 let status = http_status.unwrap_or(0);
                 let excerpt: String = body.unwrap_or_default().chars().take(300).collect();
