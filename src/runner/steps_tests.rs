@@ -143,17 +143,7 @@ impl Fixture {
             progress: Progress::new(0, 0, true),
             cost_model: model,
             control: None,
-            settings: Settings {
-                workers: 8,
-                retry: RetryPolicy {
-                    max_attempts: 3,
-                    base: Duration::from_millis(100),
-                    max: Duration::from_secs(1),
-                    ..RetryPolicy::default()
-                },
-                dialect: crate::headers::Dialect::Auto,
-                auto_workers: None,
-            },
+            settings: super::tests::settings(8),
             shared: None,
             feedback: Feedback::default(),
             hold_after_storm: 0,

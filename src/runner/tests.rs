@@ -113,19 +113,24 @@ fn runner<T: Transport>(
         progress: Progress::new(0, 0, true),
         cost_model: CostModel::default(),
         control: None,
-        settings: Settings {
-            workers,
-            auto_workers: None,
-            retry: RetryPolicy {
-                max_attempts: 3,
-                base: Duration::from_millis(100),
-                max: Duration::from_secs(1),
-                ..RetryPolicy::default()
-            },
-            dialect: crate::headers::Dialect::Auto,
-        },
+        settings: settings(workers),
         feedback: Feedback::default(),
         hold_after_storm: 0,
+    }
+}
+
+/// Test settings: `workers`, 3 attempts, backoff from 100 ms up to 1 s.
+pub(super) fn settings(workers: usize) -> Settings {
+    Settings {
+        workers,
+        auto_workers: None,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        },
+        dialect: crate::headers::Dialect::Auto,
     }
 }
 
