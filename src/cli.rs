@@ -182,9 +182,13 @@ struct MockArgs {
     /// Latency of every response, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     latency: Duration,
-    /// Send no rate-limit headers, and no `retry-after` on a 429.
+    /// Send no rate-limit headers, and no `retry-after` on a 429 (unless --retry-after).
     #[arg(long)]
     no_headers: bool,
+    /// Keep a plain `retry-after` on a 429 under --no-headers (and for the x and leaky
+    /// profiles, which send none): the other bare form of a 429.
+    #[arg(long)]
+    retry_after: bool,
     /// After N requests answered 200, answer every request with OpenAI's
     /// `insufficient_quota` 429 (no `retry-after`).
     #[arg(long, value_name = "N")]
@@ -353,6 +357,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
         slow: args.slow,
         seed: args.seed,
         auth: None,
+        retry_after: args.retry_after,
     };
     let spec = MockSpec {
         profile,
@@ -372,6 +377,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
             })?,
         latency: args.latency,
         faults,
+        ..MockSpec::new(profile)
     };
     spec.check().map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))

@@ -31,29 +31,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::MockSpec;
-use super::provider::{MockRequest, MockStats, Provider, Record};
-use crate::clock::SystemClock;
+use crate::MockSpec;
+use crate::clock::{Clock, TokioClock};
+use crate::provider::{MockRequest, MockStats, Provider, Record};
 
 /// Serves `provider` on `listener` until `shutdown` completes, then finishes the requests
 /// in flight.
 ///
 /// # Errors
 /// An I/O error of the listener.
-pub async fn serve(
+pub async fn serve<C: Clock>(
     listener: TcpListener,
-    provider: Arc<Provider<SystemClock>>,
+    provider: Arc<Provider<C>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let router = Router::new().fallback(respond).with_state(provider);
+    let router = Router::new().fallback(respond::<C>).with_state(provider);
     let service = router.into_make_service_with_connect_info::<Cut>();
     axum::serve(CuttableListener(listener), service)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn respond(
-    State(provider): State<Arc<Provider<SystemClock>>>,
+async fn respond<C: Clock>(
+    State(provider): State<Arc<Provider<C>>>,
     ConnectInfo(cut): ConnectInfo<Cut>,
     method: Method,
     uri: Uri,
@@ -208,7 +208,7 @@ impl AsyncWrite for CuttableStream {
 /// waits for its thread.
 pub struct MockServer {
     addr: SocketAddr,
-    provider: Arc<Provider<SystemClock>>,
+    provider: Arc<Provider<TokioClock>>,
     /// Dropped first to signal shutdown.
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -230,7 +230,7 @@ impl MockServer {
         // the caller runs under a paused tokio clock.
         let (listener, provider) = {
             let _entered = runtime.enter();
-            let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+            let provider = Arc::new(Provider::new(spec, TokioClock::new()));
             (TcpListener::from_std(socket)?, provider)
         };
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -293,7 +293,7 @@ impl Drop for MockServer {
 /// A mock spawned on the caller's tokio runtime; it stops serving when this is dropped.
 pub struct MockHandle {
     addr: SocketAddr,
-    provider: Arc<Provider<SystemClock>>,
+    provider: Arc<Provider<TokioClock>>,
     /// Its drop is the shutdown signal.
     _shutdown: oneshot::Sender<()>,
 }
@@ -305,7 +305,7 @@ impl MockHandle {
     }
 
     /// The provider serving, for its records and counts.
-    pub fn provider(&self) -> &Arc<Provider<SystemClock>> {
+    pub fn provider(&self) -> &Arc<Provider<TokioClock>> {
         &self.provider
     }
 }
@@ -321,7 +321,7 @@ impl MockHandle {
 pub async fn start_in_runtime(spec: MockSpec) -> io::Result<MockHandle> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+    let provider = Arc::new(Provider::new(spec, TokioClock::new()));
     let (shutdown, signal) = oneshot::channel::<()>();
     let served = Arc::clone(&provider);
     tokio::spawn(async move {
@@ -497,40 +497,5 @@ mod tests {
         let stats = server.stats();
         assert!(cut > 0 && answered > 0, "{stats:?}");
         assert_eq!((stats.dropped, stats.ok), (cut, answered), "{stats:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_in_memory_transport_turns_faults_into_transport_errors() {
-        use crate::job::Request;
-        use crate::runner::transport::{MockTransport, Transport, TransportError};
-
-        let request = Request {
-            method: "POST".into(),
-            path: "/v1/chat/completions".into(),
-            headers: Vec::new(),
-            body: Some(CHAT.into()),
-        };
-        let transport = |url: &str| {
-            let spec = MockSpec::parse_url(url).unwrap();
-            MockTransport::new(Arc::new(Provider::new(spec, SystemClock::new())))
-        };
-        let dropped = transport("mock://openai?reset_rate=1").send(&request).await;
-        assert_eq!(
-            dropped,
-            Err(TransportError::Connection(
-                "connection reset by the mock".into()
-            ))
-        );
-        // A slow request outlasts a shorter timeout; under paused time this takes no time.
-        let slow = transport("mock://openai?slow_rate=1&slow=30s");
-        let timeout = std::time::Duration::from_secs(10);
-        assert!(
-            tokio::time::timeout(timeout, slow.send(&request))
-                .await
-                .is_err(),
-            "timed out"
-        );
-        let answered = transport("mock://openai").send(&request).await;
-        assert_eq!(answered.map(|r| r.status), Ok(200));
     }
 }

@@ -2,7 +2,7 @@
 //! counted, and the bodies and headers OpenAI answers with.
 //!
 //! Pure formatting over values the provider computed; admission and state live in
-//! [`provider`](super::provider). Sources: <https://platform.openai.com/docs/guides/rate-limits>
+//! [`provider`](crate::provider). Sources: <https://platform.openai.com/docs/guides/rate-limits>
 //! (headers, counting `max_tokens` at arrival), the chat completion object of
 //! <https://platform.openai.com/docs/api-reference/chat/object>, and the error codes of
 //! <https://platform.openai.com/docs/guides/error-codes> (`insufficient_quota`, 500
@@ -13,11 +13,94 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::provider::{Limit, Standing};
+use super::{Arrival, Dialect, Reply, retry_after};
 use crate::clock::Nanos;
+use crate::limits::{Limit, Limits, Standing};
+use crate::provider::MockRequest;
+
+/// The limit keys of the chat completions profiles: requests and tokens.
+pub(crate) const TOKEN_KEYS: &[&str] = &["rpm", "rps", "tpm", "window", "fill"];
+
+/// The `openai` profile.
+pub(crate) struct OpenAi;
+
+impl Dialect for OpenAi {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn limit_keys(&self) -> &'static [&'static str] {
+        TOKEN_KEYS
+    }
+
+    fn reply(&self, limits: &mut Limits, req: &MockRequest, at: Arrival<'_>) -> Reply {
+        chat_reply(self, limits, req, at)
+    }
+
+    fn rate_limit_headers(&self, limits: &Limits, wall_ns: u64) -> Vec<(String, String)> {
+        let (requests, tokens) = (limits.requests(wall_ns), limits.tokens());
+        rate_limit_headers(requests.as_ref(), tokens.as_ref())
+    }
+
+    /// `retry-after` in whole seconds and OpenAI's own `retry-after-ms`.
+    fn retry_headers(&self, wait: Nanos) -> Vec<(String, String)> {
+        let wait_ms = wait.div_ceil(1_000_000);
+        vec![
+            retry_after(wait),
+            ("retry-after-ms".into(), wait_ms.to_string()),
+        ]
+    }
+}
+
+/// The answer of a chat completions profile (OpenAI, Anthropic's headers) to `req`:
+/// `POST /v1/chat/completions` admitted on its token estimate and charged its usage, or
+/// OpenAI's 429 naming the limit; anything else a 404 or a 400.
+pub(crate) fn chat_reply<D: Dialect + ?Sized>(
+    dialect: &D,
+    limits: &mut Limits,
+    req: &MockRequest,
+    at: Arrival<'_>,
+) -> Reply {
+    let path = req.path.split('?').next().unwrap_or_default();
+    if req.method != "POST" || path != CHAT_PATH {
+        return Reply::new(404, Vec::new(), not_found(&req.method, path));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return Reply::new(400, Vec::new(), invalid_json());
+    };
+    let tokens = estimate_request_tokens(&body);
+    match limits.admit(tokens, at.now, at.wall_ns) {
+        Ok(()) => {
+            let reply = completion(&body, at.served + 1, at.wall_ns / 1_000_000_000);
+            // Admission counts the estimate; the limit is then charged what the request
+            // really used (the reply's usage), as ratebound's settle assumes. Only an
+            // over-estimate is credited back: a usage above the estimate (`max_tokens`
+            // 0) is not charged extra.
+            let used = reply["usage"]["total_tokens"].as_u64().unwrap_or(tokens);
+            limits.settle(tokens, used);
+            Reply::new(200, dialect.rate_limit_headers(limits, at.wall_ns), reply)
+        }
+        Err(refusal) => {
+            let headers = dialect.rate_limit_headers(limits, at.wall_ns);
+            let requested = refusal.limit.cost(tokens);
+            let error = rate_limited(
+                &body,
+                refusal.limit,
+                refusal.capacity,
+                refusal.used,
+                requested,
+                refusal.wait,
+            );
+            Reply {
+                retry: refusal.wait,
+                ..Reply::new(429, headers, error)
+            }
+        }
+    }
+}
 
 /// The one path the OpenAI profile serves, with `POST`.
-pub(super) const CHAT_PATH: &str = "/v1/chat/completions";
+pub(crate) const CHAT_PATH: &str = "/v1/chat/completions";
 
 /// Completion tokens a mock reply reports when `max_tokens` does not cap them lower.
 const COMPLETION_TOKENS: u64 = 16;
@@ -30,7 +113,7 @@ const COMPLETION_TOKENS: u64 = 16;
 /// `max_tokens`, else `max_completion_tokens`, else 0. Anything malformed counts as 0.
 ///
 /// ```
-/// # use ratebound::mock::provider::estimate_request_tokens;
+/// # use ratebound_mock::provider::estimate_request_tokens;
 /// let body = serde_json::json!({"max_tokens": 10, "messages": [{"role": "user", "content": "héllo"}]});
 /// assert_eq!(estimate_request_tokens(&body), 2 + 10);
 /// ```
@@ -44,7 +127,7 @@ pub fn estimate_request_tokens(body: &Value) -> u64 {
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use ratebound::mock::provider::format_openai_duration;
+/// # use ratebound_mock::provider::format_openai_duration;
 /// assert_eq!(format_openai_duration(Duration::from_secs(360)), "6m0s");
 /// assert_eq!(format_openai_duration(Duration::from_millis(2500)), "2.5s");
 /// ```
@@ -107,12 +190,12 @@ fn content_text(message: &Value) -> String {
 }
 
 /// The model named in the body, or `mock`.
-pub(super) fn model(body: &Value) -> &str {
+pub(crate) fn model(body: &Value) -> &str {
     body.get("model").and_then(Value::as_str).unwrap_or("mock")
 }
 
 /// A chat completion whose reply echoes the start of the last message.
-pub(super) fn completion(body: &Value, n: u64, created_unix_s: u64) -> Value {
+pub(crate) fn completion(body: &Value, n: u64, created_unix_s: u64) -> Value {
     let last = messages(body).last().map(content_text).unwrap_or_default();
     let echo: String = last.chars().take(40).collect();
     let prompt = prompt_tokens(body);
@@ -139,38 +222,38 @@ pub(super) fn completion(body: &Value, n: u64, created_unix_s: u64) -> Value {
 }
 
 /// OpenAI's error object.
-pub(super) fn error(message: &str, kind: &str, code: Option<&str>) -> Value {
+pub(crate) fn error(message: &str, kind: &str, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
 /// The 404 for anything but `POST /v1/chat/completions`.
-pub(super) fn not_found(method: &str, path: &str) -> Value {
+pub(crate) fn not_found(method: &str, path: &str) -> Value {
     let message = format!("Invalid URL ({method} {path})");
     error(&message, "invalid_request_error", None)
 }
 
 /// The 400 for a body that is not JSON.
-pub(super) fn invalid_json() -> Value {
+pub(crate) fn invalid_json() -> Value {
     let message =
         "We could not parse the JSON body of your request. The OpenAI API expects a JSON payload.";
     error(message, "invalid_request_error", None)
 }
 
 /// The 429 of an exhausted quota: retrying does not help until the plan changes.
-pub(super) fn insufficient_quota() -> Value {
+pub(crate) fn insufficient_quota() -> Value {
     let message = "You exceeded your current quota, please check your plan and billing details.";
     error(message, "insufficient_quota", Some("insufficient_quota"))
 }
 
 /// The 500 of a failure on the provider's side.
-pub(super) fn server_error() -> Value {
+pub(crate) fn server_error() -> Value {
     let message = "The server had an error while processing your request.";
     json!({"error": {"message": message, "type": "server_error"}})
 }
 
 /// The 429 for a request refused by `limit`, of `capacity` units with `used` spent;
 /// `wait` is `None` when the request exceeds the capacity and can never be admitted.
-pub(super) fn rate_limited(
+pub(crate) fn rate_limited(
     body: &Value,
     limit: Limit,
     capacity: u64,
@@ -195,7 +278,7 @@ pub(super) fn rate_limited(
 /// The `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers for the request
 /// limit and the token limit as they stand after this request. The reset is the time until
 /// the limit is whole again, as a Go duration.
-pub(super) fn rate_limit_headers(
+pub(crate) fn rate_limit_headers(
     requests: Option<&Standing>,
     tokens: Option<&Standing>,
 ) -> Vec<(String, String)> {

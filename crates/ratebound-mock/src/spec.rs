@@ -1,47 +1,21 @@
-//! The built-in mock of a rate-limited API: the test oracle and the zero-setup demo.
-//!
-//! Owns the `mock://PROFILE?rpm=..&rps=..&tpm=..&window=..&latency=..` URL ([`MockSpec`]),
-//! with the fault keys of every profile (`headers`, `quota_requests`, `fail_rate`,
-//! `reset_rate`, `slow_rate`, `slow`, `seed`, `auth`: [`Faults`]), and its errors ([`MockError`]).
-//! The behaviour lives in [`provider`], a pure type over a [`Clock`](crate::clock::Clock)
-//! that tests drive in virtual time; [`server`] is the thin axum shell that puts it on a
-//! socket. The mock keeps its own buckets and windows, independent of
-//! [`limiter`](crate::limiter), so that it can judge the limiter instead of agreeing with it.
-//! One profile per header dialect of [`headers`](crate::headers), each formatted in its own
-//! file (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`, `ietf.rs`,
-//! `zendesk.rs`). The request-limited profiles also serve paginated [`listing`]s (a query
-//! with `total=N`) and answer anything else with a fresh `id`, for multi-request jobs to
-//! chain on.
+//! What a mock is: the `mock://PROFILE?key=value&...` URL ([`MockSpec`]), the profile it
+//! imitates ([`Profile`]) and the errors of a bad URL ([`MockError`]).
 //!
 //! Invariant: a parsed spec always describes a mock that can be built: every limit is
 //! non-zero, every window has a length, the profile takes every limit given, and the fault
 //! rates add up to at most 1.
-
-mod anthropic;
-mod bucket;
-pub mod fault;
-mod generic;
-mod github;
-mod ietf;
-pub mod listing;
-mod openai;
-pub mod provider;
-pub mod server;
-mod window;
-mod x;
-mod zendesk;
 
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use fault::{Fault, Faults, Rate};
-pub use provider::{MockRequest, MockResponse, MockStats, Provider, Record};
-pub use server::{MockHandle, MockServer};
+use crate::fault::{Faults, Rate};
+use crate::profiles::{ALL, Dialect};
 
-/// The query keys a `mock://` URL accepts, for some profile.
-const KEYS: [&str; 13] = [
+/// The query keys a `mock://` URL accepts, for some profile: the limits, then `latency`
+/// and the fault keys (which every profile takes), then the limits added since.
+const KEYS: [&str; 19] = [
     "rpm",
     "rps",
     "tpm",
@@ -55,16 +29,16 @@ const KEYS: [&str; 13] = [
     "slow",
     "seed",
     "auth",
+    "retry_after",
+    "fill",
+    "rate",
+    "burst",
+    "nodelay",
+    "status",
 ];
 
-/// The keys of the profiles that limit requests and tokens: every key.
-const TOKEN_PROFILE_KEYS: &[&str] = &KEYS;
-
-/// The keys of the profiles that limit requests only: every key but `tpm`.
-const REQUEST_PROFILE_KEYS: [&str; 12] = [
-    "rpm",
-    "rps",
-    "window",
+/// The keys every profile takes: `latency` and the faults.
+const COMMON_KEYS: [&str; 10] = [
     "latency",
     "headers",
     "quota_requests",
@@ -74,77 +48,54 @@ const REQUEST_PROFILE_KEYS: [&str; 12] = [
     "slow",
     "seed",
     "auth",
+    "retry_after",
 ];
-
-/// The keys of the X profile: its window, the latency and the faults.
-const X_KEYS: &[&str] = KEYS.split_at(3).1;
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
-/// One profile per header dialect of [`crate::headers::Dialect`]. The request limits
-/// (`rpm`, `rps`, `window`) feed every dialect's request headers, `tpm` its token headers
-/// where it has them. Adding a provider is adding a variant here and its dialect next to
-/// `openai.rs`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    /// OpenAI's chat completions API with request and token limits.
-    OpenAi,
-    /// Anthropic's headers (`anthropic-ratelimit-*`, RFC 3339 resets) over the OpenAI
-    /// profile's chat completions API, with request and token limits.
-    Anthropic,
-    /// GitHub's REST headers (`x-ratelimit-*` with `-used` and `-resource: core`, epoch
-    /// resets): any method and path, request limits counted in anchored fixed windows.
-    GitHub,
-    /// X (Twitter) API v2: any method and path, limited by a fixed window of API calls,
-    /// a request costing its body's `calls` (default 1).
-    X,
-    /// The de facto `X-RateLimit-{Limit,Remaining,Reset}` (epoch resets): any method and
-    /// path, request limits.
-    Generic,
-    /// The IETF draft's `RateLimit-Policy` and `RateLimit` fields: any method and path,
-    /// request limits.
-    Ietf,
-    /// Zendesk's `ratelimit-*` account headers and a `zendesk-ratelimit-tickets-index`
-    /// endpoint limit: any method and path, request limits.
-    Zendesk,
-}
+/// One profile per file of `profiles/`, each a [`Dialect`]: `openai`, `anthropic`,
+/// `github`, `x`, `generic`, `ietf` and `zendesk` (one per header dialect of ratebound's
+/// `headers`), and `leaky` (nginx's `limit_req`, no headers).
+#[derive(Clone, Copy)]
+pub struct Profile(&'static dyn Dialect);
 
 impl Profile {
     /// Every profile, in the order hints list them.
-    pub const ALL: [Profile; 7] = [
-        Profile::OpenAi,
-        Profile::Anthropic,
-        Profile::GitHub,
-        Profile::X,
-        Profile::Generic,
-        Profile::Ietf,
-        Profile::Zendesk,
-    ];
+    pub fn all() -> impl Iterator<Item = Profile> {
+        ALL.iter().map(|d| Profile(*d))
+    }
 
-    /// The profile's name as written in `mock://NAME` and `--profile NAME`: its header
-    /// dialect's name.
+    /// The profile's name as written in `mock://NAME` and `--profile NAME`.
     pub fn name(self) -> &'static str {
-        match self {
-            Profile::OpenAi => "openai",
-            Profile::Anthropic => "anthropic",
-            Profile::GitHub => "github",
-            Profile::X => "x",
-            Profile::Generic => "generic",
-            Profile::Ietf => "ietf",
-            Profile::Zendesk => "zendesk",
-        }
+        self.0.name()
     }
 
     /// The `mock://` URL keys this profile takes: the limits it enforces, `latency`, and
     /// the fault keys every profile takes.
-    pub fn keys(self) -> &'static [&'static str] {
-        match self {
-            Profile::OpenAi | Profile::Anthropic => TOKEN_PROFILE_KEYS,
-            Profile::GitHub | Profile::Generic | Profile::Ietf | Profile::Zendesk => {
-                &REQUEST_PROFILE_KEYS
-            }
-            Profile::X => X_KEYS,
-        }
+    pub fn keys(self) -> Vec<&'static str> {
+        let limits = self.0.limit_keys().iter().copied();
+        let before_faults = limits.clone().filter(|k| KEYS[..4].contains(k));
+        let after = limits.filter(|k| !KEYS[..4].contains(k));
+        before_faults.chain(COMMON_KEYS).chain(after).collect()
+    }
+
+    /// How it answers.
+    pub(crate) fn dialect(self) -> &'static dyn Dialect {
+        self.0
+    }
+}
+
+impl PartialEq for Profile {
+    fn eq(&self, other: &Profile) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Profile {}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Profile({})", self.name())
     }
 }
 
@@ -159,8 +110,7 @@ impl FromStr for Profile {
 
     /// Parses a profile name; the error lists the valid names.
     fn from_str(name: &str) -> Result<Profile, MockError> {
-        Profile::ALL
-            .into_iter()
+        Profile::all()
             .find(|p| p.name() == name)
             .ok_or_else(|| MockError::UnknownProfile {
                 profile: name.to_string(),
@@ -195,6 +145,18 @@ pub struct MockSpec {
     /// Simulated latency of every response, 429s included (a slow request waits
     /// [`Faults::slow`] instead).
     pub latency: Duration,
+    /// How full every bucket starts, a share of its capacity: `None` (or 1) full, 0 empty,
+    /// as after another client drained it.
+    pub fill: Option<Rate>,
+    /// A leaky bucket's rate `(N, per)`: N requests per `per`, as nginx's `rate=Nr/s`.
+    pub rate: Option<(NonZeroU64, Duration)>,
+    /// A leaky bucket's burst: requests admitted above the rate (nginx's `burst`).
+    pub burst: u64,
+    /// Whether a leaky bucket serves its burst at once (nginx's `nodelay`) instead of
+    /// queueing each admitted request until the excess drains.
+    pub nodelay: bool,
+    /// The status of a leaky bucket's refusal: 429 (the default) or 503 (nginx's).
+    pub status: u16,
     /// The faults injected, and whether rate-limit headers are sent.
     pub faults: Faults,
 }
@@ -209,6 +171,11 @@ impl MockSpec {
             tpm: None,
             window: None,
             latency: Duration::ZERO,
+            fill: None,
+            rate: None,
+            burst: 0,
+            nodelay: false,
+            status: 429,
             faults: Faults::default(),
         }
     }
@@ -219,21 +186,25 @@ impl MockSpec {
     /// Every profile takes the fault keys ([`Faults`]): `headers` (`true` or `false`),
     /// `quota_requests` (a count, 0 allowed), `fail_rate`, `reset_rate`, `slow_rate` (shares
     /// from 0 to 1 adding up to at most 1), `slow` (a duration), `seed` (an integer) and
-    /// `auth` (a token: requests without `Authorization: Bearer TOKEN` are answered 401).
+    /// `auth` (a token: requests without `Authorization: Bearer TOKEN` are answered 401) and
+    /// `retry_after` (`true`: a 429 keeps a plain `retry-after` under `headers=false`).
+    /// Bucket profiles take `fill` (a share from 0 to 1 of every bucket at the start);
+    /// `leaky` takes `rate` (`Nr/s` or `Nr/m`), `burst` (a count), `nodelay` (`true` or
+    /// `false`, bare: `true`) and `status` (429 or 503).
     ///
     /// # Errors
     /// [`MockError`] naming the bad part (scheme, profile, key or value) with a hint that
     /// lists the valid ones.
     ///
     /// ```
-    /// # use ratebound::mock::{MockSpec, Profile};
+    /// # use ratebound_mock::{MockSpec, Profile};
     /// let spec = MockSpec::parse_url("mock://openai?rpm=600&tpm=100000&latency=50ms").unwrap();
-    /// assert_eq!(spec.profile, Profile::OpenAi);
+    /// assert_eq!(spec.profile.name(), "openai");
     /// assert_eq!(spec.rpm.map(|n| n.get()), Some(600));
     /// assert_eq!(spec.latency, std::time::Duration::from_millis(50));
     ///
     /// let spec = MockSpec::parse_url("mock://x?window=180/15m").unwrap();
-    /// assert_eq!(spec.profile, Profile::X);
+    /// assert_eq!(spec.profile.name(), "x");
     /// let (n, length) = spec.window.unwrap();
     /// assert_eq!((n.get(), length.as_secs()), (180, 900));
     ///
@@ -269,65 +240,106 @@ impl MockSpec {
                 });
             }
             seen.push(key);
-            let bad = |expected: &'static str| MockError::BadValue {
-                key: key.to_string(),
-                value: value.to_string(),
-                expected,
-            };
-            let positive = || {
-                value
-                    .parse::<NonZeroU64>()
-                    .map_err(|_| bad("a positive integer, e.g. `600`"))
-            };
-            let rate = || {
-                (value.parse::<f64>().ok())
-                    .and_then(Rate::new)
-                    .ok_or_else(|| bad("a share of requests from 0 to 1, e.g. `0.1`"))
-            };
-            let faults = &mut spec.faults;
-            match key {
-                "rpm" => spec.rpm = Some(positive()?),
-                "rps" => spec.rps = Some(positive()?),
-                "tpm" => spec.tpm = Some(positive()?),
-                "window" => spec.window = Some(parse_window(value)?),
-                "latency" => {
-                    spec.latency = humantime::parse_duration(value)
-                        .map_err(|_| bad("a duration, e.g. `50ms` or `1s`"))?;
-                }
-                "headers" => {
-                    faults.headers = value
-                        .parse()
-                        .map_err(|_| bad("`true` or `false` (no rate-limit headers)"))?;
-                }
-                "quota_requests" => {
-                    let n = value.parse().map_err(|_| {
-                        bad("a number of requests, e.g. `100` (0: every request is refused)")
-                    })?;
-                    faults.quota_requests = Some(n);
-                }
-                "fail_rate" => faults.fail_rate = rate()?,
-                "reset_rate" => faults.reset_rate = rate()?,
-                "slow_rate" => faults.slow_rate = rate()?,
-                "slow" => {
-                    faults.slow = humantime::parse_duration(value)
-                        .map_err(|_| bad("a duration, e.g. `30s`"))?;
-                }
-                "auth" => {
-                    let token = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()))
-                        .then(|| value.to_string());
-                    faults.auth = Some(token.ok_or_else(|| {
-                        bad("a token of visible ASCII characters, e.g. `s3cret` (requests must then send `Authorization: Bearer s3cret`)")
-                    })?);
-                }
-                _ => {
-                    faults.seed = value
-                        .parse()
-                        .map_err(|_| bad("a non-negative integer, e.g. `42`"))?;
-                }
-            }
+            spec.set(key, value)?;
         }
         spec.check()?;
         Ok(spec)
+    }
+
+    /// Sets `key` (a limit, `latency`, or a fault key) to `value`, as a URL gives them.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), MockError> {
+        let bad = |expected: &'static str| bad_value(key, value, expected);
+        let positive = || {
+            value
+                .parse::<NonZeroU64>()
+                .map_err(|_| bad("a positive integer, e.g. `600`"))
+        };
+        let boolean = |meaning: &'static str| match value {
+            "" | "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad(meaning)),
+        };
+        match key {
+            "rpm" => self.rpm = Some(positive()?),
+            "rps" => self.rps = Some(positive()?),
+            "tpm" => self.tpm = Some(positive()?),
+            "window" => self.window = Some(parse_window(value)?),
+            "latency" => {
+                self.latency = humantime::parse_duration(value)
+                    .map_err(|_| bad("a duration, e.g. `50ms` or `1s`"))?;
+            }
+            "fill" => {
+                let share = value.parse::<f64>().ok().and_then(Rate::new);
+                self.fill = Some(share.ok_or_else(|| {
+                    bad("a share of every bucket from 0 (empty) to 1 (full), e.g. `0`")
+                })?);
+            }
+            "rate" => self.rate = Some(parse_rate(value).ok_or_else(|| bad(RATE_EXPECTED))?),
+            "burst" => {
+                self.burst = value
+                    .parse()
+                    .map_err(|_| bad("a number of requests above the rate, e.g. `10`"))?;
+            }
+            "nodelay" => self.nodelay = boolean("`true` or `false` (queue the burst)")?,
+            "status" => {
+                self.status = match value {
+                    "429" => 429,
+                    "503" => 503,
+                    _ => return Err(bad("`429` or `503` (nginx's default)")),
+                };
+            }
+            _ => self.set_fault(key, value)?,
+        }
+        Ok(())
+    }
+
+    /// Sets the fault key `key` to `value`.
+    fn set_fault(&mut self, key: &str, value: &str) -> Result<(), MockError> {
+        let bad = |expected: &'static str| bad_value(key, value, expected);
+        let rate = || {
+            (value.parse::<f64>().ok())
+                .and_then(Rate::new)
+                .ok_or_else(|| bad("a share of requests from 0 to 1, e.g. `0.1`"))
+        };
+        let faults = &mut self.faults;
+        match key {
+            "headers" => {
+                faults.headers = value
+                    .parse()
+                    .map_err(|_| bad("`true` or `false` (no rate-limit headers)"))?;
+            }
+            "retry_after" => {
+                faults.retry_after = value.parse().map_err(|_| {
+                    bad("`true` or `false` (a `retry-after` without the other headers)")
+                })?;
+            }
+            "quota_requests" => {
+                let n = value.parse().map_err(|_| {
+                    bad("a number of requests, e.g. `100` (0: every request is refused)")
+                })?;
+                faults.quota_requests = Some(n);
+            }
+            "fail_rate" => faults.fail_rate = rate()?,
+            "reset_rate" => faults.reset_rate = rate()?,
+            "slow_rate" => faults.slow_rate = rate()?,
+            "slow" => {
+                faults.slow =
+                    humantime::parse_duration(value).map_err(|_| bad("a duration, e.g. `30s`"))?;
+            }
+            "auth" => {
+                let token = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()))
+                    .then(|| value.to_string());
+                faults.auth = Some(token.ok_or_else(|| {
+                    bad("a token of visible ASCII characters, e.g. `s3cret` (requests must then send `Authorization: Bearer s3cret`)")
+                })?);
+            }
+            _ => {
+                faults.seed = value
+                    .parse()
+                    .map_err(|_| bad("a non-negative integer, e.g. `42`"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks what [`MockSpec::parse_url`] checks of a spec built by hand (the CLI's flags):
@@ -344,6 +356,11 @@ impl MockSpec {
             ("rps", self.rps.is_some()),
             ("tpm", self.tpm.is_some()),
             ("window", self.window.is_some()),
+            ("fill", self.fill.is_some()),
+            ("rate", self.rate.is_some()),
+            ("burst", self.burst != 0),
+            ("nodelay", self.nodelay),
+            ("status", self.status != 429),
         ];
         if let Some((key, _)) =
             (given.into_iter()).find(|(key, given)| *given && !self.profile.keys().contains(key))
@@ -372,6 +389,35 @@ impl MockSpec {
     }
 }
 
+/// What `rate` takes, as its errors say.
+const RATE_EXPECTED: &str =
+    "`Nr/s` or `Nr/m`, N a positive integer: N requests per second or minute, e.g. `50r/s`";
+
+/// Parses nginx's `Nr/s` or `Nr/m` (the `r` may be left out) into N per second or minute.
+fn parse_rate(text: &str) -> Option<(NonZeroU64, Duration)> {
+    let (n, per) = text.split_once('/')?;
+    let n = n
+        .strip_suffix('r')
+        .unwrap_or(n)
+        .parse::<NonZeroU64>()
+        .ok()?;
+    let per = match per {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        _ => return None,
+    };
+    Some((n, per))
+}
+
+/// The error of `key` given a bad `value`.
+fn bad_value(key: &str, value: &str, expected: &'static str) -> MockError {
+    MockError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        expected,
+    }
+}
+
 /// What `window` takes, as its errors say.
 const WINDOW_EXPECTED: &str =
     "`N/DURATION`: at most N in each UTC-aligned window of DURATION, e.g. `180/15m`";
@@ -384,7 +430,7 @@ const WINDOW_EXPECTED: &str =
 /// [`MockError::BadValue`] for key `window`, with an example.
 ///
 /// ```
-/// # use ratebound::mock::parse_window;
+/// # use ratebound_mock::parse_window;
 /// let (n, length) = parse_window("180/15s").unwrap();
 /// assert_eq!((n.get(), length), (180, std::time::Duration::from_secs(15)));
 /// assert!(parse_window("180").is_err());
@@ -484,12 +530,19 @@ impl MockError {
 }
 
 fn profile_names() -> String {
-    Profile::ALL.map(Profile::name).join(", ")
+    Profile::all()
+        .map(Profile::name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(name: &str) -> Profile {
+        name.parse().unwrap()
+    }
 
     fn n(v: u64) -> Option<NonZeroU64> {
         NonZeroU64::new(v)
@@ -501,13 +554,13 @@ mod tests {
         assert_eq!(
             spec,
             MockSpec {
-                profile: Profile::OpenAi,
+                profile: named("openai"),
                 rpm: n(600),
                 rps: None,
                 tpm: n(100_000),
                 window: None,
                 latency: Duration::from_millis(50),
-                faults: Faults::default(),
+                ..MockSpec::new(named("openai"))
             }
         );
         let spec = MockSpec::parse_url("mock://openai?window=3/10s&rpm=5").unwrap();
@@ -516,10 +569,10 @@ mod tests {
         assert_eq!(
             spec,
             MockSpec {
-                profile: Profile::X,
+                profile: named("x"),
                 window: Some((n(180).unwrap(), Duration::from_secs(15))),
                 latency: Duration::from_millis(20),
-                ..MockSpec::new(Profile::X)
+                ..MockSpec::new(named("x"))
             }
         );
         let spec = MockSpec::parse_url("mock://openai?rps=100").unwrap();
@@ -531,7 +584,7 @@ mod tests {
         for url in ["mock://openai", "mock://openai/", "mock://openai?"] {
             assert_eq!(
                 MockSpec::parse_url(url),
-                Ok(MockSpec::new(Profile::OpenAi)),
+                Ok(MockSpec::new(named("openai"))),
                 "{url}"
             );
         }
@@ -723,7 +776,7 @@ mod tests {
 
     #[test]
     fn profiles_parse_by_name_and_list_their_keys() {
-        const FAULT_KEYS: &[&str] = KEYS.split_at(5).1;
+        const FAULT_KEYS: &[&str] = KEYS.split_at(5).1.split_at(8).0;
         assert_eq!(
             FAULT_KEYS,
             [
@@ -737,49 +790,48 @@ mod tests {
                 "auth"
             ]
         );
-        for profile in Profile::ALL {
+        for profile in Profile::all() {
             assert_eq!(profile.name().parse::<Profile>(), Ok(profile));
             assert_eq!(profile.to_string(), profile.name());
-            let dialect = profile.name().parse::<crate::headers::Dialect>();
-            assert_eq!(
-                dialect.map(|d| d.name()),
-                Ok(profile.name()),
-                "every profile speaks the header dialect of its name"
-            );
-            for key in FAULT_KEYS {
+            for key in FAULT_KEYS.iter().chain(["retry_after"].iter()) {
                 assert!(profile.keys().contains(key), "{profile} takes {key}");
             }
             for key in profile.keys() {
-                assert!(KEYS.contains(key), "{profile}: {key} is a known key");
+                assert!(KEYS.contains(&key), "{profile}: {key} is a known key");
             }
         }
         let x_keys: Vec<_> = ["window", "latency"]
             .into_iter()
             .chain(FAULT_KEYS.iter().copied())
             .collect();
-        assert_eq!(Profile::X.keys(), x_keys);
-        assert_eq!(Profile::OpenAi.keys(), KEYS);
-        assert_eq!(Profile::Anthropic.keys(), KEYS);
+        let x_keys: Vec<_> = x_keys.into_iter().chain(["retry_after"]).collect();
+        assert_eq!(named("x").keys(), x_keys);
+        let token_keys: Vec<_> = KEYS[..15].to_vec();
+        assert_eq!(named("openai").keys(), token_keys);
+        assert_eq!(named("anthropic").keys(), token_keys);
         for profile in [
-            Profile::GitHub,
-            Profile::Generic,
-            Profile::Ietf,
-            Profile::Zendesk,
+            named("github"),
+            named("generic"),
+            named("ietf"),
+            named("zendesk"),
         ] {
-            let without_tpm: Vec<_> = KEYS.into_iter().filter(|k| *k != "tpm").collect();
+            let without_tpm: Vec<_> = (token_keys.iter().copied())
+                .filter(|k| *k != "tpm" && (profile.name() != "github" || *k != "fill"))
+                .collect();
             assert_eq!(profile.keys(), without_tpm, "{profile}: requests only");
         }
     }
 
     #[test]
     fn parse_url_reads_every_fault_key_for_every_profile() {
-        for profile in Profile::ALL {
+        for profile in Profile::all() {
             let url = format!(
                 "mock://{profile}?headers=false&quota_requests=0&fail_rate=0.1&reset_rate=0.2&slow_rate=0.25&slow=5s&seed=7&auth=s3cret"
             );
             let spec = MockSpec::parse_url(&url).unwrap();
             let expected = Faults {
                 headers: false,
+                retry_after: false,
                 quota_requests: Some(0),
                 fail_rate: Rate::new(0.1).unwrap(),
                 reset_rate: Rate::new(0.2).unwrap(),
@@ -828,18 +880,18 @@ mod tests {
     fn check_refuses_hand_built_specs_the_url_would_refuse() {
         let spec = MockSpec {
             rpm: n(60),
-            ..MockSpec::new(Profile::X)
+            ..MockSpec::new(named("x"))
         };
         assert_eq!(
             spec.check(),
             Err(MockError::KeyNotForProfile {
                 key: "rpm".into(),
-                profile: Profile::X,
+                profile: named("x"),
             })
         );
         let spec = MockSpec {
             window: Some((n(5).unwrap(), Duration::ZERO)),
-            ..MockSpec::new(Profile::X)
+            ..MockSpec::new(named("x"))
         };
         let message = spec.check().unwrap_err().to_string();
         assert!(message.contains("bad value `5/0s`"), "{message}");
@@ -847,13 +899,13 @@ mod tests {
             rpm: n(60),
             tpm: n(1000),
             window: Some((n(5).unwrap(), Duration::from_secs(1))),
-            ..MockSpec::new(Profile::OpenAi)
+            ..MockSpec::new(named("openai"))
         };
         assert_eq!(spec.check(), Ok(()));
-        assert_eq!(MockSpec::new(Profile::X).check(), Ok(()));
+        assert_eq!(MockSpec::new(named("x")).check(), Ok(()));
         let spec = MockSpec {
             tpm: n(1000),
-            ..MockSpec::new(Profile::Zendesk)
+            ..MockSpec::new(named("zendesk"))
         };
         assert!(matches!(
             spec.check(),
@@ -866,7 +918,7 @@ mod tests {
         };
         let spec = MockSpec {
             faults,
-            ..MockSpec::new(Profile::OpenAi)
+            ..MockSpec::new(named("openai"))
         };
         let message = spec.check().unwrap_err().to_string();
         assert!(
@@ -882,7 +934,7 @@ mod tests {
             e.parts(),
             (
                 "unknown mock profile `bing`".to_string(),
-                "profiles: openai, anthropic, github, x, generic, ietf, zendesk".to_string()
+                "profiles: openai, anthropic, github, x, generic, ietf, zendesk, leaky".to_string()
             )
         );
     }

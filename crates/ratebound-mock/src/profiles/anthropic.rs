@@ -10,11 +10,36 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::provider::Standing;
+use super::openai::{self, TOKEN_KEYS};
+use super::{Arrival, Dialect, Reply};
+use crate::limits::{Limits, Standing};
+use crate::provider::MockRequest;
+
+/// The `anthropic` profile: OpenAI's chat completions with Anthropic's headers.
+pub(crate) struct Anthropic;
+
+impl Dialect for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn limit_keys(&self) -> &'static [&'static str] {
+        TOKEN_KEYS
+    }
+
+    fn reply(&self, limits: &mut Limits, req: &MockRequest, at: Arrival<'_>) -> Reply {
+        openai::chat_reply(self, limits, req, at)
+    }
+
+    fn rate_limit_headers(&self, limits: &Limits, wall_ns: u64) -> Vec<(String, String)> {
+        let (requests, tokens) = (limits.requests(wall_ns), limits.tokens());
+        rate_limit_headers(requests.as_ref(), tokens.as_ref(), wall_ns)
+    }
+}
 
 /// The `anthropic-ratelimit-*` headers of the request and token limits as they stand at
 /// `wall_ns` (epoch nanoseconds).
-pub(super) fn rate_limit_headers(
+pub(crate) fn rate_limit_headers(
     requests: Option<&Standing>,
     tokens: Option<&Standing>,
     wall_ns: u64,
@@ -44,51 +69,6 @@ fn rfc3339(epoch_ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::headers::{Dialect, Resource, observe};
-    use crate::mock::provider::tests::{chat, header, provider};
-
-    #[test]
-    fn the_client_reads_what_the_anthropic_profile_sends() {
-        let (p, clock) = provider("mock://anthropic?rpm=50&tpm=1000");
-        let r = p.handle(&chat("abcd", 9));
-        assert_eq!(r.status, 200);
-        // 1 of 50 requests: full again in 1.2 s, at 00:00:02 rounded up.
-        assert_eq!(
-            header(&r, "anthropic-ratelimit-requests-reset"),
-            "2026-01-01T00:00:02Z"
-        );
-        let seen = observe(&r.headers, clock.wall(), Dialect::Auto);
-        assert_eq!(seen.dialect, Some(Dialect::Anthropic));
-        let read: Vec<_> = (seen.limits.iter())
-            .map(|o| (o.resource.clone(), o.limit, o.remaining))
-            .collect();
-        // 1 + 9 tokens estimated, 1 + 9 used.
-        assert_eq!(
-            read,
-            [
-                (Resource::Requests, Some(50), Some(49)),
-                (Resource::Tokens, Some(1000), Some(990)),
-            ]
-        );
-        assert_eq!(seen.limits[0].reset, Some(Duration::from_secs(2)));
-    }
-
-    #[test]
-    fn an_anthropic_429_carries_retry_after_in_whole_seconds() {
-        let (p, clock) = provider("mock://anthropic?rps=1");
-        assert_eq!(p.handle(&chat("", 1)).status, 200);
-        let refused = p.handle(&chat("", 1));
-        assert_eq!(refused.status, 429);
-        assert_eq!(header(&refused, "retry-after"), "1");
-        assert!(
-            !refused.headers.iter().any(|(n, _)| n == "retry-after-ms"),
-            "OpenAI's alone"
-        );
-        let seen = observe(&refused.headers, clock.wall(), Dialect::Auto);
-        assert_eq!(seen.retry_after, Some(Duration::from_secs(1)));
-        assert_eq!(seen.limits[0].remaining, Some(0));
-    }
 
     #[test]
     fn resets_round_up_to_the_next_second() {

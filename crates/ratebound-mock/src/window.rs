@@ -18,7 +18,7 @@ const SECOND: u64 = 1_000_000_000;
 
 /// A fixed window of `limit` units per `length`, in epoch-aligned or anchored windows.
 #[derive(Clone, Debug)]
-pub(super) struct Window {
+pub(crate) struct Window {
     limit: u64,
     /// Never 0: a zero length counts as 1 ns.
     length_ns: u64,
@@ -32,7 +32,7 @@ pub(super) struct Window {
 
 impl Window {
     /// An unused window of `limit` units per `length`; [`Window::roll`] places it.
-    pub(super) fn new(limit: NonZeroU64, length: Duration) -> Window {
+    pub(crate) fn new(limit: NonZeroU64, length: Duration) -> Window {
         Window {
             limit: limit.get(),
             length_ns: nanos(length).max(1),
@@ -47,7 +47,7 @@ impl Window {
     /// at that request's whole epoch second (GitHub reports the end in whole epoch seconds,
     /// so a window of whole seconds starts on one), or at the request itself for a window
     /// shorter than the rest of that second.
-    pub(super) fn anchored(limit: NonZeroU64, length: Duration) -> Window {
+    pub(crate) fn anchored(limit: NonZeroU64, length: Duration) -> Window {
         Window {
             anchored: true,
             ..Window::new(limit, length)
@@ -56,7 +56,7 @@ impl Window {
 
     /// Moves to the window holding `wall_ns` (epoch nanoseconds), empty if it is a new one.
     /// An anchored window that has ended starts a new one at `wall_ns`.
-    pub(super) fn roll(&mut self, wall_ns: u64) {
+    pub(crate) fn roll(&mut self, wall_ns: u64) {
         let start = if !self.anchored {
             wall_ns - wall_ns % self.length_ns
         } else if self.used > 0 && wall_ns < self.end_ns() {
@@ -77,7 +77,7 @@ impl Window {
     /// Nanoseconds from `wall_ns` until `amount` fits: `Some(0)` if it fits now, the time
     /// to the window's end if not, `None` if it never will because it exceeds the limit.
     /// Call [`Window::roll`] with the same `wall_ns` first.
-    pub(super) fn wait(&self, amount: u64, wall_ns: u64) -> Option<Nanos> {
+    pub(crate) fn wait(&self, amount: u64, wall_ns: u64) -> Option<Nanos> {
         if amount > self.limit {
             None
         } else if amount <= self.remaining() {
@@ -88,38 +88,38 @@ impl Window {
     }
 
     /// Counts `amount` against this window; the caller checked that it fits.
-    pub(super) fn take(&mut self, amount: u64) {
+    pub(crate) fn take(&mut self, amount: u64) {
         self.used = (self.used + amount).min(self.limit);
     }
 
     /// The limit, in units per window.
-    pub(super) fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
     /// The window's length.
-    pub(super) fn length(&self) -> Duration {
+    pub(crate) fn length(&self) -> Duration {
         Duration::from_nanos(self.length_ns)
     }
 
     /// Units counted in this window.
-    pub(super) fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used
     }
 
     /// Units left in this window.
-    pub(super) fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         self.limit - self.used
     }
 
     /// The epoch nanoseconds at which this window ends and the next starts.
-    pub(super) fn end_ns(&self) -> u64 {
+    pub(crate) fn end_ns(&self) -> u64 {
         self.start_ns.saturating_add(self.length_ns)
     }
 
     /// The window's end in whole epoch seconds, rounded up (a reset is a "not before"), as
     /// X's `x-rate-limit-reset` and GitHub's `x-ratelimit-reset` give it.
-    pub(super) fn reset_epoch_s(&self) -> u64 {
+    pub(crate) fn reset_epoch_s(&self) -> u64 {
         self.end_ns().div_ceil(1_000_000_000)
     }
 }

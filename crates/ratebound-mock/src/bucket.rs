@@ -18,7 +18,7 @@ const TOLERANCE: f64 = 1e-6;
 
 /// A bucket of `capacity` units refilled continuously over `period`.
 #[derive(Clone, Debug)]
-pub(super) struct Bucket {
+pub(crate) struct Bucket {
     capacity: f64,
     period_ns: f64,
     level: f64,
@@ -28,28 +28,45 @@ pub(super) struct Bucket {
 
 impl Bucket {
     /// A full bucket at `now`.
-    pub(super) fn full(capacity: NonZeroU64, period: Duration, now: Nanos) -> Bucket {
+    #[cfg(test)]
+    pub(crate) fn full(capacity: NonZeroU64, period: Duration, now: Nanos) -> Bucket {
+        Bucket::filled(capacity, period, 1.0, now)
+    }
+
+    /// A bucket holding `fill` (a share from 0 to 1) of its capacity at `now`: 0 starts
+    /// empty, as after another client drained it.
+    pub(crate) fn filled(capacity: NonZeroU64, period: Duration, fill: f64, now: Nanos) -> Bucket {
         let capacity = capacity.get() as f64;
         Bucket {
             capacity,
             period_ns: nanos(period) as f64,
-            level: capacity,
+            level: capacity * fill.clamp(0.0, 1.0),
             updated: now,
         }
     }
 
+    /// The level, in fractional units: what a leaky bucket's queue is measured against.
+    pub(crate) fn level(&self) -> f64 {
+        self.level
+    }
+
+    /// Nanoseconds the bucket takes to gain `units`.
+    pub(crate) fn time_for(&self, units: f64) -> Nanos {
+        (units.max(0.0) * self.period_ns / self.capacity).ceil() as Nanos
+    }
+
     /// The capacity, in units.
-    pub(super) fn capacity(&self) -> u64 {
+    pub(crate) fn capacity(&self) -> u64 {
         self.capacity as u64
     }
 
     /// The time the bucket takes to refill from empty.
-    pub(super) fn period(&self) -> Duration {
+    pub(crate) fn period(&self) -> Duration {
         Duration::from_nanos(self.period_ns as u64)
     }
 
     /// Adds what flowed in since the last update, up to capacity.
-    pub(super) fn refill(&mut self, now: Nanos) {
+    pub(crate) fn refill(&mut self, now: Nanos) {
         let elapsed = now.saturating_sub(self.updated) as f64;
         self.level = (self.level + elapsed * self.capacity / self.period_ns).min(self.capacity);
         self.updated = self.updated.max(now);
@@ -57,7 +74,7 @@ impl Bucket {
 
     /// Nanoseconds from the last refill until `amount` fits: `Some(0)` if it fits now,
     /// `None` if it never will because it exceeds the capacity.
-    pub(super) fn wait(&self, amount: u64) -> Option<Nanos> {
+    pub(crate) fn wait(&self, amount: u64) -> Option<Nanos> {
         let amount = amount as f64;
         if amount > self.capacity {
             None
@@ -69,22 +86,22 @@ impl Bucket {
     }
 
     /// Debits `amount`; the caller checked that it fits.
-    pub(super) fn take(&mut self, amount: u64) {
+    pub(crate) fn take(&mut self, amount: u64) {
         self.level -= amount as f64;
     }
 
     /// Credits `amount` back (an estimate above actual usage), up to capacity.
-    pub(super) fn give(&mut self, amount: u64) {
+    pub(crate) fn give(&mut self, amount: u64) {
         self.level = (self.level + amount as f64).min(self.capacity);
     }
 
     /// Whole units left, as a remaining header reports them.
-    pub(super) fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         (self.level + TOLERANCE).floor().max(0.0) as u64
     }
 
     /// Nanoseconds until the bucket is full again.
-    pub(super) fn until_full(&self) -> Nanos {
+    pub(crate) fn until_full(&self) -> Nanos {
         self.time_to_gain(self.capacity - self.level)
     }
 

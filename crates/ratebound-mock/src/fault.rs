@@ -31,7 +31,7 @@ impl Rate {
     /// The share `share`, if it lies in `0..=1`.
     ///
     /// ```
-    /// # use ratebound::mock::Rate;
+    /// # use ratebound_mock::Rate;
     /// assert_eq!(Rate::new(0.25).map(Rate::get), Some(0.25));
     /// assert_eq!(Rate::new(1.5), None);
     /// assert_eq!(Rate::new(f64::NAN), None);
@@ -100,9 +100,12 @@ pub struct Faults {
     /// Whether responses carry rate-limit headers. Without them a 429 is bare: no
     /// `retry-after` either, as some providers answer.
     pub headers: bool,
+    /// Whether a refusal keeps a plain `retry-after` when `headers` is off (or when its
+    /// profile sends none, as `x` and `leaky`): the other bare form of a 429.
+    pub retry_after: bool,
     /// Once this many requests were answered 200 (in total, since the start), every request
     /// is answered OpenAI's `insufficient_quota` 429, without a `retry-after`. `None`: no
-    /// quota. [`Provider::set_quota_requests`](super::Provider::set_quota_requests) changes
+    /// quota. [`Provider::set_quota_requests`](crate::Provider::set_quota_requests) changes
     /// it while serving.
     pub quota_requests: Option<u64>,
     /// The share of requests answered 500, without counting against the limits.
@@ -127,6 +130,7 @@ impl Default for Faults {
     fn default() -> Faults {
         Faults {
             headers: true,
+            retry_after: false,
             quota_requests: None,
             fail_rate: Rate::ZERO,
             reset_rate: Rate::ZERO,
@@ -141,7 +145,7 @@ impl Default for Faults {
 impl Faults {
     /// Whether `headers` carry the credentials [`Faults::auth`] asks for: an `Authorization`
     /// header (any case) of exactly `Bearer TOKEN`. Always true without `auth`.
-    pub(super) fn authorized(&self, headers: &[(String, String)]) -> bool {
+    pub(crate) fn authorized(&self, headers: &[(String, String)]) -> bool {
         let Some(token) = &self.auth else {
             return true;
         };
@@ -151,13 +155,13 @@ impl Faults {
 
     /// Whether the drawn rates add up to at most 1 (within float rounding: `0.1 + 0.2 +
     /// 0.7` is fine).
-    pub(super) fn rates_fit(&self) -> bool {
+    pub(crate) fn rates_fit(&self) -> bool {
         self.fail_rate.get() + self.reset_rate.get() + self.slow_rate.get() <= 1.0 + 1e-9
     }
 
     /// The fault a request gets for its draw `u` in `[0, 1)`: `[0, fail)` fails, the next
     /// `reset` is dropped, the next `slow` is slow, the rest get none.
-    pub(super) fn pick(&self, u: f64) -> Option<Fault> {
+    pub(crate) fn pick(&self, u: f64) -> Option<Fault> {
         let fail = self.fail_rate.get();
         let reset = fail + self.reset_rate.get();
         let slow = reset + self.slow_rate.get();

@@ -19,9 +19,9 @@ pub const MAX_PAGE_SIZE: u64 = 100;
 const DEFAULT_PAGE_SIZE: u64 = 25;
 
 /// One page of a listing: the body, and the `link` header if there is a next page.
-pub(super) struct Page {
-    pub(super) body: Value,
-    pub(super) link: Option<String>,
+pub(crate) struct Page {
+    pub(crate) body: Value,
+    pub(crate) link: Option<String>,
 }
 
 /// Query pairs, percent-decoded.
@@ -48,7 +48,7 @@ fn get<'a>(pairs: &'a [(String, String)], keys: &[&str]) -> Option<&'a str> {
 
 /// The page `path` asks for, `None` when it is no listing (no `total`), or the 400 body
 /// when it asks for a page larger than the maximum or gives a bad number.
-pub(super) fn page(path: &str) -> Option<Result<Page, Value>> {
+pub(crate) fn page(path: &str) -> Option<Result<Page, Value>> {
     let pairs = query(path);
     let total = get(&pairs, &["total"])?;
     let number = |v: &str| v.parse::<u64>().ok();
