@@ -160,7 +160,8 @@ struct ExportArgs {
 #[derive(Args, Debug)]
 struct MockArgs {
     /// Provider to emulate, by its header dialect: openai, anthropic, github, x, generic,
-    /// ietf or zendesk.
+    /// ietf or zendesk; or leaky (nginx's limit_req: --rate, --burst, --nodelay, --status,
+    /// no rate-limit headers).
     #[arg(long, default_value = "openai")]
     profile: String,
     /// Port on 127.0.0.1 [default: any free port].
@@ -179,6 +180,23 @@ struct MockArgs {
     /// DURATION, windows aligned to UTC.
     #[arg(long, value_name = "N/DURATION")]
     window: Option<String>,
+    /// How full every bucket starts, from 0 (empty, as after another client drained it)
+    /// to 1 (full, the default).
+    #[arg(long, value_name = "SHARE")]
+    fill: Option<f64>,
+    /// leaky: the rate the bucket leaks at, nginx's `Nr/s` or `Nr/m`, e.g. `50r/s`.
+    #[arg(long, value_name = "Nr/s")]
+    rate: Option<String>,
+    /// leaky: requests admitted above the rate (nginx's burst).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    burst: u64,
+    /// leaky: serve the burst at once instead of queueing each request until the excess
+    /// drains.
+    #[arg(long)]
+    nodelay: bool,
+    /// leaky: the status of a refusal, 429 or 503 (nginx's default).
+    #[arg(long, default_value_t = 429)]
+    status: u16,
     /// Latency of every response, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     latency: Duration,
@@ -379,6 +397,7 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
         faults,
         ..MockSpec::new(profile)
     };
+    let spec = leaky_args(spec, &args).map_err(usage)?;
     spec.check().map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
@@ -397,6 +416,18 @@ async fn mock_command(args: MockArgs) -> anyhow::Result<u8> {
     })
     .await?;
     Ok(EXIT_OK)
+}
+
+/// `spec` with the leaky-bucket and fill flags of `args`, checked as a URL's would be.
+fn leaky_args(mut spec: MockSpec, args: &MockArgs) -> Result<MockSpec, crate::mock::MockError> {
+    let fill = args.fill.map(|f| format!("fill={f}"));
+    let rate = args.rate.as_ref().map(|r| format!("rate={r}"));
+    let given = [fill, rate, Some(format!("status={}", args.status))];
+    let query = given.into_iter().flatten().collect::<Vec<_>>().join("&");
+    let parsed = MockSpec::parse_url(&format!("mock://leaky?{query}"))?;
+    (spec.fill, spec.rate, spec.status) = (parsed.fill, parsed.rate, parsed.status);
+    (spec.burst, spec.nodelay) = (args.burst, args.nodelay);
+    Ok(spec)
 }
 
 fn pause_command(args: &DbArgs, paused: bool) -> anyhow::Result<u8> {

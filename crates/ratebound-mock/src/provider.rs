@@ -1223,4 +1223,129 @@ pub(crate) mod tests {
             assert!(p.handle(&request).headers.len() > 1, "{profile}");
         }
     }
+
+    #[test]
+    fn fill_zero_starts_every_bucket_empty_and_a_share_part_full() {
+        let (p, clock) = provider("mock://openai?rpm=60&tpm=1000&fill=0");
+        let refused = p.handle(&chat("", 1));
+        assert_eq!(refused.status, 429, "drained by another client");
+        assert_eq!(
+            header(&refused, "retry-after"),
+            "1",
+            "one request per second"
+        );
+        assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "0");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(p.handle(&chat("", 1)).status, 200);
+        for (url, admitted) in [
+            ("mock://generic?rps=10&fill=0.5", 5),
+            ("mock://zendesk?rpm=10&fill=1", 10),
+            ("mock://ietf?rps=10&fill=0", 0),
+            ("mock://generic?rps=10", 10),
+        ] {
+            let (p, _) = provider(url);
+            let n = (0..20)
+                .filter(|_| p.handle(&get("/")).status == 200)
+                .count();
+            assert_eq!(n, admitted, "{url}");
+        }
+    }
+
+    #[test]
+    fn retry_after_keeps_a_plain_retry_after_without_the_other_headers() {
+        let (p, _) = provider("mock://openai?rpm=1&headers=false&retry_after=true");
+        assert_eq!(p.handle(&chat("", 1)).status, 200);
+        let refused = p.handle(&chat("", 1));
+        assert_eq!(refused.status, 429);
+        assert_eq!(
+            refused.headers,
+            [
+                ("retry-after".to_string(), "60".to_string()),
+                ("content-type".into(), "application/json".into())
+            ]
+        );
+        let (p, _) = provider("mock://x?window=1/1m&headers=false&retry_after=true");
+        p.handle(&get("/"));
+        let refused = p.handle(&get("/"));
+        assert_eq!(
+            (refused.status, header(&refused, "retry-after")),
+            (429, "60")
+        );
+    }
+
+    #[test]
+    fn bad_leaky_and_fill_values_are_refused_with_their_form() {
+        let cases = [
+            (
+                "mock://leaky?rate=50",
+                "`rate` has a bad value `50`",
+                "`Nr/s` or `Nr/m`",
+            ),
+            ("mock://leaky?rate=0r/s", "bad value `0r/s`", "e.g. `50r/s`"),
+            (
+                "mock://leaky?rate=5r/h",
+                "bad value `5r/h`",
+                "per second or minute",
+            ),
+            (
+                "mock://leaky?burst=-1",
+                "`burst` has a bad value",
+                "e.g. `10`",
+            ),
+            (
+                "mock://leaky?status=500",
+                "`status` has a bad value `500`",
+                "`429` or `503`",
+            ),
+            (
+                "mock://leaky?nodelay=yes",
+                "`nodelay` has a bad value",
+                "`true` or `false`",
+            ),
+            (
+                "mock://openai?fill=2",
+                "`fill` has a bad value `2`",
+                "from 0 (empty) to 1",
+            ),
+            (
+                "mock://openai?rate=5r/s",
+                "`rate` does not apply to the `openai`",
+                "takes:",
+            ),
+            (
+                "mock://github?fill=0",
+                "`fill` does not apply to the `github`",
+                "rpm, rps",
+            ),
+            (
+                "mock://leaky?rpm=5",
+                "`rpm` does not apply to the `leaky`",
+                "rate, burst",
+            ),
+            (
+                "mock://openai?retry_after=1",
+                "`retry_after` has a bad value",
+                "`true` or `false`",
+            ),
+        ];
+        for (url, problem, hint) in cases {
+            let message = MockSpec::parse_url(url).unwrap_err().to_string();
+            let (first, rest) = message.split_once("\n  hint: ").unwrap();
+            assert!(first.contains(problem), "{url}: {message}");
+            assert!(rest.contains(hint), "{url}: {message}");
+        }
+        let spec = MockSpec::parse_url("mock://leaky?rate=3000r/m&burst=10&status=503").unwrap();
+        assert_eq!(
+            spec.rate.map(|(n, per)| (n.get(), per)),
+            Some((3000, Duration::from_secs(60)))
+        );
+        assert_eq!((spec.burst, spec.nodelay, spec.status), (10, false, 503));
+        let spec = MockSpec::parse_url("mock://leaky?rate=50/s&nodelay=false").unwrap();
+        assert_eq!(
+            spec.rate.map(|(n, _)| n.get()),
+            Some(50),
+            "the `r` may be left out"
+        );
+        assert!(!spec.nodelay);
+    }
 }

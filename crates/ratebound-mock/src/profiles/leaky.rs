@@ -84,3 +84,113 @@ fn refused(status: u16) -> Value {
     };
     json!({"error": text})
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::provider::tests::{get, header, provider};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn nodelay_admits_the_burst_at_once_then_one_request_per_interval() {
+        let (p, clock) = provider("mock://leaky?rate=10r/s&burst=4&nodelay");
+        let statuses: Vec<u16> = (0..6).map(|_| p.handle(&get("/")).status).collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 200, 200, 429],
+            "burst + 1, then refused"
+        );
+        clock.advance(99 * MS);
+        assert_eq!(p.handle(&get("/")).status, 429, "not before 100 ms");
+        clock.advance(MS);
+        let r = p.handle(&get("/"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.delay, Duration::ZERO, "nodelay: served at once");
+        assert_eq!(p.handle(&get("/")).status, 429);
+    }
+
+    #[test]
+    fn over_ten_seconds_it_admits_the_burst_plus_the_rate() {
+        let (p, clock) = provider("mock://leaky?rate=50r/s&burst=10&nodelay");
+        let mut admitted = 0;
+        for _ in 0..10_000 {
+            admitted += u32::from(p.handle(&get("/")).status == 200);
+            clock.advance(MS);
+        }
+        // 11 at once, then one every 20 ms for the remaining 9.999 s.
+        assert_eq!(admitted, 11 + 499);
+        assert_eq!(p.stats().rate_limited, 10_000 - 510);
+    }
+
+    #[test]
+    fn without_nodelay_admitted_requests_queue_until_the_excess_drains() {
+        let (p, clock) = provider("mock://leaky?rate=10r/s&burst=4&latency=5ms");
+        let delays: Vec<Duration> = (0..5).map(|_| p.handle(&get("/")).delay).collect();
+        let queued: Vec<u64> = (delays.iter())
+            .map(|d| (d.as_millis() - 5) as u64)
+            .collect();
+        assert_eq!(
+            queued,
+            [0, 100, 200, 300, 400],
+            "each waits its place in the queue"
+        );
+        assert_eq!(p.handle(&get("/")).status, 429, "the queue is full");
+        clock.advance(Duration::from_millis(250));
+        let r = p.handle(&get("/"));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.delay,
+            Duration::from_millis(5 + 250),
+            "2.5 requests drained"
+        );
+    }
+
+    #[test]
+    fn refusals_are_bare_429s_or_503s() {
+        for (url, status) in [
+            ("mock://leaky?rate=1r/m&nodelay", 429),
+            ("mock://leaky?rate=1r/m&nodelay&status=503", 503),
+            ("mock://leaky?rate=1r/m&nodelay=true&status=429", 429),
+        ] {
+            let (p, _) = provider(url);
+            let admitted = p.handle(&get("/"));
+            let refused = p.handle(&get("/"));
+            assert_eq!((admitted.status, refused.status), (200, status), "{url}");
+            for r in [&admitted, &refused] {
+                let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, ["content-type"], "{url}: no rate-limit headers");
+            }
+            assert_eq!(p.stats().rate_limited, 1, "{url}: a refusal by the limit");
+        }
+    }
+
+    #[test]
+    fn retry_after_adds_a_plain_retry_after_to_a_refusal() {
+        let (p, _) = provider("mock://leaky?rate=10r/s&nodelay&retry_after=true");
+        p.handle(&get("/"));
+        let refused = p.handle(&get("/"));
+        assert_eq!(refused.status, 429);
+        assert_eq!(header(&refused, "retry-after"), "1", "100 ms, rounded up");
+        assert_eq!(refused.headers.len(), 2, "{:?}", refused.headers);
+    }
+
+    #[test]
+    fn fill_zero_starts_with_a_full_queue() {
+        let (p, clock) = provider("mock://leaky?rate=10r/s&burst=4&nodelay&fill=0");
+        assert_eq!(p.handle(&get("/")).status, 429, "another client filled it");
+        clock.advance(100 * MS);
+        assert_eq!(p.handle(&get("/")).status, 200);
+        assert_eq!(p.handle(&get("/")).status, 429);
+        let (p, _) = provider("mock://leaky?rate=10r/s&burst=3&nodelay&fill=0.5");
+        let admitted = (0..6).filter(|_| p.handle(&get("/")).status == 200).count();
+        assert_eq!(admitted, 2, "half of burst + 1");
+    }
+
+    #[test]
+    fn without_a_rate_it_is_unlimited() {
+        let (p, _) = provider("mock://leaky");
+        assert!((0..100).all(|_| p.handle(&get("/x")).status == 200));
+    }
+}
