@@ -20,34 +20,17 @@ fn provider(url: &str) -> (Provider<ManualClock>, ManualClock) {
 
 /// A `GET` of `path` with no body.
 fn get(path: &str) -> MockRequest {
-    MockRequest {
-        method: "GET".into(),
-        path: path.into(),
-        ..MockRequest::default()
-    }
+    MockRequest::get(path)
 }
 
 /// A chat completion of `prompt` asking for at most `max_tokens`.
 fn chat(prompt: &str, max_tokens: u64) -> MockRequest {
-    let body = serde_json::json!({
-        "model": "gpt-test",
-        "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": prompt}],
-    });
-    MockRequest {
-        method: "POST".into(),
-        path: "/v1/chat/completions".into(),
-        headers: vec![("x-item".into(), "i1".into())],
-        body: body.to_string().into_bytes(),
-    }
+    MockRequest::chat(prompt, max_tokens)
 }
 
 /// The value of header `name`; panics, listing the headers, if there is none.
 fn header<'a>(r: &'a MockResponse, name: &str) -> &'a str {
-    r.headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+    r.header(name)
         .unwrap_or_else(|| panic!("no `{name}` in {:?}", r.headers))
 }
 

@@ -63,6 +63,42 @@ pub struct MockResponse {
     pub drop_connection: bool,
 }
 
+impl MockRequest {
+    /// A `GET` of `path` with no headers and no body, as tests send.
+    pub fn get(path: &str) -> MockRequest {
+        MockRequest {
+            method: "GET".into(),
+            path: path.into(),
+            ..MockRequest::default()
+        }
+    }
+
+    /// A chat completion of model `gpt-test` whose one message is `prompt`, asking for at
+    /// most `max_tokens`, with header `x-item: i1`, as tests send.
+    pub fn chat(prompt: &str, max_tokens: u64) -> MockRequest {
+        let body = serde_json::json!({
+            "model": "gpt-test",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        });
+        MockRequest {
+            method: "POST".into(),
+            path: openai::CHAT_PATH.into(),
+            headers: vec![("x-item".into(), "i1".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+impl MockResponse {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        (self.headers.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// One request the mock received, kept for tests to inspect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -317,34 +353,17 @@ pub(crate) mod tests {
 
     /// A `GET` of `path` with no body.
     pub(crate) fn get(path: &str) -> MockRequest {
-        MockRequest {
-            method: "GET".into(),
-            path: path.into(),
-            ..MockRequest::default()
-        }
+        MockRequest::get(path)
     }
 
     /// A chat completion of `prompt` asking for at most `max_tokens`.
     pub(crate) fn chat(prompt: &str, max_tokens: u64) -> MockRequest {
-        let body = serde_json::json!({
-            "model": "gpt-test",
-            "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": prompt}],
-        });
-        MockRequest {
-            method: "POST".into(),
-            path: "/v1/chat/completions".into(),
-            headers: vec![("x-item".into(), "i1".into())],
-            body: body.to_string().into_bytes(),
-        }
+        MockRequest::chat(prompt, max_tokens)
     }
 
     /// The value of header `name`; panics, listing the headers, if there is none.
     pub(crate) fn header<'a>(r: &'a MockResponse, name: &str) -> &'a str {
-        r.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        r.header(name)
             .unwrap_or_else(|| panic!("no `{name}` in {:?}", r.headers))
     }
 

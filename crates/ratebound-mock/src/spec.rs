@@ -38,18 +38,7 @@ const KEYS: [&str; 19] = [
 ];
 
 /// The keys every profile takes: `latency` and the faults.
-const COMMON_KEYS: [&str; 10] = [
-    "latency",
-    "headers",
-    "quota_requests",
-    "fail_rate",
-    "reset_rate",
-    "slow_rate",
-    "slow",
-    "seed",
-    "auth",
-    "retry_after",
-];
+const COMMON_KEYS: &[&str] = KEYS.split_at(4).1.split_at(10).0;
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
@@ -76,7 +65,10 @@ impl Profile {
         let limits = self.0.limit_keys().iter().copied();
         let before_faults = limits.clone().filter(|k| KEYS[..4].contains(k));
         let after = limits.filter(|k| !KEYS[..4].contains(k));
-        before_faults.chain(COMMON_KEYS).chain(after).collect()
+        before_faults
+            .chain(COMMON_KEYS.iter().copied())
+            .chain(after)
+            .collect()
     }
 
     /// How it answers.
