@@ -307,7 +307,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-pub use crate::clock::unix_ms;
+use crate::clock::unix_ms;
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
