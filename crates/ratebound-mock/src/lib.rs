@@ -16,6 +16,7 @@
 //! paginated [`listing`]s (a query with `total=N`) and answer anything else with a fresh
 //! `id`, for multi-request jobs to chain on.
 
+mod batch;
 mod bucket;
 pub mod clock;
 pub mod fault;

@@ -26,7 +26,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::MockSpec;
-use crate::clock::{Clock, Nanos, epoch_ns};
+use crate::batch::Batches;
+use crate::clock::{Clock, Nanos, epoch_ns, nanos};
 use crate::fault::Fault;
 use crate::limits::Limits;
 use crate::profiles::openai;
@@ -144,6 +145,8 @@ pub struct MockStats {
 struct State {
     /// The limits, as the profile built them.
     limits: Limits,
+    /// The message batches created, for a profile that serves them.
+    batches: Batches,
     /// Picks the faulty requests; seeded, so runs repeat.
     rng: StdRng,
     /// The quota in force: the spec's, or what [`Provider::set_quota_requests`] set.
@@ -169,6 +172,11 @@ impl<C: Clock> Provider<C> {
         let limits = spec.profile.dialect().limits(&spec, clock.now());
         let state = State {
             limits,
+            batches: Batches::new(
+                nanos(spec.batch_delay),
+                spec.batch_fail_every,
+                spec.batch_tokens,
+            ),
             rng: StdRng::seed_from_u64(spec.faults.seed),
             quota_requests: spec.faults.quota_requests,
             records: Vec::new(),
@@ -203,7 +211,7 @@ impl<C: Clock> Provider<C> {
             wall_ns: epoch_ns(wall),
             served: state.stats.ok,
         };
-        let reply = self.answer(&mut state.limits, fault, req, at);
+        let reply = self.answer(&mut state, fault, req, at);
         let status = reply.status;
         count(&mut state.stats, status, fault);
         state.records.push(Record {
@@ -225,9 +233,12 @@ impl<C: Clock> Provider<C> {
             status,
             body: match dropped {
                 true => Vec::new(),
-                false => reply.body.to_string().into_bytes(),
+                false => match &reply.text {
+                    Some(text) => text.clone().into_bytes(),
+                    None => reply.body.to_string().into_bytes(),
+                },
             },
-            headers: self.headers(reply.headers, reply.retry, dropped),
+            headers: self.headers(reply.headers, reply.retry, dropped, reply.text.is_some()),
             delay: delay + Duration::from_nanos(reply.queued),
             drop_connection: dropped,
         }
@@ -236,7 +247,7 @@ impl<C: Clock> Provider<C> {
     /// The answer to `req` given its fault: the fault's, or the profile's.
     fn answer(
         &self,
-        limits: &mut Limits,
+        state: &mut State,
         fault: Option<Fault>,
         req: &MockRequest,
         at: Arrival<'_>,
@@ -246,7 +257,17 @@ impl<C: Clock> Provider<C> {
             Some(Fault::Quota) => Reply::new(429, Vec::new(), openai::insufficient_quota()),
             Some(Fault::Fail) => Reply::new(500, Vec::new(), openai::server_error()),
             Some(Fault::Reset) => Reply::new(0, Vec::new(), Value::Null),
-            None | Some(Fault::Slow) => self.spec.profile.dialect().reply(limits, req, at),
+            None | Some(Fault::Slow) => {
+                let dialect = self.spec.profile.dialect();
+                let batch = (dialect.serves_batches())
+                    .then(|| {
+                        state
+                            .batches
+                            .handle(req, at.now, at.wall_ns / 1_000_000_000)
+                    })
+                    .flatten();
+                batch.unwrap_or_else(|| dialect.reply(&mut state.limits, req, at))
+            }
         }
     }
 
@@ -258,6 +279,7 @@ impl<C: Clock> Provider<C> {
         mut headers: Vec<(String, String)>,
         retry: Option<Nanos>,
         dropped: bool,
+        jsonl: bool,
     ) -> Vec<(String, String)> {
         let faults = &self.spec.faults;
         if !faults.headers {
@@ -273,9 +295,19 @@ impl<C: Clock> Provider<C> {
             }
         }
         if !dropped {
-            headers.push(("content-type".into(), "application/json".into()));
+            let kind = if jsonl {
+                "application/x-jsonl"
+            } else {
+                "application/json"
+            };
+            headers.push(("content-type".into(), kind.into()));
         }
         headers
+    }
+
+    /// How many message batches were created.
+    pub fn batches_created(&self) -> u64 {
+        self.lock().batches.created()
     }
 
     /// Every request received so far, in arrival order.

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::openai::{self, TOKEN_KEYS};
+use super::openai;
 use super::{Arrival, Dialect, Reply};
 use crate::limits::{Limits, Standing};
 use crate::provider::MockRequest;
@@ -24,7 +24,20 @@ impl Dialect for Anthropic {
     }
 
     fn limit_keys(&self) -> &'static [&'static str] {
-        TOKEN_KEYS
+        &[
+            "rpm",
+            "rps",
+            "tpm",
+            "window",
+            "fill",
+            "batch_delay",
+            "batch_fail_every",
+            "batch_tokens",
+        ]
+    }
+
+    fn serves_batches(&self) -> bool {
+        true
     }
 
     fn reply(&self, limits: &mut Limits, req: &MockRequest, at: Arrival<'_>) -> Reply {

@@ -72,6 +72,9 @@ pub(crate) struct Reply {
     /// Nanoseconds an admitted request waits in the server's queue before its answer
     /// (a leaky bucket without `nodelay`), on top of the latency.
     pub(crate) queued: Nanos,
+    /// A body that is not one JSON value (JSONL results), sent instead of `body` as
+    /// `application/x-jsonl`.
+    pub(crate) text: Option<String>,
 }
 
 impl Reply {
@@ -83,6 +86,7 @@ impl Reply {
             body,
             retry: None,
             queued: 0,
+            text: None,
         }
     }
 }
@@ -114,6 +118,11 @@ pub(crate) trait Dialect: Sync + 'static {
     /// The body of its 429.
     fn too_many_requests(&self) -> Value {
         json!({"message": "Too Many Requests"})
+    }
+
+    /// Whether it serves Anthropic's Message Batches API ([`crate::batch`]).
+    fn serves_batches(&self) -> bool {
+        false
     }
 
     /// The headers of a refusal that can be retried in `wait`: by default `retry-after`.
