@@ -1,17 +1,14 @@
 //! The mock's behaviour as a pure type: a request in, a response and a simulated latency
-//! out, decided against the mock's own buckets and window on a [`Clock`].
+//! out, decided on a [`Clock`].
 //!
-//! Owns admission (a request is admitted only if every configured bucket holds its cost at
-//! arrival, for tokens the request's estimate, and the fixed window, read on the clock's
-//! wall time, has room for it; then all are debited, else none), the
-//! settling of an admitted request's tokens to its reply's usage (the estimate above the
-//! usage is credited back before the rate-limit headers are computed, so a token limit is
-//! charged `min(estimate, usage)`), the injected [`faults`](super::fault), the record of
-//! every request, and the counts. No tokio, no sockets: [`server`](super::server) and the
-//! runner's in-memory transport both wait [`MockResponse::delay`] and drop the connection
-//! on [`MockResponse::drop_connection`] themselves. The wire format comes from the
-//! profile's dialect (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`,
-//! `ietf.rs`, `zendesk.rs`); every dialect reports the same limits (`Standing`).
+//! Owns what every profile shares: the injected [`faults`](crate::fault), the quota, the
+//! record of every request and the counts, and the headers policy (`headers=false`,
+//! `retry_after`). Admission against the limits lives in `limits.rs`, the
+//! answer and its wording in the profile's dialect (`profiles/`), Anthropic's message
+//! batches in `batch.rs`. No tokio, no sockets: [`server`](crate::server) and
+//! ratebound's in-memory transport both wait [`MockResponse::delay`] (the latency, plus a
+//! leaky bucket's queueing) and drop the connection on [`MockResponse::drop_connection`]
+//! themselves.
 //!
 //! Faults come first: each request draws one number from the seeded RNG; a request without
 //! the `auth` token answers `invalid_api_key` (401), an exhausted

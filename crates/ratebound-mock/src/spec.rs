@@ -45,7 +45,7 @@ const COMMON_KEYS: &[&str] = KEYS.split_at(4).1.split_at(10).0;
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
-/// One profile per file of `profiles/`, each a [`Dialect`]: `openai`, `anthropic`,
+/// One profile per file of `profiles/`, each implementing its `Dialect` trait: `openai`, `anthropic`,
 /// `github`, `x`, `generic`, `ietf` and `zendesk` (one per header dialect of ratebound's
 /// `headers`), and `leaky` (nginx's `limit_req`, no headers).
 #[derive(Clone, Copy)]
