@@ -21,18 +21,21 @@ use crate::provider::MockRequest;
 /// The path of the Message Batches API.
 const PATH: &str = "/v1/messages/batches";
 
-/// One batch.
-struct Batch {
-    /// `msgbatch_mock_<n>`.
-    id: String,
-    /// The requests' `custom_id` and `params`.
-    requests: Vec<(String, Value)>,
+/// How long a batch may take before it expires: both providers' 24 h window.
+const EXPIRY: Nanos = 24 * 3600 * 1_000_000_000;
+
+/// One batch, of either API.
+pub(crate) struct Batch {
+    /// `msgbatch_mock_<n>` or `batch_mock_<n>`.
+    pub(crate) id: String,
+    /// The requests' `custom_id` and body (`params`).
+    pub(crate) requests: Vec<(String, Value)>,
     /// Clock reading at creation.
-    created: Nanos,
+    pub(crate) created: Nanos,
     /// Epoch seconds at creation, for `created_at`.
-    created_s: u64,
+    pub(crate) created_s: u64,
     /// Clock reading of a cancel, if any.
-    canceled: Option<Nanos>,
+    pub(crate) canceled: Option<Nanos>,
 }
 
 /// Every batch created so far, and how batches behave.
@@ -140,41 +143,57 @@ impl Batches {
 
 /// How batches progress.
 #[derive(Clone, Copy)]
-struct Progress {
-    delay: Nanos,
-    fail_every: Option<NonZeroU64>,
+pub(crate) struct Progress {
+    /// How long a batch takes to process all its requests.
+    pub(crate) delay: Nanos,
+    /// Every Nth request errors.
+    pub(crate) fail_every: Option<NonZeroU64>,
 }
 
 /// What became of one request.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
+    /// Not yet processed.
     Processing,
+    /// Answered.
     Succeeded,
+    /// Failed (`batch_fail_every`).
     Errored,
+    /// Not processed before a cancel.
     Canceled,
+    /// Not processed before the 24 h expiry.
+    Expired,
 }
 
 impl Batch {
-    fn ended(&self, now: Nanos, delay: Nanos) -> bool {
-        self.canceled.is_some() || now.saturating_sub(self.created) >= delay
+    /// Whether the batch has ended at `now`: cancelled, processed, or expired.
+    pub(crate) fn ended(&self, now: Nanos, delay: Nanos) -> bool {
+        self.canceled.is_some() || now.saturating_sub(self.created) >= delay.min(EXPIRY)
+    }
+
+    /// Whether it ended by expiring before its requests were processed.
+    pub(crate) fn expired(&self, now: Nanos, delay: Nanos) -> bool {
+        self.canceled.is_none() && delay > EXPIRY && self.ended(now, delay)
     }
 
     /// Requests processed by `now`: in proportion to the time elapsed, up to a cancel.
     fn processed(&self, now: Nanos, delay: Nanos) -> usize {
         let until = self.canceled.map_or(now, |c| c.min(now));
-        let elapsed = u128::from(until.saturating_sub(self.created).min(delay));
+        let elapsed = u128::from(until.saturating_sub(self.created).min(delay.min(EXPIRY)));
         let n = self.requests.len() as u128;
         (n * elapsed)
             .checked_div(u128::from(delay))
             .map_or(self.requests.len(), |p| p as usize)
     }
 
-    fn outcome(&self, i: usize, now: Nanos, progress: &Progress) -> Outcome {
+    /// What became of request `i` by `now`.
+    pub(crate) fn outcome(&self, i: usize, now: Nanos, progress: &Progress) -> Outcome {
         let fails = (progress.fail_every).is_some_and(|n| (i as u64 + 1) % n.get() == 0);
         match (i < self.processed(now, progress.delay), fails) {
             (true, true) => Outcome::Errored,
             (true, false) => Outcome::Succeeded,
             (false, _) if self.canceled.is_some() => Outcome::Canceled,
+            (false, _) if self.expired(now, progress.delay) => Outcome::Expired,
             (false, _) => Outcome::Processing,
         }
     }
@@ -195,7 +214,7 @@ impl Batch {
                 "succeeded": count(Outcome::Succeeded),
                 "errored": count(Outcome::Errored),
                 "canceled": count(Outcome::Canceled),
-                "expired": 0,
+                "expired": count(Outcome::Expired),
             },
             "created_at": self.created_s,
             "results_url": ended.then(|| format!("{PATH}/{}/results", self.id)),
@@ -216,6 +235,7 @@ impl Batch {
                 let result = match self.outcome(i, now, progress) {
                     Outcome::Succeeded => json!({"type": "succeeded", "message": completion(params, i as u64 + 1, 0)}),
                     Outcome::Errored => json!({"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "mock: this request fails (batch_fail_every)"}}}),
+                    Outcome::Expired => json!({"type": "expired"}),
                     _ => json!({"type": "canceled"}),
                 };
                 json!({"custom_id": custom_id, "result": result}).to_string()
@@ -229,7 +249,7 @@ impl Batch {
 }
 
 /// Tokens the requests of a batch would count: what a limit on enqueued tokens charges.
-fn tokens(requests: &[(String, Value)]) -> u64 {
+pub(crate) fn tokens(requests: &[(String, Value)]) -> u64 {
     requests
         .iter()
         .map(|(_, p)| estimate_request_tokens(p))
@@ -399,10 +419,29 @@ mod tests {
     }
 
     #[test]
-    fn only_the_anthropic_profile_serves_batches() {
+    fn only_the_chat_profiles_serve_batches() {
         let (p, _) = provider("mock://openai");
-        assert_eq!(p.handle(&create(1, "hi")).status, 404);
+        assert_eq!(
+            p.handle(&create(1, "hi")).status,
+            404,
+            "OpenAI's own API only"
+        );
         assert_eq!(p.batches_created(), 0);
-        assert!(crate::MockSpec::parse_url("mock://openai?batch_delay=1s").is_err());
+        assert!(crate::MockSpec::parse_url("mock://generic?batch_delay=1s").is_err());
+    }
+
+    #[test]
+    fn a_batch_slower_than_24_hours_expires_with_what_was_processed() {
+        let (p, clock) = provider("mock://anthropic?batch_delay=48h");
+        p.handle(&create(4, "hi"));
+        clock.advance(Duration::from_secs(24 * 3600));
+        let get = send("GET", "/v1/messages/batches/msgbatch_mock_1", Value::Null);
+        let expired = json(&p.handle(&get));
+        assert_eq!(expired["processing_status"], "ended");
+        let counts = &expired["request_counts"];
+        assert_eq!(
+            (counts["succeeded"].as_u64(), counts["expired"].as_u64()),
+            (Some(2), Some(2))
+        );
     }
 }

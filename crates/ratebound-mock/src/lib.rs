@@ -14,8 +14,8 @@
 //! `github`, `x`, `generic`, `ietf`, `zendesk` (one per header dialect ratebound reads) and
 //! `leaky` (nginx's `limit_req`: bare 429 or 503). The request-limited profiles also serve
 //! paginated [`listing`]s (a query with `total=N`) and answer anything else with a fresh
-//! `id`, for multi-request jobs to chain on; `anthropic` also serves Message Batches
-//! (`batch.rs`) in compressed time.
+//! `id`, for multi-request jobs to chain on; `openai` and `anthropic` also serve their batch
+//! APIs (`openai_batch.rs`, `batch.rs`) in compressed time.
 
 mod batch;
 mod bucket;
@@ -23,6 +23,7 @@ pub mod clock;
 pub mod fault;
 mod limits;
 pub mod listing;
+mod openai_batch;
 mod profiles;
 pub mod provider;
 pub mod server;

@@ -27,8 +27,9 @@ use crate::batch::Batches;
 use crate::clock::{Clock, Nanos, epoch_ns, nanos};
 use crate::fault::Fault;
 use crate::limits::Limits;
+use crate::openai_batch::OpenAiBatches;
 use crate::profiles::openai;
-use crate::profiles::{Arrival, Reply, retry_after};
+use crate::profiles::{Arrival, BatchApi, Reply, retry_after};
 
 pub use crate::profiles::openai::{estimate_request_tokens, format_openai_duration};
 
@@ -142,8 +143,10 @@ pub struct MockStats {
 struct State {
     /// The limits, as the profile built them.
     limits: Limits,
-    /// The message batches created, for a profile that serves them.
+    /// Anthropic's message batches, for the profile that serves them.
     batches: Batches,
+    /// OpenAI's files and batches, for the profile that serves them.
+    openai_batches: OpenAiBatches,
     /// Picks the faulty requests; seeded, so runs repeat.
     rng: StdRng,
     /// The quota in force: the spec's, or what [`Provider::set_quota_requests`] set.
@@ -170,6 +173,11 @@ impl<C: Clock> Provider<C> {
         let state = State {
             limits,
             batches: Batches::new(
+                nanos(spec.batch_delay),
+                spec.batch_fail_every,
+                spec.batch_tokens,
+            ),
+            openai_batches: OpenAiBatches::new(
                 nanos(spec.batch_delay),
                 spec.batch_fail_every,
                 spec.batch_tokens,
@@ -256,13 +264,12 @@ impl<C: Clock> Provider<C> {
             Some(Fault::Reset) => Reply::new(0, Vec::new(), Value::Null),
             None | Some(Fault::Slow) => {
                 let dialect = self.spec.profile.dialect();
-                let batch = (dialect.serves_batches())
-                    .then(|| {
-                        state
-                            .batches
-                            .handle(req, at.now, at.wall_ns / 1_000_000_000)
-                    })
-                    .flatten();
+                let wall_s = at.wall_ns / 1_000_000_000;
+                let batch = match dialect.batch_api() {
+                    Some(BatchApi::Anthropic) => state.batches.handle(req, at.now, wall_s),
+                    Some(BatchApi::OpenAi) => state.openai_batches.handle(req, at.now, wall_s),
+                    None => None,
+                };
                 batch.unwrap_or_else(|| dialect.reply(&mut state.limits, req, at))
             }
         }
@@ -304,7 +311,8 @@ impl<C: Clock> Provider<C> {
 
     /// How many message batches were created.
     pub fn batches_created(&self) -> u64 {
-        self.lock().batches.created()
+        let state = self.lock();
+        state.batches.created() + state.openai_batches.created()
     }
 
     /// Every request received so far, in arrival order.

@@ -824,10 +824,10 @@ mod tests {
         let x_keys: Vec<_> = x_keys.into_iter().chain(["retry_after"]).collect();
         assert_eq!(named("x").keys(), x_keys);
         let token_keys: Vec<_> = KEYS[..15].to_vec();
-        assert_eq!(named("openai").keys(), token_keys);
         let batch_keys = ["batch_delay", "batch_fail_every", "batch_tokens"];
         let anthropic_keys: Vec<_> = token_keys.iter().copied().chain(batch_keys).collect();
         assert_eq!(named("anthropic").keys(), anthropic_keys);
+        assert_eq!(named("openai").keys(), anthropic_keys);
         for profile in [
             named("github"),
             named("generic"),

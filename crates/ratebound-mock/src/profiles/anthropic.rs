@@ -10,8 +10,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::openai;
-use super::{Arrival, Dialect, Reply};
+use super::openai::{self, TOKEN_KEYS};
+use super::{Arrival, BatchApi, Dialect, Reply};
 use crate::limits::{Limits, Standing};
 use crate::provider::MockRequest;
 
@@ -24,20 +24,11 @@ impl Dialect for Anthropic {
     }
 
     fn limit_keys(&self) -> &'static [&'static str] {
-        &[
-            "rpm",
-            "rps",
-            "tpm",
-            "window",
-            "fill",
-            "batch_delay",
-            "batch_fail_every",
-            "batch_tokens",
-        ]
+        TOKEN_KEYS
     }
 
-    fn serves_batches(&self) -> bool {
-        true
+    fn batch_api(&self) -> Option<BatchApi> {
+        Some(BatchApi::Anthropic)
     }
 
     fn reply(&self, limits: &mut Limits, req: &MockRequest, at: Arrival<'_>) -> Reply {

@@ -43,6 +43,15 @@ pub(crate) const ALL: &[&dyn Dialect] = &[
 /// The limit keys of the profiles that limit requests only, in buckets that `fill` fills.
 pub(crate) const REQUEST_KEYS: &[&str] = &["rpm", "rps", "window", "fill"];
 
+/// A provider's batch API, in compressed time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchApi {
+    /// OpenAI's `/v1/files` and `/v1/batches`.
+    OpenAi,
+    /// Anthropic's `/v1/messages/batches`.
+    Anthropic,
+}
+
 /// When a request arrived, and how many were answered 200 before it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Arrival<'a> {
@@ -120,9 +129,9 @@ pub(crate) trait Dialect: Sync + 'static {
         json!({"message": "Too Many Requests"})
     }
 
-    /// Whether it serves Anthropic's Message Batches API ([`crate::batch`]).
-    fn serves_batches(&self) -> bool {
-        false
+    /// Which batch API it serves, if any.
+    fn batch_api(&self) -> Option<BatchApi> {
+        None
     }
 
     /// The headers of a refusal that can be retried in `wait`: by default `retry-after`.
