@@ -269,16 +269,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::provider::MockRequest;
-    use crate::provider::tests::provider;
-
-    fn send(method: &str, path: &str, body: Value) -> MockRequest {
-        MockRequest {
-            method: method.into(),
-            path: path.into(),
-            body: body.to_string().into_bytes(),
-            ..MockRequest::default()
-        }
-    }
+    use crate::provider::tests::{json, provider, send};
 
     fn create(n: usize, content: &str) -> MockRequest {
         let requests: Vec<Value> = (0..n)
@@ -292,10 +283,6 @@ mod tests {
             "/v1/messages/batches",
             json!({ "requests": requests }),
         )
-    }
-
-    fn json(r: &crate::MockResponse) -> Value {
-        serde_json::from_slice(&r.body).unwrap()
     }
 
     #[test]

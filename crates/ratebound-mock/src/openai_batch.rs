@@ -310,16 +310,7 @@ mod tests {
 
     use crate::MockResponse;
     use crate::provider::MockRequest;
-    use crate::provider::tests::provider;
-
-    fn send(method: &str, path: &str, body: Value) -> MockRequest {
-        MockRequest {
-            method: method.into(),
-            path: path.into(),
-            body: body.to_string().into_bytes(),
-            ..MockRequest::default()
-        }
-    }
+    use crate::provider::tests::{json, provider, send};
 
     /// A multipart upload of `n` chat requests as a batch input file.
     fn upload(n: usize, purpose: &str) -> MockRequest {
@@ -341,10 +332,6 @@ mod tests {
             )],
             body: body.into_bytes(),
         }
-    }
-
-    fn json(r: &MockResponse) -> Value {
-        serde_json::from_slice(&r.body).unwrap()
     }
 
     fn create(file: &str) -> MockRequest {

@@ -404,8 +404,19 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no `{name}` in {:?}", r.headers))
     }
 
-    fn json(r: &MockResponse) -> Value {
+    /// The JSON body of `r`.
+    pub(crate) fn json(r: &MockResponse) -> Value {
         serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// A `method` request of `path` with `body` as JSON.
+    pub(crate) fn send(method: &str, path: &str, body: Value) -> MockRequest {
+        MockRequest {
+            method: method.into(),
+            path: path.into(),
+            body: body.to_string().into_bytes(),
+            ..MockRequest::default()
+        }
     }
 
     #[test]
