@@ -710,7 +710,8 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         config.auto_workers = false;
     }
     let plan = plan_scheduling(&args.worklist, &mut config)?;
-    let headers = config.api.resolve_headers(&config.path)?;
+    let resolved = config.resolve_env()?;
+    let headers = &resolved.headers;
     let clock = SystemClock::new();
     let mut limiter = Limiter::new(&config.limits)
         .with_jitter(config.jitter)
@@ -839,12 +840,13 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         (config.api.base_url.clone(), None)
     };
-    let transport = HttpTransport::new(&base_url, &headers, config.api.timeout, config.workers)?;
+    let transport = HttpTransport::new(&base_url, headers, config.api.timeout, config.workers)?
+        .with_secrets(resolved.secrets.clone());
     let shared = match &config.backend {
         Some(backend) => {
             let url = backend.resolve_url(&config.path)?;
             let namespace = (backend.namespace.clone())
-                .unwrap_or_else(|| shared::namespace(&config.api.base_url, &headers));
+                .unwrap_or_else(|| shared::namespace(&config.api.base_url, headers));
             let shared = RedisLimiter::new(&url, &namespace, &config.limits, config.jitter)
                 .map_err(|e| UsageError {
                     message: format!("{}:{}: {e}", config.path.display(), backend.line),

@@ -24,6 +24,8 @@ use crate::template::{Template, TemplateKind};
 
 pub mod scheduling;
 pub use scheduling::{LaneError, Scheduling, Tenants};
+pub mod secrets;
+pub use secrets::Secrets;
 pub mod steps;
 pub use steps::{NextPage, Paginate, Plan, StepSpec};
 
@@ -209,6 +211,8 @@ pub struct Config {
     /// Where limiter state is shared with other runners (`[limiter] backend`), if anywhere.
     pub backend: Option<SharedBackend>,
     source: String,
+    /// Every header value and `base_url`: where a secret may stand.
+    sites: Vec<secrets::Site>,
 }
 
 /// A shared limiter backend (`[limiter] backend = "redis://..."`).
@@ -350,11 +354,20 @@ struct RawRetry {
 struct Checker<'a> {
     source: &'a str,
     problems: Vec<ConfigProblem>,
+    /// Every header value and `base_url` seen, for the snapshot and the run's secrets.
+    sites: Vec<secrets::Site>,
 }
 
 impl Checker<'_> {
     fn position(&self, span: Range<usize>) -> (usize, usize) {
         line_col(self.source, span.start)
+    }
+
+    /// Records a header value of `table` as a place a secret may stand.
+    fn header_site(&mut self, table: &str, name: &str, value: &Spanned<String>) {
+        let line = self.position(value.span()).0;
+        let site = secrets::Site::header(table, name, line, value.span(), value.get_ref());
+        self.sites.push(site);
     }
 
     fn problem(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
@@ -510,6 +523,7 @@ impl Config {
         let mut check = Checker {
             source,
             problems: Vec::new(),
+            sites: Vec::new(),
         };
         let api = check_api(&mut check, raw.api);
         let request = check_request(&mut check, raw.request);
@@ -558,18 +572,27 @@ impl Config {
                 jitter,
                 backend,
                 source: source.to_string(),
+                sites: check.sites,
             }),
             _ => Err(invalid(Vec::new())),
         }
     }
 
-    /// The config text as stored with a run: `${VAR}` references kept, literal header values
-    /// (which may be secrets) replaced by `"<redacted>"`.
+    /// The config text as stored with a run: `${VAR}` references kept; every header value
+    /// (`[api]`, `[request]`, steps) and `base_url` rewritten with its literal words, its
+    /// `${VAR:-default}` defaults and its credential query values replaced by `<redacted>`
+    /// (see [`secrets`]), whatever TOML spelling they were written in.
     pub fn snapshot(&self) -> String {
         let mut text = self.source.clone();
-        for (_, value, line) in &self.api.headers {
-            if !value.contains("${") && !value.is_empty() {
-                text = redact_on_line(&text, *line, value);
+        let mut sites: Vec<&secrets::Site> = self
+            .sites
+            .iter()
+            .filter(|s| s.redacted != s.value)
+            .collect();
+        sites.sort_by_key(|s| std::cmp::Reverse(s.span.start));
+        for site in sites {
+            if text.get(site.span.clone()).is_some() {
+                text.replace_range(site.span.clone(), &secrets::toml_string(&site.redacted));
             }
         }
         if let Some(b) = &self.backend {
@@ -683,10 +706,14 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
             "for example `https://api.openai.com` or `mock://openai?rpm=600&tpm=100000`",
         );
     }
+    let line = check.position(raw.base_url.span()).0;
+    let site = secrets::Site::base_url(line, raw.base_url.span(), url);
+    check.sites.push(site);
     let headers = raw
         .headers
         .into_iter()
         .map(|(name, value)| {
+            check.header_site("[api]", &name, &value);
             let (line, _) = check.position(value.span());
             (name, value.into_inner(), line)
         })
@@ -760,6 +787,7 @@ fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec
     };
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
+        check.header_site("[request]", name, value);
         headers.push((
             name.clone(),
             check.template(value, TemplateKind::Text, "headers")?,
@@ -1087,15 +1115,104 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
     })
 }
 
+/// What a run reads from the environment: never stored, logged or printed.
+pub struct Resolved {
+    /// `[api] headers` with their values, for the HTTP client.
+    pub headers: Vec<(String, String)>,
+    /// Every secret value the config names, to mask in what comes back from the API.
+    pub secrets: Secrets,
+}
+
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Resolved({} headers, {:?})",
+            self.headers.len(),
+            self.secrets
+        )
+    }
+}
+
+impl Config {
+    /// Resolves every `${VAR}` the run needs from the environment: `[api] headers` (returned
+    /// for the HTTP client), and in place `base_url`, `[request] headers` and the steps'
+    /// headers (`{{field}}` values are never expanded). Warns (tracing) about each literal
+    /// secret in the config.
+    ///
+    /// # Errors
+    /// [`ConfigError::MissingEnv`] for the first unset variable without a default.
+    pub fn resolve_env(&mut self) -> Result<Resolved, ConfigError> {
+        self.resolve_env_with(|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::resolve_env`] with the environment given as `lookup`.
+    pub fn resolve_env_with(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Resolved, ConfigError> {
+        let mut secrets = Secrets::default();
+        for site in &self.sites {
+            if let Some(warning) = site.warning(&self.path) {
+                tracing::warn!("{warning}");
+            }
+            for part in site.secret_parts(&lookup) {
+                secrets.add(&part);
+            }
+        }
+        let missing = |key: &str, var: String| ConfigError::MissingEnv {
+            path: self.path.clone(),
+            line: self
+                .sites
+                .iter()
+                .find(|s| s.key == key)
+                .map_or(0, |s| s.line),
+            var,
+        };
+        if self.api.base_url.contains("${") {
+            self.api.base_url = interpolate(&self.api.base_url, &lookup)
+                .map_err(|var| missing("[api] base_url", var))?;
+        }
+        let headers = self.api.resolve_headers_with(&self.path, &lookup)?;
+        for (name, template) in &mut self.request.headers {
+            let key = format!("[request] headers.{name}");
+            *template = template
+                .map_literals(|text| interpolate(text, &lookup))
+                .map_err(|var| missing(&key, var))?;
+        }
+        for (kind, plan) in &mut self.plans {
+            let mut resolved = Plan::clone(plan);
+            for step in &mut resolved.steps {
+                for (name, template) in &mut step.headers {
+                    let key = format!("[[kinds.{kind}.steps]] {} headers.{name}", step.name);
+                    *template = template
+                        .map_literals(|text| interpolate(text, &lookup))
+                        .map_err(|var| missing(&key, var))?;
+                }
+            }
+            *plan = std::sync::Arc::new(resolved);
+        }
+        Ok(Resolved { headers, secrets })
+    }
+}
+
 impl Api {
     /// Resolves `${VAR}` references in header values from the environment.
     ///
     /// The values are returned for the HTTP client only; they must not be stored or logged.
     pub fn resolve_headers(&self, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        self.resolve_headers_with(path, |var| std::env::var(var).ok())
+    }
+
+    fn resolve_headers_with(
+        &self,
+        path: &Path,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
         self.headers
             .iter()
             .map(|(name, value, line)| {
-                interpolate(value, |var| std::env::var(var).ok())
+                interpolate(value, &lookup)
                     .map(|v| (name.clone(), v))
                     .map_err(|var| ConfigError::MissingEnv {
                         path: path.to_path_buf(),
@@ -1274,6 +1391,95 @@ max = 8
             snap.contains("redis://<redacted>@10.0.0.5:6379/0"),
             "{snap}"
         );
+    }
+
+    /// Each spelling of a literal secret the adversarial pass found in the stored snapshot.
+    const SECRET_SPELLINGS: &[(&str, &str)] = &[
+        (
+            "[api] headers",
+            "headers = { Authorization = \"Bearer sk-live-123\" }",
+        ),
+        ("escaped", "headers = { x-api-key = \"sk\\u002Dlive-123\" }"),
+        ("literal string", "headers = { api-key = 'sk-live-123' }"),
+        (
+            "default",
+            "headers = { api-key = \"${NOPE:-sk-live-123}\" }",
+        ),
+        (
+            "multi-line",
+            "headers = { api-key = \"\"\"sk-live-123\"\"\" }",
+        ),
+        (
+            "base_url query",
+            "base_url = \"https://a.example?key=sk-live-123\"",
+        ),
+    ];
+
+    fn with_api_line(line: &str) -> String {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        let kept: Vec<&str> = GOOD
+            .lines()
+            .filter(|l| !l.trim_start().starts_with(&format!("{key} ")))
+            .collect();
+        kept.join("\n")
+            .replacen("[api]", &format!("[api]\n{line}"), 1)
+    }
+
+    #[test]
+    fn issue_12_snapshot_never_holds_a_literal_secret_in_any_spelling() {
+        let mut cases: Vec<(String, String)> = SECRET_SPELLINGS
+            .iter()
+            .map(|(name, line)| (name.to_string(), with_api_line(line)))
+            .collect();
+        cases.push((
+            "[request] headers".into(),
+            GOOD.replace(
+                "[request]",
+                "[request]\nheaders = { \"X-Item\" = \"{{id}}\", api-key = \"sk-live-123\" }",
+            ),
+        ));
+        for (name, text) in cases {
+            let config = Config::parse(Path::new("c.toml"), &text)
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+            let snap = config.snapshot();
+            assert!(!snap.contains("live-123"), "{name}:\n{snap}");
+            assert!(snap.contains("<redacted>"), "{name}:\n{snap}");
+            Config::parse(Path::new("c.toml"), &snap)
+                .unwrap_or_else(|e| panic!("{name}: the snapshot parses: {e}\n{snap}"));
+            assert!(
+                config.sites.iter().any(|s| s.literal_secret),
+                "{name}: warned about"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_12_request_headers_expand_env_references_but_never_work_list_values() {
+        let text = GOOD.replace(
+            "[request]",
+            "[request]\nheaders = { api-key = \"${KEY}\", \"X-Item\" = \"{{id}}\" }",
+        );
+        let mut config = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let lookup = |var: &str| (var == "KEY" || var == "API_KEY").then(|| format!("v-{var}-1"));
+        let resolved = config.resolve_env_with(lookup).unwrap();
+        assert_eq!(resolved.headers[0].1, "Bearer v-API_KEY-1");
+        let vars = serde_json::json!({"id": "${KEY}"});
+        let vars = vars.as_object().unwrap();
+        let rendered: Vec<String> = config
+            .request
+            .headers
+            .iter()
+            .map(|(_, t)| t.render(vars).unwrap())
+            .collect();
+        assert_eq!(rendered, ["${KEY}", "v-KEY-1"], "X-Item, then api-key");
+        assert_eq!(
+            resolved.secrets.mask("a v-KEY-1 b v-API_KEY-1"),
+            "a <redacted> b <redacted>"
+        );
+        assert!(config.snapshot().contains("${KEY}"));
+        let mut missing = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let err = missing.resolve_env_with(|_| None).unwrap_err().to_string();
+        assert!(err.contains("c.toml:4") && err.contains("API_KEY"), "{err}");
     }
 
     #[test]

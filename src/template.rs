@@ -159,6 +159,31 @@ impl Template {
         })
     }
 
+    /// The same template with every literal piece rewritten by `f` (placeholders and the
+    /// values later inserted are untouched): how `${VAR}` references in header templates are
+    /// resolved at run start without ever expanding a work-list value.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    pub fn map_literals<E>(
+        &self,
+        mut f: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<Template, E> {
+        let segments = self
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(text) => f(text).map(Segment::Literal),
+                field => Ok(field.clone()),
+            })
+            .collect::<Result<_, E>>()?;
+        Ok(Template {
+            kind: self.kind,
+            segments,
+            names: self.names.clone(),
+        })
+    }
+
     /// The kind this template was parsed as.
     pub fn kind(&self) -> TemplateKind {
         self.kind

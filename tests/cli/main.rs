@@ -11,4 +11,5 @@ mod pages;
 mod redis;
 mod run;
 mod scenarios;
+mod secrets;
 mod support;
