@@ -175,6 +175,9 @@ mod tests {
             (Response::Status(403), Fatal),
             (Response::Status(400), Failed),
             (Response::Status(404), Failed),
+            // Redirects are not followed (see runner::transport): the item fails.
+            (Response::Status(301), Failed),
+            (Response::Status(307), Failed),
             (Response::Status(408), Transient),
             (Response::Status(500), Transient),
             (Response::Status(503), Transient),

@@ -359,6 +359,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn issue_12_a_redirect_loop_puts_one_request_on_the_wire_per_send() {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, "/v1/x")],
+                )
+            }
+        });
+        let origin = serve(app).await;
+        let transport = HttpTransport::new(&origin, &[], Duration::from_secs(5), 1).unwrap();
+        for sent in 1..=3 {
+            let response = transport.send(&request(Vec::new())).await.unwrap();
+            assert_eq!(response.status, 307);
+            // Each send is one admitted request: one request on the wire, never a hop more.
+            assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), sent);
+        }
+    }
+
+    #[tokio::test]
     async fn issue_12_a_body_echoing_the_key_comes_back_masked() {
         let key = "sk-live-0123456789";
         let (origin, seen) = recorder().await;
