@@ -58,7 +58,7 @@ const KEYS: &[(&str, &str)] = &[
     ("[scheduler]", "starvation_after"),
     (
         "[retry]",
-        "max_attempts, backoff, max_backoff, quota_markers, on_quota, storm_share",
+        "max_attempts, backoff, max_backoff, max_wait, quota_markers, on_quota, storm_share",
     ),
     ("[limiter]", "jitter, backend, namespace"),
 ];
@@ -345,6 +345,7 @@ struct RawRetry {
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
+    max_wait: Option<Spanned<String>>,
     quota_markers: Option<Vec<String>>,
     on_quota: Option<Spanned<String>>,
     storm_share: Option<Spanned<f64>>,
@@ -1082,6 +1083,10 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         Some(d) => check.duration(d, "max_backoff"),
         None => Some(default.max),
     };
+    let max_wait = match &raw.max_wait {
+        Some(d) => check.duration(d, "max_wait"),
+        None => Some(default.max_wait),
+    };
     let on_quota = match raw.on_quota.as_ref().map(|o| (o, o.get_ref().as_str())) {
         None | Some((_, "exit")) => Some(OnQuota::Exit),
         Some((_, "wait")) => Some(OnQuota::Wait),
@@ -1112,6 +1117,7 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         quota_markers: raw.quota_markers.unwrap_or(default.quota_markers),
         on_quota: on_quota?,
         storm_share: storm_share?,
+        max_wait: max_wait?,
     })
 }
 

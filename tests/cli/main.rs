@@ -5,6 +5,7 @@ mod control;
 mod errors;
 mod estimate;
 mod feedback;
+mod hardening;
 mod interplay;
 mod kill;
 mod pages;
