@@ -357,6 +357,9 @@ struct Checker<'a> {
     problems: Vec<ConfigProblem>,
     /// Every header value and `base_url` seen, for the snapshot and the run's secrets.
     sites: Vec<secrets::Site>,
+    /// Each limit's unit with the span of its `unit` (or `name`), checked once the kinds
+    /// and prices are known ([`check_units`]).
+    units: Vec<(Unit, Range<usize>)>,
 }
 
 impl Checker<'_> {
@@ -364,8 +367,31 @@ impl Checker<'_> {
         line_col(self.source, span.start)
     }
 
-    /// Records a header value of `table` as a place a secret may stand.
+    /// Records a header value of `table` as a place a secret may stand, and checks that the
+    /// name is an HTTP token and the value holds no control character (never showing it).
     fn header_site(&mut self, table: &str, name: &str, value: &Spanned<String>) {
+        const TOKEN: &str = "!#$%&'*+-.^_`|~";
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || TOKEN.contains(c))
+        {
+            self.problem(
+                value.span(),
+                format!("{table} header name `{}` is not a valid HTTP header name", name.escape_debug()),
+                "header names are letters, digits and `-` (e.g. `x-api-key`); no spaces, colons or quotes",
+            );
+        }
+        if value
+            .get_ref()
+            .contains(|c: char| c.is_control() && c != '\t')
+        {
+            self.problem(
+                value.span(),
+                format!("{table} header `{name}` has a control character (CR, LF or similar) in its value"),
+                "a header value is one line of text; remove the line break or escape",
+            );
+        }
         let line = self.position(value.span()).0;
         let site = secrets::Site::header(table, name, line, value.span(), value.get_ref());
         self.sites.push(site);
@@ -525,6 +551,7 @@ impl Config {
             source,
             problems: Vec::new(),
             sites: Vec::new(),
+            units: Vec::new(),
         };
         let api = check_api(&mut check, raw.api);
         let request = check_request(&mut check, raw.request);
@@ -542,6 +569,7 @@ impl Config {
         let (kinds, plans) = check_kinds(&mut check, raw.kinds);
         let batch = check_batch(&mut check, &raw.pricing);
         let pricing = check_pricing(&mut check, raw.pricing);
+        check_units(&mut check, &kinds, &pricing, request.as_ref());
         let jitter = match &raw.limiter.jitter {
             Some(j)
                 if j.get_ref().trim() == "0"
@@ -699,12 +727,19 @@ fn check_backend(check: &mut Checker<'_>, raw: &RawLimiter) -> Option<SharedBack
 
 fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
     let url = raw.base_url.get_ref();
+    let shown = secrets::redact_url(url).0;
     let known = ["https://", "http://", "mock://"];
     if !known.iter().any(|scheme| url.starts_with(scheme)) {
         check.problem(
             raw.base_url.span(),
-            format!("`base_url` must start with http://, https:// or mock://, found `{url}`"),
+            format!("`base_url` must start with http://, https:// or mock://, found `{shown}`"),
             "for example `https://api.openai.com` or `mock://openai?rpm=600&tpm=100000`",
+        );
+    } else if let Some(why) = http_url_problem(url) {
+        check.problem(
+            raw.base_url.span(),
+            format!("`base_url` is not a usable URL: {why}, found `{shown}`"),
+            "write scheme, host and optional port (1-65535), e.g. `https://api.openai.com` or `http://127.0.0.1:8080`",
         );
     }
     let line = check.position(raw.base_url.span()).0;
@@ -743,6 +778,20 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
         headers,
         timeout,
     })
+}
+
+/// Why an `http(s)://` URL cannot be sent to (no host, a bad port, a space in the host...),
+/// with `${VAR}` references read as plain text; `None` for a usable one or a `mock://` URL.
+fn http_url_problem(url: &str) -> Option<String> {
+    if url.starts_with("mock://") {
+        return None;
+    }
+    let plain = interpolate(url, |_| Some("x".to_string())).unwrap_or_else(|_| url.to_string());
+    match reqwest::Url::parse(&plain) {
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("it has no host".into()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 impl Checker<'_> {
@@ -864,6 +913,8 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
             }
             Unit::from_name(u.get_ref().trim())
         });
+        let span = l.unit.as_ref().map_or(l.name.span(), Spanned::span);
+        check.units.push((unit.clone(), span));
         let scope = check_scope(check, &l);
         let per = l.per.as_ref().and_then(|p| check.duration(p, "per"));
         let kind = match (&l.rate, &l.quota) {
@@ -944,6 +995,51 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
         });
     }
     limits
+}
+
+/// Units no limit may silently ignore: a custom unit some kind's `cost` consumes (else
+/// `unit = "Tokens"` or `"request"` would limit nothing), and `usd` only with a price for
+/// the request's model.
+fn check_units(
+    check: &mut Checker<'_>,
+    kinds: &BTreeMap<String, Costs>,
+    pricing: &Pricing,
+    request: Option<&RequestSpec>,
+) {
+    let model = request
+        .and_then(|r| r.body.as_ref())
+        .and_then(Template::literal_model);
+    for (unit, span) in std::mem::take(&mut check.units) {
+        match &unit {
+            Unit::Custom(name) if !kinds.values().any(|c| c.get(&unit) > 0) => {
+                let near = ["requests", "tokens", "usd"]
+                    .into_iter()
+                    .find(|known| {
+                        known.starts_with(&name.to_ascii_lowercase())
+                            || name
+                                .to_ascii_lowercase()
+                                .starts_with(known.trim_end_matches('s'))
+                    })
+                    .map_or(String::new(), |k| format!("did you mean `{k}`? "));
+                check.problem(
+                    span,
+                    format!("unit `{name}` is consumed by nothing: no request costs it, so this limit would limit nothing"),
+                    format!("{near}units are `requests`, `tokens`, `usd` (lower case) or a custom unit that a `[kinds.NAME] cost = {{ {name} = 1 }}` charges"),
+                );
+            }
+            Unit::Usd
+                if pricing.is_empty()
+                    || model.as_deref().is_some_and(|m| pricing.get(m).is_none()) =>
+            {
+                check.problem(
+                    span,
+                    format!("a `usd` limit needs a price for the model{}, and `[pricing]` has none", model.as_deref().map_or(String::new(), |m| format!(" `{m}`"))),
+                    "add [pricing.\"MODEL\"] with input = and output = in dollars per 1M tokens, or remove the usd limit",
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 fn check_scope(check: &mut Checker<'_>, l: &RawLimit) -> Scope {

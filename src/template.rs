@@ -76,6 +76,15 @@ pub enum RenderError {
         /// The placeholder's name.
         field: String,
     },
+    /// A header value would hold a control character (CR, LF, NUL...), which would end the
+    /// header or corrupt the request; the value itself is never shown.
+    #[error(
+        "the header value rendered from field `{field}` holds a control character (CR, LF or similar)"
+    )]
+    ControlInHeader {
+        /// The placeholder whose value brought it in.
+        field: String,
+    },
 }
 
 /// One piece of a parsed template.
@@ -184,6 +193,20 @@ impl Template {
         })
     }
 
+    /// The `"model"` of a JSON body template when it is written as a literal string, for
+    /// checking prices before the first request (`None` when absent or a placeholder).
+    pub fn literal_model(&self) -> Option<String> {
+        // Every placeholder as `0`: valid JSON inside a string and outside one.
+        let vars: Map<String, Value> = self
+            .names
+            .iter()
+            .map(|n| (n.clone(), Value::String("0".into())))
+            .collect();
+        let body: Value = serde_json::from_str(&self.render(&vars).ok()?).ok()?;
+        let model = body.get("model")?.as_str()?;
+        (model != "0").then(|| model.to_string())
+    }
+
     /// The kind this template was parsed as.
     pub fn kind(&self) -> TemplateKind {
         self.kind
@@ -226,6 +249,13 @@ impl Template {
                     };
                     match self.kind {
                         TemplateKind::Json if *in_string => push_json_escaped(&mut out, &text),
+                        TemplateKind::Text
+                            if text.contains(|c: char| c.is_control() && c != '\t') =>
+                        {
+                            return Err(RenderError::ControlInHeader {
+                                field: name.clone(),
+                            });
+                        }
                         TemplateKind::Json | TemplateKind::Text => out.push_str(&text),
                         TemplateKind::Path => {
                             out.extend(utf8_percent_encode(&text, PATH_VALUE));

@@ -643,8 +643,16 @@ fn batch_item(
     let id = string("custom_id", "a string")?;
     fields.claim_id(ids, "custom_id", &id)?;
     let method = string("method", "a string such as `POST`")?;
+    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.to_ascii_uppercase().as_str()) {
+        let found = Value::String(method);
+        return Err(fields.invalid(
+            "method",
+            "one of GET, POST, PUT, PATCH, DELETE",
+            Some(&found),
+        ));
+    }
     let url = string("url", "a path starting with `/`")?;
-    if !url.starts_with('/') {
+    if !url.starts_with('/') || url.contains(|c: char| c.is_whitespace() || c.is_control()) {
         let found = Value::String(url);
         return Err(fields.invalid("url", "a path starting with `/`", Some(&found)));
     }

@@ -103,3 +103,119 @@ fn issue_12_a_provider_asking_to_wait_for_days_pauses_the_run_and_says_until_whe
         );
     }
 }
+
+/// Runs `run` and checks: exit 2, `expect` in stderr with a hint, nothing sent to the mock.
+fn refused(p: &Project, worklist: &str, config: &std::path::Path, expect: &str) {
+    let run = p.cmd(&[
+        "run",
+        worklist,
+        "-c",
+        config.to_str().unwrap(),
+        "--db",
+        "e.db",
+    ]);
+    run.expect_code(2);
+    let err = run.stderr();
+    assert!(
+        err.contains(expect),
+        "stderr lacks {expect:?}\n{}",
+        run.dump()
+    );
+    assert!(err.contains("hint:"), "{}", run.dump());
+    assert!(
+        p.records().is_empty(),
+        "nothing may be sent\n{}",
+        run.dump()
+    );
+}
+
+/// The standard test config with `from` replaced by `to`.
+fn config_edit(p: &Project, limits: &str, edits: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = std::fs::read_to_string(p.config(limits, 2)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from} in {text}");
+        text = text.replacen(from, to, 1);
+    }
+    p.write("bad.toml", text)
+}
+
+const RPM: &str = "[[limits]]\nname = \"rpm\"\nrate = 600\nper = \"1m\"";
+
+#[test]
+fn issue_12_bad_urls_and_headers_are_refused_before_the_first_request() {
+    let p = Project::new().with_mock("mock://openai");
+    p.worklist(3);
+    let url = p.mock_url();
+    let cases: Vec<(String, String, &str)> = vec![
+        (
+            format!("base_url = \"{url}\""),
+            "base_url = \"http://\"".into(),
+            "bad.toml:2",
+        ),
+        (
+            format!("base_url = \"{url}\""),
+            "base_url = \"http://127.0.0.1:99999\"".into(),
+            "bad.toml:2",
+        ),
+        (
+            format!("base_url = \"{url}\""),
+            "base_url = \"http://bad host\"".into(),
+            "bad.toml:2",
+        ),
+        (
+            "headers = { \"X-Item\" = \"{{id}}\" }".into(),
+            "headers = { \"X Item\" = \"{{id}}\" }".into(),
+            "not a valid HTTP header name",
+        ),
+        (
+            "headers = { \"X-Item\" = \"{{id}}\" }".into(),
+            "headers = { \"X-Item\" = \"a\\r\\nInjected: 1\" }".into(),
+            "control character",
+        ),
+    ];
+    for (from, to, expect) in &cases {
+        let config = config_edit(&p, RPM, &[(from, to)]);
+        refused(&p, "work.csv", &config, expect);
+    }
+}
+
+#[test]
+fn issue_12_a_header_rendering_a_line_break_and_a_bad_batch_method_are_refused() {
+    let p = Project::new().with_mock("mock://openai");
+    let config = p.config(RPM, 2);
+    p.write("w.csv", "id,prompt\na,hi\n\"b\r\nInjected: 1\",hi\n");
+    refused(&p, "w.csv", &config, "w.csv:3");
+    let batch = r#"{"custom_id": "a", "method": "POST\r\nX: 1", "url": "/v1/chat/completions", "body": {"model": "m"}}"#;
+    p.write("b.jsonl", format!("{batch}\n"));
+    refused(&p, "b.jsonl", &config, "b.jsonl:1");
+    let batch = r#"{"custom_id": "a", "method": "POST", "url": "/v1/x y", "body": {"model": "m"}}"#;
+    p.write("b.jsonl", format!("{batch}\n"));
+    refused(&p, "b.jsonl", &config, "b.jsonl:1");
+}
+
+#[test]
+fn issue_12_limits_that_would_limit_nothing_are_refused() {
+    let p = Project::new().with_mock("mock://openai");
+    p.worklist(3);
+    for unit in ["Tokens", "request"] {
+        let limits = format!("[[limits]]\nname = \"x\"\nunit = \"{unit}\"\nrate = 1\nper = \"1h\"");
+        let config = config_edit(&p, &limits, &[]);
+        refused(&p, "work.csv", &config, "consumed by nothing");
+    }
+    let budget = "[[limits]]\nname = \"budget\"\nunit = \"usd\"\nquota = 5.0";
+    let config = config_edit(&p, budget, &[]);
+    refused(&p, "work.csv", &config, "needs a price for the model `m`");
+}
+
+#[test]
+fn issue_12_max_tokens_near_the_top_of_u64_never_wraps_under_a_token_limit() {
+    let p = Project::new().with_mock("mock://openai");
+    p.worklist(3);
+    let limits = "[[limits]]\nname = \"tpm\"\nunit = \"tokens\"\nrate = 1000\nper = \"1m\"";
+    let config = config_edit(
+        &p,
+        limits,
+        &[("\"max_tokens\": 20", "\"max_tokens\": 18446744073709551615")],
+    );
+    refused(&p, "work.csv", &config, "work.csv:2");
+}
