@@ -119,9 +119,11 @@ impl From<RenderError> for JobError {
     fn from(e: RenderError) -> Self {
         match e {
             RenderError::MissingField { field } => JobError::MissingField { field },
-            e @ RenderError::ControlInHeader { .. } => JobError::Payload {
-                reason: e.to_string(),
-            },
+            e @ (RenderError::ControlInHeader { .. } | RenderError::DotSegment { .. }) => {
+                JobError::Payload {
+                    reason: e.to_string(),
+                }
+            }
         }
     }
 }

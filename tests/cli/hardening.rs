@@ -219,3 +219,18 @@ fn issue_12_max_tokens_near_the_top_of_u64_never_wraps_under_a_token_limit() {
     );
     refused(&p, "work.csv", &config, "work.csv:2");
 }
+
+#[test]
+fn issue_12_a_dot_dot_value_never_reaches_another_path() {
+    let p = Project::new().with_mock("mock://openai");
+    let config = config_edit(
+        &p,
+        RPM,
+        &[(
+            "path = \"/v1/chat/completions\"",
+            "path = \"/v1/items/{{v}}/chat\"",
+        )],
+    );
+    p.write("w.csv", "id,prompt,v\na,hi,ok\nb,hi,..\n");
+    refused(&p, "w.csv", &config, "w.csv:3");
+}
