@@ -659,6 +659,7 @@ fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, Worklis
 }
 
 fn fingerprint(path: &Path) -> anyhow::Result<String> {
+    crate::worklist::check_regular(path)?;
     let mut file = std::fs::File::open(path).map_err(|source| WorklistError::Open {
         path: path.to_path_buf(),
         source,

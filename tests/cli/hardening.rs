@@ -234,3 +234,15 @@ fn issue_12_a_dot_dot_value_never_reaches_another_path() {
     p.write("w.csv", "id,prompt,v\na,hi,ok\nb,hi,..\n");
     refused(&p, "w.csv", &config, "w.csv:3");
 }
+
+#[test]
+fn issue_12_a_stray_quote_a_directory_and_a_device_are_refused() {
+    let p = Project::new().with_mock("mock://openai");
+    let config = p.config(RPM, 2);
+    p.write("w.csv", "id,prompt\na,ok\nb,\"stray\nc,hi\n");
+    refused(&p, "w.csv", &config, "w.csv:3");
+    std::fs::create_dir(p.path("dir.csv")).unwrap();
+    refused(&p, "dir.csv", &config, "not a regular file");
+    std::os::unix::fs::symlink("/dev/zero", p.path("zero.csv")).unwrap();
+    refused(&p, "zero.csv", &config, "not a regular file");
+}
