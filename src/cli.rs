@@ -92,7 +92,7 @@ struct EstimateArgs {
     deadline: Option<Duration>,
     /// When the run would start (RFC 3339, UTC, e.g. `2026-11-24T09:00:00Z`), so calendar
     /// quotas reset where they will [default: now].
-    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    #[arg(long, value_parser = crate::config::parse_start)]
     start: Option<SystemTime>,
     /// Workers to simulate (overrides `[workers] max`).
     #[arg(short, long)]
@@ -842,7 +842,8 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         (config.api.base_url.clone(), None)
     };
     let transport = HttpTransport::new(&base_url, headers, config.api.timeout, config.workers)?
-        .with_secrets(resolved.secrets.clone());
+        .with_secrets(resolved.secrets.clone())
+        .with_max_response_bytes(config.api.max_response_bytes);
     let shared = match &config.backend {
         Some(backend) => {
             let url = backend.resolve_url(&config.path)?;

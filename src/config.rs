@@ -35,7 +35,10 @@ const KEYS: &[(&str, &str)] = &[
         "top level",
         "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler",
     ),
-    ("[api]", "base_url, headers, timeout, dialect"),
+    (
+        "[api]",
+        "base_url, headers, timeout, dialect, max_response_bytes",
+    ),
     ("[request]", "method, path, body, headers, idempotency_key"),
     (
         "[[limits]]",
@@ -156,7 +159,13 @@ pub struct Api {
     pub timeout: Duration,
     /// The rate-limit header dialect (`auto` detects it per response).
     pub dialect: Dialect,
+    /// The largest response body read; a larger one fails its attempt (memory stays
+    /// bounded by workers x this).
+    pub max_response_bytes: u64,
 }
+
+/// Default `[api] max_response_bytes`: 10 MB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 10 * 1024 * 1024;
 
 /// The request sent for each item of the work list.
 #[derive(Debug, Clone)]
@@ -282,6 +291,7 @@ struct RawApi {
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    max_response_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +519,33 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+}
+
+/// The latest `estimate --start` taken: the plan's times (start plus a makespan of days or
+/// quota windows) must stay printable as RFC 3339, which ends at year 9999.
+pub const LATEST_START: Duration = Duration::from_secs(221_845_392_000); // 9000-01-01T00:00:00Z
+
+/// Parses an `--start` time (RFC 3339, UTC), refusing times the plan could not represent.
+///
+/// # Errors
+/// A message naming the problem and the accepted range.
+///
+/// ```
+/// assert!(ratebound::config::parse_start("2026-12-04T10:00:00Z").is_ok());
+/// assert!(ratebound::config::parse_start("9999-12-31T23:00:00Z").is_err());
+/// ```
+pub fn parse_start(text: &str) -> Result<std::time::SystemTime, String> {
+    let at = humantime::parse_rfc3339_weak(text).map_err(|e| e.to_string())?;
+    if at
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|d| d < LATEST_START)
+    {
+        Ok(at)
+    } else {
+        Err(format!(
+            "`{text}` is out of range: give a UTC time between 1970 and 9000, e.g. 2026-12-04T09:00:00Z"
+        ))
     }
 }
 
@@ -772,8 +809,19 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
         },
         None => Dialect::Auto,
     };
+    let max_response_bytes = match &raw.max_response_bytes {
+        Some(n) => check
+            .positive(
+                n,
+                "max_response_bytes",
+                "the largest response body in bytes, e.g. 10485760 (10 MB)",
+            )?
+            .get(),
+        None => DEFAULT_MAX_RESPONSE_BYTES,
+    };
     Some(Api {
         dialect,
+        max_response_bytes,
         base_url: raw.base_url.into_inner(),
         headers,
         timeout,

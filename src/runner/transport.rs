@@ -78,6 +78,7 @@ pub struct HttpTransport {
     client: reqwest::Client,
     base_url: String,
     secrets: Secrets,
+    max_response_bytes: u64,
 }
 
 impl HttpTransport {
@@ -108,6 +109,7 @@ impl HttpTransport {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),
             secrets: Secrets::default(),
+            max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_BYTES,
         })
     }
 
@@ -121,6 +123,38 @@ impl HttpTransport {
             }
             None => format!("{}{path}", self.base_url),
         }
+    }
+
+    /// The same transport reading at most `max` bytes of a response body; a longer body
+    /// fails the attempt with an error saying so (`[api] max_response_bytes`).
+    pub fn with_max_response_bytes(mut self, max: u64) -> HttpTransport {
+        self.max_response_bytes = max;
+        self
+    }
+
+    /// Reads `response`'s body, at most `max_response_bytes` of it.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, TransportError> {
+        let max = self.max_response_bytes;
+        let too_large = || {
+            TransportError::Connection(format!(
+                "the response body is larger than [api] max_response_bytes ({max} bytes); raise the setting or ask the API for less"
+            ))
+        };
+        if response.content_length().is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.mask_error(from_reqwest(e)))?
+        {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The same transport masking `secrets` in everything that comes back.
@@ -193,11 +227,7 @@ impl Transport for HttpTransport {
                 )
             })
             .collect();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.mask_error(from_reqwest(e)))?
-            .to_vec();
+        let body = self.read_body(response).await?;
         Ok(self.clean(Response {
             status,
             headers,
@@ -401,6 +431,30 @@ mod tests {
         );
         let body = String::from_utf8(response.body).unwrap();
         assert!(!body.contains(key) && body.contains("<redacted>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn issue_12_a_response_over_max_response_bytes_fails_with_a_clear_error() {
+        let app = axum::Router::new().fallback(|| async { "x".repeat(4096) });
+        let origin = serve(app).await;
+        let transport = HttpTransport::new(&origin, &[], Duration::from_secs(5), 1)
+            .unwrap()
+            .with_max_response_bytes(1000);
+        let err = transport.send(&request(Vec::new())).await.unwrap_err();
+        assert!(
+            err.to_string().contains("max_response_bytes (1000 bytes)"),
+            "{err}"
+        );
+        let transport = transport.with_max_response_bytes(4096);
+        assert_eq!(
+            transport
+                .send(&request(Vec::new()))
+                .await
+                .unwrap()
+                .body
+                .len(),
+            4096
+        );
     }
 
     #[tokio::test]
