@@ -999,12 +999,17 @@ async fn wait_for_stop_signal() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             return tokio::signal::ctrl_c().await.is_ok();
         };
+        // SIGHUP (a closed terminal or SSH session) stops gracefully like SIGTERM.
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.is_ok(),
             s = term.recv() => s.is_some(),
+            s = hup.recv() => s.is_some(),
         }
     }
     #[cfg(not(unix))]

@@ -158,6 +158,41 @@ impl RetryPolicy {
     }
 }
 
+/// How a transport error that never reached the API begins (connection refused, DNS
+/// failure): the transport writes it, [`is_unreachable`] reads it.
+pub const UNREACHABLE: &str = "cannot connect: ";
+
+/// Whether a transport error's text says the API was never reached.
+pub fn is_unreachable(error: &str) -> bool {
+    error.starts_with(UNREACHABLE)
+}
+
+/// How long every attempt may fail to connect before the API counts as unreachable.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Notices an API that cannot be reached at all: every attempt since the last response
+/// failed to connect, for at least [`UNREACHABLE_AFTER`]. Then the run should stop (exit
+/// 69, "the API is unreachable: ...") with its items pending and their attempts unspent,
+/// rather than fail items one by one. Times are offsets on the run's monotonic clock.
+#[derive(Clone, Debug, Default)]
+pub struct Reachability {
+    /// When the current run of connect failures began.
+    since: Option<Duration>,
+}
+
+impl Reachability {
+    /// Records one attempt (`unreachable`: it failed to connect) at `now`; true when the
+    /// API has been unreachable for [`UNREACHABLE_AFTER`].
+    pub fn record(&mut self, unreachable: bool, now: Duration) -> bool {
+        if !unreachable {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now.saturating_sub(since) >= UNREACHABLE_AFTER
+    }
+}
+
 /// Recent outcomes, to notice a failure storm: most of the last responses being errors.
 #[derive(Clone, Debug, Default)]
 pub struct Storm {
@@ -270,6 +305,23 @@ mod tests {
             policy.ceiling(Outcome::Done, Some(Duration::MAX)),
             Outcome::Done
         );
+    }
+
+    #[test]
+    fn issue_12_an_api_refusing_every_connection_for_a_minute_is_unreachable() {
+        let mut r = Reachability::default();
+        let s = Duration::from_secs;
+        assert!(!r.record(true, s(0)));
+        assert!(!r.record(true, s(59)));
+        assert!(r.record(true, s(60)), "a minute of connect failures");
+        let mut r = Reachability::default();
+        assert!(!r.record(true, s(0)));
+        assert!(!r.record(false, s(30)), "a response resets it");
+        assert!(!r.record(true, s(61)));
+        assert!(is_unreachable(
+            "cannot connect: error sending request: tcp connect error"
+        ));
+        assert!(!is_unreachable("timed out"));
     }
 
     #[test]

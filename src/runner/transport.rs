@@ -252,8 +252,13 @@ fn from_reqwest(e: reqwest::Error) -> TransportError {
         TransportError::Timeout
     } else {
         // Drop the URL: a provider may carry a key in the query string.
+        let connect = e.is_connect();
         let e = e.without_url();
         let mut text = e.to_string();
+        if connect {
+            // No connection at all (refused, DNS, unroutable): retry::is_unreachable.
+            text.insert_str(0, crate::retry::UNREACHABLE);
+        }
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {
             text.push_str(": ");
@@ -455,6 +460,21 @@ mod tests {
                 .len(),
             4096
         );
+    }
+
+    #[tokio::test]
+    async fn issue_12_a_refused_connection_is_marked_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let transport =
+            HttpTransport::new(&format!("http://{addr}"), &[], Duration::from_secs(5), 1).unwrap();
+        match transport.send(&request(Vec::new())).await {
+            Err(TransportError::Connection(text)) => {
+                assert!(crate::retry::is_unreachable(&text), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

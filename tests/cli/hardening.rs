@@ -246,3 +246,40 @@ fn issue_12_a_stray_quote_a_directory_and_a_device_are_refused() {
     std::os::unix::fs::symlink("/dev/zero", p.path("zero.csv")).unwrap();
     refused(&p, "zero.csv", &config, "not a regular file");
 }
+
+#[test]
+fn issue_12_sighup_stops_gracefully_like_sigterm() {
+    let p = Project::new().with_mock("mock://openai?latency=200ms");
+    let config = p.config(RPM, 2);
+    let worklist = p.worklist(50);
+    let child = p
+        .command(&[
+            "run",
+            worklist.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "--db",
+            "h.db",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the run to be sending, then hang up on it (its own pid only).
+    while p.records().is_empty() {
+        std::thread::yield_now();
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let status = p.status(&p.path("h.db"));
+    assert_eq!(
+        status["in_flight"], 0,
+        "in-flight requests were recorded: {status}"
+    );
+}
