@@ -24,6 +24,8 @@ use crate::template::{Template, TemplateKind};
 
 pub mod scheduling;
 pub use scheduling::{LaneError, Scheduling, Tenants};
+pub mod secrets;
+pub use secrets::Secrets;
 pub mod steps;
 pub use steps::{NextPage, Paginate, Plan, StepSpec};
 
@@ -33,7 +35,10 @@ const KEYS: &[(&str, &str)] = &[
         "top level",
         "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler",
     ),
-    ("[api]", "base_url, headers, timeout, dialect"),
+    (
+        "[api]",
+        "base_url, headers, timeout, dialect, max_response_bytes",
+    ),
     ("[request]", "method, path, body, headers, idempotency_key"),
     (
         "[[limits]]",
@@ -56,7 +61,7 @@ const KEYS: &[(&str, &str)] = &[
     ("[scheduler]", "starvation_after"),
     (
         "[retry]",
-        "max_attempts, backoff, max_backoff, quota_markers, on_quota, storm_share",
+        "max_attempts, backoff, max_backoff, max_wait, quota_markers, on_quota, storm_share",
     ),
     ("[limiter]", "jitter, backend, namespace"),
 ];
@@ -154,7 +159,13 @@ pub struct Api {
     pub timeout: Duration,
     /// The rate-limit header dialect (`auto` detects it per response).
     pub dialect: Dialect,
+    /// The largest response body read; a larger one fails its attempt (memory stays
+    /// bounded by workers x this).
+    pub max_response_bytes: u64,
 }
+
+/// Default `[api] max_response_bytes`: 10 MB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 10 * 1024 * 1024;
 
 /// The request sent for each item of the work list.
 #[derive(Debug, Clone)]
@@ -209,6 +220,8 @@ pub struct Config {
     /// Where limiter state is shared with other runners (`[limiter] backend`), if anywhere.
     pub backend: Option<SharedBackend>,
     source: String,
+    /// Every header value and `base_url`: where a secret may stand.
+    sites: Vec<secrets::Site>,
 }
 
 /// A shared limiter backend (`[limiter] backend = "redis://..."`).
@@ -278,6 +291,7 @@ struct RawApi {
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    max_response_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +355,7 @@ struct RawRetry {
     max_attempts: Option<Spanned<i64>>,
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
+    max_wait: Option<Spanned<String>>,
     quota_markers: Option<Vec<String>>,
     on_quota: Option<Spanned<String>>,
     storm_share: Option<Spanned<f64>>,
@@ -350,11 +365,46 @@ struct RawRetry {
 struct Checker<'a> {
     source: &'a str,
     problems: Vec<ConfigProblem>,
+    /// Every header value and `base_url` seen, for the snapshot and the run's secrets.
+    sites: Vec<secrets::Site>,
+    /// Each limit's unit with the span of its `unit` (or `name`), checked once the kinds
+    /// and prices are known ([`check_units`]).
+    units: Vec<(Unit, Range<usize>)>,
 }
 
 impl Checker<'_> {
     fn position(&self, span: Range<usize>) -> (usize, usize) {
         line_col(self.source, span.start)
+    }
+
+    /// Records a header value of `table` as a place a secret may stand, and checks that the
+    /// name is an HTTP token and the value holds no control character (never showing it).
+    fn header_site(&mut self, table: &str, name: &str, value: &Spanned<String>) {
+        const TOKEN: &str = "!#$%&'*+-.^_`|~";
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || TOKEN.contains(c))
+        {
+            self.problem(
+                value.span(),
+                format!("{table} header name `{}` is not a valid HTTP header name", name.escape_debug()),
+                "header names are letters, digits and `-` (e.g. `x-api-key`); no spaces, colons or quotes",
+            );
+        }
+        if value
+            .get_ref()
+            .contains(|c: char| c.is_control() && c != '\t')
+        {
+            self.problem(
+                value.span(),
+                format!("{table} header `{name}` has a control character (CR, LF or similar) in its value"),
+                "a header value is one line of text; remove the line break or escape",
+            );
+        }
+        let line = self.position(value.span()).0;
+        let site = secrets::Site::header(table, name, line, value.span(), value.get_ref());
+        self.sites.push(site);
     }
 
     fn problem(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
@@ -472,6 +522,33 @@ impl Checker<'_> {
     }
 }
 
+/// The latest `estimate --start` taken: the plan's times (start plus a makespan of days or
+/// quota windows) must stay printable as RFC 3339, which ends at year 9999.
+pub const LATEST_START: Duration = Duration::from_secs(221_845_392_000); // 9000-01-01T00:00:00Z
+
+/// Parses an `--start` time (RFC 3339, UTC), refusing times the plan could not represent.
+///
+/// # Errors
+/// A message naming the problem and the accepted range.
+///
+/// ```
+/// assert!(ratebound::config::parse_start("2026-12-04T10:00:00Z").is_ok());
+/// assert!(ratebound::config::parse_start("9999-12-31T23:00:00Z").is_err());
+/// ```
+pub fn parse_start(text: &str) -> Result<std::time::SystemTime, String> {
+    let at = humantime::parse_rfc3339_weak(text).map_err(|e| e.to_string())?;
+    if at
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|d| d < LATEST_START)
+    {
+        Ok(at)
+    } else {
+        Err(format!(
+            "`{text}` is out of range: give a UTC time between 1970 and 9000, e.g. 2026-12-04T09:00:00Z"
+        ))
+    }
+}
+
 /// The 1-based line and column of byte `offset` in `source`.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
@@ -510,6 +587,8 @@ impl Config {
         let mut check = Checker {
             source,
             problems: Vec::new(),
+            sites: Vec::new(),
+            units: Vec::new(),
         };
         let api = check_api(&mut check, raw.api);
         let request = check_request(&mut check, raw.request);
@@ -527,6 +606,7 @@ impl Config {
         let (kinds, plans) = check_kinds(&mut check, raw.kinds);
         let batch = check_batch(&mut check, &raw.pricing);
         let pricing = check_pricing(&mut check, raw.pricing);
+        check_units(&mut check, &kinds, &pricing, request.as_ref());
         let jitter = match &raw.limiter.jitter {
             Some(j)
                 if j.get_ref().trim() == "0"
@@ -558,18 +638,27 @@ impl Config {
                 jitter,
                 backend,
                 source: source.to_string(),
+                sites: check.sites,
             }),
             _ => Err(invalid(Vec::new())),
         }
     }
 
-    /// The config text as stored with a run: `${VAR}` references kept, literal header values
-    /// (which may be secrets) replaced by `"<redacted>"`.
+    /// The config text as stored with a run: `${VAR}` references kept; every header value
+    /// (`[api]`, `[request]`, steps) and `base_url` rewritten with its literal words, its
+    /// `${VAR:-default}` defaults and its credential query values replaced by `<redacted>`
+    /// (see [`secrets`]), whatever TOML spelling they were written in.
     pub fn snapshot(&self) -> String {
         let mut text = self.source.clone();
-        for (_, value, line) in &self.api.headers {
-            if !value.contains("${") && !value.is_empty() {
-                text = redact_on_line(&text, *line, value);
+        let mut sites: Vec<&secrets::Site> = self
+            .sites
+            .iter()
+            .filter(|s| s.redacted != s.value)
+            .collect();
+        sites.sort_by_key(|s| std::cmp::Reverse(s.span.start));
+        for site in sites {
+            if text.get(site.span.clone()).is_some() {
+                text.replace_range(site.span.clone(), &secrets::toml_string(&site.redacted));
             }
         }
         if let Some(b) = &self.backend {
@@ -675,18 +764,29 @@ fn check_backend(check: &mut Checker<'_>, raw: &RawLimiter) -> Option<SharedBack
 
 fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
     let url = raw.base_url.get_ref();
+    let shown = secrets::redact_url(url).0;
     let known = ["https://", "http://", "mock://"];
     if !known.iter().any(|scheme| url.starts_with(scheme)) {
         check.problem(
             raw.base_url.span(),
-            format!("`base_url` must start with http://, https:// or mock://, found `{url}`"),
+            format!("`base_url` must start with http://, https:// or mock://, found `{shown}`"),
             "for example `https://api.openai.com` or `mock://openai?rpm=600&tpm=100000`",
         );
+    } else if let Some(why) = http_url_problem(url) {
+        check.problem(
+            raw.base_url.span(),
+            format!("`base_url` is not a usable URL: {why}, found `{shown}`"),
+            "write scheme, host and optional port (1-65535), e.g. `https://api.openai.com` or `http://127.0.0.1:8080`",
+        );
     }
+    let line = check.position(raw.base_url.span()).0;
+    let site = secrets::Site::base_url(line, raw.base_url.span(), url);
+    check.sites.push(site);
     let headers = raw
         .headers
         .into_iter()
         .map(|(name, value)| {
+            check.header_site("[api]", &name, &value);
             let (line, _) = check.position(value.span());
             (name, value.into_inner(), line)
         })
@@ -709,12 +809,37 @@ fn check_api(check: &mut Checker<'_>, raw: RawApi) -> Option<Api> {
         },
         None => Dialect::Auto,
     };
+    let max_response_bytes = match &raw.max_response_bytes {
+        Some(n) => check
+            .positive(
+                n,
+                "max_response_bytes",
+                "the largest response body in bytes, e.g. 10485760 (10 MB)",
+            )?
+            .get(),
+        None => DEFAULT_MAX_RESPONSE_BYTES,
+    };
     Some(Api {
         dialect,
+        max_response_bytes,
         base_url: raw.base_url.into_inner(),
         headers,
         timeout,
     })
+}
+
+/// Why an `http(s)://` URL cannot be sent to (no host, a bad port, a space in the host...),
+/// with `${VAR}` references read as plain text; `None` for a usable one or a `mock://` URL.
+fn http_url_problem(url: &str) -> Option<String> {
+    if url.starts_with("mock://") {
+        return None;
+    }
+    let plain = interpolate(url, |_| Some("x".to_string())).unwrap_or_else(|_| url.to_string());
+    match reqwest::Url::parse(&plain) {
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => Some("it has no host".into()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 impl Checker<'_> {
@@ -760,6 +885,7 @@ fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec
     };
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
+        check.header_site("[request]", name, value);
         headers.push((
             name.clone(),
             check.template(value, TemplateKind::Text, "headers")?,
@@ -835,6 +961,8 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
             }
             Unit::from_name(u.get_ref().trim())
         });
+        let span = l.unit.as_ref().map_or(l.name.span(), Spanned::span);
+        check.units.push((unit.clone(), span));
         let scope = check_scope(check, &l);
         let per = l.per.as_ref().and_then(|p| check.duration(p, "per"));
         let kind = match (&l.rate, &l.quota) {
@@ -915,6 +1043,51 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
         });
     }
     limits
+}
+
+/// Units no limit may silently ignore: a custom unit some kind's `cost` consumes (else
+/// `unit = "Tokens"` or `"request"` would limit nothing), and `usd` only with a price for
+/// the request's model.
+fn check_units(
+    check: &mut Checker<'_>,
+    kinds: &BTreeMap<String, Costs>,
+    pricing: &Pricing,
+    request: Option<&RequestSpec>,
+) {
+    let model = request
+        .and_then(|r| r.body.as_ref())
+        .and_then(Template::literal_model);
+    for (unit, span) in std::mem::take(&mut check.units) {
+        match &unit {
+            Unit::Custom(name) if !kinds.values().any(|c| c.get(&unit) > 0) => {
+                let near = ["requests", "tokens", "usd"]
+                    .into_iter()
+                    .find(|known| {
+                        known.starts_with(&name.to_ascii_lowercase())
+                            || name
+                                .to_ascii_lowercase()
+                                .starts_with(known.trim_end_matches('s'))
+                    })
+                    .map_or(String::new(), |k| format!("did you mean `{k}`? "));
+                check.problem(
+                    span,
+                    format!("unit `{name}` is consumed by nothing: no request costs it, so this limit would limit nothing"),
+                    format!("{near}units are `requests`, `tokens`, `usd` (lower case) or a custom unit that a `[kinds.NAME] cost = {{ {name} = 1 }}` charges"),
+                );
+            }
+            Unit::Usd
+                if pricing.is_empty()
+                    || model.as_deref().is_some_and(|m| pricing.get(m).is_none()) =>
+            {
+                check.problem(
+                    span,
+                    format!("a `usd` limit needs a price for the model{}, and `[pricing]` has none", model.as_deref().map_or(String::new(), |m| format!(" `{m}`"))),
+                    "add [pricing.\"MODEL\"] with input = and output = in dollars per 1M tokens, or remove the usd limit",
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 fn check_scope(check: &mut Checker<'_>, l: &RawLimit) -> Scope {
@@ -1054,6 +1227,10 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         Some(d) => check.duration(d, "max_backoff"),
         None => Some(default.max),
     };
+    let max_wait = match &raw.max_wait {
+        Some(d) => check.duration(d, "max_wait"),
+        None => Some(default.max_wait),
+    };
     let on_quota = match raw.on_quota.as_ref().map(|o| (o, o.get_ref().as_str())) {
         None | Some((_, "exit")) => Some(OnQuota::Exit),
         Some((_, "wait")) => Some(OnQuota::Wait),
@@ -1084,7 +1261,89 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         quota_markers: raw.quota_markers.unwrap_or(default.quota_markers),
         on_quota: on_quota?,
         storm_share: storm_share?,
+        max_wait: max_wait?,
     })
+}
+
+/// What a run reads from the environment: never stored, logged or printed.
+pub struct Resolved {
+    /// `[api] headers` with their values, for the HTTP client.
+    pub headers: Vec<(String, String)>,
+    /// Every secret value the config names, to mask in what comes back from the API.
+    pub secrets: Secrets,
+}
+
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Resolved({} headers, {:?})",
+            self.headers.len(),
+            self.secrets
+        )
+    }
+}
+
+impl Config {
+    /// Resolves every `${VAR}` the run needs from the environment: `[api] headers` (returned
+    /// for the HTTP client), and in place `base_url`, `[request] headers` and the steps'
+    /// headers (`{{field}}` values are never expanded). Warns (tracing) about each literal
+    /// secret in the config.
+    ///
+    /// # Errors
+    /// [`ConfigError::MissingEnv`] for the first unset variable without a default.
+    pub fn resolve_env(&mut self) -> Result<Resolved, ConfigError> {
+        self.resolve_env_with(|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::resolve_env`] with the environment given as `lookup`.
+    pub fn resolve_env_with(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Resolved, ConfigError> {
+        let mut secrets = Secrets::default();
+        for site in &self.sites {
+            if let Some(warning) = site.warning(&self.path) {
+                tracing::warn!("{warning}");
+            }
+            for part in site.secret_parts(&lookup) {
+                secrets.add(&part);
+            }
+        }
+        let missing = |key: &str, var: String| ConfigError::MissingEnv {
+            path: self.path.clone(),
+            line: self
+                .sites
+                .iter()
+                .find(|s| s.key == key)
+                .map_or(0, |s| s.line),
+            var,
+        };
+        if self.api.base_url.contains("${") {
+            self.api.base_url = interpolate(&self.api.base_url, &lookup)
+                .map_err(|var| missing("[api] base_url", var))?;
+        }
+        let headers = self.api.resolve_headers_with(&self.path, &lookup)?;
+        for (name, template) in &mut self.request.headers {
+            let key = format!("[request] headers.{name}");
+            *template = template
+                .map_literals(|text| interpolate(text, &lookup))
+                .map_err(|var| missing(&key, var))?;
+        }
+        for (kind, plan) in &mut self.plans {
+            let mut resolved = Plan::clone(plan);
+            for step in &mut resolved.steps {
+                for (name, template) in &mut step.headers {
+                    let key = format!("[[kinds.{kind}.steps]] {} headers.{name}", step.name);
+                    *template = template
+                        .map_literals(|text| interpolate(text, &lookup))
+                        .map_err(|var| missing(&key, var))?;
+                }
+            }
+            *plan = std::sync::Arc::new(resolved);
+        }
+        Ok(Resolved { headers, secrets })
+    }
 }
 
 impl Api {
@@ -1092,10 +1351,18 @@ impl Api {
     ///
     /// The values are returned for the HTTP client only; they must not be stored or logged.
     pub fn resolve_headers(&self, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        self.resolve_headers_with(path, |var| std::env::var(var).ok())
+    }
+
+    fn resolve_headers_with(
+        &self,
+        path: &Path,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
         self.headers
             .iter()
             .map(|(name, value, line)| {
-                interpolate(value, |var| std::env::var(var).ok())
+                interpolate(value, &lookup)
                     .map(|v| (name.clone(), v))
                     .map_err(|var| ConfigError::MissingEnv {
                         path: path.to_path_buf(),
@@ -1274,6 +1541,95 @@ max = 8
             snap.contains("redis://<redacted>@10.0.0.5:6379/0"),
             "{snap}"
         );
+    }
+
+    /// Each spelling of a literal secret the adversarial pass found in the stored snapshot.
+    const SECRET_SPELLINGS: &[(&str, &str)] = &[
+        (
+            "[api] headers",
+            "headers = { Authorization = \"Bearer sk-live-123\" }",
+        ),
+        ("escaped", "headers = { x-api-key = \"sk\\u002Dlive-123\" }"),
+        ("literal string", "headers = { api-key = 'sk-live-123' }"),
+        (
+            "default",
+            "headers = { api-key = \"${NOPE:-sk-live-123}\" }",
+        ),
+        (
+            "multi-line",
+            "headers = { api-key = \"\"\"sk-live-123\"\"\" }",
+        ),
+        (
+            "base_url query",
+            "base_url = \"https://a.example?key=sk-live-123\"",
+        ),
+    ];
+
+    fn with_api_line(line: &str) -> String {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        let kept: Vec<&str> = GOOD
+            .lines()
+            .filter(|l| !l.trim_start().starts_with(&format!("{key} ")))
+            .collect();
+        kept.join("\n")
+            .replacen("[api]", &format!("[api]\n{line}"), 1)
+    }
+
+    #[test]
+    fn issue_12_snapshot_never_holds_a_literal_secret_in_any_spelling() {
+        let mut cases: Vec<(String, String)> = SECRET_SPELLINGS
+            .iter()
+            .map(|(name, line)| (name.to_string(), with_api_line(line)))
+            .collect();
+        cases.push((
+            "[request] headers".into(),
+            GOOD.replace(
+                "[request]",
+                "[request]\nheaders = { \"X-Item\" = \"{{id}}\", api-key = \"sk-live-123\" }",
+            ),
+        ));
+        for (name, text) in cases {
+            let config = Config::parse(Path::new("c.toml"), &text)
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+            let snap = config.snapshot();
+            assert!(!snap.contains("live-123"), "{name}:\n{snap}");
+            assert!(snap.contains("<redacted>"), "{name}:\n{snap}");
+            Config::parse(Path::new("c.toml"), &snap)
+                .unwrap_or_else(|e| panic!("{name}: the snapshot parses: {e}\n{snap}"));
+            assert!(
+                config.sites.iter().any(|s| s.literal_secret),
+                "{name}: warned about"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_12_request_headers_expand_env_references_but_never_work_list_values() {
+        let text = GOOD.replace(
+            "[request]",
+            "[request]\nheaders = { api-key = \"${KEY}\", \"X-Item\" = \"{{id}}\" }",
+        );
+        let mut config = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let lookup = |var: &str| (var == "KEY" || var == "API_KEY").then(|| format!("v-{var}-1"));
+        let resolved = config.resolve_env_with(lookup).unwrap();
+        assert_eq!(resolved.headers[0].1, "Bearer v-API_KEY-1");
+        let vars = serde_json::json!({"id": "${KEY}"});
+        let vars = vars.as_object().unwrap();
+        let rendered: Vec<String> = config
+            .request
+            .headers
+            .iter()
+            .map(|(_, t)| t.render(vars).unwrap())
+            .collect();
+        assert_eq!(rendered, ["${KEY}", "v-KEY-1"], "X-Item, then api-key");
+        assert_eq!(
+            resolved.secrets.mask("a v-KEY-1 b v-API_KEY-1"),
+            "a <redacted> b <redacted>"
+        );
+        assert!(config.snapshot().contains("${KEY}"));
+        let mut missing = Config::parse(Path::new("c.toml"), &text).unwrap();
+        let err = missing.resolve_env_with(|_| None).unwrap_err().to_string();
+        assert!(err.contains("c.toml:4") && err.contains("API_KEY"), "{err}");
     }
 
     #[test]

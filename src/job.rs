@@ -133,6 +133,11 @@ impl From<RenderError> for JobError {
     fn from(e: RenderError) -> Self {
         match e {
             RenderError::MissingField { field } => JobError::MissingField { field },
+            e @ (RenderError::ControlInHeader { .. } | RenderError::DotSegment { .. }) => {
+                JobError::Payload {
+                    reason: e.to_string(),
+                }
+            }
         }
     }
 }
@@ -290,7 +295,7 @@ pub fn build(
         .map(str::to_string);
     let prompt_tokens = body.as_ref().map_or(0, prompt_tokens);
     let max_tokens = body.as_ref().map_or(0, max_tokens);
-    let token_estimate = tokens.unwrap_or(prompt_tokens + max_tokens);
+    let token_estimate = tokens.unwrap_or(prompt_tokens.saturating_add(max_tokens));
     let mut costs = Costs::request(token_estimate);
     if let Some(price) = model_name.as_deref().and_then(|m| model.pricing.get(m)) {
         costs.add(Unit::Usd, price.cost(prompt_tokens, max_tokens));
@@ -479,7 +484,7 @@ pub fn idempotency_key(fingerprint: &str, id: &str) -> String {
 /// assert_eq!(ratebound::job::estimate_tokens(&body), 2 + 100);
 /// ```
 pub fn estimate_tokens(body: &Value) -> u64 {
-    prompt_tokens(body) + max_tokens(body)
+    prompt_tokens(body).saturating_add(max_tokens(body))
 }
 
 /// Estimated prompt tokens: `ceil(prompt chars / 4)`.

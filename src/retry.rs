@@ -7,7 +7,9 @@
 //!
 //! Invariants: a provider's `Retry-After` always wins over a computed backoff; a 429 never
 //! spends one of the item's attempts (waiting for the limit is not the item's fault); a
-//! permanent 4xx fails the item, not the run; 401/403 stop the run.
+//! permanent 4xx fails the item, not the run; 401/403 stop the run; no wait is longer than
+//! `max_wait` ([`RetryPolicy::ceiling`]): a provider asking for longer pauses the run like
+//! an exhausted quota, saying until when, instead of sleeping silently.
 
 use std::time::Duration;
 
@@ -83,7 +85,13 @@ pub struct RetryPolicy {
     pub on_quota: OnQuota,
     /// Share of recent responses that are errors at which dispatch pauses (a failure storm).
     pub storm_share: f64,
+    /// The longest a provider's `Retry-After` or reset is waited for in the run; a longer
+    /// one is treated as an exhausted quota.
+    pub max_wait: Duration,
 }
+
+/// Default `[retry] max_wait`.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// What to do when a quota is exhausted or reaches its `pause_at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +112,7 @@ impl Default for RetryPolicy {
             quota_markers: vec!["insufficient_quota".to_string()],
             on_quota: OnQuota::Exit,
             storm_share: 0.5,
+            max_wait: DEFAULT_MAX_WAIT,
         }
     }
 }
@@ -121,9 +130,66 @@ impl RetryPolicy {
         bound.mul_f64(draw.clamp(0.0, 1.0))
     }
 
+    /// The outcome once the ceiling on waits applies: a 429 or transient failure whose
+    /// response asks to wait (`asked`: its `Retry-After`, or the reset of an exhausted limit)
+    /// longer than `max_wait` is [`Outcome::QuotaExhausted`], so the run pauses and says
+    /// until when rather than sleeping for days.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratebound::retry::{Outcome, RetryPolicy};
+    /// let policy = RetryPolicy::default();
+    /// let days = Some(Duration::from_secs(999_999));
+    /// assert_eq!(policy.ceiling(Outcome::RateLimited, days), Outcome::QuotaExhausted);
+    /// assert_eq!(policy.ceiling(Outcome::RateLimited, Some(Duration::from_secs(2))), Outcome::RateLimited);
+    /// ```
+    pub fn ceiling(&self, outcome: Outcome, asked: Option<Duration>) -> Outcome {
+        match (outcome, asked) {
+            (Outcome::RateLimited | Outcome::Transient, Some(wait)) if wait > self.max_wait => {
+                Outcome::QuotaExhausted
+            }
+            _ => outcome,
+        }
+    }
+
     /// Whether an item that has failed transiently `failures` times may be tried again.
     pub fn allows_another(&self, failures: u32) -> bool {
         failures < self.max_attempts
+    }
+}
+
+/// How a transport error that never reached the API begins (connection refused, DNS
+/// failure): the transport writes it, [`is_unreachable`] reads it.
+pub const UNREACHABLE: &str = "cannot connect: ";
+
+/// Whether a transport error's text says the API was never reached.
+pub fn is_unreachable(error: &str) -> bool {
+    error.starts_with(UNREACHABLE)
+}
+
+/// How long every attempt may fail to connect before the API counts as unreachable.
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Notices an API that cannot be reached at all: every attempt since the last response
+/// failed to connect, for at least [`UNREACHABLE_AFTER`]. Then the run should stop (exit
+/// 69, "the API is unreachable: ...") with its items pending and their attempts unspent,
+/// rather than fail items one by one. Times are offsets on the run's monotonic clock.
+#[derive(Clone, Debug, Default)]
+pub struct Reachability {
+    /// When the current run of connect failures began.
+    since: Option<Duration>,
+}
+
+impl Reachability {
+    /// Records one attempt (`unreachable`: it failed to connect) at `now`; true when the
+    /// API has been unreachable for [`UNREACHABLE_AFTER`].
+    pub fn record(&mut self, unreachable: bool, now: Duration) -> bool {
+        if !unreachable {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now.saturating_sub(since) >= UNREACHABLE_AFTER
     }
 }
 
@@ -175,6 +241,9 @@ mod tests {
             (Response::Status(403), Fatal),
             (Response::Status(400), Failed),
             (Response::Status(404), Failed),
+            // Redirects are not followed (see runner::transport): the item fails.
+            (Response::Status(301), Failed),
+            (Response::Status(307), Failed),
             (Response::Status(408), Transient),
             (Response::Status(500), Transient),
             (Response::Status(503), Transient),
@@ -184,6 +253,75 @@ mod tests {
         for (response, want) in cases {
             assert_eq!(classify(response), want, "{response:?}");
         }
+    }
+
+    #[test]
+    fn issue_12_a_wait_beyond_the_ceiling_is_a_quota_and_far_future_dates_stay_far() {
+        use crate::headers::{Dialect, observe};
+        use std::time::UNIX_EPOCH;
+        let policy = RetryPolicy::default();
+        // 2026-12-04T00:00:00Z.
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_342_400);
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let long = [
+            h(&[("retry-after", "999999")]),
+            h(&[("retry-after", "Thu, 01 Jan 2099 00:00:00 GMT")]),
+            h(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")]),
+            h(&[
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "300h"),
+            ]),
+        ];
+        for headers in long {
+            let wait = observe(&headers, now, Dialect::Auto).longest_wait();
+            assert!(
+                wait.is_some_and(|w| w > policy.max_wait),
+                "{headers:?}: {wait:?}"
+            );
+            assert!(
+                now.checked_add(wait.unwrap_or_default()).is_some(),
+                "{headers:?}"
+            );
+            for outcome in [Outcome::RateLimited, Outcome::Transient] {
+                assert_eq!(
+                    policy.ceiling(outcome, wait),
+                    Outcome::QuotaExhausted,
+                    "{headers:?}"
+                );
+            }
+        }
+        let short = observe(&h(&[("retry-after", "20")]), now, Dialect::Auto).longest_wait();
+        assert_eq!(
+            policy.ceiling(Outcome::RateLimited, short),
+            Outcome::RateLimited
+        );
+        assert_eq!(
+            policy.ceiling(Outcome::Done, Some(Duration::MAX)),
+            Outcome::Done
+        );
+    }
+
+    #[test]
+    fn issue_12_an_api_refusing_every_connection_for_a_minute_is_unreachable() {
+        let mut r = Reachability::default();
+        let s = Duration::from_secs;
+        assert!(!r.record(true, s(0)));
+        assert!(!r.record(true, s(59)));
+        assert!(r.record(true, s(60)), "a minute of connect failures");
+        let mut r = Reachability::default();
+        assert!(!r.record(true, s(0)));
+        assert!(!r.record(false, s(30)), "a response resets it");
+        assert!(!r.record(true, s(61)));
+        assert!(is_unreachable(
+            "cannot connect: error sending request: tcp connect error"
+        ));
+        assert!(!is_unreachable("timed out"));
     }
 
     #[test]

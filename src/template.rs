@@ -76,6 +76,25 @@ pub enum RenderError {
         /// The placeholder's name.
         field: String,
     },
+    /// A path placeholder's value would make a whole `.` or `..` segment, which every URL
+    /// parser resolves (`/items/../chat` is `/chat`, and so is `%2E%2E`): it would change
+    /// which endpoint the request reaches.
+    #[error(
+        "the value of field `{field}` would be a `.` or `..` path segment, which changes the request's path"
+    )]
+    DotSegment {
+        /// The placeholder's name.
+        field: String,
+    },
+    /// A header value would hold a control character (CR, LF, NUL...), which would end the
+    /// header or corrupt the request; the value itself is never shown.
+    #[error(
+        "the header value rendered from field `{field}` holds a control character (CR, LF or similar)"
+    )]
+    ControlInHeader {
+        /// The placeholder whose value brought it in.
+        field: String,
+    },
 }
 
 /// One piece of a parsed template.
@@ -159,6 +178,45 @@ impl Template {
         })
     }
 
+    /// The same template with every literal piece rewritten by `f` (placeholders and the
+    /// values later inserted are untouched): how `${VAR}` references in header templates are
+    /// resolved at run start without ever expanding a work-list value.
+    ///
+    /// # Errors
+    /// The first error `f` returns.
+    pub fn map_literals<E>(
+        &self,
+        mut f: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<Template, E> {
+        let segments = self
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(text) => f(text).map(Segment::Literal),
+                field => Ok(field.clone()),
+            })
+            .collect::<Result<_, E>>()?;
+        Ok(Template {
+            kind: self.kind,
+            segments,
+            names: self.names.clone(),
+        })
+    }
+
+    /// The `"model"` of a JSON body template when it is written as a literal string, for
+    /// checking prices before the first request (`None` when absent or a placeholder).
+    pub fn literal_model(&self) -> Option<String> {
+        // Every placeholder as `0`: valid JSON inside a string and outside one.
+        let vars: Map<String, Value> = self
+            .names
+            .iter()
+            .map(|n| (n.clone(), Value::String("0".into())))
+            .collect();
+        let body: Value = serde_json::from_str(&self.render(&vars).ok()?).ok()?;
+        let model = body.get("model")?.as_str()?;
+        (model != "0").then(|| model.to_string())
+    }
+
     /// The kind this template was parsed as.
     pub fn kind(&self) -> TemplateKind {
         self.kind
@@ -188,6 +246,8 @@ impl Template {
     /// ```
     pub fn render(&self, vars: &Map<String, Value>) -> Result<String, RenderError> {
         let mut out = String::new();
+        // Path values that are all dots, with where they landed, to check their segments.
+        let mut dots: Vec<(usize, &str)> = Vec::new();
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
@@ -201,16 +261,45 @@ impl Template {
                     };
                     match self.kind {
                         TemplateKind::Json if *in_string => push_json_escaped(&mut out, &text),
+                        TemplateKind::Text
+                            if text.contains(|c: char| c.is_control() && c != '\t') =>
+                        {
+                            return Err(RenderError::ControlInHeader {
+                                field: name.clone(),
+                            });
+                        }
                         TemplateKind::Json | TemplateKind::Text => out.push_str(&text),
                         TemplateKind::Path => {
+                            if matches!(&*text, "." | "..") {
+                                dots.push((out.len(), name));
+                            }
                             out.extend(utf8_percent_encode(&text, PATH_VALUE));
                         }
                     }
                 }
             }
         }
+        if let Some((_, field)) = dots.iter().find(|(at, _)| is_dot_segment(&out, *at)) {
+            return Err(RenderError::DotSegment {
+                field: (*field).to_string(),
+            });
+        }
         Ok(out)
     }
+}
+
+/// Whether the path segment of `path` holding byte `at` (before any `?` or `#`) is `.`
+/// or `..`.
+fn is_dot_segment(path: &str, at: usize) -> bool {
+    let end_of_path = path.find(['?', '#']).unwrap_or(path.len());
+    if at >= end_of_path {
+        return false;
+    }
+    let start = path[..at].rfind('/').map_or(0, |i| i + 1);
+    let end = path[at..end_of_path]
+        .find('/')
+        .map_or(end_of_path, |i| at + i);
+    matches!(&path[start..end], "." | "..")
 }
 
 /// Tracks whether a scan of JSON text stands inside a string literal.
@@ -269,6 +358,33 @@ mod tests {
             .unwrap()
             .render(&vars(v))
             .unwrap()
+    }
+
+    #[test]
+    fn issue_12_dot_values_never_change_the_path() {
+        let t = Template::parse("/v1/items/{{v}}/chat?q={{v}}", TemplateKind::Path).unwrap();
+        for v in [".", ".."] {
+            let err = t.render(&vars(json!({ "v": v }))).unwrap_err();
+            assert_eq!(err, RenderError::DotSegment { field: "v".into() }, "{v}");
+        }
+        // Inside a longer segment, or in the query, dots are plain text.
+        let t = Template::parse("/v1/items/x{{v}}/chat?q={{v}}", TemplateKind::Path).unwrap();
+        assert_eq!(
+            t.render(&vars(json!({"v": ".."}))).unwrap(),
+            "/v1/items/x../chat?q=.."
+        );
+        assert_eq!(
+            render("/a/{{v}}", TemplateKind::Path, json!({"v": "../b"})),
+            "/a/..%2Fb",
+            "a slash stays inside the segment"
+        );
+    }
+
+    #[test]
+    fn issue_12_a_header_value_with_a_line_break_is_refused() {
+        let t = Template::parse("{{h}}", TemplateKind::Text).unwrap();
+        let err = t.render(&vars(json!({"h": "a\r\nX: 1"}))).unwrap_err();
+        assert_eq!(err, RenderError::ControlInHeader { field: "h".into() });
     }
 
     #[test]

@@ -100,6 +100,18 @@ pub enum WorklistError {
         #[source]
         source: io::Error,
     },
+    /// The path is not a regular file (a directory, a device such as `/dev/zero`, a pipe),
+    /// following symlinks: reading it could fail, never end, or differ between passes.
+    #[error(
+        "{path}: the work list is not a regular file ({kind})\n  hint: pass the path of a .csv or .jsonl file; copy a stream to a file first"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// A CSV quote opened on `line` is never closed: it would swallow the rest of the file
+    /// into one value.
+    #[error(
+        "{path}:{line}: a quote opened here is never closed, so the rest of the file would be one value\n  hint: close the quote, or double a quote inside a quoted value (`\"a \"\"b\"\" c\"`)"
+    )]
+    UnterminatedQuote { path: PathBuf, line: u64 },
     /// The extension (lower-cased, if any) names no known format.
     #[error("{path}: {}\n  hint: {FORMAT_HINT}", extension_problem(extension.as_deref()))]
     UnknownFormat {
@@ -292,6 +304,7 @@ impl WorklistReader {
     /// [`WorklistError::DuplicateColumn`].
     pub fn open(path: &Path) -> Result<WorklistReader, WorklistError> {
         let format = Format::from_path(path)?;
+        check_regular(path)?;
         let file = File::open(path).map_err(|source| WorklistError::Open {
             path: path.to_path_buf(),
             source,
@@ -353,6 +366,18 @@ impl WorklistReader {
         let start = reader.position().byte();
         let result = reader.read_byte_record(record);
         let line = reader.get_mut().content_line(start);
+        if matches!(result, Ok(true)) && reader.get_ref().eof {
+            // A record read after the end was reached: a quote left open runs to the end
+            // of the file, so only these can hold one.
+            let end = reader.position().byte();
+            if let Some(opened) = reader.get_ref().unclosed_quote_line(line, start, end) {
+                self.done = true;
+                return Some(Err(WorklistError::UnterminatedQuote {
+                    path: self.path.clone(),
+                    line: opened,
+                }));
+            }
+        }
         match result {
             Ok(false) => None,
             Ok(true) => {
@@ -507,6 +532,8 @@ struct LineTracker<R> {
     base: u64,
     /// 1-based line of `window[0]`.
     base_line: u64,
+    /// The inner reader has reported its end.
+    eof: bool,
 }
 
 impl<R> LineTracker<R> {
@@ -516,6 +543,7 @@ impl<R> LineTracker<R> {
             window: VecDeque::new(),
             base: 0,
             base_line: 1,
+            eof: false,
         }
     }
 
@@ -538,9 +566,73 @@ impl<R> LineTracker<R> {
     }
 }
 
+impl<R> LineTracker<R> {
+    /// The line where a quote opened in the record from byte `start` (its first content on
+    /// `line`, after [`LineTracker::content_line`]) to `end` is left open, per RFC 4180: a
+    /// quote opens only at a field's start, `""` inside is one quote.
+    fn unclosed_quote_line(&self, line: u64, start: u64, end: u64) -> Option<u64> {
+        let skip = usize::try_from(start.saturating_sub(self.base)).ok()?;
+        let take = usize::try_from(end.saturating_sub(start)).ok()?;
+        let bytes: Vec<u8> = self
+            .window
+            .iter()
+            .skip(skip)
+            .skip_while(|&&b| b == b'\n' || b == b'\r')
+            .take(take)
+            .copied()
+            .collect();
+        let (mut open, mut field_start, mut lines, mut opened_on) = (false, true, 0u64, 0u64);
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'\n' {
+                lines += 1;
+            }
+            if open {
+                if b == b'"' && bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else if b == b'"' {
+                    open = false;
+                }
+            } else if b == b'"' && field_start {
+                open = true;
+                opened_on = lines;
+            }
+            field_start = !open && matches!(b, b',' | b'\n' | b'\r');
+            i += 1;
+        }
+        open.then_some(line + opened_on)
+    }
+}
+
+/// Refuses a path that is not a regular file (following symlinks): a directory, a device
+/// or a pipe, before anything reads it.
+///
+/// # Errors
+/// [`WorklistError::Open`] when it cannot be inspected, [`WorklistError::NotAFile`].
+pub fn check_regular(path: &Path) -> Result<(), WorklistError> {
+    let meta = std::fs::metadata(path).map_err(|source| WorklistError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "a device, pipe or socket"
+    };
+    Err(WorklistError::NotAFile {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
 impl<R: Read> Read for LineTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.eof |= n == 0 && !buf.is_empty();
         self.window.extend(&buf[..n]);
         Ok(n)
     }
@@ -643,8 +735,16 @@ fn batch_item(
     let id = string("custom_id", "a string")?;
     fields.claim_id(ids, "custom_id", &id)?;
     let method = string("method", "a string such as `POST`")?;
+    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.to_ascii_uppercase().as_str()) {
+        let found = Value::String(method);
+        return Err(fields.invalid(
+            "method",
+            "one of GET, POST, PUT, PATCH, DELETE",
+            Some(&found),
+        ));
+    }
     let url = string("url", "a path starting with `/`")?;
-    if !url.starts_with('/') {
+    if !url.starts_with('/') || url.contains(|c: char| c.is_whitespace() || c.is_control()) {
         let found = Value::String(url);
         return Err(fields.invalid("url", "a path starting with `/`", Some(&found)));
     }
@@ -925,17 +1025,49 @@ mod tests {
     }
 
     #[test]
-    fn io_error_is_yielded_once_and_ends_iteration() {
-        // A directory opens like a file on Unix but fails on the first read.
+    fn a_directory_is_refused_at_open_not_at_the_first_read() {
+        // A directory opens like a file on Unix and used to fail on the first read (exit 1);
+        // issue 12 refuses it before reading (exit 2).
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.jsonl");
         std::fs::create_dir(&path).unwrap();
-        let mut reader = WorklistReader::open(&path).unwrap();
-        assert!(matches!(
-            reader.next(),
-            Some(Err(WorklistError::Read { line: 1, .. }))
-        ));
-        assert!(reader.next().is_none());
+        let err = WorklistReader::open(&path).err().unwrap();
+        assert!(matches!(err, WorklistError::NotAFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn issue_12_an_unterminated_quote_is_refused_at_the_line_where_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.csv");
+        std::fs::write(&path, "id,prompt\na,ok\nb,\"stray\nc,hi\nd,there\n").unwrap();
+        let items: Vec<_> = WorklistReader::open(&path).unwrap().collect();
+        assert!(items[0].is_ok());
+        match items.last() {
+            Some(Err(WorklistError::UnterminatedQuote { line, .. })) => assert_eq!(*line, 3),
+            other => panic!("{other:?}"),
+        }
+        // Quotes closed, doubled, or inside an unquoted value are fine.
+        std::fs::write(
+            &path,
+            "id,prompt\na,\"x \"\"y\"\"\nz\"\nb,5\" screen\nc,\"q\"",
+        )
+        .unwrap();
+        let items: Vec<_> = WorklistReader::open(&path).unwrap().collect();
+        assert!(items.iter().all(Result::is_ok), "{items:?}");
+        assert_eq!(items.len(), 3);
+    }
+
+    #[test]
+    fn issue_12_only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("d.csv");
+        std::fs::create_dir(&sub).unwrap();
+        let err = WorklistReader::open(&sub).err().unwrap();
+        assert!(matches!(err, WorklistError::NotAFile { .. }), "{err}");
+        let link = dir.path().join("zero.csv");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let err = WorklistReader::open(&link).err().unwrap();
+        assert!(matches!(err, WorklistError::NotAFile { .. }), "{err}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub(super) struct EstimateArgs {
     deadline: Option<Duration>,
     /// When the run would start (RFC 3339, UTC, e.g. `2026-11-24T09:00:00Z`), so calendar
     /// quotas reset where they will [default: now].
-    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    #[arg(long, value_parser = crate::config::parse_start)]
     start: Option<SystemTime>,
     /// Workers to simulate (overrides `[workers] max`).
     #[arg(short, long)]

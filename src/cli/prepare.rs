@@ -302,6 +302,7 @@ fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, Worklis
 
 /// SHA-256 of the work list's bytes, hex: a db is bound to one work list by it.
 fn fingerprint(path: &Path) -> anyhow::Result<String> {
+    crate::worklist::check_regular(path)?;
     let mut file = std::fs::File::open(path).map_err(|source| WorklistError::Open {
         path: path.to_path_buf(),
         source,

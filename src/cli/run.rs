@@ -3,6 +3,7 @@
 //! session's state) → queue the pending jobs → transport and shared limits → runner →
 //! summary and exit code.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -63,7 +64,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         &args.worklist,
         clock.wall_at(0),
     )?;
-    let headers = (prepared.config.api).resolve_headers(&prepared.config.path)?;
+    let resolved = prepared.config.resolve_env()?;
+    let headers = &resolved.headers;
     let validated = validate(&prepared, &args)?;
     let db = args
         .db
@@ -77,8 +79,10 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     let config = &prepared.config;
     let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
-    let transport = HttpTransport::new(&base_url, &headers, config.api.timeout, config.workers)?;
-    let shared = shared_limiter(&prepared, &headers, args.shard)?;
+    let transport = HttpTransport::new(&base_url, headers, config.api.timeout, config.workers)?
+        .with_secrets(resolved.secrets.clone())
+        .with_max_response_bytes(config.api.max_response_bytes);
+    let shared = shared_limiter(&prepared, headers, args.shard)?;
     let runner = Runner {
         transport: std::sync::Arc::new(transport),
         clock,
@@ -307,7 +311,12 @@ fn shared_limiter(
     Ok(Some(shared))
 }
 
-/// Watches Ctrl-C and SIGTERM: the first asks the runner to stop gracefully (the count
+/// One line to stderr, ignoring a closed terminal.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Watches Ctrl-C, SIGTERM and SIGHUP: the first asks the runner to stop gracefully (the count
 /// goes up on the returned channel), the second exits at once.
 fn stop_on_signals() -> watch::Receiver<u32> {
     let (stop_tx, stop_rx) = watch::channel(0u32);
@@ -315,32 +324,39 @@ fn stop_on_signals() -> watch::Receiver<u32> {
         let mut presses = 0u32;
         while wait_for_stop_signal().await {
             presses += 1;
+            // The stop is sent first, and stderr written without `eprintln!`: after a
+            // SIGHUP the terminal may be gone, and a panic here would lose the stop.
             if presses >= 2 {
-                eprintln!(
-                    "\nratebound: aborted at once; finished results are saved, run the same command again to continue"
+                say(
+                    "\nratebound: aborted at once; finished results are saved, run the same command again to continue",
                 );
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
-            eprintln!(
-                "\nratebound: stopping: no new requests; waiting for those in flight (Ctrl-C again to abort at once)"
-            );
             let _ = stop_tx.send(presses);
+            say(
+                "\nratebound: stopping: no new requests; waiting for those in flight (Ctrl-C again to abort at once)",
+            );
         }
     });
     stop_rx
 }
 
-/// Waits for Ctrl-C or SIGTERM; false if signals cannot be watched.
+/// Waits for Ctrl-C, SIGTERM or SIGHUP; false if signals cannot be watched.
 async fn wait_for_stop_signal() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             return tokio::signal::ctrl_c().await.is_ok();
         };
+        // SIGHUP (a closed terminal or SSH session) stops gracefully like SIGTERM.
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.is_ok(),
             s = term.recv() => s.is_some(),
+            s = hup.recv() => s.is_some(),
         }
     }
     #[cfg(not(unix))]

@@ -516,6 +516,10 @@ name = "budget"
 unit = "usd"
 quota = 5.0
 per = "1d"
+
+[pricing."m"]
+input = 0.15
+output = 0.60
 "#;
 
     #[test]

@@ -170,6 +170,7 @@ fn check_step(
     let body_line = raw.body.as_ref().map_or(0, |b| check.position(b.span()).0);
     let mut headers = Vec::new();
     for (header, value) in &raw.headers {
+        check.header_site(&format!("[[kinds.{kind}.steps]] {name}"), header, value);
         headers.push((
             header.clone(),
             check.template(value, TemplateKind::Text, "headers")?,

@@ -202,6 +202,31 @@ pub struct Observations {
     pub retry_after: Option<Duration>,
 }
 
+/// The longest wait a response can mean, capped at [`FAR_FUTURE`]: its `Retry-After`, or the
+/// reset of a limit it reports exhausted (remaining 0). A date in year 9999 stays a long
+/// wait: it never overflows into "at once".
+pub const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Observations {
+    /// The longest wait this response asks for (see [`FAR_FUTURE`]), if any.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ratebound::headers::Observations;
+    /// let seen = Observations { retry_after: Some(Duration::MAX), ..Observations::default() };
+    /// assert_eq!(seen.longest_wait(), Some(ratebound::headers::FAR_FUTURE));
+    /// ```
+    pub fn longest_wait(&self) -> Option<Duration> {
+        self.limits
+            .iter()
+            .filter(|o| o.remaining == Some(0))
+            .filter_map(|o| o.reset)
+            .chain(self.retry_after)
+            .max()
+            .map(|wait| wait.min(FAR_FUTURE))
+    }
+}
+
 /// Reads a response's rate-limit headers in `dialect` (detected from the header names under
 /// [`Dialect::Auto`]). Resets are resolved against `wall_now`. Never panics; values that do
 /// not parse are left out.

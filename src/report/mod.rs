@@ -46,7 +46,11 @@ pub fn summary(s: &Summary, db: &Path) -> String {
     };
     let headline = match &s.end {
         End::Finished if snap.failed == 0 => "finished: every item is done".to_string(),
-        End::Finished => format!("finished with {} permanent failures", snap.failed),
+        End::Finished => format!(
+            "finished with {} permanent failures; put them back in the queue with `ratebound retry-failed --db {}`",
+            snap.failed,
+            db.display()
+        ),
         End::Interrupted => {
             "interrupted: in-flight requests were recorded; run the same command again to continue"
                 .to_string()

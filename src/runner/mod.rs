@@ -674,6 +674,10 @@ impl<T: Transport> Runner<T> {
         }
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
+        let outcome = self
+            .settings
+            .retry
+            .ceiling(outcome, observed.longest_wait());
         let unseen = c.dispatched.since(dispatched_before, &job.costs);
         self.feedback
             .apply(&observed, &mut self.limiter, now, &unseen);
@@ -829,17 +833,11 @@ impl<T: Transport> Runner<T> {
             Outcome::QuotaExhausted => {
                 self.settle(reservation, job.seq, &sent_costs, now);
                 self.writer.attempt(attempt)?;
-                let until = observed
-                    .limits
-                    .iter()
-                    .filter(|o| o.remaining == Some(0))
-                    .filter_map(|o| o.reset)
-                    .max()
-                    .map(|reset| wall + reset);
+                let until = observed.longest_wait().and_then(|w| wall.checked_add(w));
                 self.scheduler
                     .enqueue(now, job.lane, job.priority, job.seq, job);
                 Ok(Step::Stop(End::Paused {
-                    reason: "the API says the account's quota is exhausted".to_string(),
+                    reason: "the API says the account's quota is exhausted (or asks to wait longer than [retry] max_wait)".to_string(),
                     until,
                 }))
             }
