@@ -23,6 +23,8 @@
 //! - [`retry`]: outcome classes and backoff with jitter.
 //! - [`scheduler`]: priority order, classes with shares, fair tenants, in-flight caps, retry timers.
 //! - [`shard`]: a deterministic split of the work list by id (`run --shard i/n`).
+//! - [`dispatch`]: the pure dispatch core that `run` and `estimate` both drive.
+//! - [`session`]: how a session ended and what it did (shared by runner and report).
 //! - [`runner`]: the async loop where network, store and clock meet.
 //! - [`estimate`]: a dry run in virtual time over the limiter and scheduler.
 //! - [`mock`]: the built-in rate-limited API.
@@ -31,6 +33,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod estimate;
 pub mod headers;
 pub mod job;
@@ -40,6 +43,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod scheduler;
+pub mod session;
 pub mod shard;
 pub mod store;
 pub mod template;

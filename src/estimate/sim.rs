@@ -17,12 +17,13 @@ use crate::clock::{Nanos, nanos};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::limiter::{Denied, LimitKind, LimitSpec, Limiter, NeverFits, Reservation, Scope};
-use crate::retry::RetryPolicy;
-use crate::scheduler::{Policy, Scheduler};
+use crate::dispatch::{Decision, Dispatcher, Idle, Queue, Rules, Ticket};
+use crate::limiter::{Costs, LimitKind, LimitSpec, Limiter, NeverFits, Reservation, Route};
+use crate::retry::{OnQuota, RetryPolicy};
+use crate::scheduler::{Lane, Policy, Popped, Scheduler};
 
 use super::SimItem;
-use super::latency::Latency;
+use super::latency::{Latency, Sampler};
 
 /// The inputs of a simulated run that stay the same whatever the worker count.
 #[derive(Clone, Copy, Debug)]
@@ -178,103 +179,253 @@ pub fn run_ordered(
     if let Some(policy) = setup.policy.filter(|p| !p.is_plain()) {
         return run_lanes(setup, policy, workers);
     }
-    let mut limiter = limiter(setup);
-    let mut queue = order.iter().copied().peekable();
-    // Items waiting for a retry, with their failures so far; they rejoin by priority.
-    let mut retries: Scheduler<(&SimItem, u32)> = Scheduler::new();
-    let mut fate = StdRng::seed_from_u64(setup.seed ^ 0xfa11);
-    let n_limits = setup.limits.len();
-    let mut trace = empty_trace(n_limits);
-    let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
-    let mut latency = setup.latency.sampler(setup.seed);
-    let workers = workers.max(1);
-    let mut in_flight: BinaryHeap<InFlight<'_>> = BinaryHeap::with_capacity(workers.min(1 << 20));
-    let mut now: Nanos = 0;
+    let mut queue = Ordered {
+        order,
+        next: 0,
+        fresh: order.first().map(|&i| (i, 0)),
+        retries: Scheduler::new(),
+    };
+    let mut sim = Sim::new(setup, workers);
     loop {
-        while in_flight.peek().is_some_and(|f| f.at <= now) {
-            let Some(f) = in_flight.pop() else {
-                break;
-            };
+        while let Some(f) = sim.arrived() {
             let item = f.item;
-            if let Some((at, failures)) = trace.complete(setup, &mut limiter, &mut fate, f) {
-                retries.push_at(at, item.priority, item.seq, (item, failures));
+            if let Some((at, failures)) = sim.complete(f) {
+                (queue.retries).push_at(at, item.priority, item.seq, (item, failures));
             }
         }
-        let mut next_admission = None;
-        let mut holder = None;
-        while in_flight.len() < workers && trace.spent.is_none() {
-            // The next item as the runner's scheduler picks it: a due retry goes first when
-            // it outranks the next fresh item (higher priority, then file order).
-            let retry = retries.peek(now).map(|(i, f)| (*i, *f));
-            let fresh = queue.peek().copied();
-            let (item, failures, is_retry) = match (retry, fresh) {
-                (Some((r, f)), Some(i))
-                    if (r.priority, Reverse(r.seq)) > (i.priority, Reverse(i.seq)) =>
-                {
-                    (r, f, true)
-                }
-                (_, Some(i)) => (i, 0, false),
-                (Some((r, f)), None) => (r, f, true),
-                (None, None) => break,
-            };
-            match limiter.reserve(&item.route, &item.costs, now) {
-                Ok(reservation) => {
-                    if is_retry {
-                        retries.pop(now);
-                    } else {
-                        queue.next();
-                    }
-                    let at = trace.admit(setup, item, now, latency.next_latency());
-                    in_flight.push(InFlight {
+        let round = sim.round(&mut queue);
+        // A retry coming due is an event only while a worker is free (due ones were
+        // already offered to the limiter above).
+        let free = sim.core.in_flight < sim.workers;
+        let retry_due = queue.retries.next_at().filter(|&r| r > sim.now && free);
+        let next_completion = match (sim.in_flight.peek().map(|f| f.at), retry_due) {
+            (Some(c), Some(r)) => Some(c.min(r)),
+            (c, r) => c.or(r),
+        };
+        let waiting = !queue.is_empty() && sim.trace.spent.is_none();
+        let next = match (waiting, round.next_admission, next_completion) {
+            (false, _, None) => return Ok(sim.trace),
+            (false, _, Some(c)) => c,
+            (true, Some(a), Some(c)) if free => a.min(c),
+            (true, Some(a), None) => a,
+            (true, _, Some(c)) => c,
+            (true, None, None) => return Ok(sim.trace),
+        };
+        sim.advance(waiting, free, round.holder, next);
+    }
+}
+
+/// The plain run's queue: the fixed dispatch order, and the retries waiting for their
+/// backoff, which rejoin by priority (as the runner's scheduler picks them).
+struct Ordered<'a, 'b> {
+    order: &'b [&'a SimItem],
+    /// Index of the next fresh item in `order`.
+    next: usize,
+    /// That item, with no failures yet.
+    fresh: Option<(&'a SimItem, u32)>,
+    retries: Scheduler<(&'a SimItem, u32)>,
+}
+
+impl<'a> Ordered<'a, '_> {
+    /// Whether the next job at `now` is a due retry: one that outranks the next fresh item
+    /// (higher priority, then file order).
+    fn retry_first(&mut self, now: Nanos) -> bool {
+        match (self.retries.peek(now), &self.fresh) {
+            (Some((r, _)), Some((i, _))) => {
+                (r.priority, Reverse(r.seq)) > (i.priority, Reverse(i.seq))
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+impl<'a> Queue for Ordered<'a, '_> {
+    type Job = (&'a SimItem, u32);
+    fn peek(&mut self, now: Nanos) -> Option<&Self::Job> {
+        if self.retry_first(now) {
+            return self.retries.peek(now);
+        }
+        self.fresh.as_ref()
+    }
+    fn take(&mut self, now: Nanos) -> Option<Popped<Self::Job>> {
+        let job = if self.retry_first(now) {
+            self.retries.pop(now)?
+        } else {
+            let job = self.fresh.take()?;
+            self.next += 1;
+            self.fresh = self.order.get(self.next).map(|&i| (i, 0));
+            job
+        };
+        Some(Popped {
+            job,
+            lane: Lane::default(),
+            waited: 0,
+            starved: false,
+        })
+    }
+    fn defer(&mut self, _now: Nanos, _until: Nanos) {}
+    fn next_at(&self) -> Option<Nanos> {
+        self.retries.next_at()
+    }
+    fn is_empty(&self) -> bool {
+        self.fresh.is_none() && self.retries.is_empty()
+    }
+    fn has_lanes(&self) -> bool {
+        false
+    }
+}
+
+impl Ticket for (&SimItem, u32) {
+    fn route(&self) -> &Route {
+        &self.0.route
+    }
+    fn costs(&self) -> &Costs {
+        &self.0.costs
+    }
+    fn seq(&self) -> u64 {
+        self.0.seq
+    }
+    /// The simulation models an item as one request.
+    fn slots(&self, _workers: usize) -> usize {
+        1
+    }
+}
+
+/// One simulated run in progress: the dispatch core, the limiter, the requests in flight
+/// and what the run did so far.
+struct Sim<'a, 's> {
+    setup: &'s Setup<'a>,
+    core: Dispatcher,
+    limiter: Limiter,
+    workers: usize,
+    in_flight: BinaryHeap<InFlight<'a>>,
+    trace: Trace,
+    fate: StdRng,
+    latency: Sampler<'a>,
+    out_window: Vec<Option<u128>>,
+    now: Nanos,
+}
+
+/// What one round of dispatch decisions left: when the next item fits, and which limit
+/// held it back (or last deferred a lane).
+struct Round {
+    next_admission: Option<Nanos>,
+    holder: Option<usize>,
+    /// Set when a lane was deferred: the limit that did it, if known.
+    deferred: Option<Option<usize>>,
+}
+
+impl<'a, 's> Sim<'a, 's> {
+    fn new(setup: &'s Setup<'a>, workers: usize) -> Self {
+        let n_limits = setup.limits.len();
+        let workers = workers.max(1);
+        Sim {
+            setup,
+            core: Dispatcher::new(Rules {
+                // The estimate assumes a run paused by a quota is resumed when it resets.
+                on_quota: OnQuota::Wait,
+                refunds_reopen_budget: false,
+                shared: false,
+                wall_origin: setup.start,
+            }),
+            limiter: limiter(setup),
+            workers,
+            in_flight: BinaryHeap::with_capacity(workers.min(1 << 20)),
+            trace: empty_trace(n_limits),
+            fate: StdRng::seed_from_u64(setup.seed ^ 0xfa11),
+            latency: setup.latency.sampler(setup.seed),
+            out_window: vec![None; n_limits],
+            now: 0,
+        }
+    }
+
+    /// The next request in flight whose response has arrived by now.
+    fn arrived(&mut self) -> Option<InFlight<'a>> {
+        if self.in_flight.peek().is_some_and(|f| f.at <= self.now) {
+            let f = self.in_flight.pop()?;
+            self.core.released(1);
+            return Some(f);
+        }
+        None
+    }
+
+    /// A response arrives: see [`Trace::complete`].
+    fn complete(&mut self, f: InFlight<'a>) -> Option<(Nanos, u32)> {
+        (self.trace).complete(self.setup, &mut self.limiter, &mut self.fate, f)
+    }
+
+    /// Admits what the core lets through now, as `run` would.
+    fn round<Q: Queue<Job = (&'a SimItem, u32)>>(&mut self, queue: &mut Q) -> Round {
+        let mut round = Round {
+            next_admission: None,
+            holder: None,
+            deferred: None,
+        };
+        let now = self.now;
+        loop {
+            match (self.core).next(now, self.workers, &mut self.limiter, queue) {
+                Decision::Dispatch {
+                    popped,
+                    reservation,
+                    ..
+                } => {
+                    let (item, failures) = popped.job;
+                    let took = self.latency.next_latency();
+                    let at = self.trace.admit(self.setup, item, now, took);
+                    self.in_flight.push(InFlight {
                         at,
                         item,
                         failures,
                         reservation,
                     });
                 }
-                Err(Denied::NotUntil(n)) => {
-                    next_admission = Some(n.at);
-                    let binding = limiter.binding(&item.route, &item.costs, now);
-                    if let Some(i) = trace.held_by(setup, binding, now, &mut out_window) {
-                        holder = Some(i);
-                    }
-                    break;
+                Decision::Deferred { binding } => {
+                    self.hold(binding, &mut round);
+                    round.deferred = Some(round.holder);
                 }
-                Err(Denied::Never(e)) => {
-                    // Only a spent run budget refuses for good after `check_fits`.
-                    trace.spent = Some(e.limit.clone());
+                Decision::Idle(Idle::Limited { at, binding }) => {
+                    self.hold(binding, &mut round);
+                    round.next_admission = Some(at);
+                    return round;
+                }
+                Decision::Unsendable { .. } => {
+                    // `order` checked that every item fits: only a bug gets here.
+                    self.trace.failed += 1;
+                }
+                Decision::Idle(Idle::Spent) => {
+                    self.trace.spent = self.core.spent().map(str::to_string);
+                    return round;
+                }
+                Decision::AskShared { .. } | Decision::ReturnShared { .. } | Decision::Idle(_) => {
+                    return round;
                 }
             }
         }
-        // A retry coming due is an event only while a worker is free (due ones were
-        // already offered to the limiter above).
-        let retry_due = retries
-            .next_at()
-            .filter(|&r| r > now && in_flight.len() < workers);
-        let next_completion = match (in_flight.peek().map(|f| f.at), retry_due) {
-            (Some(c), Some(r)) => Some(c.min(r)),
-            (c, r) => c.or(r),
-        };
-        let waiting = (queue.peek().is_some() || !retries.is_empty()) && trace.spent.is_none();
-        let next = match (waiting, next_admission, next_completion) {
-            (false, _, None) => return Ok(trace),
-            (false, _, Some(c)) => c,
-            (true, Some(a), Some(c)) if in_flight.len() < workers => a.min(c),
-            (true, Some(a), None) => a,
-            (true, _, Some(c)) => c,
-            (true, None, None) => return Ok(trace),
-        };
+    }
+
+    /// Notes the limit `binding` as holding the next item back now.
+    fn hold(&mut self, binding: Option<usize>, round: &mut Round) {
+        let spec = binding.and_then(|i| self.limiter.specs().nth(i));
+        let now = self.now;
+        if let Some(i) = (self.trace).held_by(self.setup, spec, now, &mut self.out_window) {
+            round.holder = Some(i);
+        }
+    }
+
+    /// Moves time to `next`, charging the span to whatever held a free worker back.
+    fn advance(&mut self, waiting: bool, free: bool, holder: Option<usize>, next: Nanos) {
         if waiting {
-            let span = next.saturating_sub(now);
-            if in_flight.len() >= workers {
-                trace.workers_full += span;
+            let span = next.saturating_sub(self.now);
+            if !free {
+                self.trace.workers_full += span;
             } else if let Some(i) = holder
-                && let Some(h) = trace.held.get_mut(i)
+                && let Some(h) = self.trace.held.get_mut(i)
             {
                 *h += span;
             }
         }
-        now = next;
+        self.now = next;
     }
 }
 
@@ -345,11 +496,11 @@ impl Trace {
     fn held_by(
         &mut self,
         setup: &Setup<'_>,
-        binding: Option<(&LimitSpec, Nanos)>,
+        binding: Option<&LimitSpec>,
         now: Nanos,
         out_window: &mut [Option<u128>],
     ) -> Option<usize> {
-        let (spec, _) = binding?;
+        let spec = binding?;
         let i = setup.limits.iter().position(|l| l.name == spec.name)?;
         let window = window_index(spec, setup.start, now);
         if window.is_some() && out_window[i] != window {
@@ -366,98 +517,43 @@ impl Trace {
 /// until that limit admits it while the other lanes go on. Slower than the fixed order of
 /// a plain run, since the choice depends on time.
 fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace, NeverFits> {
-    let mut limiter = limiter(setup);
     let mut scheduler: Scheduler<(&SimItem, u32)> = Scheduler::with_policy(policy.clone());
     for item in setup.items {
         scheduler.enqueue(0, item.lane, item.priority, item.seq, (item, 0));
     }
-    let mut fate = StdRng::seed_from_u64(setup.seed ^ 0xfa11);
-    let n_limits = setup.limits.len();
-    let mut trace = empty_trace(n_limits);
-    let mut out_window: Vec<Option<u128>> = vec![None; n_limits];
-    let mut latency = setup.latency.sampler(setup.seed);
-    let workers = workers.max(1);
-    let mut in_flight: BinaryHeap<InFlight<'_>> = BinaryHeap::with_capacity(workers.min(1 << 20));
-    let mut now: Nanos = 0;
+    let mut sim = Sim::new(setup, workers);
     // The limit that last deferred a lane: it holds back the items that wait while no
     // lane is ready.
     let mut deferred_by = None;
     loop {
-        while in_flight.peek().is_some_and(|f| f.at <= now) {
-            let Some(f) = in_flight.pop() else {
-                break;
-            };
+        while let Some(f) = sim.arrived() {
             scheduler.finished(f.item.lane);
             let item = f.item;
-            if let Some((at, failures)) = trace.complete(setup, &mut limiter, &mut fate, f) {
+            if let Some((at, failures)) = sim.complete(f) {
                 scheduler.enqueue_at(at, item.lane, item.priority, item.seq, (item, failures));
             }
         }
-        let mut next_admission = None;
-        let mut holder = None;
-        while in_flight.len() < workers && trace.spent.is_none() {
-            let Some(&(item, failures)) = scheduler.peek(now) else {
-                break;
-            };
-            match limiter.reserve(&item.route, &item.costs, now) {
-                Ok(reservation) => {
-                    scheduler.pop(now);
-                    let at = trace.admit(setup, item, now, latency.next_latency());
-                    in_flight.push(InFlight {
-                        at,
-                        item,
-                        failures,
-                        reservation,
-                    });
-                }
-                Err(Denied::NotUntil(n)) => {
-                    let binding = limiter.binding(&item.route, &item.costs, now);
-                    if let Some(i) = trace.held_by(setup, binding, now, &mut out_window) {
-                        holder = Some(i);
-                    }
-                    if n.at > now && binding.is_some_and(|(spec, _)| spec.scope != Scope::All) {
-                        // The lane's own limit: its tenant waits, the others go on.
-                        deferred_by = holder;
-                        scheduler.defer(now, n.at);
-                        continue;
-                    }
-                    next_admission = Some(n.at);
-                    break;
-                }
-                Err(Denied::Never(e)) => {
-                    trace.spent = Some(e.limit.clone());
-                }
-            }
+        let round = sim.round(&mut scheduler);
+        if let Some(by) = round.deferred {
+            deferred_by = by;
         }
+        let free = sim.core.in_flight < sim.workers;
         // Deferred lanes and retries come back at the scheduler's next instant.
-        let wakeup = scheduler
-            .next_at()
-            .filter(|&t| t > now && in_flight.len() < workers);
-        let next_completion = in_flight.peek().map(|f| f.at);
-        let waiting = !scheduler.is_empty() && trace.spent.is_none();
-        let free = in_flight.len() < workers;
+        let wakeup = scheduler.next_at().filter(|&t| t > sim.now && free);
+        let next_completion = sim.in_flight.peek().map(|f| f.at);
+        let waiting = !scheduler.is_empty() && sim.trace.spent.is_none();
         let next = [
             next_completion,
-            next_admission.filter(|_| waiting && free),
+            round.next_admission.filter(|_| waiting && free),
             wakeup.filter(|_| waiting),
         ]
         .into_iter()
         .flatten()
         .min();
         let Some(next) = next else {
-            return Ok(trace);
+            return Ok(sim.trace);
         };
-        if waiting {
-            let span = next.saturating_sub(now);
-            if !free {
-                trace.workers_full += span;
-            } else if let Some(i) = holder.or(deferred_by)
-                && let Some(h) = trace.held.get_mut(i)
-            {
-                *h += span;
-            }
-        }
-        now = next;
+        sim.advance(waiting, free, round.holder.or(deferred_by), next);
     }
 }
 

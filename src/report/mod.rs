@@ -11,7 +11,7 @@ pub mod status;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::runner::{End, Summary};
+use crate::session::{End, Summary};
 
 /// An amount of `unit` for people: dollars for `usd` (kept as micro-dollars), else the
 /// number and the unit.

@@ -24,32 +24,23 @@ mod tests;
 pub mod transport;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, Nanos, SystemClock, nanos, unix_ms};
-use crate::headers::{self, Dialect};
+use crate::dispatch::{Decision, Dispatcher, Idle, Rules, SharedAnswer, Ticket};
+use crate::headers::{self, Dialect, Observations};
 use crate::job::{CostModel, Job};
 use crate::limiter::redis::{Admission, RedisLimiter, SharedDenial};
-use crate::limiter::{
-    Costs, Denied, LimitKind, Limiter, NotUntil, Reservation, Route, Scope, Unit,
-};
+use crate::limiter::{Costs, Limiter, Reservation, Route, Unit};
 use crate::report::progress::{Progress, Snapshot};
-use crate::retry::{self, OnQuota, Outcome, RetryPolicy, Storm};
+use crate::retry::{self, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
+pub use crate::session::{Before, End, RunState, Summary};
 use crate::store::{AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer};
 pub use feedback::Feedback;
 pub use transport::{Response, Transport, TransportError};
-
-/// A limiter wait at least this long on a quota window is a paused quota, not a rate.
-const QUOTA_WAIT: Duration = Duration::from_secs(60);
-
-/// How soon dispatch asks an unreachable shared limiter again.
-const SHARED_RETRY: Duration = Duration::from_millis(250);
-
-/// How often progress is written to the store and shown.
-const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Settings of one run session.
 #[derive(Clone, Debug)]
@@ -63,62 +54,6 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// The rate-limit header dialect of the API (`auto` detects it).
     pub dialect: Dialect,
-}
-
-/// Counts carried over from earlier sessions of the same run.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Before {
-    /// Items in the run.
-    pub total: u64,
-    /// Items already done.
-    pub done: u64,
-    /// Items already failed.
-    pub failed: u64,
-    /// Requests sent in earlier sessions.
-    pub sent: u64,
-    /// 429s seen in earlier sessions.
-    pub rate_limited: u64,
-    /// Retries in earlier sessions.
-    pub retries: u64,
-    /// Active time of earlier sessions.
-    pub elapsed: Duration,
-}
-
-/// How a session ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
-    /// Every item is done or failed.
-    Finished,
-    /// A stop was requested; unfinished items stay pending.
-    Interrupted,
-    /// A budget is spent, a quota is used up (or reached its `pause_at`), or the provider
-    /// says the account's quota is exhausted; items stay pending.
-    Paused {
-        /// What ran out, for the user.
-        reason: String,
-        /// When it resets, if known.
-        until: Option<SystemTime>,
-    },
-    /// The API refused the credentials (401/403); items stay pending.
-    AuthRefused {
-        /// The status code.
-        status: u16,
-        /// The start of the response body.
-        body: String,
-    },
-}
-
-/// What a session did.
-#[derive(Clone, Debug)]
-pub struct Summary {
-    /// How it ended.
-    pub end: End,
-    /// Totals, including earlier sessions.
-    pub snapshot: Snapshot,
-    /// This session's wall time.
-    pub session: Duration,
-    /// Requests sent in this session.
-    pub session_sent: u64,
 }
 
 /// Why a run could not go on.
@@ -178,26 +113,51 @@ pub struct Runner<T: Transport> {
     pub hold_after_storm: Nanos,
 }
 
+#[derive(Default)]
 struct Counters {
     done: u64,
     failed: u64,
     sent: u64,
     rate_limited: u64,
     retries: u64,
-    in_flight: usize,
-    /// Attempts and results handed to the writer but not yet committed.
-    uncommitted: usize,
     /// Everything dispatched in this session.
     dispatched: Dispatched,
     /// Requests dispatched when the run last reacted to a 429.
     reacted_to_429: u64,
+    /// 429s in a row that each were a fresh signal.
+    consecutive_429: u32,
+    /// The recent share of failures, for failure storms.
+    storm: Storm,
 }
 
-/// Worker slots `job` needs: its requests (all of a multi-request job's may go out at
-/// once), at least one, at most every worker.
-fn slots_of(job: &Job, workers: usize) -> usize {
-    let requests = usize::try_from(job.costs.get(&Unit::Requests)).unwrap_or(usize::MAX);
-    requests.clamp(1, workers.max(1))
+/// A response (or a failure) read and classified, ready for its outcome's handler.
+struct Answered {
+    job: Job,
+    reservation: Reservation,
+    dispatched_before: Dispatched,
+    /// What was really sent, to settle the reservation to.
+    sent_costs: Costs,
+    outcome: Outcome,
+    observed: Observations,
+    attempt: AttemptRecord,
+    http_status: Option<u16>,
+    body: Option<String>,
+    latency_ms: u64,
+    error: Option<String>,
+    /// The wall time the response was read at.
+    wall: SystemTime,
+}
+
+impl Ticket for Job {
+    fn route(&self) -> &Route {
+        &self.route
+    }
+    fn costs(&self) -> &Costs {
+        &self.costs
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 /// Running totals of what was dispatched, so that a response's rate-limit headers can be
@@ -229,7 +189,7 @@ impl<T: Transport> Runner<T> {
     /// Runs until every job is finished, a stop is requested through `stop` (any change of
     /// its value), or the API refuses the credentials.
     pub async fn run(mut self, mut stop: watch::Receiver<u32>) -> Result<Summary, RunError> {
-        let session_start = Instant::now();
+        let session_start = self.clock.now();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
         let Some(mut committed) = self.writer.take_committed() else {
             return Err(RunError::Store(StoreError::WriterGone {
@@ -237,273 +197,169 @@ impl<T: Transport> Runner<T> {
                 message: "the writer's commit reports were already taken".into(),
             }));
         };
-        let mut c = Counters {
-            done: 0,
-            failed: 0,
-            sent: 0,
-            rate_limited: 0,
-            retries: 0,
-            in_flight: 0,
-            uncommitted: 0,
-            dispatched: Dispatched::default(),
-            reacted_to_429: 0,
-        };
-        let mut stopping = false;
-        let mut paused = false;
-        let mut note: Option<String> = None;
-        let mut storm = Storm::default();
-        let mut end = End::Finished;
-        let mut hold_until: Nanos = 0;
-        let mut consecutive_429 = 0u32;
-        let mut next_heartbeat: Nanos = 0;
-        // The latest lane held back by one of its own quotas for a long wait.
-        let mut lane_quota: Option<LongWait> = None;
+        let mut core = Dispatcher::new(Rules {
+            on_quota: self.settings.retry.on_quota,
+            refunds_reopen_budget: true,
+            shared: self.shared.is_some(),
+            wall_origin: self.clock.wall_at(0),
+        });
+        let mut c = Counters::default();
         loop {
             let now = self.clock.now();
-            // A retry already due is promoted by the next dispatch attempt; waking for it
-            // again now would spin while dispatch is held.
-            let mut wake = self.scheduler.next_at().filter(|&t| t > now);
-            if !stopping && !paused {
-                // A worker slot is busy from sending until the result is durable, so a crash
-                // can only lose (and a rerun resend) at most `workers` requests.
-                let wave = c.dispatched;
-                while c.in_flight + c.uncommitted < self.workers() {
-                    hold_until = hold_until.max(self.hold_after_storm);
-                    if now < hold_until {
-                        wake = earliest(wake, hold_until);
-                        break;
-                    }
-                    let lanes = !self.scheduler.is_plain();
-                    let workers = self.workers();
-                    let Some(job) = self.scheduler.peek(now) else {
-                        break;
-                    };
-                    // A multi-request job may send all its requests at once: one slot each.
-                    let slots = slots_of(job, workers);
-                    if c.in_flight + c.uncommitted + slots > workers {
-                        break;
-                    }
-                    let mut admitted = self.limiter.reserve(&job.route, &job.costs, now);
-                    let mut shared_binding = None;
-                    if admitted.is_ok()
-                        && let Some(shared) = self.shared.as_mut()
-                    {
-                        // The one async step of admission: the shared limits, atomically
-                        // across runners. Any answer but a grant hands the local one back.
-                        let answer = shared.admit(job.seq, &job.route, &job.costs).await;
-                        if !matches!(answer, Admission::Granted { .. })
-                            && let Ok(reservation) = admitted
-                        {
-                            self.limiter.cancel(reservation, now);
-                            admitted = Err(Denied::NotUntil(NotUntil { at: now }));
-                        }
-                        match answer {
-                            Admission::Granted { recovered } => {
-                                if recovered {
-                                    note = None;
-                                }
-                            }
-                            Admission::Denied(SharedDenial::Wait { wait, limit }) => {
-                                let at = self.clock.now() + nanos(wait);
-                                admitted = Err(Denied::NotUntil(NotUntil { at }));
-                                shared_binding = Some((limit, at));
-                            }
-                            Admission::Denied(SharedDenial::Never(never)) => {
-                                admitted = Err(Denied::Never(never));
-                            }
-                            Admission::Unreachable(e) => {
-                                note = Some(format!(
-                                    "dispatch paused: {e}; retrying (nothing is admitted meanwhile)"
-                                ));
-                                wake = earliest(wake, now + nanos(SHARED_RETRY));
-                                break;
-                            }
-                        }
-                    }
-                    match admitted {
-                        Ok(reservation) => {
-                            let Some(popped) = self.scheduler.pop_timed(now) else {
-                                break;
-                            };
-                            if popped.starved {
-                                self.report_starved(&popped.job, popped.waited);
-                            }
-                            c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
-                            c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
-                            self.dispatch(popped.job, reservation, wave, slots, &done_tx);
-                            c.in_flight += slots;
-                        }
-                        Err(Denied::NotUntil(n))
-                            if lanes
-                                && (self
-                                    .limiter
-                                    .binding(&job.route, &job.costs, now)
-                                    .is_some_and(|(spec, _)| spec.scope != Scope::All)
-                                    // Or the shared limiter's answer names a scoped limit.
-                                    || shared_binding
-                                        .and_then(|(i, _)| self.limiter.specs().nth(i))
-                                        .is_some_and(|spec| spec.scope != Scope::All)) =>
-                        {
-                            // One of this lane's own limits (a tenant's tier, a kind, a
-                            // path) holds it back: the other lanes go on meanwhile.
-                            if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
-                                let (route, costs) = (job.route.clone(), job.costs.clone());
-                                lane_quota = self
-                                    .long_wait(&route, &costs, now, shared_binding)
-                                    .or(lane_quota);
-                            }
-                            self.scheduler.defer(now, n.at);
-                        }
-                        Err(Denied::NotUntil(n)) => {
-                            if let Some(auto) = &mut self.settings.auto_workers {
-                                auto.on_limited();
-                            }
-                            wake = earliest(wake, n.at);
-                            if n.at.saturating_sub(now) >= nanos(QUOTA_WAIT) {
-                                let (route, costs) = (job.route.clone(), job.costs.clone());
-                                if let Some(pause) =
-                                    self.long_wait(&route, &costs, now, shared_binding)
-                                {
-                                    note = Some(pause.note);
-                                    if self.settings.retry.on_quota == OnQuota::Exit {
-                                        stopping = true;
-                                        end = pause.end;
-                                    }
-                                }
-                            } else {
-                                note = None;
-                            }
-                            break;
-                        }
-                        Err(Denied::Never(never)) if never.spent => {
-                            // Requests in flight may still refund their worst case.
-                            if c.in_flight == 0 {
-                                stopping = true;
-                                end = End::Paused {
-                                    reason: format!(
-                                        "budget `{}` is spent for this run",
-                                        never.limit
-                                    ),
-                                    until: None,
-                                };
-                            }
-                            break;
-                        }
-                        Err(Denied::Never(never)) => {
-                            let Some(popped) = self.scheduler.pop_timed(now) else {
-                                break;
-                            };
-                            self.scheduler.finished(popped.lane);
-                            let job = popped.job;
-                            self.fail_unsendable(&job, &never.to_string())?;
-                            c.failed += 1;
-                            c.uncommitted += 1;
-                        }
-                    }
-                }
-                // A lane deferred just now comes back at its own instant.
-                if let Some(at) = self.scheduler.next_at().filter(|&t| t > now) {
-                    wake = earliest(wake, at);
-                }
-            }
-            // Every lane left is held back by its own quota: pause like a run-wide quota.
-            if !stopping
-                && !paused
-                && c.in_flight + c.uncommitted == 0
-                && !self.scheduler.is_empty()
-                && self.scheduler.peek(now).is_none()
-                && self
-                    .scheduler
-                    .next_at()
-                    .is_some_and(|at| at.saturating_sub(now) >= nanos(QUOTA_WAIT))
-            {
-                if let Some(pause) = lane_quota.take() {
-                    note = Some(pause.note);
-                    if self.settings.retry.on_quota == OnQuota::Exit {
-                        stopping = true;
-                        end = pause.end;
-                    }
-                }
-            }
-            if c.in_flight == 0 && (stopping || self.scheduler.is_empty()) {
+            self.dispatch_round(now, &mut core, &mut c, &done_tx)
+                .await?;
+            core.check_lane_quotas(now, &mut self.scheduler);
+            if core.is_over(&self.scheduler) {
                 break;
             }
-            if now >= next_heartbeat {
-                if let Some(control) = &self.control {
-                    let asked = control.is_paused()?;
-                    if asked != paused {
-                        paused = asked;
-                        tracing::info!(paused, "pause flag changed");
-                    }
-                }
-                for s in self.scheduler.starving(now) {
-                    let policy = self.scheduler.policy();
-                    let class = policy
-                        .classes
-                        .get(usize::from(s.class))
-                        .map_or("", |c| c.name.as_str());
-                    let tenant = policy
-                        .tenants
-                        .get(s.tenant as usize)
-                        .map_or("", |t| t.name.as_str());
-                    let waited =
-                        humantime::format_duration(Duration::from_secs(s.waited / 1_000_000_000));
-                    tracing::warn!(class, tenant, waited = %waited, "starving: work waiting longer than starvation_after without a dispatch");
-                    note = Some(format!(
-                        "starving: tenant `{tenant}` (class `{class}`) has waited {waited} without a dispatch"
-                    ));
-                }
-                let state = if paused { "paused" } else { "running" };
-                self.heartbeat(&c, state, session_start, note.clone())?;
-                next_heartbeat = now + nanos(HEARTBEAT);
+            if core.heartbeat_due(now) {
+                self.beat(&mut core, &c, now, session_start)?;
             }
-            wake = earliest(wake, next_heartbeat);
-            let deadline = self.clock.instant_at(wake.unwrap_or(next_heartbeat));
+            let deadline = self.clock.instant_at(core.wake());
             tokio::select! {
                 Some(first) = done_rx.recv() => {
                     let mut next = Some(first);
                     while let Some(done) = next {
-                        c.in_flight -= done.slots;
-                        c.uncommitted += 1;
+                        core.completed(done.slots);
                         let now = self.clock.now();
-                        match self.complete(done, now, &mut c, &mut consecutive_429, &mut storm)? {
-                            Step::Continue => {}
-                            Step::Hold(until) => hold_until = hold_until.max(until),
-                            Step::Stop(why) => {
-                                stopping = true;
-                                end = why;
-                            }
-                        }
+                        self.complete(done, now, &mut c, &mut core)?;
                         next = done_rx.try_recv().ok();
                     }
                 }
                 Some(n) = committed.recv() => {
-                    c.uncommitted = c.uncommitted.saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+                    core.committed(usize::try_from(n).unwrap_or(usize::MAX));
                 }
                 () = tokio::time::sleep_until(deadline) => {}
-                Ok(()) = stop.changed(), if !stopping => {
-                    stopping = true;
-                    end = End::Interrupted;
+                Ok(()) = stop.changed(), if !core.is_stopping() => {
+                    core.stop(End::Interrupted);
                 }
             }
         }
-        if end == End::Finished && !self.scheduler.is_empty() {
-            end = End::Interrupted;
-        }
-        let state = match &end {
-            End::Finished if self.scheduler.is_empty() => "finished",
-            End::Paused { .. } => "paused",
-            _ => "stopped",
-        };
-        let snapshot = self.heartbeat(&c, state, session_start, None)?;
+        let end = core.end(&self.scheduler);
+        let state = RunState::of_end(&end, self.scheduler.is_empty());
+        let snapshot = self.heartbeat(&c, &core, state, session_start, None)?;
         self.writer.flush().await?;
         self.progress.finish(&snapshot);
         Ok(Summary {
             end,
             snapshot,
-            session: session_start.elapsed(),
+            session: Duration::from_nanos(self.clock.now().saturating_sub(session_start)),
             session_sent: c.sent,
         })
+    }
+
+    /// One round of dispatch decisions at `now`: sends what the core admits until it says
+    /// nothing more goes out now.
+    async fn dispatch_round(
+        &mut self,
+        now: Nanos,
+        core: &mut Dispatcher,
+        c: &mut Counters,
+        done_tx: &mpsc::UnboundedSender<Completion>,
+    ) -> Result<(), RunError> {
+        core.begin(now, &self.scheduler);
+        core.hold(self.hold_after_storm);
+        // What went out before this wave: a response's headers may not count the rest.
+        let wave = c.dispatched;
+        loop {
+            let workers = self.workers();
+            let mut decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
+            if let Decision::AskShared { seq } = decision {
+                let answer = self.ask_shared(seq, now).await;
+                decision = core.shared_answer(now, answer, &mut self.limiter, &mut self.scheduler);
+            }
+            match decision {
+                Decision::Dispatch {
+                    popped,
+                    reservation,
+                    slots,
+                } => {
+                    if popped.starved {
+                        self.report_starved(&popped.job, popped.waited);
+                    }
+                    c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
+                    c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
+                    self.dispatch(popped.job, reservation, wave, slots, done_tx);
+                }
+                Decision::Unsendable { popped, why } => {
+                    self.scheduler.finished(popped.lane);
+                    self.fail_unsendable(&popped.job, &why.to_string())?;
+                    c.failed += 1;
+                    core.handed_to_writer(1);
+                }
+                Decision::ReturnShared { seq } => {
+                    if let Some(shared) = self.shared.as_mut() {
+                        shared.settle_later(seq, &Costs::default());
+                    }
+                }
+                Decision::Deferred { .. } | Decision::AskShared { .. } => {}
+                Decision::Idle(Idle::Limited { .. }) => {
+                    if let Some(auto) = &mut self.settings.auto_workers {
+                        auto.on_limited();
+                    }
+                    return Ok(());
+                }
+                Decision::Idle(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// Asks the shared limiter to admit job `seq` (the queue's next at `now`).
+    async fn ask_shared(&mut self, seq: u64, now: Nanos) -> SharedAnswer {
+        let (Some(shared), Some(job)) = (self.shared.as_mut(), self.scheduler.peek(now)) else {
+            return SharedAnswer::Granted { recovered: false };
+        };
+        // The one async step of admission: the shared limits, atomically across runners.
+        match shared.admit(seq, &job.route, &job.costs).await {
+            Admission::Granted { recovered } => SharedAnswer::Granted { recovered },
+            Admission::Denied(SharedDenial::Wait { wait, limit }) => SharedAnswer::Wait {
+                at: self.clock.now() + nanos(wait),
+                limit,
+            },
+            Admission::Denied(SharedDenial::Never(never)) => SharedAnswer::Never(never),
+            Admission::Unreachable(e) => SharedAnswer::Unreachable(e.to_string()),
+        }
+    }
+
+    /// A heartbeat: the pause flag, starving tenants, then progress to the store and screen.
+    fn beat(
+        &mut self,
+        core: &mut Dispatcher,
+        c: &Counters,
+        now: Nanos,
+        session_start: Nanos,
+    ) -> Result<(), RunError> {
+        if let Some(control) = &self.control {
+            let asked = control.is_paused()?;
+            if asked != core.is_paused() {
+                core.set_paused(asked);
+                tracing::info!(paused = asked, "pause flag changed");
+            }
+        }
+        for s in self.scheduler.starving(now) {
+            let policy = self.scheduler.policy();
+            let class = policy
+                .classes
+                .get(usize::from(s.class))
+                .map_or("", |c| c.name.as_str());
+            let tenant = policy
+                .tenants
+                .get(s.tenant as usize)
+                .map_or("", |t| t.name.as_str());
+            let waited = humantime::format_duration(Duration::from_secs(s.waited / 1_000_000_000));
+            tracing::warn!(class, tenant, waited = %waited, "starving: work waiting longer than starvation_after without a dispatch");
+            core.set_note(Some(format!(
+                "starving: tenant `{tenant}` (class `{class}`) has waited {waited} without a dispatch"
+            )));
+        }
+        let state = if core.is_paused() {
+            RunState::Paused
+        } else {
+            RunState::Running
+        };
+        let note = core.note().map(str::to_string);
+        self.heartbeat(c, core, state, session_start, note)?;
+        Ok(())
     }
 
     /// Requests in flight allowed now: the configured pool, or the auto-sized one.
@@ -529,42 +385,6 @@ impl<T: Transport> Runner<T> {
     fn report_starved(&self, job: &Job, waited: Nanos) {
         let waited = humantime::format_duration(Duration::from_millis(waited / 1_000_000));
         tracing::warn!(item = %job.id, waited = %waited, "starved: the item waited longer than starvation_after");
-    }
-
-    /// Explains a long wait: which quota holds the next job back and until when. `None`
-    /// when the binding limit is not a calendar quota (a slow rate is no reason to pause).
-    /// `shared` is the shared limiter's binding limit (config index) and instant, if it
-    /// said "not yet".
-    fn long_wait(
-        &self,
-        route: &Route,
-        costs: &Costs,
-        now: Nanos,
-        shared: Option<(usize, Nanos)>,
-    ) -> Option<LongWait> {
-        let local = self.limiter.binding(route, costs, now);
-        let shared = shared.and_then(|(i, at)| Some((self.limiter.specs().nth(i)?, at)));
-        let (spec, at) = [local, shared]
-            .into_iter()
-            .flatten()
-            .max_by_key(|(_, at)| *at)?;
-        if !matches!(spec.kind, LimitKind::Window { per: Some(_), .. }) {
-            return None;
-        }
-        let until = self.clock.wall_at(at);
-        let stamp = humantime::format_rfc3339_seconds(until);
-        let left =
-            humantime::format_duration(Duration::from_secs(at.saturating_sub(now) / 1_000_000_000));
-        Some(LongWait {
-            note: format!(
-                "waiting for quota `{}` to reset at {stamp} (in {left})",
-                spec.name
-            ),
-            end: End::Paused {
-                reason: format!("quota `{}` is used up until {stamp}", spec.name),
-                until: Some(until),
-            },
-        })
     }
 
     fn dispatch(
@@ -611,14 +431,70 @@ impl<T: Transport> Runner<T> {
         });
     }
 
+    /// A request came back (or a multi-request job's dispatch ended): record it, settle its
+    /// reservation and decide what happens to its job.
     fn complete(
         &mut self,
         done: Completion,
         now: Nanos,
         c: &mut Counters,
-        consecutive_429: &mut u32,
-        storm: &mut Storm,
-    ) -> Result<Step, RunError> {
+        core: &mut Dispatcher,
+    ) -> Result<(), RunError> {
+        let Some(a) = self.answer(done, now, c, core)? else {
+            return Ok(());
+        };
+        if a.outcome != Outcome::RateLimited {
+            c.consecutive_429 = 0;
+        }
+        self.watch_storm(a.outcome, now, c);
+        match a.outcome {
+            Outcome::Done => self.on_done(a, now, c),
+            Outcome::RateLimited => self.on_rate_limited(a, now, c, core),
+            Outcome::Transient => self.on_transient(a, now, c),
+            Outcome::Failed => {
+                self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
+                let why = format!(
+                    "HTTP {}: the API refused this item",
+                    a.http_status.unwrap_or(0)
+                );
+                self.finish_failed(a.job, a.attempt, a.http_status, a.body, a.latency_ms, why)?;
+                c.failed += 1;
+                Ok(())
+            }
+            Outcome::QuotaExhausted => {
+                let until = (a.observed.longest_wait()).and_then(|w| a.wall.checked_add(w));
+                self.put_back(a, now)?;
+                core.stop(End::Paused {
+                    reason: "the API says the account's quota is exhausted (or asks to wait longer than [retry] max_wait)".to_string(),
+                    until,
+                });
+                Ok(())
+            }
+            Outcome::Fatal => {
+                let status = a.http_status.unwrap_or(0);
+                let excerpt: String = (a.body.clone().unwrap_or_default().chars())
+                    .take(300)
+                    .collect();
+                self.put_back(a, now)?;
+                core.stop(End::AuthRefused {
+                    status,
+                    body: excerpt,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads a completion: records the requests a multi-request job sent before its
+    /// deciding one, counts the attempt, classifies it and applies its headers to the
+    /// limiter. `None` when the job cannot go on (it is failed here).
+    fn answer(
+        &mut self,
+        done: Completion,
+        now: Nanos,
+        c: &mut Counters,
+        core: &mut Dispatcher,
+    ) -> Result<Option<Answered>, RunError> {
         let Completion {
             mut job,
             reservation,
@@ -634,13 +510,13 @@ impl<T: Transport> Runner<T> {
         let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
         // The job is out of flight on every path below: its lane's caps take it off.
         self.scheduler.finished(job.lane);
-        if job.steps.is_some() {
-            if let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)? {
-                self.settle(reservation, job.seq, &sent_costs, now);
-                self.fail_unsendable(&job, &why)?;
-                c.failed += 1;
-                return Ok(Step::Continue);
-            }
+        if job.steps.is_some()
+            && let Some(why) = self.absorb_steps(&mut job, earlier, broken, c, core)?
+        {
+            self.settle(reservation, job.seq, &sent_costs, now);
+            self.fail_unsendable(&job, &why)?;
+            c.failed += 1;
+            return Ok(None);
         }
         job.attempts += 1;
         c.sent += 1;
@@ -655,7 +531,6 @@ impl<T: Transport> Runner<T> {
             Err(TransportError::Timeout) => retry::Response::Timeout,
             Err(TransportError::Connection(_)) => retry::Response::Connection,
         };
-        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         let (http_status, headers, body) = match &result {
             Ok(r) => (
                 Some(r.status),
@@ -674,14 +549,12 @@ impl<T: Transport> Runner<T> {
         }
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
-        let outcome = self
-            .settings
-            .retry
-            .ceiling(outcome, observed.longest_wait());
+        let outcome = (self.settings.retry).ceiling(outcome, observed.longest_wait());
         let unseen = c.dispatched.since(dispatched_before, &job.costs);
         self.feedback
             .apply(&observed, &mut self.limiter, now, &unseen);
         let error = result.as_ref().err().map(ToString::to_string);
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         let attempt = AttemptRecord {
             seq: job.seq,
             attempt: job.attempts,
@@ -691,18 +564,32 @@ impl<T: Transport> Runner<T> {
             outcome: outcome_name(outcome),
             error: error.clone(),
         };
-        let retry_after = observed.retry_after;
-        if outcome != Outcome::RateLimited {
-            *consecutive_429 = 0;
-        }
+        Ok(Some(Answered {
+            job,
+            reservation,
+            dispatched_before,
+            sent_costs,
+            outcome,
+            observed,
+            attempt,
+            http_status,
+            body,
+            latency_ms,
+            error,
+            wall,
+        }))
+    }
+
+    /// A failure storm (most recent responses failed) holds all dispatch for a backoff.
+    fn watch_storm(&mut self, outcome: Outcome, now: Nanos, c: &mut Counters) {
         let failing = outcome == Outcome::Transient;
         if matches!(outcome, Outcome::Done | Outcome::Transient)
-            && storm.record(failing, self.settings.retry.storm_share)
+            && c.storm.record(failing, self.settings.retry.storm_share)
         {
             let wait = self
                 .settings
                 .retry
-                .backoff(storm.pauses, 0.5 + rand::random::<f64>() / 2.0, None)
+                .backoff(c.storm.pauses, 0.5 + rand::random::<f64>() / 2.0, None)
                 .max(Duration::from_secs(1));
             tracing::warn!(
                 pause_s = wait.as_secs_f64(),
@@ -710,150 +597,135 @@ impl<T: Transport> Runner<T> {
             );
             self.hold_after_storm = now + nanos(wait);
         }
-        match outcome {
-            Outcome::Done => {
-                if observed.limits.is_empty() {
-                    self.feedback
-                        .on_success_without_headers(&mut self.limiter, now);
-                }
-                let usage = body.as_deref().and_then(usage_of);
-                let actual = match &usage {
-                    Some(u) => self.cost_model.actual(&sent_costs, job.model.as_deref(), u),
-                    None => sent_costs,
-                };
-                self.settle(reservation, job.seq, &actual, now);
-                let body = match job.steps.as_deref() {
-                    Some(steps) if !steps.is_finished() => {
-                        // A next page, or steps past the window the job was admitted in:
-                        // the rest comes back through the limiter.
-                        self.writer.attempt(attempt)?;
-                        self.scheduler
-                            .enqueue(now, job.lane, job.priority, job.seq, job);
-                        return Ok(Step::Continue);
-                    }
-                    Some(steps) => Some(steps.result_body()),
-                    None => body,
-                };
-                self.writer.finish(ItemResult {
-                    seq: job.seq,
-                    status: ItemStatus::Done,
-                    attempts: job.attempts,
-                    http_status,
-                    body,
-                    usage: usage.map(|u| u.to_string()),
-                    latency_ms,
-                    error: None,
-                    last_attempt: attempt,
-                })?;
-                c.done += 1;
-                Ok(Step::Continue)
-            }
-            Outcome::RateLimited => {
-                // A rejected request consumed nothing at the provider's token bucket, but
-                // the request bucket is evidently empty: keep the request, refund tokens.
-                let keep = Costs::default().with(Unit::Requests, sent_costs.get(&Unit::Requests));
-                self.settle(reservation, job.seq, &keep, now);
-                c.rate_limited += 1;
-                self.writer.attempt(attempt)?;
-                if observed.limits.is_empty() && retry_after.is_none() {
-                    // No headers at all: search for the sustainable rate instead of backing
-                    // off in whole seconds.
-                    self.feedback
-                        .on_rate_limited_without_headers(&mut self.limiter, now);
-                    self.scheduler
-                        .enqueue(now, job.lane, job.priority, job.seq, job);
-                    return Ok(Step::Continue);
-                }
-                // 429s to requests already in flight when the run reacted to a 429 are the
-                // same signal, not a new one: they neither grow the backoff nor hold all
-                // dispatch again (a refused wave would otherwise back off exponentially).
-                let fresh = dispatched_before.requests >= c.reacted_to_429;
-                if fresh {
-                    *consecutive_429 += 1;
-                    c.reacted_to_429 = c.dispatched.requests;
-                }
-                let wait = self
-                    .settings
-                    .retry
-                    .backoff(*consecutive_429, rand::random::<f64>(), retry_after)
-                    .max(Duration::from_millis(50));
-                let until = now + nanos(wait);
-                self.scheduler
-                    .enqueue_at(until, job.lane, job.priority, job.seq, job);
-                if !fresh || (!observed.limits.is_empty() && *consecutive_429 == 1) {
-                    // The 429's own rate-limit headers have just resynced the limiter, which
-                    // now holds back what the provider would refuse: only this item waits
-                    // for `Retry-After` (often whole seconds for a wait of milliseconds). A
-                    // second 429 in a row means the headers do not tell the whole story:
-                    // then all dispatch waits.
-                    return Ok(Step::Continue);
-                }
-                Ok(Step::Hold(until))
-            }
-            Outcome::Transient => {
-                self.settle(reservation, job.seq, &sent_costs, now);
-                job.failures += 1;
-                if self.settings.retry.allows_another(job.failures) {
-                    let wait = self.settings.retry.backoff(
-                        job.failures,
-                        rand::random::<f64>(),
-                        retry_after,
-                    );
-                    self.writer.attempt(attempt)?;
-                    self.scheduler.enqueue_at(
-                        now + nanos(wait),
-                        job.lane,
-                        job.priority,
-                        job.seq,
-                        job,
-                    );
-                } else {
-                    let why = format!(
-                        "gave up after {} transient failures; last: {}",
-                        job.failures,
-                        error
-                            .clone()
-                            .unwrap_or_else(|| format!("HTTP {}", http_status.unwrap_or(0)))
-                    );
-                    self.finish_failed(job, attempt, http_status, body, latency_ms, why)?;
-                    c.failed += 1;
-                }
-                Ok(Step::Continue)
-            }
-            Outcome::Failed => {
-                self.settle(reservation, job.seq, &sent_costs, now);
-                let why = format!(
-                    "HTTP {}: the API refused this item",
-                    http_status.unwrap_or(0)
-                );
-                self.finish_failed(job, attempt, http_status, body, latency_ms, why)?;
-                c.failed += 1;
-                Ok(Step::Continue)
-            }
-            Outcome::QuotaExhausted => {
-                self.settle(reservation, job.seq, &sent_costs, now);
-                self.writer.attempt(attempt)?;
-                let until = observed.longest_wait().and_then(|w| wall.checked_add(w));
-                self.scheduler
-                    .enqueue(now, job.lane, job.priority, job.seq, job);
-                Ok(Step::Stop(End::Paused {
-                    reason: "the API says the account's quota is exhausted (or asks to wait longer than [retry] max_wait)".to_string(),
-                    until,
-                }))
-            }
-            Outcome::Fatal => {
-                self.settle(reservation, job.seq, &sent_costs, now);
-                self.writer.attempt(attempt)?;
-                let status = http_status.unwrap_or(0);
-                let excerpt: String = body.unwrap_or_default().chars().take(300).collect();
-                self.scheduler
-                    .enqueue(now, job.lane, job.priority, job.seq, job);
-                Ok(Step::Stop(End::AuthRefused {
-                    status,
-                    body: excerpt,
-                }))
-            }
+    }
+
+    /// A success: settle to the usage, then store the result (or queue a next page).
+    fn on_done(&mut self, a: Answered, now: Nanos, c: &mut Counters) -> Result<(), RunError> {
+        if a.observed.limits.is_empty() {
+            self.feedback
+                .on_success_without_headers(&mut self.limiter, now);
         }
+        let job = a.job;
+        let usage = a.body.as_deref().and_then(usage_of);
+        let actual = match &usage {
+            Some(u) => (self.cost_model).actual(&a.sent_costs, job.model.as_deref(), u),
+            None => a.sent_costs,
+        };
+        self.settle(a.reservation, job.seq, &actual, now);
+        let body = match job.steps.as_deref() {
+            Some(steps) if !steps.is_finished() => {
+                // A next page, or steps past the window the job was admitted in: the rest
+                // comes back through the limiter.
+                self.writer.attempt(a.attempt)?;
+                self.scheduler
+                    .enqueue(now, job.lane, job.priority, job.seq, job);
+                return Ok(());
+            }
+            Some(steps) => Some(steps.result_body()),
+            None => a.body,
+        };
+        self.writer.finish(ItemResult {
+            seq: job.seq,
+            status: ItemStatus::Done,
+            attempts: job.attempts,
+            http_status: a.http_status,
+            body,
+            usage: usage.map(|u| u.to_string()),
+            latency_ms: a.latency_ms,
+            error: None,
+            last_attempt: a.attempt,
+        })?;
+        c.done += 1;
+        Ok(())
+    }
+
+    /// A 429: keep the request charged, then retry the item after `Retry-After` (or a
+    /// backoff); a fresh signal the headers do not explain holds all dispatch.
+    fn on_rate_limited(
+        &mut self,
+        a: Answered,
+        now: Nanos,
+        c: &mut Counters,
+        core: &mut Dispatcher,
+    ) -> Result<(), RunError> {
+        // A rejected request consumed nothing at the provider's token bucket, but the
+        // request bucket is evidently empty: keep the request, refund tokens.
+        let keep = Costs::default().with(Unit::Requests, a.sent_costs.get(&Unit::Requests));
+        self.settle(a.reservation, a.job.seq, &keep, now);
+        c.rate_limited += 1;
+        self.writer.attempt(a.attempt)?;
+        let job = a.job;
+        let retry_after = a.observed.retry_after;
+        if a.observed.limits.is_empty() && retry_after.is_none() {
+            // No headers at all: search for the sustainable rate instead of backing off in
+            // whole seconds.
+            self.feedback
+                .on_rate_limited_without_headers(&mut self.limiter, now);
+            self.scheduler
+                .enqueue(now, job.lane, job.priority, job.seq, job);
+            return Ok(());
+        }
+        // 429s to requests already in flight when the run reacted to a 429 are the same
+        // signal, not a new one: they neither grow the backoff nor hold all dispatch again
+        // (a refused wave would otherwise back off exponentially).
+        let fresh = a.dispatched_before.requests >= c.reacted_to_429;
+        if fresh {
+            c.consecutive_429 += 1;
+            c.reacted_to_429 = c.dispatched.requests;
+        }
+        let wait = (self.settings.retry)
+            .backoff(c.consecutive_429, rand::random::<f64>(), retry_after)
+            .max(Duration::from_millis(50));
+        let until = now + nanos(wait);
+        self.scheduler
+            .enqueue_at(until, job.lane, job.priority, job.seq, job);
+        // The 429's own rate-limit headers have just resynced the limiter, which now holds
+        // back what the provider would refuse: only this item waits for `Retry-After`
+        // (often whole seconds for a wait of milliseconds). A second 429 in a row means the
+        // headers do not tell the whole story: then all dispatch waits.
+        if fresh && (a.observed.limits.is_empty() || c.consecutive_429 != 1) {
+            core.hold(until);
+        }
+        Ok(())
+    }
+
+    /// A transient failure: retry after a backoff while the policy allows, else fail.
+    fn on_transient(&mut self, a: Answered, now: Nanos, c: &mut Counters) -> Result<(), RunError> {
+        self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
+        let mut job = a.job;
+        job.failures += 1;
+        if self.settings.retry.allows_another(job.failures) {
+            let wait = (self.settings.retry).backoff(
+                job.failures,
+                rand::random::<f64>(),
+                a.observed.retry_after,
+            );
+            self.writer.attempt(a.attempt)?;
+            let at = now + nanos(wait);
+            self.scheduler
+                .enqueue_at(at, job.lane, job.priority, job.seq, job);
+        } else {
+            let last =
+                (a.error.clone()).unwrap_or_else(|| format!("HTTP {}", a.http_status.unwrap_or(0)));
+            let why = format!(
+                "gave up after {} transient failures; last: {last}",
+                job.failures
+            );
+            self.finish_failed(job, a.attempt, a.http_status, a.body, a.latency_ms, why)?;
+            c.failed += 1;
+        }
+        Ok(())
+    }
+
+    /// Settles to what was sent, records the attempt and puts the job back as pending (the
+    /// session is about to stop).
+    fn put_back(&mut self, a: Answered, now: Nanos) -> Result<(), RunError> {
+        self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
+        self.writer.attempt(a.attempt)?;
+        let job = a.job;
+        self.scheduler
+            .enqueue(now, job.lane, job.priority, job.seq, job);
+        Ok(())
     }
 
     fn finish_failed(
@@ -905,17 +777,19 @@ impl<T: Transport> Runner<T> {
     fn heartbeat(
         &mut self,
         c: &Counters,
-        state: &str,
-        session_start: Instant,
+        core: &Dispatcher,
+        state: RunState,
+        session_start: Nanos,
         note: Option<String>,
     ) -> Result<Snapshot, StoreError> {
         let now = self.clock.now();
-        let elapsed = self.before.elapsed + session_start.elapsed();
+        let session = Duration::from_nanos(now.saturating_sub(session_start));
+        let elapsed = self.before.elapsed + session;
         let snapshot = Snapshot {
             total: self.before.total,
             done: self.before.done + c.done,
             failed: self.before.failed + c.failed,
-            in_flight: c.in_flight as u64,
+            in_flight: core.in_flight as u64,
             sent: self.before.sent + c.sent,
             rate_limited: self.before.rate_limited + c.rate_limited,
             retries: self.before.retries + c.retries,
@@ -924,34 +798,17 @@ impl<T: Transport> Runner<T> {
             note,
         };
         self.writer.progress(ProgressRow {
-            state: state.to_string(),
+            state: state.as_str().to_string(),
             pid: std::process::id(),
             heartbeat_ms: unix_ms(self.clock.wall()),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            in_flight: c.in_flight as u64,
+            in_flight: core.in_flight as u64,
             limits: snapshot.limits.clone(),
             limiter_state: self.limiter.save(&self.clock),
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)
     }
-}
-
-/// A long wait on a quota: what to show while waiting, and how the run ends if it may not
-/// wait.
-struct LongWait {
-    note: String,
-    end: End,
-}
-
-enum Step {
-    Continue,
-    Hold(Nanos),
-    Stop(End),
-}
-
-fn earliest(a: Option<Nanos>, b: Nanos) -> Option<Nanos> {
-    Some(a.map_or(b, |a| a.min(b)))
 }
 
 fn outcome_name(outcome: Outcome) -> &'static str {

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::clock::unix_ms;
 use crate::clock::{Clock, Nanos, SystemClock};
+use crate::dispatch::Dispatcher;
 use crate::job::steps::{Absorbed, Steps};
 use crate::job::{Job, Request};
 use crate::limiter::{Reservation, Unit};
@@ -37,11 +38,12 @@ impl<T: Transport> Runner<T> {
         earlier: Vec<Sent>,
         broken: Option<String>,
         c: &mut Counters,
+        core: &mut Dispatcher,
     ) -> Result<Option<String>, StoreError> {
         for sent in earlier {
             job.attempts += 1;
             c.sent += 1;
-            c.uncommitted += 1;
+            core.handed_to_writer(1);
             let (http_status, error) = match &sent.result {
                 Ok(r) => (Some(r.status), None),
                 Err(e) => (None, Some(e.to_string())),
@@ -73,7 +75,7 @@ impl<T: Transport> Runner<T> {
             let pages = steps.unsaved_pages();
             let progress = serde_json::to_string(&steps.progress).unwrap_or_default();
             self.writer.steps(job.seq, progress, pages)?;
-            c.uncommitted += 1;
+            core.handed_to_writer(1);
         }
         Ok(broken)
     }

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::limiter::{LimitSpec, Route};
 use crate::mock::MockSpec;
 use crate::mock::provider::Provider;
+use crate::retry::OnQuota;
 use crate::store::Store;
 use crate::worklist::{Item, Payload};
 

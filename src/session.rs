@@ -1,0 +1,127 @@
+//! What one session of a run is and how it ended: the types `runner` produces and `report`
+//! renders, kept here so neither imports the other.
+//!
+//! Owns [`Before`] (counts carried over from earlier sessions), [`End`] (why a session
+//! stopped), [`Summary`] (what it did) and [`RunState`] (the state the heartbeat records).
+//! Pure data: no I/O, no clock.
+
+use std::time::{Duration, SystemTime};
+
+use crate::report::progress::Snapshot;
+
+/// Counts carried over from earlier sessions of the same run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Before {
+    /// Items in the run.
+    pub total: u64,
+    /// Items already done.
+    pub done: u64,
+    /// Items already failed.
+    pub failed: u64,
+    /// Requests sent in earlier sessions.
+    pub sent: u64,
+    /// 429s seen in earlier sessions.
+    pub rate_limited: u64,
+    /// Retries in earlier sessions.
+    pub retries: u64,
+    /// Active time of earlier sessions.
+    pub elapsed: Duration,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Every item is done or failed.
+    Finished,
+    /// A stop was requested; unfinished items stay pending.
+    Interrupted,
+    /// A budget is spent, a quota is used up (or reached its `pause_at`), or the provider
+    /// says the account's quota is exhausted; items stay pending.
+    Paused {
+        /// What ran out, for the user.
+        reason: String,
+        /// When it resets, if known.
+        until: Option<SystemTime>,
+    },
+    /// The API refused the credentials (401/403); items stay pending.
+    AuthRefused {
+        /// The status code.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+}
+
+/// What a session did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// How it ended.
+    pub end: End,
+    /// Totals, including earlier sessions.
+    pub snapshot: Snapshot,
+    /// This session's time, read from the runner's clock.
+    pub session: Duration,
+    /// Requests sent in this session.
+    pub session_sent: u64,
+}
+
+/// The state of a run as its heartbeat records it (`status` shows it as `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// A runner is dispatching.
+    Running,
+    /// A runner is alive but dispatches nothing (`ratebound pause`, or a quota wait).
+    Paused,
+    /// The last session stopped with items left (interrupted, refused, paused on a quota).
+    Stopped,
+    /// Every item is done or failed.
+    Finished,
+}
+
+impl RunState {
+    /// The name the store and `status --json` use: `running|paused|stopped|finished`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Stopped => "stopped",
+            RunState::Finished => "finished",
+        }
+    }
+
+    /// The state a session's last heartbeat records for how it ended: `finished` only when
+    /// nothing is left, `paused` for a quota or budget, else `stopped`.
+    pub fn of_end(end: &End, nothing_left: bool) -> RunState {
+        match end {
+            End::Finished if nothing_left => RunState::Finished,
+            End::Paused { .. } => RunState::Paused,
+            _ => RunState::Stopped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_state_names_are_the_status_contract() {
+        let names: Vec<&str> = [
+            RunState::Running,
+            RunState::Paused,
+            RunState::Stopped,
+            RunState::Finished,
+        ]
+        .into_iter()
+        .map(RunState::as_str)
+        .collect();
+        assert_eq!(names, ["running", "paused", "stopped", "finished"]);
+    }
+
+    #[test]
+    fn a_finished_end_with_items_left_is_stopped() {
+        assert_eq!(RunState::of_end(&End::Finished, false), RunState::Stopped);
+        assert_eq!(RunState::of_end(&End::Finished, true), RunState::Finished);
+        assert_eq!(RunState::of_end(&End::Interrupted, true), RunState::Stopped);
+    }
+}
