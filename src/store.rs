@@ -9,6 +9,8 @@
 //! secrets; a work list is imported once and a different work list for the same db is
 //! refused by its fingerprint.
 
+pub mod claim;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -114,6 +116,28 @@ pub enum StoreError {
         /// Its fingerprint.
         now_fp: String,
     },
+    /// Another runner holds the db.
+    #[error(
+        "{db}: another ratebound is running this db ({})\n  hint: wait for it to finish, stop it with Ctrl-C (or `kill PID`), or watch it with `ratebound status --db {db}`; two runs on one db would send every item twice",
+        claim::describe(holder.as_ref())
+    )]
+    Claimed {
+        /// The db path.
+        db: PathBuf,
+        /// Who holds it, if it has said so yet.
+        holder: Option<claim::Holder>,
+    },
+    /// The lock file beside the db cannot be created or locked.
+    #[error(
+        "{path}: cannot lock the run's database\n  hint: the folder must exist and be writable; ratebound keeps `<db>.lock` beside the db"
+    )]
+    Lock {
+        /// The lock file's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The writer thread stopped after an error.
     #[error("{path}: the database writer stopped: {message}")]
     WriterGone {
@@ -130,7 +154,9 @@ impl StoreError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            StoreError::WorklistChanged { .. } | StoreError::Missing { .. }
+            StoreError::WorklistChanged { .. }
+                | StoreError::Missing { .. }
+                | StoreError::Claimed { .. }
         )
     }
 }
@@ -515,6 +541,14 @@ impl Store {
             )
             .map(|_| ())
             .map_err(self.err("writing run metadata"))
+    }
+
+    /// Records who runs the db now (see [`claim`]), for `status` and other hosts.
+    pub fn record_claim(&self, holder: &claim::Holder) -> Result<(), StoreError> {
+        self.set_meta(
+            "claim",
+            &format!("{} {} {}", holder.pid, holder.since_ms, holder.host),
+        )
     }
 
     /// Items not yet finished, in dispatch order: priority descending, then file order.
