@@ -4,24 +4,22 @@ use crate::support::{Project, signal};
 
 #[test]
 fn two_runs_started_together_on_one_db_send_each_item_once() {
-    let p = Project::new().with_mock("mock://openai");
+    let p = Project::new().with_mock("mock://openai?latency=30ms");
     let worklist = p.worklist(20);
     let config = p.config("", 4);
     let (w, c) = (worklist.to_str().unwrap(), config.to_str().unwrap());
+    let mut refused = 0;
     for round in 0..10 {
         let db = format!("r{round}.db");
         let before = p.records().len();
         let args = ["run", w, "-c", c, "--db", db.as_str(), "--quiet"];
-        let first = p
-            .command(&args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let second = p
-            .command(&args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let piped = || {
+            p.command(&args)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (first, second) = (piped(), piped());
         let outs = [
             first.wait_with_output().unwrap(),
             second.wait_with_output().unwrap(),
@@ -32,17 +30,26 @@ fn two_runs_started_together_on_one_db_send_each_item_once() {
             .iter()
             .map(|o| String::from_utf8_lossy(&o.stderr))
             .collect();
-        assert_eq!(codes, [Some(0), Some(2)], "round {round}: {stderr}");
-        assert!(
-            stderr.contains("another ratebound is running this db"),
-            "{stderr}"
-        );
+        // On a loaded machine the second may start after the first has finished: then it
+        // finds nothing to do. Either way, one of them sends.
+        match codes.as_slice() {
+            [Some(0), Some(2)] => {
+                refused += 1;
+                assert!(
+                    stderr.contains("another ratebound is running this db"),
+                    "{stderr}"
+                );
+            }
+            [Some(0), Some(0)] => {}
+            other => panic!("round {round}: exit codes {other:?}\n{stderr}"),
+        }
         assert_eq!(
             p.records().len() - before,
             20,
             "round {round}: each item sent once"
         );
     }
+    assert!(refused > 0, "no round had the two runs overlap");
 }
 
 #[test]

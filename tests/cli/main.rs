@@ -12,4 +12,5 @@ mod pages;
 mod redis;
 mod run;
 mod scenarios;
+mod store;
 mod support;
