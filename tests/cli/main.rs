@@ -12,5 +12,6 @@ mod pages;
 mod redis;
 mod run;
 mod scenarios;
+mod snapshots;
 mod store;
 mod support;
