@@ -1,6 +1,7 @@
 //! Integration tests: the built binary against the mock on loopback, one module per command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod claim;
 mod control;
 mod errors;
 mod estimate;
@@ -13,4 +14,6 @@ mod redis;
 mod run;
 mod scenarios;
 mod secrets;
+mod snapshots;
+mod store;
 mod support;
