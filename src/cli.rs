@@ -149,12 +149,19 @@ struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: export::Format,
-    /// Output file [default: standard output].
+    /// Output file; `-` or none is standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Only the items that failed permanently.
     #[arg(long)]
     failed: bool,
+    /// A field pulled out of each body by JSON pointer, e.g. `bio=/choices/0/message/content`
+    /// (repeatable; a missing place gives an empty cell).
+    #[arg(long, value_name = "NAME=/POINTER")]
+    select: Vec<export::Select>,
+    /// Add the work list's fields of each item (CSV columns, JSONL `input`).
+    #[arg(long)]
+    with_input: bool,
 }
 
 #[derive(Args, Debug)]
@@ -304,16 +311,20 @@ fn status_command(args: &StatusArgs) -> anyhow::Result<u8> {
 
 fn export_command(args: &ExportArgs) -> anyhow::Result<u8> {
     let store = Store::open_existing(&args.db)?;
-    let rows = store.results(args.failed)?;
-    match &args.output {
+    let rows = export::rows(&store, args.failed, args.with_input)?;
+    let options = export::Options {
+        format: args.format,
+        select: args.select.clone(),
+    };
+    match args.output.as_deref().filter(|p| *p != Path::new("-")) {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("{}: cannot create the export file", path.display()))?;
-            export::write(&rows, args.format, file)
+            export::write(&rows, &options, file)
                 .with_context(|| format!("{}: cannot write the export", path.display()))?;
             eprintln!("exported {} items to {}", rows.len(), path.display());
         }
-        None => export::write(&rows, args.format, std::io::stdout().lock())
+        None => export::write(&rows, &options, std::io::stdout().lock())
             .context("cannot write the export")?,
     }
     Ok(EXIT_OK)
@@ -908,7 +919,11 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
     };
     let summary = runner.run(stop_rx).await?;
     if !args.quiet || summary.end != End::Finished {
-        out(&report::summary(&summary, &db))?;
+        // The run's exit code says how it ended; a reader gone from stdout must not hide it.
+        match out(&report::summary(&summary, &db)) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
     }
     Ok(match summary.end {
         End::Finished if summary.snapshot.failed == 0 => EXIT_OK,

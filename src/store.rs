@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::limiter::{BucketState, BucketUsage};
 use crate::worklist::Item;
 
+mod inputs;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (

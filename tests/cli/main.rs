@@ -4,6 +4,7 @@
 mod control;
 mod errors;
 mod estimate;
+mod export;
 mod feedback;
 mod interplay;
 mod kill;
