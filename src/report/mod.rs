@@ -6,6 +6,7 @@
 pub mod estimate;
 pub mod export;
 pub mod progress;
+pub mod series;
 pub mod status;
 
 use std::path::Path;
