@@ -60,6 +60,8 @@ enum Command {
     Status(StatusArgs),
     /// Write finished items' results as JSONL or CSV.
     Export(ExportArgs),
+    /// Write one self-contained HTML file with the run's charts and summary.
+    Report(ReportArgs),
     /// Predict a run before sending anything: time, cost, binding limit, quota periods,
     /// workers needed and the deadline.
     Estimate(EstimateArgs),
@@ -139,6 +141,16 @@ struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The run's database.
+    #[arg(long)]
+    db: PathBuf,
+    /// The HTML file to write; `-` is standard output.
+    #[arg(short, long, default_value = "report.html")]
+    output: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +291,7 @@ pub fn main(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Status(args) => status_command(&args),
         Command::Export(args) => export_command(&args),
+        Command::Report(args) => report_command(&args),
         Command::Run(args) => runtime()?.block_on(run_command(args)),
         Command::Estimate(args) => estimate_command(&args),
         Command::Pause(args) => pause_command(&args, true),
@@ -326,6 +339,40 @@ fn export_command(args: &ExportArgs) -> anyhow::Result<u8> {
         }
         None => export::write(&rows, &options, std::io::stdout().lock())
             .context("cannot write the export")?,
+    }
+    Ok(EXIT_OK)
+}
+
+fn report_command(args: &ReportArgs) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let mut inputs = report::html::gather(&store)?;
+    // The config and work list the run used, when they are still where they were: workers,
+    // pause marks, and the estimate's bound for the same list.
+    let config = store.meta("config_path")?.map(PathBuf::from);
+    if let Some(config) = config.as_ref().and_then(|c| Config::load(c).ok()) {
+        inputs.workers = Some(config.workers as u64);
+        inputs.pause_at = report::html::pause_marks(&config.limits);
+    }
+    if let (Some(worklist), Some(_)) = (store.meta("worklist")?, &config) {
+        let estimate = EstimateArgs {
+            worklist: PathBuf::from(worklist),
+            config: config.clone(),
+            latency: None,
+            from_db: Some(args.db.clone()),
+            deadline: None,
+            start: None,
+            workers: None,
+            json: true,
+        };
+        inputs.bound_s = estimate_of(&estimate).ok().map(|e| e.makespan_s);
+    }
+    let html = report::html::render(&inputs)?;
+    if args.output == Path::new("-") {
+        out(&html)?;
+    } else {
+        std::fs::write(&args.output, html)
+            .with_context(|| format!("{}: cannot write the report", args.output.display()))?;
+        eprintln!("report written to {}", args.output.display());
     }
     Ok(EXIT_OK)
 }
@@ -464,6 +511,17 @@ fn retry_failed_command(args: &DbArgs) -> anyhow::Result<u8> {
 }
 
 fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
+    let e = estimate_of(args)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&e)?)
+    } else {
+        report::estimate::render(&e)
+    };
+    out(&text)?;
+    Ok(EXIT_OK)
+}
+
+fn estimate_of(args: &EstimateArgs) -> anyhow::Result<estimate::Estimate> {
     let mut config = Config::load(&config_path(args.config.clone())?)?;
     if args.workers == Some(0) {
         return Err(UsageError {
@@ -528,14 +586,7 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         retry: &config.retry,
         policy: plan.as_ref().map(|(policy, _)| policy),
     };
-    let e = estimate::estimate(&setup, workers, args.deadline)?;
-    let text = if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&e)?)
-    } else {
-        report::estimate::render(&e)
-    };
-    out(&text)?;
-    Ok(EXIT_OK)
+    Ok(estimate::estimate(&setup, workers, args.deadline)?)
 }
 
 /// Writes a command's output to stdout. A closed pipe (`| head`) is an io error that

@@ -3,8 +3,10 @@
 //! Owns user-facing text. Other modules hand it numbers; it decides how they look. Nothing
 //! here prints secrets: it only ever sees counts, ids, statuses and response bodies.
 
+pub mod chart;
 pub mod estimate;
 pub mod export;
+pub mod html;
 pub mod progress;
 pub mod series;
 pub mod status;

@@ -10,6 +10,7 @@ mod interplay;
 mod kill;
 mod pages;
 mod redis;
+mod report;
 mod run;
 mod scenarios;
 mod support;
