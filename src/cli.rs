@@ -141,6 +141,12 @@ struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Redraw the live view in place until the run is finished (Ctrl-C stops watching).
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// How often `--watch` refreshes, e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", requires = "watch")]
+    interval: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -309,6 +315,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn status_command(args: &StatusArgs) -> anyhow::Result<u8> {
+    if args.watch {
+        let read = || {
+            let now = SystemTime::now();
+            let each = (args.db.iter())
+                .map(|db| status::read(&Store::open_existing(db)?, now))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(status::aggregate(each))
+        };
+        runtime()?.block_on(report::watch::watch(read, args.interval))?;
+        return Ok(EXIT_OK);
+    }
     let now = SystemTime::now();
     let each = (args.db.iter())
         .map(|db| status::read(&Store::open_existing(db)?, now))
@@ -951,7 +968,10 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         shared,
         scheduler,
         writer: Writer::start(&db)?,
-        progress: Progress::new(counts.total, counts.done + counts.failed, args.quiet),
+        progress: Progress::new(counts.total, counts.done + counts.failed, args.quiet).with_limits(
+            config.workers as u64,
+            report::html::pause_marks(&config.limits),
+        ),
         settings: Settings {
             workers: config.workers,
             auto_workers: config.auto_workers.then(|| {

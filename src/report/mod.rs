@@ -7,9 +7,11 @@ pub mod chart;
 pub mod estimate;
 pub mod export;
 pub mod html;
+pub mod live;
 pub mod progress;
 pub mod series;
 pub mod status;
+pub mod watch;
 
 use std::path::Path;
 use std::time::Duration;

@@ -36,6 +36,28 @@ fn reported_run() -> (Project, PathBuf, PathBuf) {
     (p, db, html)
 }
 
+#[test]
+fn status_watch_shows_the_live_view_of_a_finished_run_once_and_exits() {
+    let (p, db, _html) = reported_run();
+    let run = p.cmd(&[
+        "status",
+        "--db",
+        db.to_str().unwrap(),
+        "--watch",
+        "--interval",
+        "1s",
+    ]);
+    run.expect_code(0);
+    let out = run.stdout();
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "one plain line off a terminal: {out}"
+    );
+    assert!(out.starts_with("progress: 200/200 (100.0%)"), "{out}");
+    assert!(out.contains("finished") && out.contains("rps "), "{out}");
+}
+
 fn series(db: &Path) -> Vec<Point> {
     Store::open_existing(db).unwrap().series().unwrap()
 }
