@@ -153,6 +153,17 @@ fn is_quota(l: &LimitUse) -> bool {
     l.window_s == 0.0 || l.window_s >= 86_400.0
 }
 
+/// The share of rolling limit `l` that interval `p` used: its requests or tokens per second
+/// against the limit's rate; for other units, the bucket's fill at the heartbeat.
+fn rolling_share(p: &Point, l: &LimitUse) -> f64 {
+    let per_s = l.limit as f64 / l.window_s.max(1e-3);
+    match l.unit.as_str() {
+        "requests" => rate(p.sent, p) / per_s,
+        "tokens" => rate(p.tokens, p) / per_s,
+        _ => l.used as f64 / l.limit.max(1) as f64,
+    }
+}
+
 fn use_of<'a>(p: &'a Point, name: &str) -> Option<&'a LimitUse> {
     p.limits.iter().find(|l| l.name == name)
 }
@@ -216,7 +227,7 @@ fn limit_use(inputs: &Inputs) -> Chart {
         .zip(COLORS)
         .map(|(l, color)| {
             line(inputs, &format!("{} ({})", l.name, l.unit), color, |p| {
-                use_of(p, &l.name).map(|u| u.used as f64 * 100.0 / u.limit.max(1) as f64)
+                use_of(p, &l.name).map(|u| rolling_share(p, u) * 100.0)
             })
         })
         .collect();
@@ -365,14 +376,15 @@ fn active_s(points: &[Point]) -> f64 {
     points.iter().map(|p| p.width_ms).sum::<u64>() as f64 / 1000.0
 }
 
-/// The mean use of the most used rolling limit over the intervals that ran, 0..1.
+/// The mean use of the most used rolling limit over the intervals that ran, 0..1: the
+/// throughput against the limit's rate (see `rolling_share`).
 pub fn utilization(points: &[Point]) -> Option<f64> {
     let running: Vec<f64> = (points.iter())
         .filter(|p| p.state == "running")
         .filter_map(|p| {
             (p.limits.iter())
                 .filter(|l| !is_quota(l) && l.limit > 0)
-                .map(|l| (l.used as f64 / l.limit as f64).min(1.0))
+                .map(|l| rolling_share(p, l).min(1.0))
                 .reduce(f64::max)
         })
         .collect();
