@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::limiter::{BucketState, BucketUsage};
 use crate::worklist::Item;
 
+mod inputs;
+mod series;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
@@ -1166,6 +1169,7 @@ fn commit(
                     params![p.state, p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
                 )
                 .map_err(err("writing progress"))?;
+                series::on_heartbeat(&tx, &p).map_err(err("recording the time series"))?;
             }
             WriteOp::Flush(done) => flushes.push(done),
         }

@@ -15,34 +15,46 @@ use crate::store::Recorded;
 #[derive(Args, Debug)]
 pub(super) struct EstimateArgs {
     /// The work list to predict.
-    worklist: PathBuf,
+    pub(super) worklist: PathBuf,
     /// The config file [default: ratebound.toml in the current folder].
     #[arg(short, long)]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// Latency of every request, e.g. `800ms`, or `p50=800ms,p95=2s` for a lognormal
     /// fitted to two percentiles (drawn from a fixed seed) [default: 500ms].
     #[arg(long, value_parser = Latency::parse, conflicts_with = "from_db")]
-    latency: Option<Latency>,
+    pub(super) latency: Option<Latency>,
     /// Take latencies and token usage from a previous run's db (opened read-only).
     #[arg(long, value_name = "PREVIOUS.db")]
-    from_db: Option<PathBuf>,
+    pub(super) from_db: Option<PathBuf>,
     /// Check the run against this deadline, e.g. `6h` or `3d`, and say what would make it.
     #[arg(long, value_parser = humantime::parse_duration)]
-    deadline: Option<Duration>,
+    pub(super) deadline: Option<Duration>,
     /// When the run would start (RFC 3339, UTC, e.g. `2026-11-24T09:00:00Z`), so calendar
     /// quotas reset where they will [default: now].
     #[arg(long, value_parser = crate::config::parse_start)]
-    start: Option<SystemTime>,
+    pub(super) start: Option<SystemTime>,
     /// Workers to simulate (overrides `[workers] max`).
     #[arg(short, long)]
-    workers: Option<usize>,
+    pub(super) workers: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Prepares as `run` does, simulates, and prints the estimate.
 pub(super) fn estimate(args: &EstimateArgs) -> anyhow::Result<u8> {
+    let e = estimate_of(args)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&e)?)
+    } else {
+        report::estimate::render(&e)
+    };
+    out(&text)?;
+    Ok(EXIT_OK)
+}
+
+/// Prepares as `run` does and simulates.
+pub(super) fn estimate_of(args: &EstimateArgs) -> anyhow::Result<estimate::Estimate> {
     let start = args.start.unwrap_or_else(SystemTime::now);
     let prepared = prepare::prepare(args.config.clone(), args.workers, &args.worklist, start)?;
     let recorded = args.from_db.as_deref().map(recorded_run).transpose()?;
@@ -64,14 +76,11 @@ pub(super) fn estimate(args: &EstimateArgs) -> anyhow::Result<u8> {
         retry: &config.retry,
         policy: prepared.plan.as_ref().map(|plan| &plan.policy),
     };
-    let e = estimate::estimate(&setup, config.workers.max(1), args.deadline)?;
-    let text = if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&e)?)
-    } else {
-        report::estimate::render(&e)
-    };
-    out(&text)?;
-    Ok(EXIT_OK)
+    Ok(estimate::estimate(
+        &setup,
+        config.workers.max(1),
+        args.deadline,
+    )?)
 }
 
 /// The latencies, usage and failure share recorded in a previous run's db.

@@ -1,6 +1,6 @@
 //! `ratebound export`: finished items' results as JSONL or CSV, to a file or stdout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -17,27 +17,38 @@ pub(super) struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: export::Format,
-    /// Output file [default: standard output].
+    /// Output file; `-` or none is standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Only the items that failed permanently.
     #[arg(long)]
     failed: bool,
+    /// A field pulled out of each body by JSON pointer, e.g. `bio=/choices/0/message/content`
+    /// (repeatable; a missing place gives an empty cell).
+    #[arg(long, value_name = "NAME=/POINTER")]
+    select: Vec<export::Select>,
+    /// Add the work list's fields of each item (CSV columns, JSONL `input`).
+    #[arg(long)]
+    with_input: bool,
 }
 
 /// Reads the results and writes them in the chosen format.
 pub(super) fn export(args: &ExportArgs) -> anyhow::Result<u8> {
     let store = Store::open_read_only(&args.db)?;
-    let rows = store.results(args.failed)?;
-    match &args.output {
+    let rows = export::rows(&store, args.failed, args.with_input)?;
+    let options = export::Options {
+        format: args.format,
+        select: args.select.clone(),
+    };
+    match args.output.as_deref().filter(|p| *p != Path::new("-")) {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("{}: cannot create the export file", path.display()))?;
-            export::write(&rows, args.format, file)
+            export::write(&rows, &options, file)
                 .with_context(|| format!("{}: cannot write the export", path.display()))?;
             eprintln!("exported {} items to {}", rows.len(), path.display());
         }
-        None => export::write(&rows, args.format, std::io::stdout().lock())
+        None => export::write(&rows, &options, std::io::stdout().lock())
             .context("cannot write the export")?,
     }
     Ok(EXIT_OK)

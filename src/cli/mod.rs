@@ -10,6 +10,7 @@ mod estimate;
 mod export;
 mod mock;
 pub mod prepare;
+mod report;
 mod retry_failed;
 mod run;
 mod status;
@@ -53,6 +54,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Write finished items' results as JSONL or CSV.
     Export(export::ExportArgs),
+    /// Write one self-contained HTML file with the run's charts and summary.
+    Report(report::ReportArgs),
     /// Predict a run before sending anything: time, cost, binding limit, quota periods,
     /// workers needed and the deadline.
     Estimate(estimate::EstimateArgs),
@@ -101,6 +104,7 @@ pub fn main(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => runtime()?.block_on(run::run(args)),
         Command::Status(args) => status::status(&args),
         Command::Export(args) => export::export(&args),
+        Command::Report(args) => report::report(&args),
         Command::Estimate(args) => estimate::estimate(&args),
         Command::Pause(args) => control::pause(&args),
         Command::Resume(args) => control::resume(args),

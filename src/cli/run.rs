@@ -95,7 +95,10 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         clock,
         shared,
         writer: Writer::start(&db)?,
-        progress: Progress::new(before.total, before.done + before.failed, args.quiet),
+        progress: Progress::new(before.total, before.done + before.failed, args.quiet).with_limits(
+            config.workers as u64,
+            report::html::pause_marks(&config.limits),
+        ),
         settings: settings(&prepared, &queued),
         feedback: Feedback::default(),
         hold_after_storm: 0,
@@ -108,7 +111,11 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let summary = runner.run(stop_on_signals()).await?;
     drop(claim);
     if !args.quiet || summary.end != End::Finished {
-        out(&report::summary(&summary, &db))?;
+        // The run's exit code says how it ended; a reader gone from stdout must not hide it.
+        match out(&report::summary(&summary, &db)) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
     }
     Ok(exit_of(&summary))
 }

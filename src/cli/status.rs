@@ -2,7 +2,7 @@
 //! added up over several (one per shard).
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
@@ -18,16 +18,29 @@ pub(super) struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Redraw the live view in place until the run is finished (Ctrl-C stops watching).
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+    /// How often `--watch` refreshes, e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", requires = "watch")]
+    interval: Duration,
 }
 
 /// Reads every db, adds them up and prints the status.
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     refuse_repeats(&args.db)?;
-    let now = SystemTime::now();
-    let each = (args.db.iter())
-        .map(|db| status::read(&Store::open_read_only(db)?, now))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let s = status::aggregate(each);
+    let read = || {
+        let now = SystemTime::now();
+        let each = (args.db.iter())
+            .map(|db| status::read(&Store::open_read_only(db)?, now))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(status::aggregate(each))
+    };
+    if args.watch {
+        super::runtime()?.block_on(crate::report::watch::watch(read, args.interval))?;
+        return Ok(EXIT_OK);
+    }
+    let s = read()?;
     if args.json {
         out(&format!("{}\n", serde_json::to_string_pretty(&s)?))?;
     } else {

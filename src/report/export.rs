@@ -1,15 +1,20 @@
-//! `ratebound export`: finished items as JSONL or CSV, one record per item.
+//! `ratebound export`: finished items as JSONL, CSV or OpenAI Batch output lines, one record
+//! per item.
 //!
 //! Owns the export record, whose field names are pinned by DESIGN.md's contract: `id`,
 //! `status`, `http_status`, `body` (parsed JSON where the response was JSON, else text),
-//! `attempts`, `latency_ms`, `usage`, plus `error` for failures.
+//! `attempts`, `latency_ms`, `usage`, plus `error` for failures. On top of it: fields pulled
+//! out of bodies by JSON pointer (`--select NAME=/pointer`), the work list's own fields
+//! (`--with-input`), and OpenAI's Batch output schema (`--format openai-batch`). Every write
+//! error keeps its `std::io::Error` (a closed pipe stays a `BrokenPipe` the caller can end
+//! quietly on).
 
 use std::io::Write;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
-use crate::store::ResultRow;
+use crate::store::{ResultRow, Store, StoreError};
 
 /// Output formats of `export`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -18,6 +23,116 @@ pub enum Format {
     Jsonl,
     /// A header row, then one row per item; `body` and `usage` as JSON text.
     Csv,
+    /// OpenAI Batch output lines: `id`, `custom_id`, `response` {`status_code`,
+    /// `request_id`, `body`}, `error`.
+    OpenaiBatch,
+}
+
+/// The finished items of the run in `store` (only failures when `failed_only`), with their
+/// work-list fields when `with_input`.
+pub fn rows(store: &Store, failed_only: bool, with_input: bool) -> Result<Vec<Row>, StoreError> {
+    let results = store.results(failed_only)?;
+    if !with_input {
+        return Ok(results.into_iter().map(Row::from).collect());
+    }
+    // Matched by id: a live run may finish items between the two reads.
+    let mut inputs: std::collections::HashMap<String, Map<String, Value>> =
+        store.inputs(failed_only)?.into_iter().collect();
+    Ok((results.into_iter())
+        .map(|result| {
+            let input = inputs.remove(&result.id).unwrap_or_default();
+            Row { result, input }
+        })
+        .collect())
+}
+
+/// The record fields every format starts from; a `--select` name may not repeat one.
+const FIELDS: [&str; 8] = [
+    "id",
+    "status",
+    "http_status",
+    "body",
+    "attempts",
+    "latency_ms",
+    "usage",
+    "error",
+];
+
+/// One `--select NAME=/json/pointer`: the value at `pointer` in each body, as field `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Select {
+    /// The output field (CSV column, JSONL key).
+    pub name: String,
+    /// An RFC 6901 JSON pointer into the body, e.g. `/choices/0/message/content`.
+    pub pointer: String,
+}
+
+impl std::str::FromStr for Select {
+    type Err = String;
+
+    /// Parses `NAME=/pointer`; the error says what is wrong and how to write it.
+    fn from_str(s: &str) -> Result<Select, String> {
+        let hint = "write NAME=/json/pointer, e.g. `bio=/choices/0/message/content` or `text=/content/0/text`";
+        let Some((name, pointer)) = s.split_once('=') else {
+            return Err(format!("`{s}` has no `=`; {hint}"));
+        };
+        if name.is_empty() {
+            return Err(format!("`{s}` has no field name before `=`; {hint}"));
+        }
+        if FIELDS.contains(&name) {
+            return Err(format!(
+                "`{name}` is already an export field ({}); pick another name",
+                FIELDS.join(", ")
+            ));
+        }
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            return Err(format!(
+                "`{pointer}` is not a JSON pointer (it starts with `/`); {hint}"
+            ));
+        }
+        Ok(Select {
+            name: name.to_string(),
+            pointer: pointer.to_string(),
+        })
+    }
+}
+
+/// What to write and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The output format.
+    pub format: Format,
+    /// Fields pulled out of bodies, in order.
+    pub select: Vec<Select>,
+}
+
+impl Options {
+    /// Plain records in `format`, nothing selected.
+    pub fn of(format: Format) -> Options {
+        Options {
+            format,
+            select: Vec::new(),
+        }
+    }
+}
+
+/// One finished item with the work list's fields it came from (empty without
+/// `--with-input`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// What the store kept of the item's result.
+    pub result: ResultRow,
+    /// The item's work-list fields, in file order.
+    pub input: Map<String, Value>,
+}
+
+impl From<ResultRow> for Row {
+    fn from(result: ResultRow) -> Row {
+        Row {
+            result,
+            input: Map::new(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -53,98 +168,146 @@ fn record(row: &ResultRow) -> Record<'_> {
     }
 }
 
-/// Writes `rows` to `out` in `format`.
-pub fn write(rows: &[ResultRow], format: Format, out: impl Write) -> std::io::Result<()> {
-    match format {
-        Format::Jsonl => {
-            let mut out = std::io::BufWriter::new(out);
-            for row in rows {
-                serde_json::to_writer(&mut out, &record(row))?;
-                out.write_all(b"\n")?;
+/// The value at `pointer` in `body`; `Null` when the body has no such place.
+fn pick(body: &Value, pointer: &str) -> Value {
+    body.pointer(pointer).cloned().unwrap_or(Value::Null)
+}
+
+/// A JSON value as a CSV cell: strings as they are, null as empty, the rest as JSON text.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON value as a CSV cell for the record's own JSON columns: JSON text, null as empty.
+fn json_cell(v: &Value) -> String {
+    if v.is_null() {
+        String::new()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Writes `rows` to `out` as `options` says. Errors are the writer's own `std::io::Error`.
+pub fn write(rows: &[Row], options: &Options, out: impl Write) -> std::io::Result<()> {
+    match options.format {
+        Format::Jsonl => write_lines(rows, out, |row| jsonl(row, &options.select)),
+        Format::OpenaiBatch => write_lines(rows, out, |row| openai_batch(&row.result)),
+        Format::Csv => write_csv(rows, &options.select, out).map_err(csv_io),
+    }
+}
+
+fn write_lines(rows: &[Row], out: impl Write, line: impl Fn(&Row) -> Value) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(out);
+    for row in rows {
+        serde_json::to_writer(&mut out, &line(row))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// One JSONL record: the contract's fields, then each selected field, then `input`.
+fn jsonl(row: &Row, select: &[Select]) -> Value {
+    let r = record(&row.result);
+    let mut object = match serde_json::to_value(&r) {
+        Ok(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    for s in select {
+        object.insert(s.name.clone(), pick(&r.body, &s.pointer));
+    }
+    if !row.input.is_empty() {
+        object.insert("input".into(), Value::Object(row.input.clone()));
+    }
+    Value::Object(object)
+}
+
+/// One line of OpenAI's Batch output
+/// (<https://platform.openai.com/docs/guides/batch>): the response as ratebound got it, or
+/// `error` when no response came. `request_id` is the body's `id` where it has one (the
+/// store keeps no response headers).
+fn openai_batch(row: &ResultRow) -> Value {
+    let r = record(row);
+    let response = r.http_status.map(|status| {
+        let request_id = r.body.get("id").and_then(Value::as_str).unwrap_or_default();
+        json!({"status_code": status, "request_id": request_id, "body": r.body})
+    });
+    let error = match (&response, r.error) {
+        (None, Some(message)) => json!({"code": "request_failed", "message": message}),
+        (None, None) => json!({"code": "request_failed", "message": "no response was recorded"}),
+        _ => Value::Null,
+    };
+    json!({
+        "id": format!("batch_req_{}", r.id),
+        "custom_id": r.id,
+        "response": response,
+        "error": error,
+    })
+}
+
+/// The CSV's input columns: every work-list field seen, in first-seen order, except `id`;
+/// a field named like another column is prefixed `input.`.
+fn input_columns(rows: &[Row], select: &[Select]) -> Vec<(String, String)> {
+    let mut seen: Vec<String> = Vec::new();
+    for row in rows {
+        for key in row.input.keys() {
+            if key != "id" && !seen.contains(key) {
+                seen.push(key.clone());
             }
-            out.flush()
         }
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record([
-                "id",
-                "status",
-                "http_status",
-                "body",
-                "attempts",
-                "latency_ms",
-                "usage",
-                "error",
-            ])?;
-            for row in rows {
-                let r = record(row);
-                let text = |v: &Value| {
-                    if v.is_null() {
-                        String::new()
-                    } else {
-                        v.to_string()
-                    }
-                };
-                w.write_record([
-                    r.id.to_string(),
-                    r.status.to_string(),
-                    r.http_status.map(|s| s.to_string()).unwrap_or_default(),
-                    text(&r.body),
-                    r.attempts.to_string(),
-                    r.latency_ms.map(|l| l.to_string()).unwrap_or_default(),
-                    text(&r.usage),
-                    r.error.unwrap_or_default().to_string(),
-                ])?;
-            }
-            w.flush()
-        }
+    }
+    seen.into_iter()
+        .map(|key| {
+            let clash = FIELDS.contains(&key.as_str()) || select.iter().any(|s| s.name == key);
+            let column = if clash {
+                format!("input.{key}")
+            } else {
+                key.clone()
+            };
+            (key, column)
+        })
+        .collect()
+}
+
+fn write_csv(rows: &[Row], select: &[Select], out: impl Write) -> csv::Result<()> {
+    let inputs = input_columns(rows, select);
+    let mut w = csv::Writer::from_writer(out);
+    let header = (FIELDS.iter().map(|f| f.to_string()))
+        .chain(inputs.iter().map(|(_, column)| column.clone()))
+        .chain(select.iter().map(|s| s.name.clone()));
+    w.write_record(header.collect::<Vec<_>>())?;
+    for row in rows {
+        let r = record(&row.result);
+        let mut cells = vec![
+            r.id.to_string(),
+            r.status.to_string(),
+            r.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            json_cell(&r.body),
+            r.attempts.to_string(),
+            r.latency_ms.map(|l| l.to_string()).unwrap_or_default(),
+            json_cell(&r.usage),
+            r.error.unwrap_or_default().to_string(),
+        ];
+        cells.extend(
+            (inputs.iter()).map(|(key, _)| row.input.get(key).map(cell).unwrap_or_default()),
+        );
+        cells.extend(select.iter().map(|s| cell(&pick(&r.body, &s.pointer))));
+        w.write_record(cells)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// A CSV error as the `std::io::Error` underneath, so a closed pipe stays a `BrokenPipe`.
+fn csv_io(e: csv::Error) -> std::io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(body: &str) -> ResultRow {
-        ResultRow {
-            id: "a1".into(),
-            status: "done".into(),
-            http_status: Some(200),
-            body: Some(body.into()),
-            attempts: 2,
-            latency_ms: Some(51),
-            usage: Some(r#"{"total_tokens":12}"#.into()),
-            error: None,
-        }
-    }
-
-    #[test]
-    fn jsonl_parses_json_bodies_and_keeps_text_bodies() {
-        let mut out = Vec::new();
-        write(
-            &[row(r#"{"x":1}"#), row("plain text")],
-            Format::Jsonl,
-            &mut out,
-        )
-        .unwrap();
-        let lines: Vec<Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines[0]["body"]["x"], 1);
-        assert_eq!(lines[1]["body"], "plain text");
-        assert_eq!(lines[0]["usage"]["total_tokens"], 12);
-        assert_eq!(lines[0]["attempts"], 2);
-        assert_eq!(lines[0]["latency_ms"], 51);
-    }
-
-    #[test]
-    fn csv_has_a_header_and_json_text_cells() {
-        let mut out = Vec::new();
-        write(&[row(r#"{"x":1}"#)], Format::Csv, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("id,status,http_status,body,attempts,latency_ms,usage,error\n"));
-        assert!(text.contains(r#"a1,done,200,"{""x"":1}",2,51,"#), "{text}");
-    }
-}
+mod tests;

@@ -3,10 +3,15 @@
 //! Owns user-facing text. Other modules hand it numbers; it decides how they look. Nothing
 //! here prints secrets: it only ever sees counts, ids, statuses and response bodies.
 
+pub mod chart;
 pub mod estimate;
 pub mod export;
+pub mod html;
+pub mod live;
 pub mod progress;
+pub mod series;
 pub mod status;
+pub mod watch;
 
 use std::path::Path;
 use std::time::Duration;

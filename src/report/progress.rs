@@ -1,16 +1,20 @@
-//! Live progress of a run: a bar on a terminal, plain periodic lines otherwise.
+//! Live progress of a run: the live view on a terminal, plain periodic lines otherwise.
 //!
-//! Owns what the user sees while a run is going. On a terminal, an indicatif bar shows
-//! done/total, rate, ETA, 429s, retries and in-flight requests; when stdout is not a
-//! terminal (a log file, CI), one plain line every few seconds says the same. `--quiet`
-//! shows nothing.
+//! Owns what the user sees while a run is going. On a terminal (stderr), an indicatif
+//! `MultiProgress` redraws the frame `report::live` renders: the main bar, the state, one
+//! gauge per limit, quotas with their reset and `pause_at`, warnings past 80%. When stderr
+//! is not a terminal (a log file, CI), one plain line every few seconds says the same, and
+//! each quota warning is printed once. `--quiet` shows nothing. The run's state (backing
+//! off, paused on quota, waiting for Redis) is read from the snapshots: their note and
+//! whether 429s are still coming.
 
 use std::io::IsTerminal;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::live::{self, Gauge, State, View};
 use crate::limiter::BucketUsage;
 
 /// How often a plain progress line is printed.
@@ -48,9 +52,21 @@ impl Snapshot {
     }
 }
 
+/// How long after a 429 the view says the run is backing off.
+const BACKING_OFF_FOR: Duration = Duration::from_secs(5);
+
+/// The view's columns on a terminal.
+const COLUMNS: usize = 80;
+
 enum Mode {
-    Bar(ProgressBar),
-    Lines { last: Option<Instant> },
+    Frame {
+        multi: MultiProgress,
+        lines: Vec<ProgressBar>,
+    },
+    Lines {
+        last: Option<Instant>,
+        warned: Vec<String>,
+    },
     Quiet,
 }
 
@@ -59,70 +75,176 @@ pub struct Progress {
     mode: Mode,
     session_start: Instant,
     start_finished: u64,
+    workers: Option<u64>,
+    pause_at: Vec<(String, f64)>,
+    seen_429: Option<u64>,
+    last_429: Option<Instant>,
+    learned: Vec<(String, u64)>,
 }
 
 impl Progress {
-    /// A bar when stdout is a terminal, plain lines otherwise, nothing when `quiet`.
-    /// `finished` counts items finished in earlier sessions, so the pace is this session's.
-    pub fn new(total: u64, finished: u64, quiet: bool) -> Progress {
+    /// The live view when stderr is a terminal, plain lines otherwise, nothing when
+    /// `quiet`. `finished` counts items finished in earlier sessions, so the pace is this
+    /// session's.
+    pub fn new(_total: u64, finished: u64, quiet: bool) -> Progress {
         let mode = if quiet {
             Mode::Quiet
-        } else if std::io::stdout().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
-            let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
-            bar.set_position(finished);
-            bar.enable_steady_tick(Duration::from_millis(200));
-            Mode::Bar(bar)
+        } else if std::io::stderr().is_terminal() {
+            Mode::Frame {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                lines: Vec::new(),
+            }
         } else {
-            Mode::Lines { last: None }
+            Mode::Lines {
+                last: None,
+                warned: Vec::new(),
+            }
         };
         Progress {
             mode,
             session_start: Instant::now(),
             start_finished: finished,
+            workers: None,
+            pause_at: Vec::new(),
+            seen_429: None,
+            last_429: None,
+            learned: Vec::new(),
+        }
+    }
+
+    /// Shows the worker count and each quota's `pause_at` share (by limit name).
+    pub fn with_limits(mut self, workers: u64, pause_at: Vec<(String, f64)>) -> Progress {
+        self.workers = Some(workers);
+        self.pause_at = pause_at;
+        self
+    }
+
+    /// The view of `s` now.
+    fn view(&mut self, s: &Snapshot) -> View {
+        let pace = Pace::of(s, self.session_start.elapsed(), self.start_finished);
+        // 429s counted before this session's first view are not this session's news.
+        match self.seen_429 {
+            None => self.seen_429 = Some(s.rate_limited),
+            Some(seen) if s.rate_limited > seen => {
+                self.seen_429 = Some(s.rate_limited);
+                self.last_429 = Some(Instant::now());
+            }
+            Some(_) => {}
+        }
+        let backing_off = self
+            .last_429
+            .is_some_and(|at| at.elapsed() < BACKING_OFF_FOR);
+        let learned: Vec<(String, u64)> = (s.limits.iter())
+            .filter(|l| l.name.starts_with("learned-"))
+            .map(|l| (l.name.clone(), l.limit))
+            .collect();
+        let searching = !self.learned.is_empty() && learned != self.learned;
+        self.learned = learned;
+        let now_ms = crate::clock::unix_ms(std::time::SystemTime::now());
+        View {
+            total: s.total,
+            done: s.done,
+            failed: s.failed,
+            in_flight: s.in_flight,
+            workers: self.workers,
+            rate_limited: s.rate_limited,
+            retries: s.retries,
+            rate: pace.rate,
+            eta: pace.eta,
+            limits: gauges(&s.limits, &self.pause_at, now_ms),
+            state: state_of(s.note.as_deref(), backing_off, searching),
         }
     }
 
     /// Shows `s` (a plain line at most every few seconds).
     pub fn update(&mut self, s: &Snapshot) {
-        let pace = Pace::of(s, self.session_start.elapsed(), self.start_finished);
+        if matches!(self.mode, Mode::Quiet) {
+            return;
+        }
+        let view = self.view(s);
         match &mut self.mode {
-            Mode::Bar(bar) => {
-                bar.set_position(s.finished());
-                bar.set_message(match &s.note {
-                    Some(note) => format!("· {note}"),
-                    None => format!(
-                        "· {:.1}/s · ETA {} · 429s {} · retries {} · in flight {} · failed {}",
-                        pace.rate, pace.eta, s.rate_limited, s.retries, s.in_flight, s.failed
-                    ),
-                });
-            }
-            Mode::Lines { last } => {
+            Mode::Frame { multi, lines } => draw(multi, lines, &live::frame(&view, COLUMNS)),
+            Mode::Lines { last, warned } => {
+                // Progress is for whoever watches; a closed pipe must not stop the run.
+                let mut err = std::io::stderr().lock();
+                for w in live::warnings(&view) {
+                    if !warned.contains(&w) {
+                        let _ = writeln!(err, "{w}");
+                        warned.push(w);
+                    }
+                }
                 if last.is_some_and(|l| l.elapsed() < LINE_EVERY) {
                     return;
                 }
                 *last = Some(Instant::now());
-                // Progress is for whoever watches; a closed pipe must not stop the run.
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", line(s, &pace));
-                if let Some(note) = &s.note {
-                    let _ = writeln!(out, "progress: {note}");
-                }
+                let _ = writeln!(err, "{}", live::plain_line(&view));
             }
             Mode::Quiet => {}
         }
     }
 
-    /// Clears the bar at the end of a session.
-    pub fn finish(&mut self, s: &Snapshot) {
-        if let Mode::Bar(bar) = &self.mode {
-            bar.set_position(s.finished());
-            bar.finish_and_clear();
+    /// Clears the view at the end of a session.
+    pub fn finish(&mut self, _last: &Snapshot) {
+        if let Mode::Frame { multi, lines } = &mut self.mode {
+            for bar in lines.drain(..) {
+                bar.finish_and_clear();
+            }
+            let _ = multi.clear();
         }
+    }
+}
+
+/// Redraws `frame` on `multi`, one message-only bar per line.
+pub fn draw(multi: &MultiProgress, lines: &mut Vec<ProgressBar>, frame: &[String]) {
+    while lines.len() < frame.len() {
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        lines.push(bar);
+    }
+    while lines.len() > frame.len() {
+        if let Some(bar) = lines.pop() {
+            bar.finish_and_clear();
+            multi.remove(&bar);
+        }
+    }
+    for (bar, text) in lines.iter().zip(frame) {
+        bar.set_message(text.clone());
+    }
+}
+
+/// The gauges of `limits` at unix ms `now_ms`, with their `pause_at` marks.
+pub fn gauges(limits: &[BucketUsage], pause_at: &[(String, f64)], now_ms: u64) -> Vec<Gauge> {
+    (limits.iter())
+        .map(|l| {
+            let mut g = Gauge {
+                name: l.name.clone(),
+                unit: l.unit.clone(),
+                used: l.used,
+                limit: l.limit,
+                window_s: l.window_s,
+                reset_in: None,
+                pause_at: pause_at.iter().find(|(n, _)| *n == l.name).map(|p| p.1),
+            };
+            if g.is_quota() {
+                g.reset_in = live::reset_in(now_ms, l.window_s);
+            }
+            g
+        })
+        .collect()
+}
+
+/// The run's state from the runner's note, recent 429s and a learned limit that moved.
+pub fn state_of(note: Option<&str>, backing_off: bool, searching: bool) -> State {
+    match note {
+        Some(n) if n.starts_with("dispatch paused") => State::WaitingForRedis,
+        Some(n) if n.starts_with("waiting for quota") => State::PausedOnQuota(n.to_string()),
+        Some(n) => State::Note(n.to_string()),
+        None if backing_off => State::BackingOff,
+        None if searching => State::Searching,
+        None => State::Running,
     }
 }
 
@@ -157,33 +279,12 @@ impl Pace {
     }
 }
 
-/// One plain progress line: counts, pace and ETA.
-pub fn line(s: &Snapshot, pace: &Pace) -> String {
-    let pct = if s.total == 0 {
-        100.0
-    } else {
-        s.finished() as f64 * 100.0 / s.total as f64
-    };
-    format!(
-        "progress: {}/{} ({pct:.1}%) done {} failed {} · {:.1}/s · ETA {} · 429s {} · retries {} · in flight {}",
-        s.finished(),
-        s.total,
-        s.done,
-        s.failed,
-        pace.rate,
-        pace.eta,
-        s.rate_limited,
-        s.retries,
-        s.in_flight
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_plain_line_gives_counts_rate_and_eta() {
+    fn a_plain_line_gives_counts_rate_eta_state_and_limits() {
         let s = Snapshot {
             total: 1000,
             done: 240,
@@ -191,12 +292,61 @@ mod tests {
             rate_limited: 3,
             retries: 4,
             in_flight: 8,
+            limits: vec![BucketUsage {
+                name: "rpm".into(),
+                unit: "requests".into(),
+                used: 45,
+                limit: 50,
+                window_s: 60.0,
+            }],
             ..Snapshot::default()
         };
-        let text = line(&s, &Pace::of(&s, Duration::from_secs(10), 50));
+        let pace = Pace::of(&s, Duration::from_secs(10), 50);
+        let view = View {
+            total: s.total,
+            done: s.done,
+            failed: s.failed,
+            in_flight: s.in_flight,
+            workers: Some(8),
+            rate_limited: s.rate_limited,
+            retries: s.retries,
+            rate: pace.rate,
+            eta: pace.eta,
+            limits: gauges(&s.limits, &[], 0),
+            state: state_of(None, true, false),
+        };
         assert_eq!(
-            text,
-            "progress: 250/1000 (25.0%) done 240 failed 10 · 20.0/s · ETA 38s · 429s 3 · retries 4 · in flight 8"
+            live::plain_line(&view),
+            "progress: 250/1000 (25.0%) done 240 failed 10 · 20.0/s · ETA 38s · 429s 3 · retries 4 · in flight 8 · backing off after 429s or errors · rpm 90%"
         );
+    }
+
+    #[test]
+    fn the_state_comes_from_the_runners_note_first() {
+        assert_eq!(
+            state_of(Some("dispatch paused: redis down; retrying"), true, false),
+            State::WaitingForRedis
+        );
+        let quota = "waiting for quota `daily` to reset at 2026-12-05T00:00:00Z (in 7h)";
+        assert_eq!(
+            state_of(Some(quota), false, false),
+            State::PausedOnQuota(quota.into())
+        );
+        assert_eq!(state_of(None, false, true), State::Searching);
+        assert_eq!(state_of(None, false, false), State::Running);
+    }
+
+    #[test]
+    fn quotas_get_their_reset_and_pause_mark() {
+        let daily = BucketUsage {
+            name: "daily".into(),
+            unit: "requests".into(),
+            used: 10,
+            limit: 100,
+            window_s: 86_400.0,
+        };
+        let g = gauges(&[daily], &[("daily".into(), 0.8)], 3_600_000);
+        assert_eq!(g[0].pause_at, Some(0.8));
+        assert_eq!(g[0].reset_in, Some(Duration::from_secs(23 * 3600)));
     }
 }
