@@ -18,7 +18,6 @@ use crate::config::Tenants;
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem};
 use crate::job::{self, Built, CostModel, Job};
-use crate::limiter::redis::RedisLimiter;
 use crate::limiter::{Costs, Limiter, Route, shared};
 use crate::mock::{MockSpec, Profile};
 use crate::report::{self, export, progress::Progress, status};
@@ -26,6 +25,7 @@ use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings};
 use crate::scheduler::{AutoWorkers, Policy, Scheduler, workers::binding_jobs_per_s};
 use crate::shard::Shard;
+use crate::shared::redis::RedisLimiter;
 use crate::store::{Recorded, Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
@@ -851,7 +851,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
                     hint: "write `[limiter] backend = \"redis://HOST:PORT/DB\"`".into(),
                 })?;
             tracing::info!(target = shared.target(), "limits shared through redis");
-            Some(shared)
+            Some(shared.into_shared())
         }
         None => {
             if let Some(shard) = shard {

@@ -16,6 +16,8 @@
 //! come back and been recorded.
 
 pub mod feedback;
+#[cfg(test)]
+mod shared_tests;
 mod steps;
 #[cfg(test)]
 mod steps_tests;
@@ -23,6 +25,8 @@ mod steps_tests;
 mod tests;
 pub mod transport;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,12 +36,12 @@ use crate::clock::{Clock, Nanos, SystemClock, nanos};
 use crate::dispatch::{Decision, Dispatcher, Idle, Rules, SharedAnswer, Ticket};
 use crate::headers::{self, Dialect, Observations};
 use crate::job::{CostModel, Job};
-use crate::limiter::redis::{Admission, RedisLimiter, SharedDenial};
 use crate::limiter::{Costs, Limiter, Reservation, Route, Unit};
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
 pub use crate::session::{Before, End, RunState, Summary};
+use crate::shared::{Admission, SharedDenial, SharedLimiter};
 use crate::store::{
     AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer, unix_ms,
 };
@@ -93,8 +97,8 @@ pub struct Runner<T: Transport> {
     /// Admission across every configured limit.
     pub limiter: Limiter,
     /// The limits shared with other runners (`[limiter] backend`): every admission is also
-    /// taken there, after the local limiter's.
-    pub shared: Option<RedisLimiter>,
+    /// taken there, after the local limiter's (awaited inside the loop's `select!`).
+    pub shared: Option<Arc<dyn SharedLimiter>>,
     /// Jobs waiting to be sent.
     pub scheduler: Scheduler<Job>,
     /// The store's single writer.
@@ -162,6 +166,19 @@ impl Ticket for Job {
     }
 }
 
+/// The shared limiter's answer, awaited inside the loop's `select!`.
+type Asking = Pin<Box<dyn Future<Output = SharedAnswer> + Send>>;
+
+/// What the dispatch round does after one decision.
+enum Flow {
+    /// Ask the core again.
+    Again,
+    /// Nothing more goes out now.
+    Idle,
+    /// Wait for the shared limiter's answer.
+    Ask(Asking),
+}
+
 /// Running totals of what was dispatched, so that a response's rate-limit headers can be
 /// corrected for the requests the provider had not counted yet when it answered.
 #[derive(Clone, Copy, Debug, Default)]
@@ -206,12 +223,17 @@ impl<T: Transport> Runner<T> {
             wall_origin: self.clock.wall_at(0),
         });
         let mut c = Counters::default();
+        // The shared limiter's answer being awaited, if any.
+        let mut asking: Option<Asking> = None;
         loop {
             let now = self.clock.now();
-            self.dispatch_round(now, &mut core, &mut c, &done_tx)
-                .await?;
+            if let Some(ask) = self.dispatch_round(now, &mut core, &mut c, &done_tx)? {
+                asking = Some(ask);
+            }
             core.check_lane_quotas(now, &mut self.scheduler);
             if core.is_over(&self.scheduler) {
+                // A stop while the shared limiter was slow: its answer no longer matters.
+                core.abandon(now, &mut self.limiter);
                 break;
             }
             if core.heartbeat_due(now) {
@@ -226,6 +248,21 @@ impl<T: Transport> Runner<T> {
                         let now = self.clock.now();
                         self.complete(done, now, &mut c, &mut core)?;
                         next = done_rx.try_recv().ok();
+                    }
+                }
+                answer = async {
+                    match asking.as_mut() {
+                        Some(ask) => ask.await,
+                        None => std::future::pending().await,
+                    }
+                }, if asking.is_some() => {
+                    asking = None;
+                    let now = self.clock.now();
+                    let decision =
+                        core.shared_answer(now, answer, &mut self.limiter, &mut self.scheduler);
+                    let wave = c.dispatched;
+                    if let Flow::Ask(ask) = self.act(decision, now, wave, &mut c, &mut core, &done_tx)? {
+                        asking = Some(ask);
                     }
                 }
                 Some(n) = committed.recv() => {
@@ -251,76 +288,102 @@ impl<T: Transport> Runner<T> {
     }
 
     /// One round of dispatch decisions at `now`: sends what the core admits until it says
-    /// nothing more goes out now.
-    async fn dispatch_round(
+    /// nothing more goes out now. Returns the shared limiter's pending answer, if it was
+    /// asked.
+    fn dispatch_round(
         &mut self,
         now: Nanos,
         core: &mut Dispatcher,
         c: &mut Counters,
         done_tx: &mpsc::UnboundedSender<Completion>,
-    ) -> Result<(), RunError> {
+    ) -> Result<Option<Asking>, RunError> {
         core.begin(now, &self.scheduler);
         core.hold(self.hold_after_storm);
         // What went out before this wave: a response's headers may not count the rest.
         let wave = c.dispatched;
         loop {
             let workers = self.workers();
-            let mut decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
-            if let Decision::AskShared { seq } = decision {
-                let answer = self.ask_shared(seq, now).await;
-                decision = core.shared_answer(now, answer, &mut self.limiter, &mut self.scheduler);
-            }
-            match decision {
-                Decision::Dispatch {
-                    popped,
-                    reservation,
-                    slots,
-                } => {
-                    if popped.starved {
-                        self.report_starved(&popped.job, popped.waited);
-                    }
-                    c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
-                    c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
-                    self.dispatch(popped.job, reservation, wave, slots, done_tx);
-                }
-                Decision::Unsendable { popped, why } => {
-                    self.scheduler.finished(popped.lane);
-                    self.fail_unsendable(&popped.job, &why.to_string())?;
-                    c.failed += 1;
-                    core.handed_to_writer(1);
-                }
-                Decision::ReturnShared { seq } => {
-                    if let Some(shared) = self.shared.as_mut() {
-                        shared.settle_later(seq, &Costs::default());
-                    }
-                }
-                Decision::Deferred { .. } | Decision::AskShared { .. } => {}
-                Decision::Idle(Idle::Limited { .. }) => {
-                    if let Some(auto) = &mut self.settings.auto_workers {
-                        auto.on_limited();
-                    }
-                    return Ok(());
-                }
-                Decision::Idle(_) => return Ok(()),
+            let decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
+            match self.act(decision, now, wave, c, core, done_tx)? {
+                Flow::Again => {}
+                Flow::Idle => return Ok(None),
+                Flow::Ask(ask) => return Ok(Some(ask)),
             }
         }
     }
 
-    /// Asks the shared limiter to admit job `seq` (the queue's next at `now`).
-    async fn ask_shared(&mut self, seq: u64, now: Nanos) -> SharedAnswer {
-        let (Some(shared), Some(job)) = (self.shared.as_mut(), self.scheduler.peek(now)) else {
-            return SharedAnswer::Granted { recovered: false };
-        };
-        // The one async step of admission: the shared limits, atomically across runners.
-        match shared.admit(seq, &job.route, &job.costs).await {
-            Admission::Granted { recovered } => SharedAnswer::Granted { recovered },
-            Admission::Denied(SharedDenial::Wait { wait, limit }) => SharedAnswer::Wait {
-                at: self.clock.now() + nanos(wait),
-                limit,
-            },
-            Admission::Denied(SharedDenial::Never(never)) => SharedAnswer::Never(never),
-            Admission::Unreachable(e) => SharedAnswer::Unreachable(e.to_string()),
+    /// Carries out one decision of the core.
+    fn act(
+        &mut self,
+        decision: Decision<Job>,
+        now: Nanos,
+        wave: Dispatched,
+        c: &mut Counters,
+        core: &mut Dispatcher,
+        done_tx: &mpsc::UnboundedSender<Completion>,
+    ) -> Result<Flow, RunError> {
+        match decision {
+            Decision::Dispatch {
+                popped,
+                reservation,
+                slots,
+            } => {
+                if popped.starved {
+                    self.report_starved(&popped.job, popped.waited);
+                }
+                c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
+                c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
+                self.dispatch(popped.job, reservation, wave, slots, done_tx);
+            }
+            Decision::Unsendable { popped, why } => {
+                self.scheduler.finished(popped.lane);
+                self.fail_unsendable(&popped.job, &why.to_string())?;
+                c.failed += 1;
+                core.handed_to_writer(1);
+            }
+            Decision::AskShared { seq } => return Ok(Flow::Ask(self.ask_shared(seq, now))),
+            Decision::ReturnShared { seq } => {
+                if let Some(shared) = &self.shared {
+                    shared.settle_later(seq, &Costs::default());
+                }
+            }
+            Decision::Deferred { .. } => {}
+            Decision::Idle(Idle::Limited { .. }) => {
+                if let Some(auto) = &mut self.settings.auto_workers {
+                    auto.on_limited();
+                }
+                return Ok(Flow::Idle);
+            }
+            Decision::Idle(_) => return Ok(Flow::Idle),
         }
+        Ok(Flow::Again)
+    }
+
+    /// Asks the shared limiter to admit job `seq` (the queue's next at `now`): the one
+    /// async step of admission, atomic across runners. The answer is awaited in the loop's
+    /// `select!`, so completions, heartbeats and a stop are handled meanwhile.
+    fn ask_shared(&mut self, seq: u64, now: Nanos) -> Asking {
+        let shared = self.shared.clone();
+        let job = self.scheduler.peek(now);
+        let (route, costs) = job.map_or_else(
+            || (Route::all(0), Costs::default()),
+            |j| (j.route.clone(), j.costs.clone()),
+        );
+        let clock = self.clock.clone();
+        Box::pin(async move {
+            let Some(shared) = shared else {
+                return SharedAnswer::Granted { recovered: false };
+            };
+            match shared.admit(seq, route, costs).await {
+                Admission::Granted { recovered } => SharedAnswer::Granted { recovered },
+                Admission::Denied(SharedDenial::Wait { wait, limit }) => SharedAnswer::Wait {
+                    at: clock.now() + nanos(wait),
+                    limit,
+                },
+                Admission::Denied(SharedDenial::Never(never)) => SharedAnswer::Never(never),
+                Admission::Unreachable(e) => SharedAnswer::Unreachable(e),
+            }
+        })
     }
 
     /// A heartbeat: the pause flag, starving tenants, then progress to the store and screen.
@@ -378,7 +441,7 @@ impl<T: Transport> Runner<T> {
     /// whose unsent steps go back.
     fn settle(&mut self, reservation: Reservation, seq: u64, used: &Costs, now: Nanos) {
         self.limiter.settle(reservation, used, now);
-        if let Some(shared) = self.shared.as_mut() {
+        if let Some(shared) = &self.shared {
             shared.settle_later(seq, used);
         }
     }
