@@ -899,6 +899,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
             }),
             retry: config.retry.clone(),
             dialect: config.api.dialect,
+            jitter_seed: rand::random(),
         },
         feedback: Feedback::default(),
         hold_after_storm: 0,

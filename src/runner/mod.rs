@@ -30,6 +30,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, Nanos, SystemClock, nanos};
@@ -60,6 +62,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// The rate-limit header dialect of the API (`auto` detects it).
     pub dialect: Dialect,
+    /// Seed of the backoff jitter (tests fix it; `run` draws one per session).
+    pub jitter_seed: u64,
 }
 
 /// Why a run could not go on.
@@ -119,8 +123,9 @@ pub struct Runner<T: Transport> {
     pub hold_after_storm: Nanos,
 }
 
-#[derive(Default)]
 struct Counters {
+    /// Draws the backoff jitter, from [`Settings::jitter_seed`].
+    rng: StdRng,
     done: u64,
     failed: u64,
     sent: u64,
@@ -134,6 +139,23 @@ struct Counters {
     consecutive_429: u32,
     /// The recent share of failures, for failure storms.
     storm: Storm,
+}
+
+impl Counters {
+    fn new(seed: u64) -> Counters {
+        Counters {
+            rng: StdRng::seed_from_u64(seed),
+            done: 0,
+            failed: 0,
+            sent: 0,
+            rate_limited: 0,
+            retries: 0,
+            dispatched: Dispatched::default(),
+            reacted_to_429: 0,
+            consecutive_429: 0,
+            storm: Storm::default(),
+        }
+    }
 }
 
 /// A response (or a failure) read and classified, ready for its outcome's handler.
@@ -222,7 +244,7 @@ impl<T: Transport> Runner<T> {
             shared: self.shared.is_some(),
             wall_origin: self.clock.wall_at(0),
         });
-        let mut c = Counters::default();
+        let mut c = Counters::new(self.settings.jitter_seed);
         // The shared limiter's answer being awaited, if any.
         let mut asking: Option<Asking> = None;
         loop {
@@ -477,8 +499,9 @@ impl<T: Transport> Runner<T> {
             });
             return;
         }
+        let clock = self.clock.clone();
         tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
+            let started = clock.now();
             let result = transport.send(&job.request).await;
             // The receiver is gone only when the run was aborted; nothing to record then.
             let _ = done_tx.send(Completion {
@@ -487,7 +510,7 @@ impl<T: Transport> Runner<T> {
                 dispatched_before,
                 slots,
                 sent_at_ms,
-                latency: started.elapsed(),
+                latency: Duration::from_nanos(clock.now().saturating_sub(started)),
                 result,
                 earlier: Vec::new(),
                 sent_costs: None,
@@ -657,7 +680,7 @@ impl<T: Transport> Runner<T> {
             let wait = self
                 .settings
                 .retry
-                .backoff(c.storm.pauses, 0.5 + rand::random::<f64>() / 2.0, None)
+                .backoff(c.storm.pauses, 0.5 + c.rng.random::<f64>() / 2.0, None)
                 .max(Duration::from_secs(1));
             tracing::warn!(
                 pause_s = wait.as_secs_f64(),
@@ -742,7 +765,7 @@ impl<T: Transport> Runner<T> {
             c.reacted_to_429 = c.dispatched.requests;
         }
         let wait = (self.settings.retry)
-            .backoff(c.consecutive_429, rand::random::<f64>(), retry_after)
+            .backoff(c.consecutive_429, c.rng.random::<f64>(), retry_after)
             .max(Duration::from_millis(50));
         let until = now + nanos(wait);
         self.scheduler
@@ -765,7 +788,7 @@ impl<T: Transport> Runner<T> {
         if self.settings.retry.allows_another(job.failures) {
             let wait = (self.settings.retry).backoff(
                 job.failures,
-                rand::random::<f64>(),
+                c.rng.random::<f64>(),
                 a.observed.retry_after,
             );
             self.writer.attempt(a.attempt)?;

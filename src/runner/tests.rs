@@ -132,6 +132,7 @@ pub(super) fn settings(workers: usize) -> Settings {
             ..RetryPolicy::default()
         },
         dialect: crate::headers::Dialect::Auto,
+        jitter_seed: 7,
     }
 }
 
