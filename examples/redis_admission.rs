@@ -16,8 +16,8 @@
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
-use ratebound::limiter::redis::RedisLimiter;
 use ratebound::limiter::{Costs, LimitSpec, Limiter, Unit};
+use ratebound::shared::redis::RedisLimiter;
 
 fn main() {
     let mut args = std::env::args().skip(1);

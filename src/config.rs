@@ -22,6 +22,7 @@ use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::{OnQuota, RetryPolicy};
 use crate::template::{Template, TemplateKind};
 
+pub mod redis_url;
 pub mod scheduling;
 pub use scheduling::{LaneError, Scheduling, Tenants};
 pub mod secrets;
@@ -662,7 +663,7 @@ impl Config {
             }
         }
         if let Some(b) = &self.backend {
-            let redacted = crate::limiter::redis::redact(&b.url);
+            let redacted = redis_url::redact(&b.url);
             if redacted != b.url && !b.url.contains("${") {
                 let at = redacted.find("***").unwrap_or(0);
                 let secret = &b.url[at..b.url.len() - (redacted.len() - at - 3)];
@@ -712,9 +713,9 @@ fn check_backend(check: &mut Checker<'_>, raw: &RawLimiter) -> Option<SharedBack
         Some(b) => {
             let url = b.get_ref();
             let checked = if url.contains("${") {
-                crate::limiter::redis::check_url(&url.replace("${", "").replace('}', ""))
+                redis_url::check_url(&url.replace("${", "").replace('}', ""))
             } else {
-                crate::limiter::redis::check_url(url)
+                redis_url::check_url(url)
             };
             match checked {
                 Ok(()) => Some(SharedBackend {
@@ -727,7 +728,7 @@ fn check_backend(check: &mut Checker<'_>, raw: &RawLimiter) -> Option<SharedBack
                         b.span(),
                         format!(
                             "`backend` must be `memory` or a Redis URL, found `{}`: {why}",
-                            crate::limiter::redis::redact(url)
+                            redis_url::redact(url)
                         ),
                         hint,
                     );

@@ -22,6 +22,7 @@
 //! - [`headers`]: provider rate-limit headers (every dialect) → observations.
 //! - [`retry`]: outcome classes and backoff with jitter.
 //! - [`scheduler`]: priority order, classes with shares, fair tenants, in-flight caps, retry timers.
+//! - [`shared`]: limits shared with other runners (Redis, in-memory): the network side.
 //! - [`shard`]: a deterministic split of the work list by id (`run --shard i/n`).
 //! - [`dispatch`]: the pure dispatch core that `run` and `estimate` both drive.
 //! - [`session`]: how a session ended and what it did (shared by runner and report).
@@ -45,6 +46,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod session;
 pub mod shard;
+pub mod shared;
 pub mod store;
 pub mod template;
 pub mod worklist;

@@ -15,7 +15,6 @@ use super::prepare::{self, Prepared, Validated};
 use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, UsageError, out};
 use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::job::{CostModel, Job, Rebuild};
-use crate::limiter::redis::RedisLimiter;
 use crate::limiter::{Costs, shared};
 use crate::mock::MockSpec;
 use crate::report::{self, progress::Progress};
@@ -23,6 +22,8 @@ use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings, Summary};
 use crate::scheduler::{AutoWorkers, Scheduler, workers::binding_jobs_per_s};
 use crate::shard::Shard;
+use crate::shared::SharedLimiter;
+use crate::shared::redis::RedisLimiter;
 use crate::store::claim::Claim;
 use crate::store::{ProgressRow, Store, Writer};
 use crate::worklist::WorklistReader;
@@ -274,6 +275,7 @@ fn settings(prepared: &Prepared, queued: &Queued) -> Settings {
         }),
         retry: config.retry.clone(),
         dialect: config.api.dialect,
+        jitter_seed: rand::random(),
     }
 }
 
@@ -301,7 +303,7 @@ fn shared_limiter(
     prepared: &Prepared,
     headers: &[(String, String)],
     shard: Option<Shard>,
-) -> anyhow::Result<Option<RedisLimiter>> {
+) -> anyhow::Result<Option<std::sync::Arc<dyn SharedLimiter>>> {
     let config = &prepared.config;
     let Some(backend) = &config.backend else {
         if let Some(shard) = shard {
@@ -323,7 +325,7 @@ fn shared_limiter(
             }
         })?;
     tracing::info!(target = shared.target(), "limits shared through redis");
-    Ok(Some(shared))
+    Ok(Some(shared.into_shared()))
 }
 
 /// One line to stderr, ignoring a closed terminal.

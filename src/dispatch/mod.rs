@@ -333,6 +333,8 @@ impl Dispatcher {
                 self.note = Some(format!(
                     "dispatch paused: {e}; retrying (nothing is admitted meanwhile)"
                 ));
+                // Asking again at once would spin: nothing goes out before the retry.
+                self.hold(now + nanos(SHARED_RETRY));
                 self.wake_at(now + nanos(SHARED_RETRY));
                 return Decision::Idle(Idle::Blocked);
             }
@@ -433,6 +435,11 @@ impl Dispatcher {
             };
         }
         self.wake_at(at);
+        if shared.is_some() {
+            // The shared limiter's "not yet" is known only after asking: asking again
+            // before `at` would only hear it again.
+            self.hold(at);
+        }
         if long {
             if let Some(pause) = self.long_wait(limiter, now, binding, shared.map(|i| (i, at))) {
                 self.quota_pause(pause);
@@ -498,6 +505,14 @@ impl Dispatcher {
             return None;
         }
         Some(quota_wait(spec, self.rules.wall_origin, now, at))
+    }
+
+    /// The driver gave up waiting for the shared limiter's answer (the session is over):
+    /// the local reservation goes back.
+    pub fn abandon(&mut self, now: Nanos, limiter: &mut Limiter) {
+        if let Some(pending) = self.pending.take() {
+            limiter.cancel(pending.reservation, now);
+        }
     }
 
     /// Whether the session is over: nothing in flight, and stopping or nothing left.

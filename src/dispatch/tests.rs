@@ -191,13 +191,18 @@ fn an_unreachable_shared_limiter_admits_nothing_and_asks_again_soon() {
     core.heartbeat_due(0);
     assert_eq!(core.wake(), nanos(SHARED_RETRY));
     assert_eq!(limiter.usage(0)[0].used, 0);
+    let retry = nanos(SHARED_RETRY);
     assert!(matches!(
         core.next(0, 4, &mut limiter, &mut q),
+        Decision::Idle(Idle::Held)
+    ));
+    assert!(matches!(
+        core.next(retry, 4, &mut limiter, &mut q),
         Decision::AskShared { .. }
     ));
     let granted = SharedAnswer::Granted { recovered: true };
     assert!(matches!(
-        core.shared_answer(0, granted, &mut limiter, &mut q),
+        core.shared_answer(retry, granted, &mut limiter, &mut q),
         Decision::Dispatch { .. }
     ));
     assert_eq!(core.note(), None, "recovery clears the outage note");

@@ -11,14 +11,14 @@
 //! and restored after a restart, so a restart does not grant a fresh burst.
 //!
 //! Backends: this in-memory engine is the default and the reference; with `[limiter] backend
-//! = "redis://..."` every admission is also taken from [`redis`] (the only I/O file here),
-//! which evaluates the same limits ([`shared`]) for every runner sharing one API key.
+//! = "redis://..."` every admission is also taken from the shared backend
+//! ([`crate::shared`], where the network code lives), which evaluates the same limits
+//! ([`shared`]) for every runner sharing one API key. Everything under `limiter/` is pure.
 
 pub mod budget;
 pub mod gcra;
 #[cfg(test)]
 mod proptests;
-pub mod redis;
 pub mod reservation;
 pub mod shared;
 pub mod window;

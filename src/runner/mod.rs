@@ -16,6 +16,8 @@
 //! come back and been recorded.
 
 pub mod feedback;
+#[cfg(test)]
+mod shared_tests;
 mod steps;
 #[cfg(test)]
 mod steps_tests;
@@ -23,21 +25,25 @@ mod steps_tests;
 mod tests;
 pub mod transport;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, Nanos, SystemClock, nanos, unix_ms};
 use crate::dispatch::{Decision, Dispatcher, Idle, Rules, SharedAnswer, Ticket};
 use crate::headers::{self, Dialect, Observations};
 use crate::job::{CostModel, Job};
-use crate::limiter::redis::{Admission, RedisLimiter, SharedDenial};
 use crate::limiter::{Costs, Limiter, Reservation, Route, Unit};
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
 pub use crate::session::{Before, End, RunState, Summary};
+use crate::shared::{Admission, SharedDenial, SharedLimiter};
 use crate::store::{AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer};
 pub use feedback::Feedback;
 pub use transport::{Response, Transport, TransportError};
@@ -54,6 +60,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// The rate-limit header dialect of the API (`auto` detects it).
     pub dialect: Dialect,
+    /// Seed of the backoff jitter (tests fix it; `run` draws one per session).
+    pub jitter_seed: u64,
 }
 
 /// Why a run could not go on.
@@ -91,8 +99,8 @@ pub struct Runner<T: Transport> {
     /// Admission across every configured limit.
     pub limiter: Limiter,
     /// The limits shared with other runners (`[limiter] backend`): every admission is also
-    /// taken there, after the local limiter's.
-    pub shared: Option<RedisLimiter>,
+    /// taken there, after the local limiter's (awaited inside the loop's `select!`).
+    pub shared: Option<Arc<dyn SharedLimiter>>,
     /// Jobs waiting to be sent.
     pub scheduler: Scheduler<Job>,
     /// The store's single writer.
@@ -113,8 +121,9 @@ pub struct Runner<T: Transport> {
     pub hold_after_storm: Nanos,
 }
 
-#[derive(Default)]
 struct Counters {
+    /// Draws the backoff jitter, from [`Settings::jitter_seed`].
+    rng: StdRng,
     done: u64,
     failed: u64,
     sent: u64,
@@ -128,6 +137,23 @@ struct Counters {
     consecutive_429: u32,
     /// The recent share of failures, for failure storms.
     storm: Storm,
+}
+
+impl Counters {
+    fn new(seed: u64) -> Counters {
+        Counters {
+            rng: StdRng::seed_from_u64(seed),
+            done: 0,
+            failed: 0,
+            sent: 0,
+            rate_limited: 0,
+            retries: 0,
+            dispatched: Dispatched::default(),
+            reacted_to_429: 0,
+            consecutive_429: 0,
+            storm: Storm::default(),
+        }
+    }
 }
 
 /// A response (or a failure) read and classified, ready for its outcome's handler.
@@ -158,6 +184,19 @@ impl Ticket for Job {
     fn seq(&self) -> u64 {
         self.seq
     }
+}
+
+/// The shared limiter's answer, awaited inside the loop's `select!`.
+type Asking = Pin<Box<dyn Future<Output = SharedAnswer> + Send>>;
+
+/// What the dispatch round does after one decision.
+enum Flow {
+    /// Ask the core again.
+    Again,
+    /// Nothing more goes out now.
+    Idle,
+    /// Wait for the shared limiter's answer.
+    Ask(Asking),
 }
 
 /// Running totals of what was dispatched, so that a response's rate-limit headers can be
@@ -203,13 +242,18 @@ impl<T: Transport> Runner<T> {
             shared: self.shared.is_some(),
             wall_origin: self.clock.wall_at(0),
         });
-        let mut c = Counters::default();
+        let mut c = Counters::new(self.settings.jitter_seed);
+        // The shared limiter's answer being awaited, if any.
+        let mut asking: Option<Asking> = None;
         loop {
             let now = self.clock.now();
-            self.dispatch_round(now, &mut core, &mut c, &done_tx)
-                .await?;
+            if let Some(ask) = self.dispatch_round(now, &mut core, &mut c, &done_tx)? {
+                asking = Some(ask);
+            }
             core.check_lane_quotas(now, &mut self.scheduler);
             if core.is_over(&self.scheduler) {
+                // A stop while the shared limiter was slow: its answer no longer matters.
+                core.abandon(now, &mut self.limiter);
                 break;
             }
             if core.heartbeat_due(now) {
@@ -224,6 +268,21 @@ impl<T: Transport> Runner<T> {
                         let now = self.clock.now();
                         self.complete(done, now, &mut c, &mut core)?;
                         next = done_rx.try_recv().ok();
+                    }
+                }
+                answer = async {
+                    match asking.as_mut() {
+                        Some(ask) => ask.await,
+                        None => std::future::pending().await,
+                    }
+                }, if asking.is_some() => {
+                    asking = None;
+                    let now = self.clock.now();
+                    let decision =
+                        core.shared_answer(now, answer, &mut self.limiter, &mut self.scheduler);
+                    let wave = c.dispatched;
+                    if let Flow::Ask(ask) = self.act(decision, now, wave, &mut c, &mut core, &done_tx)? {
+                        asking = Some(ask);
                     }
                 }
                 Some(n) = committed.recv() => {
@@ -249,76 +308,102 @@ impl<T: Transport> Runner<T> {
     }
 
     /// One round of dispatch decisions at `now`: sends what the core admits until it says
-    /// nothing more goes out now.
-    async fn dispatch_round(
+    /// nothing more goes out now. Returns the shared limiter's pending answer, if it was
+    /// asked.
+    fn dispatch_round(
         &mut self,
         now: Nanos,
         core: &mut Dispatcher,
         c: &mut Counters,
         done_tx: &mpsc::UnboundedSender<Completion>,
-    ) -> Result<(), RunError> {
+    ) -> Result<Option<Asking>, RunError> {
         core.begin(now, &self.scheduler);
         core.hold(self.hold_after_storm);
         // What went out before this wave: a response's headers may not count the rest.
         let wave = c.dispatched;
         loop {
             let workers = self.workers();
-            let mut decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
-            if let Decision::AskShared { seq } = decision {
-                let answer = self.ask_shared(seq, now).await;
-                decision = core.shared_answer(now, answer, &mut self.limiter, &mut self.scheduler);
-            }
-            match decision {
-                Decision::Dispatch {
-                    popped,
-                    reservation,
-                    slots,
-                } => {
-                    if popped.starved {
-                        self.report_starved(&popped.job, popped.waited);
-                    }
-                    c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
-                    c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
-                    self.dispatch(popped.job, reservation, wave, slots, done_tx);
-                }
-                Decision::Unsendable { popped, why } => {
-                    self.scheduler.finished(popped.lane);
-                    self.fail_unsendable(&popped.job, &why.to_string())?;
-                    c.failed += 1;
-                    core.handed_to_writer(1);
-                }
-                Decision::ReturnShared { seq } => {
-                    if let Some(shared) = self.shared.as_mut() {
-                        shared.settle_later(seq, &Costs::default());
-                    }
-                }
-                Decision::Deferred { .. } | Decision::AskShared { .. } => {}
-                Decision::Idle(Idle::Limited { .. }) => {
-                    if let Some(auto) = &mut self.settings.auto_workers {
-                        auto.on_limited();
-                    }
-                    return Ok(());
-                }
-                Decision::Idle(_) => return Ok(()),
+            let decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
+            match self.act(decision, now, wave, c, core, done_tx)? {
+                Flow::Again => {}
+                Flow::Idle => return Ok(None),
+                Flow::Ask(ask) => return Ok(Some(ask)),
             }
         }
     }
 
-    /// Asks the shared limiter to admit job `seq` (the queue's next at `now`).
-    async fn ask_shared(&mut self, seq: u64, now: Nanos) -> SharedAnswer {
-        let (Some(shared), Some(job)) = (self.shared.as_mut(), self.scheduler.peek(now)) else {
-            return SharedAnswer::Granted { recovered: false };
-        };
-        // The one async step of admission: the shared limits, atomically across runners.
-        match shared.admit(seq, &job.route, &job.costs).await {
-            Admission::Granted { recovered } => SharedAnswer::Granted { recovered },
-            Admission::Denied(SharedDenial::Wait { wait, limit }) => SharedAnswer::Wait {
-                at: self.clock.now() + nanos(wait),
-                limit,
-            },
-            Admission::Denied(SharedDenial::Never(never)) => SharedAnswer::Never(never),
-            Admission::Unreachable(e) => SharedAnswer::Unreachable(e.to_string()),
+    /// Carries out one decision of the core.
+    fn act(
+        &mut self,
+        decision: Decision<Job>,
+        now: Nanos,
+        wave: Dispatched,
+        c: &mut Counters,
+        core: &mut Dispatcher,
+        done_tx: &mpsc::UnboundedSender<Completion>,
+    ) -> Result<Flow, RunError> {
+        match decision {
+            Decision::Dispatch {
+                popped,
+                reservation,
+                slots,
+            } => {
+                if popped.starved {
+                    self.report_starved(&popped.job, popped.waited);
+                }
+                c.dispatched.requests += popped.job.costs.get(&Unit::Requests).max(1);
+                c.dispatched.tokens += popped.job.costs.get(&Unit::Tokens);
+                self.dispatch(popped.job, reservation, wave, slots, done_tx);
+            }
+            Decision::Unsendable { popped, why } => {
+                self.scheduler.finished(popped.lane);
+                self.fail_unsendable(&popped.job, &why.to_string())?;
+                c.failed += 1;
+                core.handed_to_writer(1);
+            }
+            Decision::AskShared { seq } => return Ok(Flow::Ask(self.ask_shared(seq, now))),
+            Decision::ReturnShared { seq } => {
+                if let Some(shared) = &self.shared {
+                    shared.settle_later(seq, &Costs::default());
+                }
+            }
+            Decision::Deferred { .. } => {}
+            Decision::Idle(Idle::Limited { .. }) => {
+                if let Some(auto) = &mut self.settings.auto_workers {
+                    auto.on_limited();
+                }
+                return Ok(Flow::Idle);
+            }
+            Decision::Idle(_) => return Ok(Flow::Idle),
         }
+        Ok(Flow::Again)
+    }
+
+    /// Asks the shared limiter to admit job `seq` (the queue's next at `now`): the one
+    /// async step of admission, atomic across runners. The answer is awaited in the loop's
+    /// `select!`, so completions, heartbeats and a stop are handled meanwhile.
+    fn ask_shared(&mut self, seq: u64, now: Nanos) -> Asking {
+        let shared = self.shared.clone();
+        let job = self.scheduler.peek(now);
+        let (route, costs) = job.map_or_else(
+            || (Route::all(0), Costs::default()),
+            |j| (j.route.clone(), j.costs.clone()),
+        );
+        let clock = self.clock.clone();
+        Box::pin(async move {
+            let Some(shared) = shared else {
+                return SharedAnswer::Granted { recovered: false };
+            };
+            match shared.admit(seq, route, costs).await {
+                Admission::Granted { recovered } => SharedAnswer::Granted { recovered },
+                Admission::Denied(SharedDenial::Wait { wait, limit }) => SharedAnswer::Wait {
+                    at: clock.now() + nanos(wait),
+                    limit,
+                },
+                Admission::Denied(SharedDenial::Never(never)) => SharedAnswer::Never(never),
+                Admission::Unreachable(e) => SharedAnswer::Unreachable(e),
+            }
+        })
     }
 
     /// A heartbeat: the pause flag, starving tenants, then progress to the store and screen.
@@ -376,7 +461,7 @@ impl<T: Transport> Runner<T> {
     /// whose unsent steps go back.
     fn settle(&mut self, reservation: Reservation, seq: u64, used: &Costs, now: Nanos) {
         self.limiter.settle(reservation, used, now);
-        if let Some(shared) = self.shared.as_mut() {
+        if let Some(shared) = &self.shared {
             shared.settle_later(seq, used);
         }
     }
@@ -412,8 +497,9 @@ impl<T: Transport> Runner<T> {
             });
             return;
         }
+        let clock = self.clock.clone();
         tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
+            let started = clock.now();
             let result = transport.send(&job.request).await;
             // The receiver is gone only when the run was aborted; nothing to record then.
             let _ = done_tx.send(Completion {
@@ -422,7 +508,7 @@ impl<T: Transport> Runner<T> {
                 dispatched_before,
                 slots,
                 sent_at_ms,
-                latency: started.elapsed(),
+                latency: Duration::from_nanos(clock.now().saturating_sub(started)),
                 result,
                 earlier: Vec::new(),
                 sent_costs: None,
@@ -589,7 +675,7 @@ impl<T: Transport> Runner<T> {
             let wait = self
                 .settings
                 .retry
-                .backoff(c.storm.pauses, 0.5 + rand::random::<f64>() / 2.0, None)
+                .backoff(c.storm.pauses, 0.5 + c.rng.random::<f64>() / 2.0, None)
                 .max(Duration::from_secs(1));
             tracing::warn!(
                 pause_s = wait.as_secs_f64(),
@@ -674,7 +760,7 @@ impl<T: Transport> Runner<T> {
             c.reacted_to_429 = c.dispatched.requests;
         }
         let wait = (self.settings.retry)
-            .backoff(c.consecutive_429, rand::random::<f64>(), retry_after)
+            .backoff(c.consecutive_429, c.rng.random::<f64>(), retry_after)
             .max(Duration::from_millis(50));
         let until = now + nanos(wait);
         self.scheduler
@@ -697,7 +783,7 @@ impl<T: Transport> Runner<T> {
         if self.settings.retry.allows_another(job.failures) {
             let wait = (self.settings.retry).backoff(
                 job.failures,
-                rand::random::<f64>(),
+                c.rng.random::<f64>(),
                 a.observed.retry_after,
             );
             self.writer.attempt(a.attempt)?;

@@ -266,11 +266,11 @@ async fn send_all<T: Transport>(
 
 async fn send_one<T: Transport>(transport: &T, clock: &SystemClock, request: &Request) -> Sent {
     let sent_at_ms = unix_ms(clock.wall());
-    let started = tokio::time::Instant::now();
+    let started = clock.now();
     let result = transport.send(request).await;
     Sent {
         sent_at_ms,
-        latency: started.elapsed(),
+        latency: Duration::from_nanos(clock.now().saturating_sub(started)),
         result,
     }
 }

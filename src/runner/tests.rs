@@ -22,18 +22,18 @@ path = "/v1/chat/completions"
 body = '{"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": "{{prompt}}"}]}'
 "#;
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
     db: PathBuf,
 }
 
 impl Fixture {
-    fn store(&self) -> Store {
+    pub(super) fn store(&self) -> Store {
         Store::open(&self.db).unwrap()
     }
 }
 
-fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
+pub(super) fn fixture(n: u64) -> (Fixture, Scheduler<Job>) {
     fixture_priced(n, &CostModel::default(), &[])
 }
 
@@ -84,7 +84,7 @@ fn fixture_priced(n: u64, model: &CostModel, limits: &[LimitSpec]) -> (Fixture, 
     (Fixture { _dir: dir, db }, scheduler)
 }
 
-fn rps(rate: u64) -> LimitSpec {
+pub(super) fn rps(rate: u64) -> LimitSpec {
     LimitSpec::rolling(
         "rps",
         Unit::Requests,
@@ -93,7 +93,7 @@ fn rps(rate: u64) -> LimitSpec {
     )
 }
 
-fn runner<T: Transport>(
+pub(super) fn runner<T: Transport>(
     f: &Fixture,
     scheduler: Scheduler<Job>,
     transport: T,
@@ -132,10 +132,11 @@ pub(super) fn settings(workers: usize) -> Settings {
             ..RetryPolicy::default()
         },
         dialect: crate::headers::Dialect::Auto,
+        jitter_seed: 7,
     }
 }
 
-fn never_stop() -> watch::Receiver<u32> {
+pub(super) fn never_stop() -> watch::Receiver<u32> {
     let (tx, rx) = watch::channel(0);
     std::mem::forget(tx);
     rx
@@ -145,14 +146,14 @@ fn never_stop() -> watch::Receiver<u32> {
 type Answer = Box<dyn Fn(&str, usize) -> Result<Response, TransportError> + Send + Sync>;
 
 /// A transport answering from a script: `answer(item id, call number for that item)`.
-struct Scripted {
-    answer: Answer,
-    latency: Duration,
-    sent: Mutex<Vec<(String, tokio::time::Instant)>>,
+pub(super) struct Scripted {
+    pub(super) answer: Answer,
+    pub(super) latency: Duration,
+    pub(super) sent: Mutex<Vec<(String, tokio::time::Instant)>>,
 }
 
 impl Scripted {
-    fn new(
+    pub(super) fn new(
         answer: impl Fn(&str, usize) -> Result<Response, TransportError> + Send + Sync + 'static,
     ) -> Scripted {
         Scripted {
@@ -190,7 +191,7 @@ fn status(code: u16, headers: &[(&str, &str)], body: &str) -> Result<Response, T
     })
 }
 
-fn ok() -> Result<Response, TransportError> {
+pub(super) fn ok() -> Result<Response, TransportError> {
     status(200, &[], r#"{"usage": {"total_tokens": 7}}"#)
 }
 

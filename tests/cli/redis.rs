@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use ratebound::limiter::redis::{RedisLimiter, SharedDenial};
 use ratebound::limiter::{Costs, LimitSpec, Limiter, Unit};
+use ratebound::shared::redis::{RedisLimiter, SharedDenial};
 
 use crate::support::{Project, Run, wait_until};
 

@@ -2,8 +2,8 @@
 //! the same credentials, admitted atomically by Lua scripts on a Redis server.
 //!
 //! Owns the scripts and the connection; the numbers they evaluate come from
-//! [`SharedBucket`] (pure) and this is the only file under `limiter/` that does I/O. A runner
-//! keeps its in-memory [`Limiter`](super::Limiter) (provider feedback, learned limits,
+//! [`SharedBucket`] (pure, in `limiter`); this file does the I/O. A runner
+//! keeps its in-memory [`Limiter`](crate::limiter::Limiter) (provider feedback, learned limits,
 //! status) and, with `[limiter] backend = "redis://..."`, also takes every admission from
 //! here: [`RedisLimiter::admit`] after the local limiter admitted a job, and
 //! [`RedisLimiter::settle_later`] when the job's actual usage is known.
@@ -19,7 +19,7 @@
 //!   empty, windows full until their next boundary), because the requests admitted before
 //!   the loss may still count at the provider. A runner that starts after the loss and
 //!   before any runner that knew the old epoch cannot tell a loss from a first start.
-//! - Keys live under [`namespace`](super::shared::namespace) (a hash, never a credential);
+//! - Keys live under [`namespace`](crate::limiter::shared::namespace) (a hash, never a credential);
 //!   the URL's password never reaches a message ([`redact`]).
 
 use std::collections::HashMap;
@@ -29,8 +29,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use smallvec::SmallVec;
 
-use super::shared::{Micros, SharedBucket};
-use super::{Costs, LimitSpec, NeverFits, Route, Unit};
+use std::sync::Arc;
+
+pub use super::{Admission, SharedDenial};
+use super::{AdmitFuture, SharedLimiter};
+use crate::config::redis_url::redact;
+use crate::limiter::shared::{Micros, SharedBucket};
+use crate::limiter::{Costs, LimitSpec, NeverFits, Route, Unit};
 
 /// Admits across every configured bucket at Redis `TIME`, or says how long to wait.
 ///
@@ -246,21 +251,6 @@ pub enum RedisLimiterError {
     },
 }
 
-/// Why Redis did not admit a job now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SharedDenial {
-    /// Every bucket fits after `wait` (measured on Redis's clock, so it holds on any
-    /// runner's clock); `limit` (an index in config order) holds the job back longest.
-    Wait {
-        /// How long until every bucket fits.
-        wait: Duration,
-        /// The binding limit's index among the configured limits.
-        limit: usize,
-    },
-    /// Never: the job exceeds a bucket's burst, or a shared run budget is spent.
-    Never(Box<NeverFits>),
-}
-
 /// What a shared admission took from each bucket, to settle it later.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -278,20 +268,6 @@ struct SharedTaken {
     mark: Micros,
 }
 
-/// The answer to [`RedisLimiter::admit`].
-#[derive(Debug)]
-pub enum Admission {
-    /// Admitted; `recovered` says Redis had been unreachable until now.
-    Granted {
-        /// Redis answered again after an outage.
-        recovered: bool,
-    },
-    /// Not now, or never.
-    Denied(SharedDenial),
-    /// Redis did not answer: nothing was admitted.
-    Unreachable(RedisLimiterError),
-}
-
 /// The configured limits, shared through one Redis server.
 pub struct RedisLimiter {
     conn: ConnectionManager,
@@ -305,32 +281,6 @@ pub struct RedisLimiter {
     reserve: Script,
     settle: Script,
     grants: HashMap<u64, Grant>,
-}
-
-/// `url` with the password (if any) replaced by `***`, for messages.
-///
-/// ```
-/// # use ratebound::limiter::redis::redact;
-/// assert_eq!(redact("redis://:hunter2@10.0.0.5:6379/0"), "redis://***@10.0.0.5:6379/0");
-/// assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-/// ```
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Checks that `url` is a Redis URL the client accepts, without connecting.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-        return Err("it must start with `redis://`".to_string());
-    }
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 impl RedisLimiter {
@@ -573,7 +523,7 @@ impl RedisLimiter {
                 if !std::mem::replace(&mut self.down, true) {
                     tracing::warn!(error = %e, "shared limiter unavailable; dispatch paused until redis answers (no limit is exceeded meanwhile)");
                 }
-                Admission::Unreachable(e)
+                Admission::Unreachable(e.to_string())
             }
         }
     }
@@ -613,4 +563,38 @@ async fn run_settle(
         invocation.arg(a);
     }
     invocation.invoke_async::<i64>(conn).await.map(drop)
+}
+
+/// The Redis backend as a [`SharedLimiter`]: admissions take turns on the one connection
+/// state (the epoch, the grants); settles never wait for an admission.
+pub struct SharedRedis(Arc<tokio::sync::Mutex<RedisLimiter>>);
+
+impl SharedRedis {
+    /// Shares `limiter` with the runner.
+    pub fn new(limiter: RedisLimiter) -> SharedRedis {
+        SharedRedis(Arc::new(tokio::sync::Mutex::new(limiter)))
+    }
+}
+
+impl RedisLimiter {
+    /// This backend as the runner's [`SharedLimiter`].
+    pub fn into_shared(self) -> Arc<dyn SharedLimiter> {
+        Arc::new(SharedRedis::new(self))
+    }
+}
+
+impl SharedLimiter for SharedRedis {
+    fn admit(self: Arc<Self>, seq: u64, route: Route, costs: Costs) -> AdmitFuture {
+        Box::pin(async move { self.0.lock().await.admit(seq, &route, &costs).await })
+    }
+
+    fn settle_later(&self, seq: u64, actual: &Costs) {
+        if let Ok(mut limiter) = self.0.try_lock() {
+            limiter.settle_later(seq, actual);
+            return;
+        }
+        // An admission is waiting on Redis: settle right after it.
+        let (limiter, actual) = (Arc::clone(&self.0), actual.clone());
+        tokio::spawn(async move { limiter.lock().await.settle_later(seq, &actual) });
+    }
 }
