@@ -129,6 +129,9 @@ pub enum RunError {
     /// The store failed; results since the last commit may need redoing.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The queue could not load the next page of jobs from the store.
+    #[error("cannot load the next jobs from the queue")]
+    Queue(#[source] crate::scheduler::FeedError),
 }
 
 struct Completion {
@@ -489,7 +492,8 @@ impl<T: Transport> Runner<T> {
                 }
             }
         }
-        if end == End::Finished && !self.scheduler.is_empty() {
+        let feed_error = self.scheduler.take_feed_error();
+        if end == End::Finished && (!self.scheduler.is_empty() || feed_error.is_some()) {
             end = End::Interrupted;
         }
         let state = match &end {
@@ -500,6 +504,9 @@ impl<T: Transport> Runner<T> {
         let snapshot = self.heartbeat(&c, state, session_start, None)?;
         self.writer.flush().await?;
         self.progress.finish(&snapshot);
+        if let Some(e) = feed_error {
+            return Err(RunError::Queue(e));
+        }
         Ok(Summary {
             end,
             snapshot,
