@@ -10,23 +10,24 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::config::Tenants;
 use crate::config::{Config, ConfigError};
 use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem};
-use crate::job::{self, Built, CostModel, Job};
+use crate::job::{self, Built, CostModel};
 use crate::limiter::redis::RedisLimiter;
 use crate::limiter::{Costs, Limiter, Route, shared};
 use crate::mock::{MockSpec, Profile};
+use crate::queue::fingerprint::{self, Fingerprint};
+use crate::queue::{Imported, Inserter, StoreFeed};
 use crate::report::{self, export, progress::Progress, status};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings};
 use crate::scheduler::{AutoWorkers, Policy, Scheduler, workers::binding_jobs_per_s};
 use crate::shard::Shard;
-use crate::store::{Recorded, Store, StoreError, Writer};
+use crate::store::{ImportRow, Recorded, Store, StoreError, Writer};
 use crate::worklist::{Item, WorklistError, WorklistReader};
 
 /// Every item is done.
@@ -122,6 +123,11 @@ struct RunArgs {
     /// Runners sharing one API key share its limits through `[limiter] backend`.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
+    /// On a rerun, hash the whole work list to check it is unchanged (by default its size,
+    /// modification time and sampled blocks are compared, and the whole file is hashed only
+    /// when its modification time moved).
+    #[arg(long)]
+    verify: bool,
 }
 
 #[derive(Args, Debug)]
@@ -304,16 +310,22 @@ fn status_command(args: &StatusArgs) -> anyhow::Result<u8> {
 
 fn export_command(args: &ExportArgs) -> anyhow::Result<u8> {
     let store = Store::open_existing(&args.db)?;
-    let rows = store.results(args.failed)?;
+    let mut count = 0u64;
     match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("{}: cannot create the export file", path.display()))?;
-            export::write(&rows, args.format, file)
+            store
+                .with_results(args.failed, |rows| {
+                    export::write(rows.inspect(|_| count += 1), args.format, file)
+                })?
                 .with_context(|| format!("{}: cannot write the export", path.display()))?;
-            eprintln!("exported {} items to {}", rows.len(), path.display());
+            eprintln!("exported {count} items to {}", path.display());
         }
-        None => export::write(&rows, args.format, std::io::stdout().lock())
+        None => store
+            .with_results(args.failed, |rows| {
+                export::write(rows, args.format, std::io::stdout().lock())
+            })?
             .context("cannot write the export")?,
     }
     Ok(EXIT_OK)
@@ -439,11 +451,12 @@ fn resume_command(args: DbArgs) -> anyhow::Result<u8> {
         workers: None,
         quiet: false,
         shard,
+        verify: false,
     }))
 }
 
 fn retry_failed_command(args: &DbArgs) -> anyhow::Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let mut store = Store::open_existing(&args.db)?;
     let n = store.requeue_failed()?;
     out(&format!(
         "{n} failed items are pending again; `ratebound resume --db {}` sends them\n",
@@ -493,18 +506,24 @@ fn estimate_command(args: &EstimateArgs) -> anyhow::Result<u8> {
         recorded: recorded.as_ref(),
     };
     let mut items = Vec::new();
-    validate(&args.worklist, &config, &limiter, |item, built, route| {
-        let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
-        sim.lane = lane_of(&config, plan.as_ref(), built, item.priority);
-        pricer.apply(
-            &mut sim,
-            &item.id,
-            built.model.as_deref(),
-            built.prompt_tokens,
-            built.max_tokens,
-        );
-        items.push(sim);
-    })?;
+    validate(
+        &args.worklist,
+        &config,
+        &limiter,
+        Ids::Read,
+        |item, built, route| {
+            let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
+            sim.lane = lane_of(&config, plan.as_ref(), built, item.priority);
+            pricer.apply(
+                &mut sim,
+                &item.id,
+                built.model.as_deref(),
+                built.prompt_tokens,
+                built.max_tokens,
+            );
+            items.push(sim);
+        },
+    )?;
     let workers = args.workers.unwrap_or(config.workers).max(1);
     let setup = estimate::Setup {
         items: &items,
@@ -533,10 +552,13 @@ fn out(text: &str) -> std::io::Result<()> {
     std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
 }
 
-/// A work list validated against the config: its fingerprint and item count.
-struct Validated {
-    fingerprint: String,
-    items: u64,
+/// Who refuses duplicate ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ids {
+    /// The reader, keeping every id seen.
+    Read,
+    /// The import's unique index.
+    Stored,
 }
 
 /// Reads every item, renders its request and checks it can ever be admitted, collecting
@@ -547,10 +569,13 @@ fn validate(
     path: &Path,
     config: &Config,
     limiter: &Limiter,
+    ids: Ids,
     mut on_item: impl FnMut(&Item, &Built, Route),
-) -> anyhow::Result<Validated> {
-    let fingerprint = fingerprint(path)?;
-    let reader = WorklistReader::open(path)?;
+) -> anyhow::Result<u64> {
+    let reader = match ids {
+        Ids::Read => WorklistReader::open(path)?,
+        Ids::Stored => WorklistReader::open(path)?.without_id_check(),
+    };
     let cost_model = CostModel::from_config(config);
     let mut problems = InputErrors {
         problems: Vec::new(),
@@ -617,7 +642,7 @@ fn validate(
         }
     });
     if problems.problems.is_empty() {
-        Ok(Validated { fingerprint, items })
+        Ok(items)
     } else {
         Err(problems.into())
     }
@@ -658,21 +683,6 @@ fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, Worklis
     });
 }
 
-fn fingerprint(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|source| WorklistError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .with_context(|| format!("{}: cannot read the work list", path.display()))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 fn default_db(worklist: &Path) -> PathBuf {
     let stem = worklist
         .file_stem()
@@ -696,7 +706,7 @@ fn config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
-    let config_path = config_path(args.config)?;
+    let config_path = config_path(args.config.clone())?;
     let mut config = Config::load(&config_path)?;
     if let Some(workers) = args.workers {
         if workers == 0 {
@@ -716,19 +726,12 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         .with_jitter(config.jitter)
         .with_origin(clock.wall_at(0));
     let shard = args.shard;
-    let in_shard = |id: &str| shard.is_none_or(|s| s.includes(id));
-    let mut shard_items = 0u64;
-    let mut validated = validate(&args.worklist, &config, &limiter, |item, _, _| {
-        shard_items += u64::from(in_shard(&item.id));
-    })?;
-    if let Some(shard) = shard {
-        // A db holds one shard: running it with another shard is a changed work list.
-        validated.fingerprint.push_str(&format!("#shard={shard}"));
-        validated.items = shard_items;
-    }
-    let db = args.db.unwrap_or_else(|| default_db(&args.worklist));
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| default_db(&args.worklist));
 
-    let mut store = Store::open(&db)?;
+    let store = Store::open(&db)?;
     // The last session's progress: who holds the db, the limiter state, the time spent.
     let last = store.progress()?;
     if let Some(progress) = last
@@ -746,15 +749,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         }
         .into());
     }
-    let worklist_abs =
-        std::path::absolute(&args.worklist).unwrap_or_else(|_| args.worklist.clone());
-    if store.bind_worklist(&worklist_abs, &validated.fingerprint, &config.snapshot())? {
-        let items = (WorklistReader::open(&args.worklist)?)
-            .filter_map(Result::ok)
-            .filter(|item| in_shard(&item.id));
-        let imported = store.import(items)?;
-        tracing::info!(imported, "work list imported");
-    }
+    let (store, identity) = queue_worklist(&args, &config, &limiter, plan.as_ref(), store)?;
     if let Some(progress) = &last {
         limiter.restore(&progress.limiter_state, &clock);
         if progress.state == "running" {
@@ -772,48 +767,30 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         store.set_meta("shard", &shard.to_string())?;
     }
     let cost_model = CostModel::from_config(&config);
-    let mut scheduler = match &plan {
-        Some((policy, _)) => Scheduler::with_policy(policy.clone()),
-        None => Scheduler::new(),
+    let mut feed = StoreFeed {
+        store: Store::open(&db)?,
+        request: config.request.clone(),
+        cost_model: cost_model.clone(),
+        limiter: limiter.clone(),
+        idempotency: config.request.idempotency_key.then_some(identity),
     };
+    // `workers.max = "auto"` sizes the pool by the jobs' mean cost, taken over a sample.
     let mut cost_sums = Costs::default();
-    let mut jobs = 0u64;
-    for row in store.pending()? {
-        let built = job::from_stored(&config.request, &row.payload, row.tokens, &cost_model)
-            .with_context(|| format!("{}: item `{}` cannot be rebuilt", db.display(), row.id))?;
-        let route = built.route(&limiter);
-        let lane = lane_of(&config, plan.as_ref(), &built, row.priority);
-        for (unit, amount) in built.costs.iter() {
+    let sample = if config.auto_workers {
+        feed.sample(COST_SAMPLE)?
+    } else {
+        Vec::new()
+    };
+    for job in &sample {
+        for (unit, amount) in job.costs.iter() {
             cost_sums.add(unit.clone(), *amount);
         }
-        jobs += 1;
-        let mut request = built.request;
-        if config.request.idempotency_key {
-            request.headers.push((
-                "Idempotency-Key".to_string(),
-                job::idempotency_key(&validated.fingerprint, &row.id),
-            ));
-        }
-        let mut job = Job {
-            seq: row.seq,
-            id: row.id,
-            priority: row.priority,
-            request,
-            costs: built.costs,
-            route,
-            lane,
-            model: built.model,
-            attempts: row.attempts,
-            failures: row.failures,
-            steps: built.steps.map(|(steps, _)| Box::new(steps)),
-        };
-        if let Some(progress) = &row.steps {
-            job.resume(progress, &row.pages).with_context(|| {
-                format!("{}: item `{}` cannot be resumed", db.display(), job.id)
-            })?;
-        }
-        scheduler.enqueue(clock.now(), lane, job.priority, job.seq, job);
     }
+    let jobs = sample.len() as u64;
+    drop(sample);
+    let policy = plan.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+    let page = (config.workers * PAGE_PER_WORKER).max(MIN_PAGE);
+    let scheduler = Scheduler::with_feed(policy, clock.now(), page, Box::new(feed));
     let counts = store.counts()?;
     let requests = store.request_counts()?;
     let before = Before {
@@ -825,7 +802,6 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         retries: requests.retries,
         elapsed: Duration::from_millis(last.map_or(0, |p| p.elapsed_ms)),
     };
-    debug_assert_eq!(counts.total, validated.items);
 
     let (base_url, _mock) = if config.api.base_url.starts_with("mock://") {
         let spec = MockSpec::parse_url(&config.api.base_url).with_context(|| {
@@ -916,6 +892,185 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         End::Interrupted => EXIT_INTERRUPTED,
         End::Paused { .. } => EXIT_PAUSED,
     })
+}
+
+/// Jobs per worker the scheduler loads ahead from the store.
+const PAGE_PER_WORKER: usize = 4;
+/// The least look-ahead, whatever the workers.
+const MIN_PAGE: usize = 256;
+/// Pending items whose mean cost sizes `workers.max = "auto"`.
+const COST_SAMPLE: usize = 1_000;
+
+/// Makes the db's queue hold the work list: on the first run (or after an import cut
+/// short), every item is validated and imported in one streaming pass, and only then is the
+/// db bound to the list; on a rerun, the list is checked unchanged by its fingerprint
+/// without reading it (validated again, and its lanes set again, only when the config
+/// changed). Returns the store and the run's fingerprint identity.
+fn queue_worklist(
+    args: &RunArgs,
+    config: &Config,
+    limiter: &Limiter,
+    plan: Option<&(Policy, Tenants)>,
+    store: Store,
+) -> anyhow::Result<(Store, String)> {
+    let path = &args.worklist;
+    let q = Queueing {
+        path,
+        config,
+        limiter,
+        plan,
+        shard: args.shard,
+        suffix: (args.shard)
+            .map(|s| format!("#shard={s}"))
+            .unwrap_or_default(),
+        fp: Fingerprint::of(path).map_err(|source| WorklistError::Open {
+            path: path.clone(),
+            source,
+        })?,
+        snapshot: config.snapshot(),
+        absolute: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
+    };
+    if store.meta("imported")?.is_some() {
+        q.recheck(store, args.verify)
+    } else {
+        q.import(store)
+    }
+}
+
+/// What [`queue_worklist`] works from.
+struct Queueing<'a> {
+    path: &'a PathBuf,
+    config: &'a Config,
+    limiter: &'a Limiter,
+    plan: Option<&'a (Policy, Tenants)>,
+    shard: Option<Shard>,
+    /// Appended to a sharded db's fingerprint identity.
+    suffix: String,
+    fp: Fingerprint,
+    snapshot: String,
+    absolute: PathBuf,
+}
+
+impl Queueing<'_> {
+    fn open_err(&self, source: std::io::Error) -> WorklistError {
+        WorklistError::Open {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// A rerun: the list must be the one imported (checked by fingerprint, without
+    /// reading it); another config is checked item by item and may move items' lanes.
+    fn recheck(&self, mut store: Store, verify: bool) -> anyhow::Result<(Store, String)> {
+        let identity = store.meta("fingerprint")?.unwrap_or_default();
+        let mtime = store.meta("worklist_mtime_ns")?;
+        let content = store.meta("worklist_sha256")?;
+        let stored = fingerprint::Stored {
+            identity: &identity,
+            mtime_ns: mtime.as_deref(),
+            content: content.as_deref(),
+        };
+        let same = (self.fp)
+            .matches(self.path, stored, &self.suffix, verify)
+            .map_err(|e| self.open_err(e))?;
+        if !same {
+            return Err(StoreError::WorklistChanged {
+                db: store.path().to_path_buf(),
+                was: store.meta("worklist")?.unwrap_or_default(),
+                was_fp: identity,
+                now: self.absolute.display().to_string(),
+                now_fp: format!("{}{}", self.fp.identity(), self.suffix),
+            }
+            .into());
+        }
+        if store.meta("config")?.as_deref() != Some(self.snapshot.as_str()) {
+            // Another config: every item is checked against it before the first request,
+            // and queued in the lane it now gives.
+            let mut lanes = Vec::new();
+            validate(
+                self.path,
+                self.config,
+                self.limiter,
+                Ids::Read,
+                |item, built, _| {
+                    let lane = lane_of(self.config, self.plan, built, item.priority);
+                    lanes.push((item.seq, lane));
+                },
+            )?;
+            store.set_lanes(&lanes)?;
+            store.set_meta("config", &self.snapshot)?;
+        }
+        Ok((store, identity))
+    }
+
+    /// A first run, or one after an import cut short: every item validated and written in
+    /// one streaming pass; the db is bound to the list only once all of it is in.
+    fn import(&self, store: Store) -> anyhow::Result<(Store, String)> {
+        let hashing = {
+            let path = self.path.clone();
+            std::thread::spawn(move || fingerprint::content_hash(&path))
+        };
+        let mut inserter = Inserter::start(store)?;
+        // Unsharded, the store's unique index refuses duplicate ids: reading keeps no set
+        // of every id. A shard imports only its own items, so the reader checks them all.
+        let ids = if self.shard.is_some() {
+            Ids::Read
+        } else {
+            Ids::Stored
+        };
+        let checked = validate(
+            self.path,
+            self.config,
+            self.limiter,
+            ids,
+            |item, built, _| {
+                if self.shard.is_none_or(|s| s.includes(&item.id)) {
+                    let lane = lane_of(self.config, self.plan, built, item.priority);
+                    inserter.push(ImportRow::of(item, lane));
+                }
+            },
+        );
+        if let Err(e) = checked {
+            // Nothing is runnable: the db is bound to no list until an import completes.
+            inserter.abandon();
+            let _ = inserter.finish();
+            return Err(e);
+        }
+        let Imported {
+            mut store,
+            count,
+            duplicate,
+        } = inserter.finish()?;
+        if let Some(dup) = duplicate {
+            return Err(WorklistError::DuplicateId {
+                path: self.path.clone(),
+                line: dup.line,
+                field: "id",
+                id: dup.id,
+                first_line: dup.first_line,
+            }
+            .into());
+        }
+        let content = match hashing.join() {
+            Ok(hash) => hash.map_err(|e| self.open_err(e))?,
+            Err(_) => anyhow::bail!("{}: hashing the work list failed", self.path.display()),
+        };
+        let identity = format!("{}{}", self.fp.identity(), self.suffix);
+        let started = unix_ms(SystemTime::now()).to_string();
+        store.finish_import(
+            count,
+            &[
+                ("fingerprint", identity.as_str()),
+                ("worklist", &self.absolute.display().to_string()),
+                ("config", self.snapshot.as_str()),
+                ("started_at_ms", started.as_str()),
+                ("worklist_mtime_ns", &self.fp.mtime_ns.to_string()),
+                ("worklist_sha256", content.as_str()),
+            ],
+        )?;
+        tracing::info!(imported = count, "work list imported");
+        Ok((store, identity))
+    }
 }
 
 /// The scheduler policy for a config with classes, tenants, tiers, caps or a starvation

@@ -53,13 +53,17 @@ fn record(row: &ResultRow) -> Record<'_> {
     }
 }
 
-/// Writes `rows` to `out` in `format`.
-pub fn write(rows: &[ResultRow], format: Format, out: impl Write) -> std::io::Result<()> {
+/// Writes `rows` to `out` in `format`, one at a time as they come.
+pub fn write<R: std::borrow::Borrow<ResultRow>>(
+    rows: impl IntoIterator<Item = R>,
+    format: Format,
+    out: impl Write,
+) -> std::io::Result<()> {
     match format {
         Format::Jsonl => {
             let mut out = std::io::BufWriter::new(out);
             for row in rows {
-                serde_json::to_writer(&mut out, &record(row))?;
+                serde_json::to_writer(&mut out, &record(row.borrow()))?;
                 out.write_all(b"\n")?;
             }
             out.flush()
@@ -77,7 +81,7 @@ pub fn write(rows: &[ResultRow], format: Format, out: impl Write) -> std::io::Re
                 "error",
             ])?;
             for row in rows {
-                let r = record(row);
+                let r = record(row.borrow());
                 let text = |v: &Value| {
                     if v.is_null() {
                         String::new()

@@ -8,6 +8,7 @@ mod feedback;
 mod interplay;
 mod kill;
 mod pages;
+mod queue;
 mod redis;
 mod run;
 mod scenarios;
