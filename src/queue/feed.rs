@@ -110,3 +110,95 @@ impl Feed<Job> for StoreFeed {
         Ok(page)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::scheduler::{Policy, Scheduler};
+    use crate::worklist::{Item, Payload};
+
+    const CONFIG: &str = r#"
+[api]
+base_url = "mock://openai"
+
+[request]
+path = "/v1/chat/completions"
+body = '{"model": "m", "messages": [{"role": "user", "content": "{{prompt}}"}]}'
+"#;
+
+    fn item(seq: u64) -> Item {
+        let mut vars = serde_json::Map::new();
+        vars.insert("prompt".into(), format!("hello {seq}").into());
+        Item {
+            seq,
+            line: seq + 2,
+            id: format!("i{seq}"),
+            priority: (seq % 5) as i64,
+            tokens: None,
+            payload: Payload::Vars(vars),
+        }
+    }
+
+    #[test]
+    fn a_run_from_the_store_holds_a_page_not_the_list() {
+        const ITEMS: u64 = 20_000;
+        const WORKERS: usize = 16;
+        const PAGE: usize = 64;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.db");
+        let mut store = Store::open(&db).unwrap();
+        store.import((0..ITEMS).map(item)).unwrap();
+        let config = Config::parse(Path::new("c.toml"), CONFIG).unwrap();
+        let feed = StoreFeed {
+            store: Store::open(&db).unwrap(),
+            request: config.request.clone(),
+            cost_model: CostModel::from_config(&config),
+            limiter: Limiter::new(&config.limits),
+            idempotency: None,
+        };
+        let mut s = Scheduler::with_feed(Policy::default(), 0, PAGE, Box::new(feed));
+        // Dispatch with WORKERS in flight; every tenth job comes back for a retry later.
+        let mut flight = std::collections::VecDeque::new();
+        let (mut now, mut sent, mut retried) = (0, 0u64, 0u64);
+        let mut last = (i64::MAX, 0u64);
+        loop {
+            now += 1;
+            while flight.len() < WORKERS {
+                let Some(job) = s.pop(now) else { break };
+                if job.attempts == 0 {
+                    assert!(
+                        (job.priority, std::cmp::Reverse(job.seq))
+                            < (last.0, std::cmp::Reverse(last.1)),
+                        "queue order: priority descending, then file order"
+                    );
+                    last = (job.priority, job.seq);
+                }
+                flight.push_back(job);
+            }
+            let Some(mut job) = flight.pop_front() else {
+                match s.next_at() {
+                    Some(at) => {
+                        now = at;
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            sent += 1;
+            if job.attempts == 0 && job.seq % 10 == 0 {
+                job.attempts = 1;
+                retried += 1;
+                s.enqueue_at(now + 50, job.lane, job.priority, job.seq, job);
+            }
+            // A retry due now sorts before the fresh jobs: the order check skips it.
+        }
+        assert_eq!(sent, ITEMS + retried);
+        assert!(s.take_feed_error().is_none());
+        // A page of look-ahead, plus the retries waiting (at most 50 ticks' worth).
+        let bound = 2 * PAGE + 50;
+        assert!(s.peak_held() <= bound, "held {} > {bound}", s.peak_held());
+    }
+}

@@ -61,17 +61,20 @@ pub struct VecFeed<J> {
 impl<J: Clone> VecFeed<J> {
     /// A feed of `items`, in any order.
     pub fn new(mut items: Vec<Queued<J>>) -> VecFeed<J> {
-        items.sort_by_key(|q| {
-            (
-                q.lane.class,
-                q.lane.tenant,
-                q.lane.group,
-                std::cmp::Reverse(q.priority),
-                q.seq,
-            )
-        });
+        items.sort_by_key(order);
         VecFeed { items }
     }
+}
+
+/// Where an item sorts in a [`VecFeed`]: by lane, then in queue order.
+fn order<J>(q: &Queued<J>) -> (u16, u32, u16, std::cmp::Reverse<i64>, u64) {
+    (
+        q.lane.class,
+        q.lane.tenant,
+        q.lane.group,
+        std::cmp::Reverse(q.priority),
+        q.seq,
+    )
 }
 
 impl<J: Clone> Feed<J> for VecFeed<J> {
@@ -82,10 +85,14 @@ impl<J: Clone> Feed<J> for VecFeed<J> {
     }
 
     fn page(&mut self, lane: Lane, after: After, n: usize) -> Result<Vec<Queued<J>>, FeedError> {
-        Ok(self
-            .items
+        let key = |q: &Queued<J>| (q.lane.class, q.lane.tenant, q.lane.group);
+        let lane_key = (lane.class, lane.tenant, lane.group);
+        let start = self.items.partition_point(|q| {
+            key(q) < lane_key || (key(q) == lane_key && !is_after(q.priority, q.seq, after))
+        });
+        Ok(self.items[start..]
             .iter()
-            .filter(|q| q.lane == lane && is_after(q.priority, q.seq, after))
+            .take_while(|q| q.lane == lane)
             .take(n)
             .cloned()
             .collect())

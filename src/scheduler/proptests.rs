@@ -176,8 +176,8 @@ proptest! {
 }
 
 #[test]
-fn a_paged_queue_holds_a_page_per_lane_not_the_list() {
-    let n = 20_000u64;
+fn a_200_000_item_run_holds_a_page_per_lane_not_the_list() {
+    let n = 200_000u64;
     let policy = Policy {
         tenants: (0..4)
             .map(|i| TenantSpec {
