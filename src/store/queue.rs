@@ -73,6 +73,12 @@ pub struct DuplicateId {
     pub first_line: u64,
 }
 
+/// The import's page cache, in KiB (negative: SQLite's unit for a size in KiB).
+const IMPORT_CACHE_KIB: i64 = -49_152;
+
+/// SQLite's default page cache, in KiB.
+const DEFAULT_CACHE_KIB: i64 = -2_000;
+
 /// The counters `status` reads.
 const COUNTERS: [&str; 6] = ["total", "done", "failed", "sent", "rate_limited", "retries"];
 
@@ -158,9 +164,14 @@ pub(super) fn finish_item(tx: &Transaction<'_>, seq: u64, status: &str) -> rusql
 }
 
 impl Store {
-    /// Starts an import over: no items, all counters at zero, no `imported` mark.
+    /// Starts an import over: no items, all counters at zero, no `imported` mark. Until
+    /// [`Store::finish_import`], the connection keeps a larger page cache: the id index's
+    /// pages stay in memory instead of being read back from the OS for every insert.
     pub fn begin_import(&mut self) -> Result<(), StoreError> {
         let err = failing(&self.path, "starting the import");
+        self.conn
+            .pragma_update(None, "cache_size", IMPORT_CACHE_KIB)
+            .map_err(&err)?;
         let tx = self.conn.transaction().map_err(&err)?;
         let reset = (|| {
             tx.execute_batch(
@@ -252,7 +263,13 @@ impl Store {
             }
             Ok::<(), rusqlite::Error>(())
         })();
-        write.and_then(|()| tx.commit()).map_err(&err)
+        write
+            .and_then(|()| tx.commit())
+            .and_then(|()| {
+                self.conn
+                    .pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)
+            })
+            .map_err(&err)
     }
 
     /// Moves items to the lanes given by `(seq, lane)` (after the scheduling config
