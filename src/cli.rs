@@ -898,6 +898,8 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
 const PAGE_PER_WORKER: usize = 4;
 /// The least look-ahead, whatever the workers.
 const MIN_PAGE: usize = 256;
+/// Items per transaction when a new config moves items to other lanes.
+const LANE_BATCH: usize = 50_000;
 /// Pending items whose mean cost sizes `workers.max = "auto"`.
 const COST_SAMPLE: usize = 1_000;
 
@@ -986,17 +988,23 @@ impl Queueing<'_> {
         if store.meta("config")?.as_deref() != Some(self.snapshot.as_str()) {
             // Another config: every item is checked against it before the first request,
             // and queued in the lane it now gives.
+            // A batch at a time; a bad item refuses the run before the first request
+            // either way, and the mark makes the next run move every item again.
+            store.set_meta("config", "(lanes being moved)")?;
             let mut lanes = Vec::new();
-            validate(
-                self.path,
-                self.config,
-                self.limiter,
-                Ids::Read,
-                |item, built, _| {
-                    let lane = lane_of(self.config, self.plan, built, item.priority);
-                    lanes.push((item.seq, lane));
-                },
-            )?;
+            let mut moved = Ok(());
+            let each = |item: &Item, built: &Built, _| {
+                lanes.push((
+                    item.seq,
+                    lane_of(self.config, self.plan, built, item.priority),
+                ));
+                if lanes.len() >= LANE_BATCH && moved.is_ok() {
+                    moved = store.set_lanes(&lanes);
+                    lanes.clear();
+                }
+            };
+            validate(self.path, self.config, self.limiter, Ids::Read, each)?;
+            moved?;
             store.set_lanes(&lanes)?;
             store.set_meta("config", &self.snapshot)?;
         }

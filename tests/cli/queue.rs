@@ -121,3 +121,33 @@ fn an_unchanged_list_touched_or_rewritten_resumes_and_an_edited_one_is_refused()
         run.dump()
     );
 }
+
+#[test]
+fn a_new_config_moves_pending_items_to_the_lanes_it_gives() {
+    let p = Project::new().with_mock("mock://openai");
+    let mut text = String::from("id,priority,prompt\n");
+    for i in 0..20 {
+        text.push_str(&format!("hi-{i:02},1,hello\nlo-{i:02},0,hello\n"));
+    }
+    let worklist = p.write("work.csv", &text);
+    let quota = "[[limits]]\nname = \"daily\"\nunit = \"requests\"\nquota = 10\nper = \"1d\"";
+    let config = p.config(quota, 1);
+    p.run(&worklist, &config, &["--db", "l.db", "--quiet"])
+        .expect_code(75);
+    assert_eq!(p.records().len(), 10, "the quota stops the first session");
+    // Classes now: the low-priority items get a quarter of the dispatches.
+    let classes = "[[classes]]\nname = \"high\"\nshare = 3\nmin_priority = 1\n\n[[classes]]\nname = \"rest\"\nshare = 1\n";
+    let config = p.config(classes, 1);
+    p.run(&worklist, &config, &["--db", "l.db", "--quiet"])
+        .expect_code(0);
+    let ids: Vec<String> = p.records().iter().filter_map(item_of).collect();
+    assert_eq!(ids.len(), 40, "every item sent once: {ids:?}");
+    assert!(
+        ids[..10].iter().all(|id| id.starts_with("hi-")),
+        "priority first: {ids:?}"
+    );
+    assert!(
+        ids[10..18].iter().any(|id| id.starts_with("lo-")),
+        "the second session shares dispatches between the classes: {ids:?}"
+    );
+}
