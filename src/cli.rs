@@ -719,12 +719,6 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         config.workers = workers;
         config.auto_workers = false;
     }
-    let plan = plan_scheduling(&args.worklist, &mut config)?;
-    let headers = config.api.resolve_headers(&config.path)?;
-    let clock = SystemClock::new();
-    let mut limiter = Limiter::new(&config.limits)
-        .with_jitter(config.jitter)
-        .with_origin(clock.wall_at(0));
     let shard = args.shard;
     let db = args
         .db
@@ -749,6 +743,20 @@ async fn run_command(args: RunArgs) -> anyhow::Result<u8> {
         }
         .into());
     }
+    // The tenants come from the db when it was imported under this very config.
+    let plan = match stored_tenants(&store, &config)? {
+        Some(tenants) => {
+            let (policy, limits) = config.scheduling.policy(&tenants);
+            config.limits.extend(limits);
+            Some((policy, tenants))
+        }
+        None => plan_scheduling(&args.worklist, &mut config)?,
+    };
+    let headers = config.api.resolve_headers(&config.path)?;
+    let clock = SystemClock::new();
+    let mut limiter = Limiter::new(&config.limits)
+        .with_jitter(config.jitter)
+        .with_origin(clock.wall_at(0));
     let (store, identity) = queue_worklist(&args, &config, &limiter, plan.as_ref(), store)?;
     if let Some(progress) = &last {
         limiter.restore(&progress.limiter_state, &clock);
@@ -1006,6 +1014,7 @@ impl Queueing<'_> {
             validate(self.path, self.config, self.limiter, Ids::Read, each)?;
             moved?;
             store.set_lanes(&lanes)?;
+            store.set_meta("tenants", &tenants_json(self.plan))?;
             store.set_meta("config", &self.snapshot)?;
         }
         Ok((store, identity))
@@ -1074,11 +1083,41 @@ impl Queueing<'_> {
                 ("started_at_ms", started.as_str()),
                 ("worklist_mtime_ns", &self.fp.mtime_ns.to_string()),
                 ("worklist_sha256", content.as_str()),
+                ("tenants", &tenants_json(self.plan)),
             ],
         )?;
         tracing::info!(imported = count, "work list imported");
         Ok((store, identity))
     }
+}
+
+/// The tenants of the list the db imported, if it did so under this same config (a rerun
+/// then needs not read the list for them).
+fn stored_tenants(store: &Store, config: &Config) -> anyhow::Result<Option<Tenants>> {
+    if !config.scheduling.is_configured()
+        || store.meta("imported")?.is_none()
+        || store.meta("config")?.as_deref() != Some(config.snapshot().as_str())
+    {
+        return Ok(None);
+    }
+    let Some(text) = store.meta("tenants")? else {
+        return Ok(None);
+    };
+    let Ok(entries) = serde_json::from_str::<Vec<(String, Option<String>)>>(&text) else {
+        return Ok(None);
+    };
+    let mut tenants = Tenants::new();
+    for (name, tier) in &entries {
+        tenants.add(Some(name.as_str()), tier.as_deref());
+    }
+    Ok(Some(tenants))
+}
+
+/// The tenants of `plan` as the db keeps them (JSON: `[[name, tier], ...]`).
+fn tenants_json(plan: Option<&(Policy, Tenants)>) -> String {
+    let entries: Vec<(&str, Option<&str>)> =
+        plan.map(|(_, t)| t.entries().collect()).unwrap_or_default();
+    serde_json::to_string(&entries).unwrap_or_default()
 }
 
 /// The scheduler policy for a config with classes, tenants, tiers, caps or a starvation
