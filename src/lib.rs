@@ -16,7 +16,9 @@
 //! - [`worklist`]: CSV/JSONL → items, streamed and validated.
 //! - [`template`]: `{{field}}` request templates, JSON-escaped where they stand in strings.
 //! - [`job`]: an item rendered into its request (or its steps) and estimated cost.
-//! - [`store`]: SQLite: items, results, attempts, progress, limiter state.
+//! - [`store`]: SQLite: items (the queue, paged by an index in scheduler order), results,
+//!   attempts, progress, limiter state.
+//! - [`queue`]: the work list streamed into the store, paged back out into the scheduler.
 //! - [`clock`]: the `Clock` trait; real and manual time.
 //! - [`limiter`]: buckets and atomic multi-bucket admission, pure over a clock.
 //! - [`headers`]: provider rate-limit headers (every dialect) → observations.
@@ -40,6 +42,7 @@ pub mod headers;
 pub mod job;
 pub mod limiter;
 pub mod mock;
+pub mod queue;
 pub mod report;
 pub mod retry;
 pub mod runner;

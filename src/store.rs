@@ -10,6 +10,9 @@
 //! refused by its fingerprint.
 
 pub mod claim;
+mod queue;
+
+pub use queue::{DuplicateId, ImportRow};
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -20,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::limiter::{BucketState, BucketUsage};
+use crate::scheduler::Lane;
 use crate::worklist::Item;
 
 mod inputs;
@@ -41,9 +45,11 @@ CREATE TABLE IF NOT EXISTS items (
     usage TEXT,
     latency_ms INTEGER,
     error TEXT,
-    finished_at_ms INTEGER
+    finished_at_ms INTEGER,
+    class INTEGER NOT NULL DEFAULT 0,
+    tenant INTEGER NOT NULL DEFAULT 0,
+    grp INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS items_queue ON items (status, priority DESC, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     seq INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -495,6 +501,9 @@ impl Store {
             .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
             .and_then(|()| conn.execute_batch(SCHEMA))
+            .and_then(|()| queue::add_lane_columns(&conn))
+            .and_then(|()| conn.execute_batch(queue::QUEUE_SCHEMA))
+            .and_then(|()| queue::backfill_counters(&conn))
             .map_err(err)?;
         if identity != Identity::Current {
             conn.pragma_update(None, "application_id", APPLICATION_ID)
@@ -604,49 +613,25 @@ impl Store {
         }
     }
 
-    /// Imports items in batched transactions, then marks the import complete. An interrupted
-    /// import is redone from scratch on the next run.
+    /// Imports items (all in the default lane) in batched transactions, then marks the
+    /// import complete. An interrupted import is redone from scratch on the next run.
     pub fn import(&mut self, items: impl Iterator<Item = Item>) -> Result<u64, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            doing: "importing the work list",
-            source,
-        };
-        self.conn.execute("DELETE FROM items", []).map_err(err)?;
+        self.begin_import()?;
         let mut count = 0u64;
+        let mut batch = Vec::with_capacity(10_000);
         let mut items = items.peekable();
         while items.peek().is_some() {
-            let tx = self.conn.transaction().map_err(err)?;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO items (seq, id, line, priority, tokens, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )
-                    .map_err(err)?;
-                for item in items.by_ref().take(10_000) {
-                    let payload = serde_json::to_string(&item.payload).unwrap_or_default();
-                    insert
-                        .execute(params![
-                            item.seq,
-                            item.id,
-                            item.line,
-                            item.priority,
-                            item.tokens,
-                            payload
-                        ])
-                        .map_err(err)?;
-                    count += 1;
-                }
+            batch.clear();
+            batch.extend((items.by_ref().take(10_000)).map(|i| ImportRow::of(&i, Lane::default())));
+            if let Some(dup) = self.insert_items(&batch)? {
+                return Err(StoreError::WriterGone {
+                    path: self.path.clone(),
+                    message: format!("item `{}` on line {} is a duplicate", dup.id, dup.line),
+                });
             }
-            tx.commit().map_err(err)?;
+            count += batch.len() as u64;
         }
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('imported', ?1)",
-                [count.to_string()],
-            )
-            .map_err(err)?;
+        self.finish_import(count, &[])?;
         Ok(count)
     }
 
@@ -672,14 +657,18 @@ impl Store {
 
     /// Puts every permanently failed item back in the queue (its attempts and last error
     /// stay recorded in `attempts`); returns how many.
-    pub fn requeue_failed(&self) -> Result<u64, StoreError> {
-        self.conn
+    pub fn requeue_failed(&mut self) -> Result<u64, StoreError> {
+        let err = queue::failing(&self.path, "requeueing failed items");
+        let tx = self.conn.transaction().map_err(&err)?;
+        let n = tx
             .execute(
                 "UPDATE items SET status = 'pending', error = NULL, finished_at_ms = NULL WHERE status = 'failed'",
                 [],
             )
-            .map(|n| n as u64)
-            .map_err(self.err("requeueing failed items"))
+            .and_then(|n| queue::bump(&tx, "failed", -(n as i64)).map(|()| n as u64))
+            .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(n)
     }
 
     /// Remembers where the run's config lives, so `resume` can continue a stopped run.
@@ -701,7 +690,9 @@ impl Store {
         )
     }
 
-    /// Items not yet finished, in dispatch order: priority descending, then file order.
+    /// Items not yet finished, in dispatch order: priority descending, then file order
+    /// (every lane together; a run reads them a page at a time instead, with
+    /// [`Store::pending_page`]).
     pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
         let mut stmt = self
             .conn
@@ -712,79 +703,12 @@ impl Store {
                  FROM items WHERE status = 'pending' ORDER BY priority DESC, seq",
             )
             .map_err(self.err("loading pending items"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(PendingRow {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    priority: r.get(2)?,
-                    tokens: r.get(3)?,
-                    payload: r.get(4)?,
-                    attempts: r.get(5)?,
-                    failures: r.get(6)?,
-                    steps: r.get(7)?,
-                    pages: Vec::new(),
-                })
-            })
+        let mut rows = stmt
+            .query_map([], queue::pending_row)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<PendingRow>>>())
             .map_err(self.err("loading pending items"))?;
-        let mut rows = rows;
-        let mut pages = self
-            .conn
-            .prepare("SELECT step, page, items FROM item_pages WHERE seq = ?1 ORDER BY step, page")
-            .map_err(self.err("loading stored pages"))?;
-        for row in rows.iter_mut().filter(|r| r.steps.is_some()) {
-            row.pages = pages
-                .query_map([row.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(self.err("loading stored pages"))?;
-        }
+        self.load_pages(&mut rows)?;
         Ok(rows)
-    }
-
-    /// Item counts by status.
-    pub fn counts(&self) -> Result<Counts, StoreError> {
-        let mut counts = Counts::default();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM items GROUP BY status")
-            .map_err(self.err("counting items"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(self.err("counting items"))?;
-        for (status, n) in rows {
-            counts.total += n;
-            match status.as_str() {
-                "done" => counts.done = n,
-                "failed" => counts.failed = n,
-                _ => counts.pending += n,
-            }
-        }
-        Ok(counts)
-    }
-
-    /// Requests sent, 429s and retries over the whole run.
-    pub fn request_counts(&self) -> Result<RequestCounts, StoreError> {
-        self.conn
-            .query_row(
-                // A retry is an attempt after one of the same item that did not succeed (a later
-                // step or page of a multi-request job follows a success).
-                "SELECT COUNT(*), COALESCE(SUM(http_status = 429), 0),
-                        COALESCE(SUM(attempt > 1 AND NOT EXISTS (SELECT 1 FROM attempts p
-                            WHERE p.seq = a.seq AND p.attempt = a.attempt - 1
-                              AND p.http_status BETWEEN 200 AND 299)), 0)
-                 FROM attempts a",
-                [],
-                |r| {
-                    Ok(RequestCounts {
-                        sent: r.get(0)?,
-                        rate_limited: r.get(1)?,
-                        retries: r.get(2)?,
-                    })
-                },
-            )
-            .map_err(self.err("counting requests"))
     }
 
     /// The latest progress row, if a run has started.
@@ -819,6 +743,17 @@ impl Store {
 
     /// Finished items in file order; only failures when `failed_only`.
     pub fn results(&self, failed_only: bool) -> Result<Vec<ResultRow>, StoreError> {
+        self.with_results(failed_only, |rows| rows.collect())
+    }
+
+    /// Hands `f` the finished items in file order (only failures when `failed_only`), read
+    /// one at a time as it goes: memory stays flat whatever the run's size. A read error
+    /// ends the rows early and is returned after `f`.
+    pub fn with_results<R>(
+        &self,
+        failed_only: bool,
+        f: impl FnOnce(&mut dyn Iterator<Item = ResultRow>) -> R,
+    ) -> Result<R, StoreError> {
         let filter = if failed_only {
             "status = 'failed'"
         } else {
@@ -830,6 +765,7 @@ impl Store {
                 "SELECT id, status, http_status, body, attempts, latency_ms, usage, error FROM items WHERE {filter} ORDER BY seq"
             ))
             .map_err(self.err("reading results"))?;
+        let mut failure = None;
         let rows = stmt
             .query_map([], |r| {
                 Ok(ResultRow {
@@ -843,9 +779,13 @@ impl Store {
                     error: r.get(7)?,
                 })
             })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(self.err("reading results"))?;
-        Ok(rows)
+        let mut rows = rows.map_while(|row| row.map_err(|e| failure = Some(e)).ok());
+        let out = f(&mut rows);
+        match failure {
+            Some(source) => Err(self.err("reading results")(source)),
+            None => Ok(out),
+        }
     }
 }
 
@@ -1111,7 +1051,9 @@ fn commit(
     for op in batch {
         match op {
             WriteOp::Attempt(a) => {
-                insert_attempt(&tx, &a).map_err(err("recording an attempt"))?;
+                queue::count_attempt(&tx, a.seq, a.attempt, a.http_status)
+                    .and_then(|()| insert_attempt(&tx, &a))
+                    .map_err(err("recording an attempt"))?;
                 // Keep the item's count of attempts across sessions, so a rerun goes on
                 // numbering (and limiting) them.
                 tx.prepare_cached("UPDATE items SET attempts = ?2 WHERE seq = ?1")
@@ -1139,7 +1081,11 @@ fn commit(
                 records += 1;
             }
             WriteOp::Finish(r) => {
-                insert_attempt(&tx, &r.last_attempt).map_err(err("storing a result"))?;
+                let a = &r.last_attempt;
+                queue::count_attempt(&tx, a.seq, a.attempt, a.http_status)
+                    .and_then(|()| insert_attempt(&tx, a))
+                    .and_then(|()| queue::finish_item(&tx, r.seq, r.status.as_str()))
+                    .map_err(err("storing a result"))?;
                 records += 1;
                 tx.prepare_cached(
                     "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,

@@ -7,7 +7,8 @@
 //!
 //! Invariants:
 //! - Streaming: one record is in memory at a time (plus the set of ids seen, to refuse
-//!   duplicates). A bad record yields its `Err` and reading goes on with the next, so the
+//!   duplicates, unless [`WorklistReader::without_id_check`] leaves that to the store's
+//!   unique index). A bad record yields its `Err` and reading goes on with the next, so the
 //!   caller can report every problem; an I/O error is yielded once and ends the iteration.
 //! - `seq` counts every record in file order, bad ones included, so a derived id (the 1-based
 //!   record number) is the same on every read of the same file.
@@ -264,7 +265,12 @@ fn field_hint(field: &str) -> &'static str {
 /// Each id seen, with the line of its record. FxHash: SipHash's resistance to chosen
 /// keys buys nothing against the user's own work list, and costs a tenth of the time
 /// reading a million-line one takes.
-type Ids = rustc_hash::FxHashMap<String, u64>;
+#[derive(Debug, Default)]
+struct Ids {
+    seen: rustc_hash::FxHashMap<String, u64>,
+    /// Duplicates are checked elsewhere (the store's unique index): keep nothing.
+    unchecked: bool,
+}
 
 /// Streams [`Item`]s from a work list; see the module docs for the guarantees.
 #[derive(Debug)]
@@ -335,6 +341,13 @@ impl WorklistReader {
             ids: Ids::default(),
             done: false,
         })
+    }
+
+    /// Leaves refusing duplicate ids to the caller (the import's unique index), so that
+    /// reading keeps no set of every id seen: memory stays flat however long the list.
+    pub fn without_id_check(mut self) -> Self {
+        self.ids.unchecked = true;
+        self
     }
 
     /// The file's format.
@@ -802,7 +815,10 @@ impl Fields<'_> {
                 field,
             });
         }
-        match ids.entry(id.to_owned()) {
+        if ids.unchecked {
+            return Ok(());
+        }
+        match ids.seen.entry(id.to_owned()) {
             Entry::Occupied(first) => Err(WorklistError::DuplicateId {
                 path: self.path.to_path_buf(),
                 line: self.line,

@@ -73,5 +73,6 @@ fn recorded_run(store: &Store, db: PathBuf) -> anyhow::Result<RunArgs> {
         workers: None,
         quiet: false,
         shard,
+        verify: false,
     })
 }

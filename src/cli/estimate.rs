@@ -109,7 +109,7 @@ fn sim_items(
         recorded,
     };
     let mut items = Vec::new();
-    prepared.validate(&args.worklist, |item, built, route| {
+    prepared.validate(&args.worklist, prepare::Ids::Read, |item, built, route| {
         let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
         sim.lane = prepared.lane_of(built, item.priority);
         pricer.apply(

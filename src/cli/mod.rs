@@ -10,6 +10,7 @@ mod estimate;
 mod export;
 mod mock;
 pub mod prepare;
+mod queueing;
 mod report;
 mod retry_failed;
 mod run;

@@ -3,14 +3,11 @@
 //! the work list against them, collecting every problem (up to a cap).
 //!
 //! Parse, then resolve (as ripgrep does): the commands receive a [`Prepared`] that is known
-//! good, and never check input themselves. Owns the input-error report ([`InputErrors`]) and
-//! the work list's fingerprint.
+//! good, and never check input themselves. Owns the input-error report ([`InputErrors`]);
+//! the work list's fingerprint is the queue's ([`crate::queue::fingerprint`]).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-use anyhow::Context;
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Tenants};
 use crate::job::{self, Built, CostModel};
@@ -77,12 +74,13 @@ pub struct Prepared {
     pub limiter: Limiter,
 }
 
-/// A work list validated against the config: its fingerprint and item count.
-pub struct Validated {
-    /// SHA-256 of the work list's bytes, hex (with `#shard=I/N` when sharded).
-    pub fingerprint: String,
-    /// Items read.
-    pub items: u64,
+/// Who refuses duplicate ids while the work list is validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ids {
+    /// The reader, keeping every id seen.
+    Read,
+    /// The import's unique index (the reader keeps no set of every id).
+    Stored,
 }
 
 /// Loads the config (applying `--workers`), plans the scheduling over the work list and
@@ -93,6 +91,11 @@ pub fn prepare(
     worklist: &Path,
     origin: SystemTime,
 ) -> anyhow::Result<Prepared> {
+    plan(load(config, workers)?, worklist, origin, None)
+}
+
+/// Loads the config file given (or `ratebound.toml`) and applies `--workers`.
+pub fn load(config: Option<PathBuf>, workers: Option<usize>) -> anyhow::Result<Config> {
     let config_path = super::config_path(config)?;
     let mut config = Config::load(&config_path)?;
     super::check_workers(workers)?;
@@ -100,7 +103,25 @@ pub fn prepare(
         config.workers = workers;
         config.auto_workers = false;
     }
-    let plan = plan_scheduling(worklist, &mut config)?;
+    Ok(config)
+}
+
+/// Plans the scheduling (over `tenants` when the db already knows them, else over the work
+/// list) and builds the limiter with its calendar windows anchored at `origin`.
+pub fn plan(
+    mut config: Config,
+    worklist: &Path,
+    origin: SystemTime,
+    tenants: Option<Tenants>,
+) -> anyhow::Result<Prepared> {
+    let plan = match tenants {
+        Some(tenants) => {
+            let (policy, limits) = config.scheduling.policy(&tenants);
+            config.limits.extend(limits);
+            Some(SchedulingPlan { policy, tenants })
+        }
+        None => plan_scheduling(worklist, &mut config)?,
+    };
     let limiter = Limiter::new(&config.limits)
         .with_jitter(config.jitter)
         .with_origin(origin);
@@ -131,13 +152,17 @@ impl Prepared {
     /// every problem (up to a cap) before anything is sent.
     ///
     /// `on_item` sees every valid item with its estimated cost and the limits it falls under.
+    /// Returns the number of items read.
     pub fn validate(
         &self,
         path: &Path,
+        ids: Ids,
         mut on_item: impl FnMut(&Item, &Built, Route),
-    ) -> anyhow::Result<Validated> {
-        let fingerprint = fingerprint(path)?;
-        let reader = WorklistReader::open(path)?;
+    ) -> anyhow::Result<u64> {
+        let reader = match ids {
+            Ids::Read => WorklistReader::open(path)?,
+            Ids::Stored => WorklistReader::open(path)?.without_id_check(),
+        };
         if let Some(columns) = reader.columns() {
             check_placeholders(&self.config, path, columns)?;
         }
@@ -154,7 +179,7 @@ impl Prepared {
                 on_item(item, &built, route);
             }
         });
-        Ok(problems.into_result(Validated { fingerprint, items })?)
+        Ok(problems.into_result(items)?)
     }
 
     /// Renders one item's request and checks that it fits every limit it falls under.
@@ -298,21 +323,4 @@ fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, Worklis
         }
         drop(empty_tx);
     });
-}
-
-/// SHA-256 of the work list's bytes, hex: a db is bound to one work list by it.
-fn fingerprint(path: &Path) -> anyhow::Result<String> {
-    crate::worklist::check_regular(path)?;
-    let mut file = std::fs::File::open(path).map_err(|source| WorklistError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .with_context(|| format!("{}: cannot read the work list", path.display()))?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }

@@ -11,12 +11,14 @@ use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 
-use super::prepare::{self, Prepared, Validated};
+use super::prepare::{self, Prepared};
+use super::queueing::{queue_worklist, stored_tenants};
 use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, UsageError, out};
 use crate::clock::{Clock, SystemClock, unix_ms};
-use crate::job::{CostModel, Job, Rebuild};
+use crate::job::{CostModel, Job};
 use crate::limiter::{Costs, shared};
 use crate::mock::MockSpec;
+use crate::queue::StoreFeed;
 use crate::report::{self, progress::Progress};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings, Summary};
@@ -26,7 +28,6 @@ use crate::shared::SharedLimiter;
 use crate::shared::redis::RedisLimiter;
 use crate::store::claim::Claim;
 use crate::store::{ProgressRow, Store, Writer};
-use crate::worklist::WorklistReader;
 
 #[derive(Args, Debug)]
 pub(super) struct RunArgs {
@@ -48,7 +49,19 @@ pub(super) struct RunArgs {
     /// Runners sharing one API key share its limits through `[limiter] backend`.
     #[arg(long, value_name = "I/N")]
     pub(super) shard: Option<Shard>,
+    /// On a rerun, hash the whole work list to check it is unchanged (by default its size,
+    /// modification time and sampled blocks are compared, and the whole file is hashed only
+    /// when its modification time moved).
+    #[arg(long)]
+    pub(super) verify: bool,
 }
+
+/// Jobs per worker the scheduler loads ahead from the store.
+const PAGE_PER_WORKER: usize = 4;
+/// The least look-ahead, whatever the workers.
+const MIN_PAGE: usize = 256;
+/// Pending items whose mean cost sizes `workers.max = "auto"`.
+const COST_SAMPLE: usize = 1_000;
 
 /// The pending jobs, queued, and what auto-workers needs to know about them.
 struct Queued {
@@ -66,24 +79,18 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Before anything else: a second runner on this db would send every item again.
     let claim = Claim::take(&db)?;
     let clock = SystemClock::new();
-    let mut prepared = prepare::prepare(
-        args.config.clone(),
-        args.workers,
-        &args.worklist,
-        clock.wall_at(0),
-    )?;
+    let config = prepare::load(args.config.clone(), args.workers)?;
+    let (store, last) = open_store(&db)?;
+    // The tenants come from the db when it imported the list under this very config.
+    let tenants = stored_tenants(&store, &config)?;
+    let mut prepared = prepare::plan(config, &args.worklist, clock.wall_at(0), tenants)?;
     let resolved = prepared.config.resolve_env()?;
     let headers = &resolved.headers;
-    let validated = validate(&prepared, &args)?;
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| default_db(&args.worklist));
-    let (store, last) = open_store(&db, &args, &prepared, &validated)?;
+    let (store, identity) = queue_worklist(&args, &prepared, store)?;
+    mark_session(&store, &args, &prepared)?;
     restore_limiter(&mut prepared, last.as_ref(), &clock);
-    let queued = queue_pending(&store, &prepared, &validated, &clock)?;
+    let queued = queue_pending(&db, &prepared, identity, &clock)?;
     let before = before(&store, last.as_ref())?;
-    debug_assert_eq!(before.total, validated.items);
 
     let config = &prepared.config;
     let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
@@ -131,34 +138,10 @@ fn exit_of(summary: &Summary) -> u8 {
     }
 }
 
-/// Validates the work list, counting (and fingerprinting) only this shard's items.
-fn validate(prepared: &Prepared, args: &RunArgs) -> anyhow::Result<Validated> {
-    let mut shard_items = 0u64;
-    let mut validated = prepared.validate(&args.worklist, |item, _, _| {
-        shard_items += u64::from(in_shard(args.shard, &item.id));
-    })?;
-    if let Some(shard) = args.shard {
-        // A db holds one shard: running it with another shard is a changed work list.
-        validated.fingerprint.push_str(&format!("#shard={shard}"));
-        validated.items = shard_items;
-    }
-    Ok(validated)
-}
-
-fn in_shard(shard: Option<Shard>, id: &str) -> bool {
-    shard.is_none_or(|s| s.includes(id))
-}
-
-/// Opens the db, refuses it while another runner holds it, binds it to the work list
-/// (importing it on first use) and records how to resume. Returns the last session's
-/// progress: its limiter state and the time it spent.
-fn open_store(
-    db: &Path,
-    args: &RunArgs,
-    prepared: &Prepared,
-    validated: &Validated,
-) -> anyhow::Result<(Store, Option<ProgressRow>)> {
-    let mut store = Store::open(db)?;
+/// Opens the db and refuses it while a runner on another host (sharing this folder) still
+/// heartbeats in it. Returns the last session's progress: its limiter state and time spent.
+fn open_store(db: &Path) -> anyhow::Result<(Store, Option<ProgressRow>)> {
+    let store = Store::open(db)?;
     let last = store.progress()?;
     if let Some(progress) = (last.as_ref()).filter(|p| p.is_live(unix_ms(SystemTime::now()))) {
         return Err(UsageError {
@@ -172,24 +155,20 @@ fn open_store(
         }
         .into());
     }
-    let config = &prepared.config;
-    let worklist_abs =
-        std::path::absolute(&args.worklist).unwrap_or_else(|_| args.worklist.clone());
-    if store.bind_worklist(&worklist_abs, &validated.fingerprint, &config.snapshot())? {
-        let items = (WorklistReader::open(&args.worklist)?)
-            .filter_map(Result::ok)
-            .filter(|item| in_shard(args.shard, &item.id));
-        let imported = store.import(items)?;
-        tracing::info!(imported, "work list imported");
-    }
+    Ok((store, last))
+}
+
+/// Records how to resume this session: unpaused, its config and shard.
+fn mark_session(store: &Store, args: &RunArgs, prepared: &Prepared) -> anyhow::Result<()> {
     // A new session starts unpaused; `ratebound pause` acts on a live run.
     store.set_paused(false)?;
+    let config = &prepared.config;
     let config_abs = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
     store.set_meta("config_path", &config_abs.to_string_lossy())?;
     if let Some(shard) = args.shard {
         store.set_meta("shard", &shard.to_string())?;
     }
-    Ok((store, last))
+    Ok(())
 }
 
 /// Takes the limiter state the last session saved.
@@ -204,47 +183,43 @@ fn restore_limiter(prepared: &mut Prepared, last: Option<&ProgressRow>, clock: &
     }
 }
 
-/// Rebuilds every pending item's job from the store and queues it in its lane.
+/// The scheduler over the db's queue, paged in scheduler order (a look-ahead of a few
+/// pages, never the whole list), and the mean cost of a sample of pending jobs for
+/// `workers.max = "auto"`.
 fn queue_pending(
-    store: &Store,
+    db: &Path,
     prepared: &Prepared,
-    validated: &Validated,
+    identity: String,
     clock: &SystemClock,
 ) -> anyhow::Result<Queued> {
     let config = &prepared.config;
-    let cost_model = CostModel::from_config(config);
-    let rebuild = Rebuild {
-        spec: &config.request,
-        cost_model: &cost_model,
-        limiter: &prepared.limiter,
-        idempotency: (config.request.idempotency_key).then_some(validated.fingerprint.as_str()),
+    let mut feed = StoreFeed {
+        store: Store::open(db)?,
+        request: config.request.clone(),
+        cost_model: CostModel::from_config(config),
+        limiter: prepared.limiter.clone(),
+        idempotency: config.request.idempotency_key.then_some(identity),
     };
-    let mut queued = Queued {
-        scheduler: match &prepared.plan {
-            Some(plan) => Scheduler::with_policy(plan.policy.clone()),
-            None => Scheduler::new(),
-        },
-        cost_sums: Costs::default(),
-        jobs: 0,
+    let mut cost_sums = Costs::default();
+    let sample = if config.auto_workers {
+        feed.sample(COST_SAMPLE)?
+    } else {
+        Vec::new()
     };
-    let db = store.path().display();
-    for row in store.pending()? {
-        let mut job = (rebuild.job(&row, |built| prepared.lane_of(built, row.priority)))
-            .with_context(|| format!("{db}: item `{}` cannot be rebuilt", row.id))?;
+    for job in &sample {
         for (unit, amount) in job.costs.iter() {
-            queued.cost_sums.add(unit.clone(), *amount);
+            cost_sums.add(unit.clone(), *amount);
         }
-        queued.jobs += 1;
-        if let Some(progress) = &row.steps {
-            (job.resume(progress, &row.pages))
-                .with_context(|| format!("{db}: item `{}` cannot be resumed", job.id))?;
-        }
-        let (lane, priority, seq) = (job.lane, job.priority, job.seq);
-        queued
-            .scheduler
-            .enqueue(clock.now(), lane, priority, seq, job);
     }
-    Ok(queued)
+    let policy = (prepared.plan.as_ref())
+        .map(|plan| plan.policy.clone())
+        .unwrap_or_default();
+    let page = (config.workers * PAGE_PER_WORKER).max(MIN_PAGE);
+    Ok(Queued {
+        scheduler: Scheduler::with_feed(policy, clock.now(), page, Box::new(feed)),
+        cost_sums,
+        jobs: sample.len() as u64,
+    })
 }
 
 /// Counts from earlier sessions, for the progress display and the summary.

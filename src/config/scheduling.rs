@@ -179,6 +179,14 @@ impl Tenants {
         self.index.get(tenant.unwrap_or_default()).copied()
     }
 
+    /// Each tenant in index order with the tier its items named, "no tenant" first: what
+    /// [`Tenants::add`] rebuilds the same indices from.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        (self.names.iter())
+            .zip(&self.field_tier)
+            .map(|(name, tier)| (name.as_str(), tier.as_deref()))
+    }
+
     /// How many tenants, "no tenant" included.
     pub fn len(&self) -> usize {
         self.names.len()

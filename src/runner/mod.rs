@@ -70,6 +70,9 @@ pub enum RunError {
     /// The store failed; results since the last commit may need redoing.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The queue could not load the next page of jobs from the store.
+    #[error("cannot load the next jobs from the queue")]
+    Queue(#[source] crate::scheduler::FeedError),
 }
 
 struct Completion {
@@ -294,11 +297,18 @@ impl<T: Transport> Runner<T> {
                 }
             }
         }
-        let end = core.end(&self.scheduler);
-        let state = RunState::of_end(&end, self.scheduler.is_empty());
+        let feed_error = self.scheduler.take_feed_error();
+        let mut end = core.end(&self.scheduler);
+        if end == End::Finished && feed_error.is_some() {
+            end = End::Interrupted;
+        }
+        let state = RunState::of_end(&end, self.scheduler.is_empty() && feed_error.is_none());
         let snapshot = self.heartbeat(&c, &core, state, session_start, None)?;
         self.writer.flush().await?;
         self.progress.finish(&snapshot);
+        if let Some(e) = feed_error {
+            return Err(RunError::Queue(e));
+        }
         Ok(Summary {
             end,
             snapshot,

@@ -21,17 +21,27 @@
 //! With the default [`Policy`] (one class, one tenant, no caps, no starvation guard) the
 //! scheduler is a single priority heap: the fast path of a plain run and of `estimate`.
 //!
+//! Built [`Scheduler::with_feed`], it holds only a look-ahead of each lane and pulls the
+//! next page from its [`Feed`] (the store, in a run) when a lane's last loaded job leaves:
+//! the jobs in memory stay bounded by the page size plus one head per lane plus the retries
+//! waiting on a timer, whatever the list's size, and the order is the one the whole list in
+//! memory gives (see `feed.rs` for why).
+//!
 //! Pure: time is an argument, nothing sleeps.
 
+pub mod feed;
 pub mod policy;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 pub mod workers;
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 use crate::clock::Nanos;
+pub use feed::{After, Feed, FeedError, Queued, VecFeed};
 pub use policy::{ClassSpec, GroupSpec, Lane, Policy, TenantSpec};
 pub use workers::AutoWorkers;
 
@@ -228,6 +238,26 @@ pub struct Scheduler<J> {
     vtime: u64,
     /// Ready jobs in lanes (not counting delayed ones, nor those of a plain scheduler).
     ready: usize,
+    /// Where jobs not yet in memory come from, if the list is paged.
+    paging: Option<Paging<J>>,
+    /// The most jobs held in memory at once so far.
+    peak: usize,
+}
+
+/// A paged scheduler's source and where each of its lanes stands.
+struct Paging<J> {
+    feed: Box<dyn Feed<J> + Send>,
+    /// Each lane's cursor, and whether the feed has more of it.
+    cursors: HashMap<Lane, (After, bool)>,
+    /// Lanes the feed has more of.
+    open: usize,
+    /// Jobs loaded per refill, shared out over the open lanes (at least one each).
+    page: usize,
+    /// When the paging started: loaded jobs count as ready since then, as the whole list
+    /// would have been.
+    since: Nanos,
+    /// The first failure of the feed; its lanes count as exhausted.
+    error: Option<FeedError>,
 }
 
 impl<J> Default for Scheduler<J> {
@@ -289,8 +319,94 @@ impl<J> Scheduler<J> {
             group_waiters: vec![Vec::new(); groups],
             vtime: 0,
             ready: 0,
+            paging: None,
+            peak: 0,
             policy,
         }
+    }
+
+    /// A queue sharing out dispatches by `policy` over the items of `feed`, loaded a page at
+    /// a time (`page` jobs per refill, shared out over the lanes, at least one each); `now`
+    /// starts their wait. A failure of the feed ends its lanes early and is kept for
+    /// [`Scheduler::take_feed_error`].
+    pub fn with_feed(
+        policy: Policy,
+        now: Nanos,
+        page: usize,
+        feed: Box<dyn Feed<J> + Send>,
+    ) -> Self {
+        let mut s = Self::with_policy(policy);
+        let mut paging = Paging {
+            feed,
+            cursors: HashMap::new(),
+            open: 0,
+            page: page.max(1),
+            since: now,
+            error: None,
+        };
+        match paging.feed.lanes() {
+            Ok(lanes) => {
+                paging.open = lanes.len();
+                paging.cursors = lanes.into_iter().map(|l| (l, (None, true))).collect();
+            }
+            Err(e) => paging.error = Some(e),
+        }
+        let lanes: Vec<Lane> = paging.cursors.keys().copied().collect();
+        s.paging = Some(paging);
+        for lane in lanes {
+            s.refill(lane);
+        }
+        s
+    }
+
+    /// Loads the next page of `lane` from the feed, if it has more.
+    fn refill(&mut self, lane: Lane) {
+        let Some(paging) = self.paging.as_mut() else {
+            return;
+        };
+        let Some((after, more)) = paging.cursors.get_mut(&lane) else {
+            return;
+        };
+        if !*more {
+            return;
+        }
+        let n = (paging.page / paging.open.max(1)).max(1);
+        let items = match paging.feed.page(lane, *after, n) {
+            Ok(items) => items,
+            Err(e) => {
+                paging.error.get_or_insert(e);
+                Vec::new()
+            }
+        };
+        if items.len() < n {
+            *more = false;
+            paging.open -= 1;
+        }
+        if let Some(last) = items.last() {
+            *after = Some((last.priority, last.seq));
+        }
+        let since = paging.since;
+        for q in items {
+            self.enqueue(since, lane, q.priority, q.seq, q.job);
+        }
+    }
+
+    /// The feed's first failure, if any (its lanes ended early: the caller must not take
+    /// the queue's end for the list's).
+    pub fn take_feed_error(&mut self) -> Option<FeedError> {
+        self.paging.as_mut().and_then(|p| p.error.take())
+    }
+
+    /// Jobs held in memory now: ready, waiting for a retry, or loaded ahead from the feed
+    /// (jobs in flight are the caller's). Bounded by the feed's page, one head per lane and
+    /// the retries waiting, whatever the list's size.
+    pub fn held(&self) -> usize {
+        self.len()
+    }
+
+    /// The most jobs [`Scheduler::held`] has been at once.
+    pub fn peak_held(&self) -> usize {
+        self.peak.max(self.len())
     }
 
     /// The policy this scheduler shares out by.
@@ -315,6 +431,7 @@ impl<J> Scheduler<J> {
 
     /// Queues a job in `lane` that may go out at once; `now` starts its wait.
     pub fn enqueue(&mut self, now: Nanos, lane: Lane, priority: i64, seq: u64, job: J) {
+        self.peak = self.peak.max(self.len() + 1);
         if self.plain {
             self.plain_ready.push(PlainReady { priority, seq, job });
             return;
@@ -331,6 +448,7 @@ impl<J> Scheduler<J> {
 
     /// Queues a job in `lane` that may go out at `at` or later.
     pub fn enqueue_at(&mut self, at: Nanos, lane: Lane, priority: i64, seq: u64, job: J) {
+        self.peak = self.peak.max(self.len() + 1);
         self.delayed.push(Delayed {
             at,
             lane,
@@ -532,6 +650,9 @@ impl<J> Scheduler<J> {
         if self.plain {
             self.promote(now);
             let r = self.plain_ready.pop()?;
+            if self.plain_ready.is_empty() {
+                self.refill(Lane::default());
+            }
             return Some(Popped {
                 waited: 0,
                 starved: false,
@@ -551,6 +672,13 @@ impl<J> Scheduler<J> {
         let r = tq.groups[g].pop()?;
         tq.len -= 1;
         self.ready -= 1;
+        if tq.groups[g].is_empty() && self.paging.is_some() {
+            // Its next page, before the tenant's state is settled: a lane with more in the
+            // feed never looks empty.
+            self.refill(lane);
+        }
+        let class = &mut self.classes[c];
+        let tq = &mut class.tenants[t];
         class.vtime = tq.pass;
         tq.pass = tq.pass.saturating_add(self.tenant_stride[t]);
         tq.waiting_since = now;

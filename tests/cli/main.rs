@@ -11,6 +11,7 @@ mod hardening;
 mod interplay;
 mod kill;
 mod pages;
+mod queue;
 mod redis;
 mod report;
 mod run;

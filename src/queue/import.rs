@@ -1,0 +1,125 @@
+//! [`Inserter`]: the import's writing half, on a thread of its own.
+//!
+//! The work list is read on one thread and each item validated (its request rendered and
+//! checked against the limits) on another; validated items reach this one in batches and go
+//! into the store in large transactions through a prepared statement. Nothing is runnable
+//! until [`Store::finish_import`] binds the db to the list, after every item was checked:
+//! a bad row anywhere leaves no queue behind, and a kill during the import makes the next
+//! run start it over.
+
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::store::{DuplicateId, ImportRow, Store, StoreError};
+
+/// Items per transaction.
+const BATCH: usize = 8_192;
+
+/// Batches waiting for the writing thread (bounds the import's memory).
+const QUEUED_BATCHES: usize = 2;
+
+/// What an import wrote.
+pub struct Imported {
+    /// The store, back from the writing thread.
+    pub store: Store,
+    /// Items written (not yet runnable: [`Store::finish_import`] makes them so).
+    pub count: u64,
+    /// The first id found twice, if any: the writing stopped there.
+    pub duplicate: Option<DuplicateId>,
+}
+
+/// Writes validated items into the store on a thread of its own.
+pub struct Inserter {
+    tx: Option<SyncSender<Vec<ImportRow>>>,
+    thread: Option<JoinHandle<Result<Imported, StoreError>>>,
+    batch: Vec<ImportRow>,
+    /// A problem was found: nothing more is written.
+    abandoned: bool,
+}
+
+impl Inserter {
+    /// Starts an import into `store` (emptying its queue first) and the thread writing it.
+    ///
+    /// # Errors
+    /// When the store cannot be emptied, or the thread cannot start.
+    pub fn start(mut store: Store) -> Result<Inserter, StoreError> {
+        store.begin_import()?;
+        let path = store.path().to_path_buf();
+        let (tx, rx) = sync_channel::<Vec<ImportRow>>(QUEUED_BATCHES);
+        let thread = std::thread::Builder::new()
+            .name("ratebound-import".into())
+            .spawn(move || {
+                let mut count = 0u64;
+                for batch in rx {
+                    if let Some(duplicate) = store.insert_items(&batch)? {
+                        return Ok(Imported {
+                            store,
+                            count,
+                            duplicate: Some(duplicate),
+                        });
+                    }
+                    count += batch.len() as u64;
+                }
+                Ok(Imported {
+                    store,
+                    count,
+                    duplicate: None,
+                })
+            })
+            .map_err(|e| StoreError::WriterGone {
+                path,
+                message: e.to_string(),
+            })?;
+        Ok(Inserter {
+            tx: Some(tx),
+            thread: Some(thread),
+            batch: Vec::with_capacity(BATCH),
+            abandoned: false,
+        })
+    }
+
+    /// Queues one validated item; a full batch goes to the writing thread.
+    pub fn push(&mut self, row: ImportRow) {
+        if self.abandoned {
+            return;
+        }
+        self.batch.push(row);
+        if self.batch.len() >= BATCH {
+            self.send();
+        }
+    }
+
+    /// A problem was found in the work list: the rest is checked but not written.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+        self.batch = Vec::new();
+    }
+
+    fn send(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        if let Some(tx) = &self.tx
+            && tx.send(batch).is_err()
+        {
+            // The thread stopped on an error, which `finish` returns.
+            self.abandoned = true;
+        }
+    }
+
+    /// Writes what is left and waits for the thread.
+    ///
+    /// # Errors
+    /// The first error of the writing thread.
+    pub fn finish(mut self) -> Result<Imported, StoreError> {
+        if !self.abandoned && !self.batch.is_empty() {
+            self.send();
+        }
+        drop(self.tx.take());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(StoreError::WriterGone {
+                path: std::path::PathBuf::new(),
+                message: "the import thread panicked".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The items table as the queue: bulk import, pages of pending items in scheduler order,
+//! and the counters `status` reads instead of counting rows.
+//!
+//! Owns the lane columns of `items` (class, tenant, endpoint group, as indices into the
+//! scheduling policy, set at import) and the `items_lane` index on
+//! `(status, class, tenant, grp, priority DESC, seq)`: a lane's pending items come out in
+//! queue order, a page after a cursor, in O(page · log n) whatever the list's size. Owns the
+//! `counters` table too: item counts by status and request counts, kept by the import, the
+//! writer and `retry-failed` in the same transactions as the rows they count.
+//!
+//! Invariant: an import is runnable only once it is complete. Rows go in by large
+//! transactions, but the work list's binding (fingerprint) and the `imported` mark are
+//! written together last; until then a rerun starts the import over, so a kill at any
+//! instant leaves nothing half-queued.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{Counts, PendingRow, RequestCounts, Store, StoreError};
+use crate::scheduler::{After, Lane};
+use crate::worklist::Item;
+
+/// The lane columns and the queue index, created after [`add_lane_columns`] has run on a
+/// db of an earlier version.
+pub(super) const QUEUE_SCHEMA: &str = "
+DROP INDEX IF EXISTS items_queue;
+CREATE INDEX IF NOT EXISTS items_lane ON items (status, class, tenant, grp, priority DESC, seq);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+";
+
+/// An item as the import writes it: its fields, its payload as JSON text and its lane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportRow {
+    /// Sequence number (file order).
+    pub seq: u64,
+    /// 1-based line of the record.
+    pub line: u64,
+    /// The item's id.
+    pub id: String,
+    /// Higher first.
+    pub priority: i64,
+    /// Token estimate override.
+    pub tokens: Option<u64>,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// Where it queues.
+    pub lane: Lane,
+}
+
+impl ImportRow {
+    /// The row of `item` queued in `lane`.
+    pub fn of(item: &Item, lane: Lane) -> ImportRow {
+        ImportRow {
+            seq: item.seq,
+            line: item.line,
+            id: item.id.clone(),
+            priority: item.priority,
+            tokens: item.tokens,
+            // Serializing a JSON value cannot fail.
+            payload: serde_json::to_string(&item.payload).unwrap_or_default(),
+            lane,
+        }
+    }
+}
+
+/// Two items with one id, found by the unique index at import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateId {
+    /// The id.
+    pub id: String,
+    /// The line of the second item.
+    pub line: u64,
+    /// The line of the first.
+    pub first_line: u64,
+}
+
+/// The import's page cache, in KiB (negative: SQLite's unit for a size in KiB).
+const IMPORT_CACHE_KIB: i64 = -49_152;
+
+/// SQLite's default page cache, in KiB.
+const DEFAULT_CACHE_KIB: i64 = -2_000;
+
+/// The counters `status` reads.
+const COUNTERS: [&str; 6] = ["total", "done", "failed", "sent", "rate_limited", "retries"];
+
+/// Adds the lane columns to an `items` table made before they existed.
+pub(super) fn add_lane_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let has_lanes: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'grp'")?
+        .exists([])?;
+    if !has_lanes {
+        for column in ["class", "tenant", "grp"] {
+            conn.execute_batch(&format!(
+                "ALTER TABLE items ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills the counters of a db made before they existed, from the rows (once).
+pub(super) fn backfill_counters(conn: &Connection) -> rusqlite::Result<()> {
+    let kept: bool = conn.prepare("SELECT 1 FROM counters")?.exists([])?;
+    if kept {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "INSERT INTO counters (name, n)
+           SELECT 'total', COUNT(*) FROM items
+           UNION ALL SELECT 'done', COUNT(*) FROM items WHERE status = 'done'
+           UNION ALL SELECT 'failed', COUNT(*) FROM items WHERE status = 'failed'
+           UNION ALL SELECT 'sent', COUNT(*) FROM attempts
+           UNION ALL SELECT 'rate_limited', COUNT(*) FROM attempts WHERE http_status = 429
+           UNION ALL SELECT 'retries', COUNT(*) FROM attempts a WHERE attempt > 1
+             AND NOT EXISTS (SELECT 1 FROM attempts p WHERE p.seq = a.seq
+                 AND p.attempt = a.attempt - 1 AND p.http_status BETWEEN 200 AND 299);",
+    )
+}
+
+/// Adds `by` to counter `name` inside a write.
+pub(super) fn bump(tx: &Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
+    if by != 0 {
+        tx.prepare_cached("UPDATE counters SET n = n + ?2 WHERE name = ?1")?
+            .execute(params![name, by])?;
+    }
+    Ok(())
+}
+
+/// Counts a recorded attempt: sent, 429s, and retries (an attempt after one of the same
+/// item that did not succeed; a later step or page of a multi-request job follows a
+/// success). Runs before the attempt is inserted.
+pub(super) fn count_attempt(
+    tx: &Transaction<'_>,
+    seq: u64,
+    attempt: u32,
+    http_status: Option<u16>,
+) -> rusqlite::Result<()> {
+    bump(tx, "sent", 1)?;
+    if http_status == Some(429) {
+        bump(tx, "rate_limited", 1)?;
+    }
+    if attempt > 1 {
+        let after_success = tx
+            .prepare_cached(
+                "SELECT 1 FROM attempts WHERE seq = ?1 AND attempt = ?2 AND http_status BETWEEN 200 AND 299",
+            )?
+            .exists(params![seq, attempt - 1])?;
+        if !after_success {
+            bump(tx, "retries", 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks item `seq` finished as `status` (from pending) and counts it; false when it was
+/// not pending.
+pub(super) fn finish_item(tx: &Transaction<'_>, seq: u64, status: &str) -> rusqlite::Result<bool> {
+    let changed = tx
+        .prepare_cached("UPDATE items SET status = ?2 WHERE seq = ?1 AND status = 'pending'")?
+        .execute(params![seq, status])?;
+    if changed == 1 {
+        bump(tx, status, 1)?;
+    }
+    Ok(changed == 1)
+}
+
+impl Store {
+    /// Starts an import over: no items, all counters at zero, no `imported` mark. Until
+    /// [`Store::finish_import`], the connection keeps a larger page cache: the id index's
+    /// pages stay in memory instead of being read back from the OS for every insert.
+    pub fn begin_import(&mut self) -> Result<(), StoreError> {
+        let err = failing(&self.path, "starting the import");
+        self.conn
+            .pragma_update(None, "cache_size", IMPORT_CACHE_KIB)
+            .map_err(&err)?;
+        let tx = self.conn.transaction().map_err(&err)?;
+        let reset = (|| {
+            tx.execute_batch(
+                "DELETE FROM items; DELETE FROM counters; DELETE FROM meta WHERE key = 'imported';",
+            )?;
+            for name in COUNTERS {
+                tx.execute("INSERT INTO counters (name, n) VALUES (?1, 0)", [name])?;
+            }
+            Ok::<(), rusqlite::Error>(())
+        })();
+        reset.and_then(|()| tx.commit()).map_err(&err)
+    }
+
+    /// Inserts validated items with their lanes in one transaction (the import's unit of
+    /// work: thousands at a time). An id already taken inserts nothing of the batch and
+    /// comes back as a [`DuplicateId`].
+    pub fn insert_items(&mut self, batch: &[ImportRow]) -> Result<Option<DuplicateId>, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            doing: "importing the work list",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO items (seq, id, line, priority, tokens, payload, class, tenant, grp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(err)?;
+            for (i, row) in batch.iter().enumerate() {
+                let inserted = insert.execute(params![
+                    row.seq,
+                    row.id,
+                    row.line,
+                    row.priority,
+                    row.tokens,
+                    row.payload,
+                    row.lane.class,
+                    row.lane.tenant,
+                    row.lane.group
+                ]);
+                match inserted {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                    {
+                        let first = batch[..i].iter().find(|r| r.id == row.id).map(|r| r.line);
+                        drop(insert);
+                        drop(tx);
+                        let first_line = match first {
+                            Some(line) => line,
+                            None => self
+                                .conn
+                                .query_row("SELECT line FROM items WHERE id = ?1", [&row.id], |r| {
+                                    r.get(0)
+                                })
+                                .map_err(err)?,
+                        };
+                        return Ok(Some(DuplicateId {
+                            id: row.id.clone(),
+                            line: row.line,
+                            first_line,
+                        }));
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            bump(&tx, "total", batch.len() as i64).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(None)
+    }
+
+    /// Completes an import of `count` items: binds the db to the work list (`meta` pairs:
+    /// fingerprint, work list, config and start time) and sets the `imported` mark, in one
+    /// transaction. Only then is the queue runnable.
+    pub fn finish_import(&mut self, count: u64, meta: &[(&str, &str)]) -> Result<(), StoreError> {
+        let err = failing(&self.path, "completing the import");
+        let tx = self.conn.transaction().map_err(&err)?;
+        let count = count.to_string();
+        let write = (|| {
+            for (key, value) in meta.iter().chain([&("imported", count.as_str())]) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    [key, value],
+                )?;
+            }
+            Ok::<(), rusqlite::Error>(())
+        })();
+        write
+            .and_then(|()| tx.commit())
+            .and_then(|()| {
+                self.conn
+                    .pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)
+            })
+            .map_err(&err)
+    }
+
+    /// Moves items to the lanes given by `(seq, lane)` (after the scheduling config
+    /// changed), in one transaction.
+    pub fn set_lanes(&mut self, lanes: &[(u64, Lane)]) -> Result<(), StoreError> {
+        let err = failing(&self.path, "setting the items' lanes");
+        let tx = self.conn.transaction().map_err(&err)?;
+        let write = (|| {
+            let mut update = tx.prepare_cached(
+                "UPDATE items SET class = ?2, tenant = ?3, grp = ?4 WHERE seq = ?1",
+            )?;
+            for (seq, lane) in lanes {
+                update.execute(params![seq, lane.class, lane.tenant, lane.group])?;
+            }
+            Ok::<(), rusqlite::Error>(())
+        })();
+        write.and_then(|()| tx.commit()).map_err(&err)
+    }
+
+    /// The lanes that have pending items, in index order: a skip scan of a few index
+    /// probes per lane, never a pass over the items. (SQLite does not seek the index for a
+    /// row-value range after `status`; each probe ranges over one column instead.)
+    pub fn pending_lanes(&self) -> Result<Vec<Lane>, StoreError> {
+        // Each with the number of cursor columns it reads.
+        const PROBES: [(&str, usize); 3] = [
+            (
+                "SELECT class, tenant, grp FROM items WHERE status = 'pending'
+                   AND class = ?1 AND tenant = ?2 AND grp > ?3 ORDER BY grp LIMIT 1",
+                3,
+            ),
+            (
+                "SELECT class, tenant, grp FROM items WHERE status = 'pending'
+                   AND class = ?1 AND tenant > ?2 ORDER BY tenant, grp LIMIT 1",
+                2,
+            ),
+            (
+                "SELECT class, tenant, grp FROM items WHERE status = 'pending'
+                   AND class > ?1 ORDER BY class, tenant, grp LIMIT 1",
+                1,
+            ),
+        ];
+        let err = self.err("listing the queue's lanes");
+        let next = |after: (i64, i64, i64)| -> rusqlite::Result<Option<Lane>> {
+            let cursor: [&dyn rusqlite::ToSql; 3] = [&after.0, &after.1, &after.2];
+            for (sql, n) in PROBES {
+                let found = (self.conn.prepare_cached(sql)?)
+                    .query_row(&cursor[..n], |r| {
+                        Ok(Lane {
+                            class: r.get(0)?,
+                            tenant: r.get(1)?,
+                            group: r.get(2)?,
+                        })
+                    })
+                    .optional()?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            Ok(None)
+        };
+        let mut lanes = Vec::new();
+        let mut after = (-1i64, -1i64, -1i64);
+        let walk = (|| {
+            while let Some(lane) = next(after)? {
+                after = (
+                    i64::from(lane.class),
+                    i64::from(lane.tenant),
+                    i64::from(lane.group),
+                );
+                lanes.push(lane);
+            }
+            Ok::<(), rusqlite::Error>(())
+        })();
+        walk.map_err(err)?;
+        Ok(lanes)
+    }
+
+    /// Up to `n` pending items of `lane` after the cursor `after`, in queue order (priority
+    /// descending, then file order), with what earlier sessions recorded of them.
+    pub fn pending_page(
+        &self,
+        lane: Lane,
+        after: After,
+        n: usize,
+    ) -> Result<Vec<PendingRow>, StoreError> {
+        const COLUMNS: &str = "SELECT seq, id, priority, tokens, payload, attempts,
+                (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient'),
+                (SELECT progress FROM item_steps s WHERE s.seq = items.seq)
+             FROM items WHERE status = 'pending' AND class = ?1 AND tenant = ?2 AND grp = ?3";
+        let err = self.err("loading pending items");
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let lane_params = (lane.class, lane.tenant, lane.group);
+        let mut rows = Vec::with_capacity(n.min(4096));
+        let read = |sql: &str, p: &[&dyn rusqlite::ToSql], rows: &mut Vec<PendingRow>| {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let found = stmt.query_map(p, pending_row)?;
+            for row in found {
+                rows.push(row?);
+            }
+            Ok::<(), rusqlite::Error>(())
+        };
+        let (class, tenant, grp) = lane_params;
+        let outcome = match after {
+            None => read(
+                &format!("{COLUMNS} ORDER BY priority DESC, seq LIMIT ?4"),
+                &[&class, &tenant, &grp, &limit],
+                &mut rows,
+            ),
+            Some((priority, seq)) => read(
+                &format!("{COLUMNS} AND priority = ?4 AND seq > ?5 ORDER BY seq LIMIT ?6"),
+                &[&class, &tenant, &grp, &priority, &seq, &limit],
+                &mut rows,
+            )
+            .and_then(|()| {
+                let left = limit - rows.len() as i64;
+                if left <= 0 {
+                    return Ok(());
+                }
+                read(
+                    &format!("{COLUMNS} AND priority < ?4 ORDER BY priority DESC, seq LIMIT ?5"),
+                    &[&class, &tenant, &grp, &priority, &left],
+                    &mut rows,
+                )
+            }),
+        };
+        outcome.map_err(err)?;
+        self.load_pages(&mut rows)?;
+        Ok(rows)
+    }
+
+    /// Fills in the stored listing pages of the rows of multi-request jobs that started.
+    pub(super) fn load_pages(&self, rows: &mut [PendingRow]) -> Result<(), StoreError> {
+        let mut started = rows.iter_mut().filter(|r| r.steps.is_some()).peekable();
+        if started.peek().is_none() {
+            return Ok(());
+        }
+        let mut pages = self
+            .conn
+            .prepare_cached(
+                "SELECT step, page, items FROM item_pages WHERE seq = ?1 ORDER BY step, page",
+            )
+            .map_err(self.err("loading stored pages"))?;
+        for row in started {
+            row.pages = pages
+                .query_map([row.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(self.err("loading stored pages"))?;
+        }
+        Ok(())
+    }
+
+    /// Item counts by status, from the counters (O(1), whatever the list's size).
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let [total, done, failed, ..] = self.counters()?;
+        Ok(Counts {
+            total,
+            done,
+            failed,
+            pending: total.saturating_sub(done + failed),
+        })
+    }
+
+    /// Requests sent, 429s and retries over the whole run, from the counters.
+    pub fn request_counts(&self) -> Result<RequestCounts, StoreError> {
+        let [.., sent, rate_limited, retries] = self.counters()?;
+        Ok(RequestCounts {
+            sent,
+            rate_limited,
+            retries,
+        })
+    }
+
+    fn counters(&self) -> Result<[u64; 6], StoreError> {
+        let mut out = [0u64; 6];
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, n FROM counters")
+            .map_err(self.err("reading the counters"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err("reading the counters"))?;
+        for (name, n) in rows {
+            if let Some(i) = COUNTERS.iter().position(|c| *c == name) {
+                out[i] = u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Wraps a SQLite error of the db at `path` while `doing`.
+pub(super) fn failing<'a>(
+    path: &'a std::path::Path,
+    doing: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        doing,
+        source,
+    }
+}
+
+/// A pending row from the columns of [`Store::pending_page`] (pages not loaded yet).
+pub(super) fn pending_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingRow> {
+    Ok(PendingRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        priority: r.get(2)?,
+        tokens: r.get(3)?,
+        payload: r.get(4)?,
+        attempts: r.get(5)?,
+        failures: r.get(6)?,
+        steps: r.get(7)?,
+        pages: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64, priority: i64, lane: Lane) -> ImportRow {
+        ImportRow {
+            seq,
+            line: seq + 2,
+            id: format!("i{seq}"),
+            priority,
+            tokens: None,
+            payload: "{\"Vars\":{}}".into(),
+            lane,
+        }
+    }
+
+    #[test]
+    fn each_lane_pages_in_queue_order_after_its_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
+        store.begin_import().unwrap();
+        let lane = |class, tenant, group| Lane {
+            class,
+            tenant,
+            group,
+        };
+        let lanes = [lane(0, 0, 0), lane(0, 2, 1), lane(1, 0, 0), lane(1, 0, 3)];
+        let rows: Vec<ImportRow> = (0..40)
+            .map(|seq| row(seq, (seq % 3) as i64, lanes[(seq % 4) as usize]))
+            .collect();
+        assert_eq!(store.insert_items(&rows).unwrap(), None);
+        store.finish_import(40, &[]).unwrap();
+        assert_eq!(store.pending_lanes().unwrap(), lanes);
+        for l in lanes {
+            let mut want: Vec<(i64, u64)> = (rows.iter())
+                .filter(|r| r.lane == l)
+                .map(|r| (r.priority, r.seq))
+                .collect();
+            want.sort_by_key(|&(p, s)| (std::cmp::Reverse(p), s));
+            let (mut got, mut after) = (Vec::new(), None);
+            loop {
+                let page = store.pending_page(l, after, 3).unwrap();
+                got.extend(page.iter().map(|r| (r.priority, r.seq)));
+                after = got.last().copied();
+                if page.len() < 3 {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "lane {l:?}");
+        }
+        assert_eq!(store.counts().unwrap().pending, 40);
+        let dup = store.insert_items(&[row(99, 0, lanes[0]), row(100, 0, lanes[0])]);
+        assert_eq!(dup.unwrap(), None);
+        let mut again = row(101, 0, lanes[0]);
+        again.id = "i99".into();
+        let found = store.insert_items(&[row(102, 0, lanes[0]), again]).unwrap();
+        assert_eq!(found.map(|d| (d.line, d.first_line)), Some((103, 101)));
+    }
+}
