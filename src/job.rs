@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::config::{Config, Plan, RequestSpec};
 use crate::limiter::budget::Pricing;
 use crate::limiter::{Costs, JobAttrs, Limiter, Route, Unit};
+use crate::store::PendingRow;
 use crate::template::RenderError;
 use crate::worklist::Payload;
 
@@ -33,6 +34,19 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// JSON body text, if any.
     pub body: Option<String>,
+}
+
+/// Where a job queues: its priority class, its tenant and its endpoint group, as indices
+/// into the [`Policy`](crate::scheduler::Policy)'s lists. The default lane (all zero) is the only lane of a plain
+/// scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lane {
+    /// Index into [`Policy::classes`](crate::scheduler::Policy::classes).
+    pub class: u16,
+    /// Index into [`Policy::tenants`](crate::scheduler::Policy::tenants) (0 is the first tenant, or "no tenant").
+    pub tenant: u32,
+    /// 0 for a job under no endpoint cap, `i + 1` for one under [`Policy::groups`](crate::scheduler::Policy::groups)`[i]`.
+    pub group: u16,
 }
 
 /// An item ready for dispatch.
@@ -51,7 +65,7 @@ pub struct Job {
     /// The limits that apply to this job.
     pub route: Route,
     /// Where it queues: its priority class, tenant and endpoint group.
-    pub lane: crate::scheduler::Lane,
+    pub lane: Lane,
     /// The model named in the body, for pricing the actual usage.
     pub model: Option<String>,
     /// Attempts made so far, over all sessions.
@@ -384,6 +398,56 @@ pub fn from_stored(
         reason: e.to_string(),
     })?;
     build(spec, &payload, tokens, model)
+}
+
+/// What rebuilding a stored item into its job needs besides the stored row.
+pub struct Rebuild<'a> {
+    /// The request template.
+    pub spec: &'a RequestSpec,
+    /// Estimates each job's cost.
+    pub cost_model: &'a CostModel,
+    /// Routes each job to the limits it falls under.
+    pub limiter: &'a Limiter,
+    /// The run's work-list fingerprint when every request carries an `Idempotency-Key`.
+    pub idempotency: Option<&'a str>,
+}
+
+impl Rebuild<'_> {
+    /// The job of a pending item as the store holds it, queued in the lane `lane_of` names
+    /// for it. Its steps start from the beginning: [`Job::resume`] goes on from where an
+    /// earlier session stopped.
+    ///
+    /// # Errors
+    /// A [`JobError`] when the stored payload no longer renders with the template.
+    pub fn job(
+        &self,
+        row: &PendingRow,
+        lane_of: impl FnOnce(&Built) -> Lane,
+    ) -> Result<Job, JobError> {
+        let built = from_stored(self.spec, &row.payload, row.tokens, self.cost_model)?;
+        let route = built.route(self.limiter);
+        let lane = lane_of(&built);
+        let mut request = built.request;
+        if let Some(fingerprint) = self.idempotency {
+            request.headers.push((
+                "Idempotency-Key".to_string(),
+                idempotency_key(fingerprint, &row.id),
+            ));
+        }
+        Ok(Job {
+            seq: row.seq,
+            id: row.id.clone(),
+            priority: row.priority,
+            request,
+            costs: built.costs,
+            route,
+            lane,
+            model: built.model,
+            attempts: row.attempts,
+            failures: row.failures,
+            steps: built.steps.map(|(steps, _)| Box::new(steps)),
+        })
+    }
 }
 
 /// The `Idempotency-Key` of item `id` in the run whose work list has `fingerprint`: the

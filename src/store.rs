@@ -124,6 +124,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when the user pointed ratebound at the wrong db or work list (exit 2, nothing
+    /// sent), as opposed to a database that failed.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::WorklistChanged { .. } | StoreError::Missing { .. }
+        )
+    }
+}
+
 /// What a finished attempt or item result is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -296,7 +307,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-pub use crate::clock::unix_ms;
+use crate::clock::unix_ms;
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::clock::unix_ms;
 use crate::limiter::BucketUsage;
-use crate::store::{Store, StoreError, unix_ms};
+use crate::store::{Store, StoreError};
 
 /// The status of a run (the JSON of `status --json`).
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{Clock, Nanos, SystemClock, nanos};
+use crate::clock::{Clock, Nanos, SystemClock, nanos, unix_ms};
 use crate::headers::{self, Dialect};
 use crate::job::{CostModel, Job};
 use crate::limiter::redis::{Admission, RedisLimiter, SharedDenial};
@@ -38,9 +38,7 @@ use crate::limiter::{
 use crate::report::progress::{Progress, Snapshot};
 use crate::retry::{self, OnQuota, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
-use crate::store::{
-    AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer, unix_ms,
-};
+use crate::store::{AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer};
 pub use feedback::Feedback;
 pub use transport::{Response, Transport, TransportError};
 

@@ -20,12 +20,12 @@ use tokio::task::JoinSet;
 use super::{
     Completion, Counters, Dispatched, Response, Runner, Transport, TransportError, outcome_name,
 };
+use crate::clock::unix_ms;
 use crate::clock::{Clock, Nanos, SystemClock};
 use crate::job::steps::{Absorbed, Steps};
 use crate::job::{Job, Request};
 use crate::limiter::{Reservation, Unit};
 use crate::retry;
-use crate::store::unix_ms;
 use crate::store::{AttemptRecord, StoreError};
 
 impl<T: Transport> Runner<T> {

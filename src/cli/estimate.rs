@@ -1,0 +1,116 @@
+//! `ratebound estimate`: a dry run of the work list in virtual time, through the same
+//! preparation, limiter and scheduler as `run`, with latencies fixed, fitted or recorded.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+use super::prepare::{self, Prepared};
+use super::{EXIT_OK, UsageError, out};
+use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem};
+use crate::report;
+use crate::store::Recorded;
+
+#[derive(Args, Debug)]
+pub(super) struct EstimateArgs {
+    /// The work list to predict.
+    worklist: PathBuf,
+    /// The config file [default: ratebound.toml in the current folder].
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Latency of every request, e.g. `800ms`, or `p50=800ms,p95=2s` for a lognormal
+    /// fitted to two percentiles (drawn from a fixed seed) [default: 500ms].
+    #[arg(long, value_parser = Latency::parse, conflicts_with = "from_db")]
+    latency: Option<Latency>,
+    /// Take latencies and token usage from a previous run's db (opened read-only).
+    #[arg(long, value_name = "PREVIOUS.db")]
+    from_db: Option<PathBuf>,
+    /// Check the run against this deadline, e.g. `6h` or `3d`, and say what would make it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// When the run would start (RFC 3339, UTC, e.g. `2026-11-24T09:00:00Z`), so calendar
+    /// quotas reset where they will [default: now].
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    start: Option<SystemTime>,
+    /// Workers to simulate (overrides `[workers] max`).
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prepares as `run` does, simulates, and prints the estimate.
+pub(super) fn estimate(args: &EstimateArgs) -> anyhow::Result<u8> {
+    let start = args.start.unwrap_or_else(SystemTime::now);
+    let prepared = prepare::prepare(args.config.clone(), args.workers, &args.worklist, start)?;
+    let recorded = args.from_db.as_deref().map(recorded_run).transpose()?;
+    let latency = match (&recorded, &args.latency) {
+        (Some(r), _) => r.latency.clone(),
+        (None, Some(l)) => l.clone(),
+        (None, None) => Latency::Fixed(Duration::from_millis(500)),
+    };
+    let items = sim_items(&prepared, args, recorded.as_ref())?;
+    let config = &prepared.config;
+    let setup = estimate::Setup {
+        items: &items,
+        limits: &config.limits,
+        jitter: config.jitter,
+        start,
+        latency: &latency,
+        seed: estimate::SEED,
+        failure_share: recorded.as_ref().map_or(0.0, |r| r.failure_share),
+        retry: &config.retry,
+        policy: prepared.plan.as_ref().map(|plan| &plan.policy),
+    };
+    let e = estimate::estimate(&setup, config.workers.max(1), args.deadline)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&e)?)
+    } else {
+        report::estimate::render(&e)
+    };
+    out(&text)?;
+    Ok(EXIT_OK)
+}
+
+/// The latencies, usage and failure share recorded in a previous run's db.
+fn recorded_run(db: &Path) -> anyhow::Result<RecordedRun> {
+    let r = Recorded::read(db)?;
+    Ok(
+        RecordedRun::new(&r.latencies_ms, &r.usage, r.transient, r.attempts).map_err(|_| UsageError {
+            message: format!(
+                "{}: the run in this db has no successful attempt to take latencies from",
+                db.display()
+            ),
+            hint: "point --from-db at the db of a run that finished some items, or give --latency instead".into(),
+        })?,
+    )
+}
+
+/// Every item of the validated work list as the simulation sees it: cost, lane and price.
+fn sim_items(
+    prepared: &Prepared,
+    args: &EstimateArgs,
+    recorded: Option<&RecordedRun>,
+) -> anyhow::Result<Vec<SimItem>> {
+    let pricer = Pricer {
+        pricing: &prepared.config.pricing,
+        batch: &prepared.config.batch,
+        recorded,
+    };
+    let mut items = Vec::new();
+    prepared.validate(&args.worklist, |item, built, route| {
+        let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
+        sim.lane = prepared.lane_of(built, item.priority);
+        pricer.apply(
+            &mut sim,
+            &item.id,
+            built.model.as_deref(),
+            built.prompt_tokens,
+            built.max_tokens,
+        );
+        items.push(sim);
+    })?;
+    Ok(items)
+}

@@ -1,0 +1,371 @@
+//! `ratebound run`: the whole pipeline in order: prepare (config, scheduling plan, every
+//! item rendered and checked before the first request) → store (claim, import, the last
+//! session's state) → queue the pending jobs → transport and shared limits → runner →
+//! summary and exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::watch;
+
+use super::prepare::{self, Prepared, Validated};
+use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, UsageError, out};
+use crate::clock::{Clock, SystemClock, unix_ms};
+use crate::job::{CostModel, Job, Rebuild};
+use crate::limiter::redis::RedisLimiter;
+use crate::limiter::{Costs, shared};
+use crate::mock::MockSpec;
+use crate::report::{self, progress::Progress};
+use crate::runner::transport::HttpTransport;
+use crate::runner::{Before, End, Feedback, Runner, Settings, Summary};
+use crate::scheduler::{AutoWorkers, Scheduler, workers::binding_jobs_per_s};
+use crate::shard::Shard;
+use crate::store::{ProgressRow, Store, Writer};
+use crate::worklist::WorklistReader;
+
+#[derive(Args, Debug)]
+pub(super) struct RunArgs {
+    /// The work list: CSV with a header row, or JSONL (OpenAI Batch input lines run as they are).
+    pub(super) worklist: PathBuf,
+    /// The config file [default: ratebound.toml in the current folder].
+    #[arg(short, long)]
+    pub(super) config: Option<PathBuf>,
+    /// The run's database [default: <worklist stem>.ratebound.db in the current folder].
+    #[arg(long)]
+    pub(super) db: Option<PathBuf>,
+    /// Most requests in flight at once (overrides `[workers] max`).
+    #[arg(short, long)]
+    pub(super) workers: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub(super) quiet: bool,
+    /// Work only shard I of N (1-based), split by item id; each shard needs its own --db.
+    /// Runners sharing one API key share its limits through `[limiter] backend`.
+    #[arg(long, value_name = "I/N")]
+    pub(super) shard: Option<Shard>,
+}
+
+/// The pending jobs, queued, and what auto-workers needs to know about them.
+struct Queued {
+    scheduler: Scheduler<Job>,
+    cost_sums: Costs,
+    jobs: u64,
+}
+
+/// Runs (or continues) the work list and returns the exit code of how it ended.
+pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let clock = SystemClock::new();
+    let mut prepared = prepare::prepare(
+        args.config.clone(),
+        args.workers,
+        &args.worklist,
+        clock.wall_at(0),
+    )?;
+    let headers = (prepared.config.api).resolve_headers(&prepared.config.path)?;
+    let validated = validate(&prepared, &args)?;
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| default_db(&args.worklist));
+    let (store, last) = open_store(&db, &args, &prepared, &validated)?;
+    restore_limiter(&mut prepared, last.as_ref(), &clock);
+    let queued = queue_pending(&store, &prepared, &validated, &clock)?;
+    let before = before(&store, last.as_ref())?;
+    debug_assert_eq!(before.total, validated.items);
+
+    let config = &prepared.config;
+    let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
+    let transport = HttpTransport::new(&base_url, &headers, config.api.timeout, config.workers)?;
+    let shared = shared_limiter(&prepared, &headers, args.shard)?;
+    let runner = Runner {
+        transport: std::sync::Arc::new(transport),
+        clock,
+        shared,
+        writer: Writer::start(&db)?,
+        progress: Progress::new(before.total, before.done + before.failed, args.quiet),
+        settings: settings(&prepared, &queued),
+        feedback: Feedback::default(),
+        hold_after_storm: 0,
+        cost_model: CostModel::from_config(config),
+        before,
+        control: Some(store),
+        scheduler: queued.scheduler,
+        limiter: prepared.limiter,
+    };
+    let summary = runner.run(stop_on_signals()).await?;
+    if !args.quiet || summary.end != End::Finished {
+        out(&report::summary(&summary, &db))?;
+    }
+    Ok(exit_of(&summary))
+}
+
+/// The documented exit code of how a run ended.
+fn exit_of(summary: &Summary) -> u8 {
+    match summary.end {
+        End::Finished if summary.snapshot.failed == 0 => EXIT_OK,
+        End::Finished | End::AuthRefused { .. } => EXIT_FAILURES,
+        End::Interrupted => EXIT_INTERRUPTED,
+        End::Paused { .. } => EXIT_PAUSED,
+    }
+}
+
+/// Validates the work list, counting (and fingerprinting) only this shard's items.
+fn validate(prepared: &Prepared, args: &RunArgs) -> anyhow::Result<Validated> {
+    let mut shard_items = 0u64;
+    let mut validated = prepared.validate(&args.worklist, |item, _, _| {
+        shard_items += u64::from(in_shard(args.shard, &item.id));
+    })?;
+    if let Some(shard) = args.shard {
+        // A db holds one shard: running it with another shard is a changed work list.
+        validated.fingerprint.push_str(&format!("#shard={shard}"));
+        validated.items = shard_items;
+    }
+    Ok(validated)
+}
+
+fn in_shard(shard: Option<Shard>, id: &str) -> bool {
+    shard.is_none_or(|s| s.includes(id))
+}
+
+/// Opens the db, refuses it while another runner holds it, binds it to the work list
+/// (importing it on first use) and records how to resume. Returns the last session's
+/// progress: its limiter state and the time it spent.
+fn open_store(
+    db: &Path,
+    args: &RunArgs,
+    prepared: &Prepared,
+    validated: &Validated,
+) -> anyhow::Result<(Store, Option<ProgressRow>)> {
+    let mut store = Store::open(db)?;
+    let last = store.progress()?;
+    if let Some(progress) = (last.as_ref()).filter(|p| p.is_live(unix_ms(SystemTime::now()))) {
+        return Err(UsageError {
+            message: format!(
+                "{}: another ratebound (pid {}) is running this db right now",
+                db.display(),
+                progress.pid
+            ),
+            hint: "wait for it, stop it with Ctrl-C, or watch it with `ratebound status --db ...`"
+                .into(),
+        }
+        .into());
+    }
+    let config = &prepared.config;
+    let worklist_abs =
+        std::path::absolute(&args.worklist).unwrap_or_else(|_| args.worklist.clone());
+    if store.bind_worklist(&worklist_abs, &validated.fingerprint, &config.snapshot())? {
+        let items = (WorklistReader::open(&args.worklist)?)
+            .filter_map(Result::ok)
+            .filter(|item| in_shard(args.shard, &item.id));
+        let imported = store.import(items)?;
+        tracing::info!(imported, "work list imported");
+    }
+    // A new session starts unpaused; `ratebound pause` acts on a live run.
+    store.set_paused(false)?;
+    let config_abs = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+    store.set_meta("config_path", &config_abs.to_string_lossy())?;
+    if let Some(shard) = args.shard {
+        store.set_meta("shard", &shard.to_string())?;
+    }
+    Ok((store, last))
+}
+
+/// Takes the limiter state the last session saved.
+fn restore_limiter(prepared: &mut Prepared, last: Option<&ProgressRow>, clock: &SystemClock) {
+    let Some(progress) = last else { return };
+    prepared.limiter.restore(&progress.limiter_state, clock);
+    if progress.state == "running" {
+        // The last session died without a final checkpoint: it may have spent more of
+        // its rolling limits than its last heartbeat shows, so those start empty (they
+        // refill within one period); quota windows keep their saved counts.
+        prepared.limiter.assume_empty(clock.now());
+    }
+}
+
+/// Rebuilds every pending item's job from the store and queues it in its lane.
+fn queue_pending(
+    store: &Store,
+    prepared: &Prepared,
+    validated: &Validated,
+    clock: &SystemClock,
+) -> anyhow::Result<Queued> {
+    let config = &prepared.config;
+    let cost_model = CostModel::from_config(config);
+    let rebuild = Rebuild {
+        spec: &config.request,
+        cost_model: &cost_model,
+        limiter: &prepared.limiter,
+        idempotency: (config.request.idempotency_key).then_some(validated.fingerprint.as_str()),
+    };
+    let mut queued = Queued {
+        scheduler: match &prepared.plan {
+            Some(plan) => Scheduler::with_policy(plan.policy.clone()),
+            None => Scheduler::new(),
+        },
+        cost_sums: Costs::default(),
+        jobs: 0,
+    };
+    let db = store.path().display();
+    for row in store.pending()? {
+        let mut job = (rebuild.job(&row, |built| prepared.lane_of(built, row.priority)))
+            .with_context(|| format!("{db}: item `{}` cannot be rebuilt", row.id))?;
+        for (unit, amount) in job.costs.iter() {
+            queued.cost_sums.add(unit.clone(), *amount);
+        }
+        queued.jobs += 1;
+        if let Some(progress) = &row.steps {
+            (job.resume(progress, &row.pages))
+                .with_context(|| format!("{db}: item `{}` cannot be resumed", job.id))?;
+        }
+        let (lane, priority, seq) = (job.lane, job.priority, job.seq);
+        queued
+            .scheduler
+            .enqueue(clock.now(), lane, priority, seq, job);
+    }
+    Ok(queued)
+}
+
+/// Counts from earlier sessions, for the progress display and the summary.
+fn before(store: &Store, last: Option<&ProgressRow>) -> anyhow::Result<Before> {
+    let counts = store.counts()?;
+    let requests = store.request_counts()?;
+    Ok(Before {
+        total: counts.total,
+        done: counts.done,
+        failed: counts.failed,
+        sent: requests.sent,
+        rate_limited: requests.rate_limited,
+        retries: requests.retries,
+        elapsed: Duration::from_millis(last.map_or(0, |p| p.elapsed_ms)),
+    })
+}
+
+/// The session's settings: workers (fixed or automatic), retry policy, header dialect.
+fn settings(prepared: &Prepared, queued: &Queued) -> Settings {
+    let config = &prepared.config;
+    Settings {
+        workers: config.workers,
+        auto_workers: config.auto_workers.then(|| {
+            let mean = |unit: &crate::limiter::Unit| {
+                queued.cost_sums.get(unit) as f64 / queued.jobs.max(1) as f64
+            };
+            AutoWorkers::new(config.workers, binding_jobs_per_s(&config.limits, mean))
+        }),
+        retry: config.retry.clone(),
+        dialect: config.api.dialect,
+    }
+}
+
+/// The URL to send to: the configured one, or that of the built-in mock (started here and
+/// kept alive by the returned guard) for a `mock://` URL.
+async fn base_url(
+    configured: &str,
+    config_path: &Path,
+) -> anyhow::Result<(String, Option<crate::mock::MockHandle>)> {
+    if !configured.starts_with("mock://") {
+        return Ok((configured.to_string(), None));
+    }
+    let spec = MockSpec::parse_url(configured).with_context(|| {
+        format!(
+            "{}: `base_url` is not a valid mock URL",
+            config_path.display()
+        )
+    })?;
+    let mock = crate::mock::server::start_in_runtime(spec).await?;
+    Ok((format!("http://{}", mock.addr()), Some(mock)))
+}
+
+/// The Redis limiter shared with other runners, when `[limiter] backend` is set.
+fn shared_limiter(
+    prepared: &Prepared,
+    headers: &[(String, String)],
+    shard: Option<Shard>,
+) -> anyhow::Result<Option<RedisLimiter>> {
+    let config = &prepared.config;
+    let Some(backend) = &config.backend else {
+        if let Some(shard) = shard {
+            tracing::warn!(
+                %shard,
+                "no `[limiter] backend`: this shard enforces every limit on its own; runners sharing one API key need a shared backend to stay within it together"
+            );
+        }
+        return Ok(None);
+    };
+    let url = backend.resolve_url(&config.path)?;
+    let namespace = (backend.namespace.clone())
+        .unwrap_or_else(|| shared::namespace(&config.api.base_url, headers));
+    let shared =
+        RedisLimiter::new(&url, &namespace, &config.limits, config.jitter).map_err(|e| {
+            UsageError {
+                message: format!("{}:{}: {e}", config.path.display(), backend.line),
+                hint: "write `[limiter] backend = \"redis://HOST:PORT/DB\"`".into(),
+            }
+        })?;
+    tracing::info!(target = shared.target(), "limits shared through redis");
+    Ok(Some(shared))
+}
+
+/// Watches Ctrl-C and SIGTERM: the first asks the runner to stop gracefully (the count
+/// goes up on the returned channel), the second exits at once.
+fn stop_on_signals() -> watch::Receiver<u32> {
+    let (stop_tx, stop_rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut presses = 0u32;
+        while wait_for_stop_signal().await {
+            presses += 1;
+            if presses >= 2 {
+                eprintln!(
+                    "\nratebound: aborted at once; finished results are saved, run the same command again to continue"
+                );
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            eprintln!(
+                "\nratebound: stopping: no new requests; waiting for those in flight (Ctrl-C again to abort at once)"
+            );
+            let _ = stop_tx.send(presses);
+        }
+    });
+    stop_rx
+}
+
+/// Waits for Ctrl-C or SIGTERM; false if signals cannot be watched.
+async fn wait_for_stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            s = term.recv() => s.is_some(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
+
+/// `<worklist stem>.ratebound.db` in the current folder.
+fn default_db(worklist: &Path) -> PathBuf {
+    let stem = worklist
+        .file_stem()
+        .map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from(format!("{stem}.ratebound.db"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_db_is_named_after_the_worklist() {
+        assert_eq!(
+            default_db(Path::new("jobs/bios.csv")),
+            PathBuf::from("bios.ratebound.db")
+        );
+    }
+}
