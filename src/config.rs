@@ -22,6 +22,8 @@ use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::{OnQuota, RetryPolicy};
 use crate::template::{Template, TemplateKind};
 
+pub mod batch;
+pub use batch::{BatchApi, BatchProvider};
 pub mod scheduling;
 pub use scheduling::{LaneError, Scheduling, Tenants};
 pub mod steps;
@@ -31,7 +33,7 @@ pub use steps::{NextPage, Paginate, Plan, StepSpec};
 const KEYS: &[(&str, &str)] = &[
     (
         "top level",
-        "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler",
+        "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler, batch",
     ),
     ("[api]", "base_url, headers, timeout, dialect"),
     ("[request]", "method, path, body, headers, idempotency_key"),
@@ -59,6 +61,7 @@ const KEYS: &[(&str, &str)] = &[
         "max_attempts, backoff, max_backoff, quota_markers, on_quota, storm_share",
     ),
     ("[limiter]", "jitter, backend, namespace"),
+    ("[batch]", batch::BATCH_KEYS),
 ];
 
 /// Default time a provider's batch API takes at most (`batch_window`).
@@ -208,6 +211,8 @@ pub struct Config {
     pub jitter: Duration,
     /// Where limiter state is shared with other runners (`[limiter] backend`), if anywhere.
     pub backend: Option<SharedBackend>,
+    /// `[batch]`: the provider's Batch API as a second lane, if configured.
+    pub batch_api: Option<BatchApi>,
     source: String,
 }
 
@@ -260,6 +265,7 @@ struct RawConfig {
     tenants: scheduling::RawTenants,
     #[serde(default)]
     scheduler: scheduling::RawScheduler,
+    batch: Option<batch::RawBatch>,
 }
 
 #[derive(Deserialize, Default)]
@@ -538,6 +544,7 @@ impl Config {
             None => Some(DEFAULT_JITTER),
         };
         let backend = check_backend(&mut check, &raw.limiter);
+        let batch_api = batch::check_batch_api(&mut check, raw.batch);
         if !check.problems.is_empty() {
             return Err(invalid(check.problems));
         }
@@ -557,6 +564,7 @@ impl Config {
                 batch,
                 jitter,
                 backend,
+                batch_api,
                 source: source.to_string(),
             }),
             _ => Err(invalid(Vec::new())),

@@ -24,10 +24,12 @@
 //! - [`scheduler`]: priority order, classes with shares, fair tenants, in-flight caps, retry timers.
 //! - [`shard`]: a deterministic split of the work list by id (`run --shard i/n`).
 //! - [`runner`]: the async loop where network, store and clock meet.
+//! - [`batch`]: the provider's Batch API as a second, half-price lane, checkpointed.
 //! - [`estimate`]: a dry run in virtual time over the limiter and scheduler.
 //! - [`mock`]: the built-in rate-limited API.
 //! - [`report`]: progress, summary, status, export.
 
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;

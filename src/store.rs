@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::limiter::{BucketState, BucketUsage};
 use crate::worklist::Item;
 
+mod batch;
+pub use batch::{Applied, BatchRow, BatchSeen, BatchState, LineApply};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
@@ -330,6 +333,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = open_conn(path)
             .and_then(|c| c.execute_batch(SCHEMA).map(|()| c))
+            .and_then(|c| c.execute_batch(batch::BATCH_SCHEMA).map(|()| c))
             .map_err(|source| StoreError::Sqlite {
                 path: path.to_path_buf(),
                 doing: "opening the database",
@@ -518,15 +522,17 @@ impl Store {
     }
 
     /// Items not yet finished, in dispatch order: priority descending, then file order.
+    /// Items held by an open batch are the batch lane's and left out.
     pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT seq, id, priority, tokens, payload, attempts,
                         (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient'),
                         (SELECT progress FROM item_steps s WHERE s.seq = items.seq)
-                 FROM items WHERE status = 'pending' ORDER BY priority DESC, seq",
-            )
+                 FROM items WHERE status = 'pending' AND NOT {} ORDER BY priority DESC, seq",
+                batch::IN_OPEN_BATCH
+            ))
             .map_err(self.err("loading pending items"))?;
         let rows = stmt
             .query_map([], |r| {

@@ -15,7 +15,8 @@ use crate::mock::{MockSpec, Profile};
 #[derive(Args, Debug)]
 pub(super) struct MockArgs {
     /// Provider to emulate, by its header dialect: openai, anthropic, github, x, generic,
-    /// ietf or zendesk.
+    /// ietf or zendesk; or leaky (nginx's limit_req: --rate, --burst, --nodelay, --status,
+    /// no rate-limit headers).
     #[arg(long, default_value = "openai")]
     profile: String,
     /// Port on 127.0.0.1 [default: any free port].
@@ -34,12 +35,33 @@ pub(super) struct MockArgs {
     /// DURATION, windows aligned to UTC.
     #[arg(long, value_name = "N/DURATION")]
     window: Option<String>,
+    /// How full every bucket starts, from 0 (empty, as after another client drained it)
+    /// to 1 (full, the default).
+    #[arg(long, value_name = "SHARE")]
+    fill: Option<f64>,
+    /// leaky: the rate the bucket leaks at, nginx's `Nr/s` or `Nr/m`, e.g. `50r/s`.
+    #[arg(long, value_name = "Nr/s")]
+    rate: Option<String>,
+    /// leaky: requests admitted above the rate (nginx's burst).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    burst: u64,
+    /// leaky: serve the burst at once instead of queueing each request until the excess
+    /// drains.
+    #[arg(long)]
+    nodelay: bool,
+    /// leaky: the status of a refusal, 429 or 503 (nginx's default).
+    #[arg(long, default_value_t = 429)]
+    status: u16,
     /// Latency of every response, e.g. `50ms`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     latency: Duration,
-    /// Send no rate-limit headers, and no `retry-after` on a 429.
+    /// Send no rate-limit headers, and no `retry-after` on a 429 (unless --retry-after).
     #[arg(long)]
     no_headers: bool,
+    /// Keep a plain `retry-after` on a 429 under --no-headers (and for the x and leaky
+    /// profiles, which send none): the other bare form of a 429.
+    #[arg(long)]
+    retry_after: bool,
     /// After N requests answered 200, answer every request with OpenAI's
     /// `insufficient_quota` 429 (no `retry-after`).
     #[arg(long, value_name = "N")]
@@ -97,6 +119,7 @@ pub(super) async fn mock(args: MockArgs) -> anyhow::Result<u8> {
         slow: args.slow,
         seed: args.seed,
         auth: None,
+        retry_after: args.retry_after,
     };
     let spec = MockSpec {
         profile,
@@ -116,7 +139,9 @@ pub(super) async fn mock(args: MockArgs) -> anyhow::Result<u8> {
             })?,
         latency: args.latency,
         faults,
+        ..MockSpec::new(profile)
     };
+    let spec = leaky_args(spec, &args).map_err(usage)?;
     spec.check().map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
@@ -135,4 +160,16 @@ pub(super) async fn mock(args: MockArgs) -> anyhow::Result<u8> {
     })
     .await?;
     Ok(EXIT_OK)
+}
+
+/// `spec` with the leaky-bucket and fill flags of `args`, checked as a URL's would be.
+fn leaky_args(mut spec: MockSpec, args: &MockArgs) -> Result<MockSpec, crate::mock::MockError> {
+    let fill = args.fill.map(|f| format!("fill={f}"));
+    let rate = args.rate.as_ref().map(|r| format!("rate={r}"));
+    let given = [fill, rate, Some(format!("status={}", args.status))];
+    let query = given.into_iter().flatten().collect::<Vec<_>>().join("&");
+    let parsed = MockSpec::parse_url(&format!("mock://leaky?{query}"))?;
+    (spec.fill, spec.rate, spec.status) = (parsed.fill, parsed.rate, parsed.status);
+    (spec.burst, spec.nodelay) = (args.burst, args.nodelay);
+    Ok(spec)
 }
