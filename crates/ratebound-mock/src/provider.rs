@@ -1,17 +1,14 @@
 //! The mock's behaviour as a pure type: a request in, a response and a simulated latency
-//! out, decided against the mock's own buckets and window on a [`Clock`].
+//! out, decided on a [`Clock`].
 //!
-//! Owns admission (a request is admitted only if every configured bucket holds its cost at
-//! arrival, for tokens the request's estimate, and the fixed window, read on the clock's
-//! wall time, has room for it; then all are debited, else none), the
-//! settling of an admitted request's tokens to its reply's usage (the estimate above the
-//! usage is credited back before the rate-limit headers are computed, so a token limit is
-//! charged `min(estimate, usage)`), the injected [`faults`](super::fault), the record of
-//! every request, and the counts. No tokio, no sockets: [`server`](super::server) and the
-//! runner's in-memory transport both wait [`MockResponse::delay`] and drop the connection
-//! on [`MockResponse::drop_connection`] themselves. The wire format comes from the
-//! profile's dialect (`openai.rs`, `anthropic.rs`, `github.rs`, `x.rs`, `generic.rs`,
-//! `ietf.rs`, `zendesk.rs`); every dialect reports the same limits (`Standing`).
+//! Owns what every profile shares: the injected [`faults`](crate::fault), the quota, the
+//! record of every request and the counts, and the headers policy (`headers=false`,
+//! `retry_after`). Admission against the limits lives in `limits.rs`, the
+//! answer and its wording in the profile's dialect (`profiles/`), Anthropic's message
+//! batches in `batch.rs`. No tokio, no sockets: [`server`](crate::server) and
+//! ratebound's in-memory transport both wait [`MockResponse::delay`] (the latency, plus a
+//! leaky bucket's queueing) and drop the connection on [`MockResponse::drop_connection`]
+//! themselves.
 //!
 //! Faults come first: each request draws one number from the seeded RNG; a request without
 //! the `auth` token answers `invalid_api_key` (401), an exhausted
@@ -26,11 +23,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::MockSpec;
-use crate::clock::{Clock, Nanos, epoch_ns};
+use crate::batch::Batches;
+use crate::clock::{Clock, Nanos, epoch_ns, nanos};
 use crate::fault::Fault;
 use crate::limits::Limits;
+use crate::openai_batch::OpenAiBatches;
 use crate::profiles::openai;
-use crate::profiles::{Arrival, Reply, retry_after};
+use crate::profiles::{Arrival, BatchApi, Reply, retry_after};
 
 pub use crate::profiles::openai::{estimate_request_tokens, format_openai_duration};
 
@@ -144,6 +143,10 @@ pub struct MockStats {
 struct State {
     /// The limits, as the profile built them.
     limits: Limits,
+    /// Anthropic's message batches, for the profile that serves them.
+    batches: Batches,
+    /// OpenAI's files and batches, for the profile that serves them.
+    openai_batches: OpenAiBatches,
     /// Picks the faulty requests; seeded, so runs repeat.
     rng: StdRng,
     /// The quota in force: the spec's, or what [`Provider::set_quota_requests`] set.
@@ -169,6 +172,16 @@ impl<C: Clock> Provider<C> {
         let limits = spec.profile.dialect().limits(&spec, clock.now());
         let state = State {
             limits,
+            batches: Batches::new(
+                nanos(spec.batch_delay),
+                spec.batch_fail_every,
+                spec.batch_tokens,
+            ),
+            openai_batches: OpenAiBatches::new(
+                nanos(spec.batch_delay),
+                spec.batch_fail_every,
+                spec.batch_tokens,
+            ),
             rng: StdRng::seed_from_u64(spec.faults.seed),
             quota_requests: spec.faults.quota_requests,
             records: Vec::new(),
@@ -203,7 +216,7 @@ impl<C: Clock> Provider<C> {
             wall_ns: epoch_ns(wall),
             served: state.stats.ok,
         };
-        let reply = self.answer(&mut state.limits, fault, req, at);
+        let reply = self.answer(&mut state, fault, req, at);
         let status = reply.status;
         count(&mut state.stats, status, fault);
         state.records.push(Record {
@@ -225,9 +238,12 @@ impl<C: Clock> Provider<C> {
             status,
             body: match dropped {
                 true => Vec::new(),
-                false => reply.body.to_string().into_bytes(),
+                false => match &reply.text {
+                    Some(text) => text.clone().into_bytes(),
+                    None => reply.body.to_string().into_bytes(),
+                },
             },
-            headers: self.headers(reply.headers, reply.retry, dropped),
+            headers: self.headers(reply.headers, reply.retry, dropped, reply.text.is_some()),
             delay: delay + Duration::from_nanos(reply.queued),
             drop_connection: dropped,
         }
@@ -236,7 +252,7 @@ impl<C: Clock> Provider<C> {
     /// The answer to `req` given its fault: the fault's, or the profile's.
     fn answer(
         &self,
-        limits: &mut Limits,
+        state: &mut State,
         fault: Option<Fault>,
         req: &MockRequest,
         at: Arrival<'_>,
@@ -246,7 +262,16 @@ impl<C: Clock> Provider<C> {
             Some(Fault::Quota) => Reply::new(429, Vec::new(), openai::insufficient_quota()),
             Some(Fault::Fail) => Reply::new(500, Vec::new(), openai::server_error()),
             Some(Fault::Reset) => Reply::new(0, Vec::new(), Value::Null),
-            None | Some(Fault::Slow) => self.spec.profile.dialect().reply(limits, req, at),
+            None | Some(Fault::Slow) => {
+                let dialect = self.spec.profile.dialect();
+                let wall_s = at.wall_ns / 1_000_000_000;
+                let batch = match dialect.batch_api() {
+                    Some(BatchApi::Anthropic) => state.batches.handle(req, at.now, wall_s),
+                    Some(BatchApi::OpenAi) => state.openai_batches.handle(req, at.now, wall_s),
+                    None => None,
+                };
+                batch.unwrap_or_else(|| dialect.reply(&mut state.limits, req, at))
+            }
         }
     }
 
@@ -258,6 +283,7 @@ impl<C: Clock> Provider<C> {
         mut headers: Vec<(String, String)>,
         retry: Option<Nanos>,
         dropped: bool,
+        jsonl: bool,
     ) -> Vec<(String, String)> {
         let faults = &self.spec.faults;
         if !faults.headers {
@@ -273,9 +299,20 @@ impl<C: Clock> Provider<C> {
             }
         }
         if !dropped {
-            headers.push(("content-type".into(), "application/json".into()));
+            let kind = if jsonl {
+                "application/x-jsonl"
+            } else {
+                "application/json"
+            };
+            headers.push(("content-type".into(), kind.into()));
         }
         headers
+    }
+
+    /// How many message batches were created.
+    pub fn batches_created(&self) -> u64 {
+        let state = self.lock();
+        state.batches.created() + state.openai_batches.created()
     }
 
     /// Every request received so far, in arrival order.
@@ -367,8 +404,19 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no `{name}` in {:?}", r.headers))
     }
 
-    fn json(r: &MockResponse) -> Value {
+    /// The JSON body of `r`.
+    pub(crate) fn json(r: &MockResponse) -> Value {
         serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// A `method` request of `path` with `body` as JSON.
+    pub(crate) fn send(method: &str, path: &str, body: Value) -> MockRequest {
+        MockRequest {
+            method: method.into(),
+            path: path.into(),
+            body: body.to_string().into_bytes(),
+            ..MockRequest::default()
+        }
     }
 
     #[test]

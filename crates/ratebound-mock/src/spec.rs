@@ -15,7 +15,7 @@ use crate::profiles::{ALL, Dialect};
 
 /// The query keys a `mock://` URL accepts, for some profile: the limits, then `latency`
 /// and the fault keys (which every profile takes), then the limits added since.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 22] = [
     "rpm",
     "rps",
     "tpm",
@@ -35,6 +35,9 @@ const KEYS: [&str; 19] = [
     "burst",
     "nodelay",
     "status",
+    "batch_delay",
+    "batch_fail_every",
+    "batch_tokens",
 ];
 
 /// The keys every profile takes: `latency` and the faults.
@@ -42,7 +45,7 @@ const COMMON_KEYS: &[&str] = KEYS.split_at(4).1.split_at(10).0;
 
 /// Which provider the mock imitates: its paths, bodies, headers and the limits it enforces.
 ///
-/// One profile per file of `profiles/`, each a [`Dialect`]: `openai`, `anthropic`,
+/// One profile per file of `profiles/`, each implementing its `Dialect` trait: `openai`, `anthropic`,
 /// `github`, `x`, `generic`, `ietf` and `zendesk` (one per header dialect of ratebound's
 /// `headers`), and `leaky` (nginx's `limit_req`, no headers).
 #[derive(Clone, Copy)]
@@ -149,6 +152,13 @@ pub struct MockSpec {
     pub nodelay: bool,
     /// The status of a leaky bucket's refusal: 429 (the default) or 503 (nginx's).
     pub status: u16,
+    /// How long a message batch takes to end (Anthropic's take up to 24 h).
+    pub batch_delay: Duration,
+    /// Every Nth request of a batch errors: a partial failure.
+    pub batch_fail_every: Option<NonZeroU64>,
+    /// The most tokens (request estimates) the batches in progress may hold; a batch that
+    /// would exceed it is refused with a 429.
+    pub batch_tokens: Option<NonZeroU64>,
     /// The faults injected, and whether rate-limit headers are sent.
     pub faults: Faults,
 }
@@ -168,6 +178,9 @@ impl MockSpec {
             burst: 0,
             nodelay: false,
             status: 429,
+            batch_delay: DEFAULT_BATCH_DELAY,
+            batch_fail_every: None,
+            batch_tokens: None,
             faults: Faults::default(),
         }
     }
@@ -280,6 +293,12 @@ impl MockSpec {
                     _ => return Err(bad("`429` or `503` (nginx's default)")),
                 };
             }
+            "batch_delay" => {
+                self.batch_delay = humantime::parse_duration(value)
+                    .map_err(|_| bad("a duration, e.g. `10s` (how long a batch takes)"))?;
+            }
+            "batch_fail_every" => self.batch_fail_every = Some(positive()?),
+            "batch_tokens" => self.batch_tokens = Some(positive()?),
             _ => self.set_fault(key, value)?,
         }
         Ok(())
@@ -353,6 +372,9 @@ impl MockSpec {
             ("burst", self.burst != 0),
             ("nodelay", self.nodelay),
             ("status", self.status != 429),
+            ("batch_delay", self.batch_delay != DEFAULT_BATCH_DELAY),
+            ("batch_fail_every", self.batch_fail_every.is_some()),
+            ("batch_tokens", self.batch_tokens.is_some()),
         ];
         if let Some((key, _)) =
             (given.into_iter()).find(|(key, given)| *given && !self.profile.keys().contains(key))
@@ -380,6 +402,9 @@ impl MockSpec {
         Ok(())
     }
 }
+
+/// How long a message batch takes to end unless `batch_delay` says otherwise.
+const DEFAULT_BATCH_DELAY: Duration = Duration::from_secs(10);
 
 /// What `rate` takes, as its errors say.
 const RATE_EXPECTED: &str =
@@ -799,8 +824,10 @@ mod tests {
         let x_keys: Vec<_> = x_keys.into_iter().chain(["retry_after"]).collect();
         assert_eq!(named("x").keys(), x_keys);
         let token_keys: Vec<_> = KEYS[..15].to_vec();
-        assert_eq!(named("openai").keys(), token_keys);
-        assert_eq!(named("anthropic").keys(), token_keys);
+        let batch_keys = ["batch_delay", "batch_fail_every", "batch_tokens"];
+        let anthropic_keys: Vec<_> = token_keys.iter().copied().chain(batch_keys).collect();
+        assert_eq!(named("anthropic").keys(), anthropic_keys);
+        assert_eq!(named("openai").keys(), anthropic_keys);
         for profile in [
             named("github"),
             named("generic"),

@@ -11,7 +11,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::openai::{self, TOKEN_KEYS};
-use super::{Arrival, Dialect, Reply};
+use super::{Arrival, BatchApi, Dialect, Reply};
 use crate::limits::{Limits, Standing};
 use crate::provider::MockRequest;
 
@@ -25,6 +25,10 @@ impl Dialect for Anthropic {
 
     fn limit_keys(&self) -> &'static [&'static str] {
         TOKEN_KEYS
+    }
+
+    fn batch_api(&self) -> Option<BatchApi> {
+        Some(BatchApi::Anthropic)
     }
 
     fn reply(&self, limits: &mut Limits, req: &MockRequest, at: Arrival<'_>) -> Reply {

@@ -43,6 +43,15 @@ pub(crate) const ALL: &[&dyn Dialect] = &[
 /// The limit keys of the profiles that limit requests only, in buckets that `fill` fills.
 pub(crate) const REQUEST_KEYS: &[&str] = &["rpm", "rps", "window", "fill"];
 
+/// A provider's batch API, in compressed time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchApi {
+    /// OpenAI's `/v1/files` and `/v1/batches`.
+    OpenAi,
+    /// Anthropic's `/v1/messages/batches`.
+    Anthropic,
+}
+
 /// When a request arrived, and how many were answered 200 before it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Arrival<'a> {
@@ -72,6 +81,9 @@ pub(crate) struct Reply {
     /// Nanoseconds an admitted request waits in the server's queue before its answer
     /// (a leaky bucket without `nodelay`), on top of the latency.
     pub(crate) queued: Nanos,
+    /// A body that is not one JSON value (JSONL results), sent instead of `body` as
+    /// `application/x-jsonl`.
+    pub(crate) text: Option<String>,
 }
 
 impl Reply {
@@ -83,6 +95,7 @@ impl Reply {
             body,
             retry: None,
             queued: 0,
+            text: None,
         }
     }
 }
@@ -114,6 +127,11 @@ pub(crate) trait Dialect: Sync + 'static {
     /// The body of its 429.
     fn too_many_requests(&self) -> Value {
         json!({"message": "Too Many Requests"})
+    }
+
+    /// Which batch API it serves, if any.
+    fn batch_api(&self) -> Option<BatchApi> {
+        None
     }
 
     /// The headers of a refusal that can be retried in `wait`: by default `retry-after`.

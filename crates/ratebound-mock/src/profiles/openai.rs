@@ -13,13 +13,22 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Arrival, Dialect, Reply, retry_after};
+use super::{Arrival, BatchApi, Dialect, Reply, retry_after};
 use crate::clock::Nanos;
 use crate::limits::{Limit, Limits, Standing};
 use crate::provider::MockRequest;
 
 /// The limit keys of the chat completions profiles: requests and tokens.
-pub(crate) const TOKEN_KEYS: &[&str] = &["rpm", "rps", "tpm", "window", "fill"];
+pub(crate) const TOKEN_KEYS: &[&str] = &[
+    "rpm",
+    "rps",
+    "tpm",
+    "window",
+    "fill",
+    "batch_delay",
+    "batch_fail_every",
+    "batch_tokens",
+];
 
 /// The `openai` profile.
 pub(crate) struct OpenAi;
@@ -35,6 +44,10 @@ impl Dialect for OpenAi {
 
     fn reply(&self, limits: &mut Limits, req: &MockRequest, at: Arrival<'_>) -> Reply {
         chat_reply(self, limits, req, at)
+    }
+
+    fn batch_api(&self) -> Option<BatchApi> {
+        Some(BatchApi::OpenAi)
     }
 
     fn rate_limit_headers(&self, limits: &Limits, wall_ns: u64) -> Vec<(String, String)> {
