@@ -73,5 +73,9 @@ fn recorded_run(store: &Store, db: PathBuf) -> anyhow::Result<RunArgs> {
         workers: None,
         quiet: false,
         shard,
+        via: (store.meta("via")?)
+            .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
+            .unwrap_or_default(),
+        deadline: None,
     })
 }

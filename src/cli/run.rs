@@ -45,6 +45,14 @@ pub(super) struct RunArgs {
     /// Runners sharing one API key share its limits through `[limiter] backend`.
     #[arg(long, value_name = "I/N")]
     pub(super) shard: Option<Shard>,
+    /// The lane: `online` (requests one by one), `batch` (the provider's Batch API, `[batch]`
+    /// in the config: half price, within its window) or `auto` (online what --deadline needs,
+    /// the rest through batches).
+    #[arg(long, value_enum, default_value = "online")]
+    pub(super) via: super::batch::Via,
+    /// With `--via auto`: when the run must be finished, from now, e.g. `6h` or `3d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(super) deadline: Option<Duration>,
 }
 
 /// The pending jobs, queued, and what auto-workers needs to know about them.
@@ -64,12 +72,20 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         clock.wall_at(0),
     )?;
     let headers = (prepared.config.api).resolve_headers(&prepared.config.path)?;
+    if args.via != super::batch::Via::Online {
+        super::batch::batch_api(&prepared.config)?;
+    }
     let validated = validate(&prepared, &args)?;
     let db = args
         .db
         .clone()
         .unwrap_or_else(|| default_db(&args.worklist));
     let (store, last) = open_store(&db, &args, &prepared, &validated)?;
+    store.set_meta("via", &format!("{:?}", args.via).to_lowercase())?;
+    if args.via == super::batch::Via::Batch {
+        drop(store);
+        return super::batch::run_batch(&args, &prepared, &validated, &db, &headers).await;
+    }
     restore_limiter(&mut prepared, last.as_ref(), &clock);
     let queued = queue_pending(&store, &prepared, &validated, &clock)?;
     let before = before(&store, last.as_ref())?;
@@ -260,7 +276,7 @@ fn settings(prepared: &Prepared, queued: &Queued) -> Settings {
 
 /// The URL to send to: the configured one, or that of the built-in mock (started here and
 /// kept alive by the returned guard) for a `mock://` URL.
-async fn base_url(
+pub(super) async fn base_url(
     configured: &str,
     config_path: &Path,
 ) -> anyhow::Result<(String, Option<crate::mock::MockHandle>)> {
@@ -309,7 +325,7 @@ fn shared_limiter(
 
 /// Watches Ctrl-C and SIGTERM: the first asks the runner to stop gracefully (the count
 /// goes up on the returned channel), the second exits at once.
-fn stop_on_signals() -> watch::Receiver<u32> {
+pub(super) fn stop_on_signals() -> watch::Receiver<u32> {
     let (stop_tx, stop_rx) = watch::channel(0u32);
     tokio::spawn(async move {
         let mut presses = 0u32;

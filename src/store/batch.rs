@@ -457,6 +457,20 @@ impl Store {
         Ok(applied)
     }
 
+    /// Writes the progress row of a batch-only session (`state`: `running`, `stopped`,
+    /// `finished`), keeping the limiter state an online session saved.
+    pub fn batch_heartbeat(&self, state: &str, elapsed_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
+                 VALUES (1, ?1, ?2, ?3, ?4, 0, '[]', '[]')
+                 ON CONFLICT(id) DO UPDATE SET state = ?1, pid = ?2, heartbeat_ms = ?3, elapsed_ms = ?4, in_flight = 0",
+                params![state, std::process::id(), now_ms(), elapsed_ms],
+            )
+            .map(|_| ())
+            .map_err(self.err("writing the batch lane's heartbeat"))
+    }
+
     /// Items finished through the batch lane.
     pub fn batch_done(&self) -> Result<u64, StoreError> {
         self.conn
