@@ -216,7 +216,9 @@ impl BatchLane {
         let step = lifecycle::next_step(self.api.provider, row);
         let submitting = matches!(step, Step::Upload | Step::Create);
         if submitting
-            && (paused || turn.blocked || !lifecycle::may_submit(&self.api, enqueued, row.tokens))
+            && (paused
+                || (turn.blocked && enqueued > 0)
+                || !lifecycle::may_submit(&self.api, enqueued, row.tokens))
         {
             return Ok(());
         }
@@ -224,6 +226,7 @@ impl BatchLane {
             Step::Upload => {
                 let (lines, _) = self.lines(row)?;
                 let file_id = self.client.upload(&row.key, &lines).await?;
+                crash_at("upload");
                 self.store.batch_uploaded(row.local_id, &file_id)?;
                 turn.moved = true;
             }
@@ -243,12 +246,14 @@ impl BatchLane {
                 let id = row.batch_id.as_deref().unwrap_or_default();
                 let view = self.client.get(id).await?;
                 self.store.batch_seen(row.local_id, &seen(&view))?;
+                crash_at("poll");
                 if view.ended {
                     (self.say)(format!(
                         "batch {}: {} {} ({} succeeded, {} failed)",
                         row.local_id, view.id, view.status, view.completed, view.failed
                     ));
-                    turn.blocked = false;
+                    // A batch refused for the enqueued-token limit waits for another to end.
+                    turn.blocked = view.failure.as_deref() == Some("token_limit_exceeded");
                     turn.moved = true;
                 }
             }
@@ -304,6 +309,7 @@ impl BatchLane {
         };
         match self.client.create(&row.key, input).await {
             Ok(view) => {
+                crash_at("create");
                 self.store.batch_created(row.local_id, &view.id)?;
                 (self.say)(format!(
                     "batch {}: created {} ({} requests, ~{} tokens)",
@@ -378,7 +384,20 @@ impl BatchLane {
             })
             .collect();
         let fates: Vec<LineApply> = lifecycle::fates(&held, results, &self.retry);
-        Ok(self.store.apply_batch(row.local_id, &fates)?)
+        crash_at("download");
+        let applied = self.store.apply_batch(row.local_id, &fates)?;
+        crash_at("apply");
+        Ok(applied)
+    }
+}
+
+/// The crash-test hook: with `RATEBOUND_BATCH_CRASH_AT=NAME` in the environment the process
+/// dies at once (as by kill -9: nothing flushed, nothing said) at checkpoint boundary `NAME`:
+/// `upload` (file uploaded, not recorded), `create` (batch created, not recorded), `poll`
+/// (a status recorded), `download` (results downloaded, not applied), `apply` (applied).
+fn crash_at(name: &str) {
+    if std::env::var_os("RATEBOUND_BATCH_CRASH_AT").is_some_and(|v| v == name) {
+        std::process::abort();
     }
 }
 

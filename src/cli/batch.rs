@@ -164,15 +164,17 @@ pub(super) async fn run_batch(
         Scope::All,
         args.quiet,
     )?;
+    let started = std::time::Instant::now();
     let beat = heartbeat(db.to_path_buf());
     let summary = lane.run(super::run::stop_on_signals()).await;
     beat.abort();
+    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let store = Store::open(db)?;
     let state = match &summary {
         Ok(s) if s.end == LaneEnd::Finished => "finished",
         _ => "stopped",
     };
-    store.batch_heartbeat(state, 0)?;
+    store.batch_heartbeat(state, elapsed)?;
     finish(&summary?, &store, args.quiet)
 }
 

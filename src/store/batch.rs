@@ -50,7 +50,8 @@ pub(super) const IN_OPEN_BATCH: &str =
 
 /// Where a batch is in its lifecycle; each state is a checkpoint written before the next
 /// step begins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BatchState {
     /// Its items are chosen; nothing sent yet.
     Cut,
@@ -92,8 +93,8 @@ impl BatchState {
     }
 }
 
-/// One batch as stored.
-#[derive(Clone, Debug, PartialEq)]
+/// One batch as stored (and as `status --json` lists it under `batches`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BatchRow {
     /// Our number for it, in cut order.
     pub local_id: u64,
@@ -216,7 +217,9 @@ impl Store {
             doing: "cutting a batch",
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = (self.conn)
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let next: u64 = tx
             .query_row(
                 "SELECT COALESCE(MAX(local_id), 0) + 1 FROM batches",
@@ -345,7 +348,7 @@ impl Store {
     pub fn batch_drop(&mut self, local_id: u64) -> Result<(), StoreError> {
         self.conn
             .execute_batch(&format!(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  UPDATE batch_items SET result = 'requeued' WHERE local_id = {local_id};
                  UPDATE batches SET state = 'applied', status = 'dropped' WHERE local_id = {local_id};
                  COMMIT;"
@@ -413,7 +416,9 @@ impl Store {
             doing: "applying a batch's results",
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = (self.conn)
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let state: Option<String> = tx
             .query_row(
                 "SELECT state FROM batches WHERE local_id = ?1",
