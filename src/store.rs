@@ -9,6 +9,8 @@
 //! secrets; a work list is imported once and a different work list for the same db is
 //! refused by its fingerprint.
 
+pub mod claim;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -79,6 +81,12 @@ CREATE TABLE IF NOT EXISTS progress (
 );
 ";
 
+/// SQLite `application_id` of a ratebound db ("RBND"): tells it from any other SQLite file.
+pub const APPLICATION_ID: i32 = 0x5242_4E44;
+/// The schema version this build writes (SQLite `user_version`); a db with a higher one was
+/// written by a newer ratebound and is refused.
+pub const SCHEMA_VERSION: i32 = 1;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -117,6 +125,46 @@ pub enum StoreError {
         /// Its fingerprint.
         now_fp: String,
     },
+    /// Another runner holds the db.
+    #[error(
+        "{db}: another ratebound is running this db ({})\n  hint: wait for it to finish, stop it with Ctrl-C (or `kill PID`), or watch it with `ratebound status --db {db}`; two runs on one db would send every item twice",
+        claim::describe(holder.as_ref())
+    )]
+    Claimed {
+        /// The db path.
+        db: PathBuf,
+        /// Who holds it, if it has said so yet.
+        holder: Option<claim::Holder>,
+    },
+    /// The lock file beside the db cannot be created or locked.
+    #[error(
+        "{path}: cannot lock the run's database\n  hint: the folder must exist and be writable; ratebound keeps `<db>.lock` beside the db"
+    )]
+    Lock {
+        /// The lock file's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a ratebound db (another program's SQLite file, or not SQLite).
+    #[error(
+        "{path}: not a ratebound database; left untouched\n  hint: pass the --db that `ratebound run` created (by default <worklist stem>.ratebound.db)"
+    )]
+    Foreign {
+        /// The file's path.
+        path: PathBuf,
+    },
+    /// The db was written by a newer ratebound.
+    #[error(
+        "{path}: written by a newer ratebound (schema version {found}; this one reads up to {SCHEMA_VERSION})\n  hint: use the ratebound that created it, or start a separate run with a new --db"
+    )]
+    Newer {
+        /// The db path.
+        path: PathBuf,
+        /// Its schema version.
+        found: i32,
+    },
     /// The writer thread stopped after an error.
     #[error("{path}: the database writer stopped: {message}")]
     WriterGone {
@@ -133,7 +181,11 @@ impl StoreError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            StoreError::WorklistChanged { .. } | StoreError::Missing { .. }
+            StoreError::WorklistChanged { .. }
+                | StoreError::Missing { .. }
+                | StoreError::Claimed { .. }
+                | StoreError::Foreign { .. }
+                | StoreError::Newer { .. }
         )
     }
 }
@@ -320,6 +372,106 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// What a file opened as a db holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Identity {
+    /// Nothing yet: a new db.
+    Empty,
+    /// A ratebound db from before schema versions (its tables, no `application_id`).
+    Unversioned,
+    /// A ratebound db of a version this build reads.
+    Current,
+}
+
+/// Tells a ratebound db from any other file, reading only its header and table names.
+fn identity(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
+    let foreign = || StoreError::Foreign {
+        path: path.to_path_buf(),
+    };
+    // A file that is not SQLite fails here, on its first read.
+    let pragma = |name| conn.pragma_query_value(None, name, |r| r.get::<_, i32>(0));
+    let (app, version) = match (pragma("application_id"), pragma("user_version")) {
+        (Ok(app), Ok(version)) => (app, version),
+        _ => return Err(foreign()),
+    };
+    if app == APPLICATION_ID {
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        return Ok(Identity::Current);
+    }
+    if app != 0 {
+        return Err(foreign());
+    }
+    let tables = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|_| foreign())?;
+    if tables.is_empty() {
+        Ok(Identity::Empty)
+    } else if ["meta", "items", "progress"]
+        .iter()
+        .all(|t| tables.iter().any(|n| n == t))
+    {
+        Ok(Identity::Unversioned)
+    } else {
+        Err(foreign())
+    }
+}
+
+/// A read-only connection to the existing ratebound db at `path`, which it leaves as it is.
+fn read_only_conn(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        doing: "opening the database read-only",
+        source,
+    };
+    // A db whose run closed cleanly has no `-wal` file: open it immutable, so SQLite
+    // creates no `-wal`/`-shm` beside it either. A live (or crashed) run's db has one,
+    // which a read-only connection reads through.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mode = if Path::new(&wal).exists() {
+        "mode=ro"
+    } else {
+        "immutable=1"
+    };
+    const URI_RESERVED: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+    let uri = format!(
+        "file:{}?{mode}",
+        percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_RESERVED)
+    );
+    let conn = Connection::open_with_flags(
+        uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    match identity(&conn, path)? {
+        Identity::Empty => Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+        }),
+        Identity::Unversioned | Identity::Current => {
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(err)?;
+            Ok(conn)
+        }
+    }
+}
+
 impl Store {
     fn err(&self, doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Sqlite {
@@ -329,23 +481,35 @@ impl Store {
         }
     }
 
-    /// Opens or creates the db at `path` with its schema.
+    /// Opens or creates the db at `path` with its schema, refusing a file that is not a
+    /// ratebound db (before changing anything in it) or was written by a newer ratebound.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = open_conn(path)
-            .and_then(|c| c.execute_batch(SCHEMA).map(|()| c))
-            .and_then(|c| c.execute_batch(batch::BATCH_SCHEMA).map(|()| c))
-            .map_err(|source| StoreError::Sqlite {
-                path: path.to_path_buf(),
-                doing: "opening the database",
-                source,
-            })?;
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            doing: "opening the database",
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        let identity = identity(&conn, path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|()| conn.execute_batch(SCHEMA))
+            .and_then(|()| conn.execute_batch(batch::BATCH_SCHEMA))
+            .map_err(err)?;
+        if identity != Identity::Current {
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .and_then(|()| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
+                .map_err(err)?;
+        }
         Ok(Store {
             conn,
             path: path.to_path_buf(),
         })
     }
 
-    /// Opens an existing db (for `status`, `export`); a missing file is an error.
+    /// Opens an existing db to act on it (`pause`, `resume`, `retry-failed`); a missing
+    /// file is an error.
     pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing {
@@ -353,6 +517,15 @@ impl Store {
             });
         }
         Store::open(path)
+    }
+
+    /// Opens an existing db read-only (`status`, `export`): no journal switch, no schema,
+    /// nothing written; a file that is not a ratebound db is refused untouched.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store {
+            conn: read_only_conn(path)?,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The db's path.
@@ -519,6 +692,14 @@ impl Store {
             )
             .map(|_| ())
             .map_err(self.err("writing run metadata"))
+    }
+
+    /// Records who runs the db now (see [`claim`]), for `status` and other hosts.
+    pub fn record_claim(&self, holder: &claim::Holder) -> Result<(), StoreError> {
+        self.set_meta(
+            "claim",
+            &format!("{} {} {}", holder.pid, holder.since_ms, holder.host),
+        )
     }
 
     /// Items not yet finished, in dispatch order: priority descending, then file order.
@@ -688,11 +869,6 @@ impl Recorded {
     /// Reads the latencies and token usage of the run in the db at `path`, opening it
     /// read-only: nothing is written to it, not even a schema (a missing file is an error).
     pub fn read(path: &Path) -> Result<Recorded, StoreError> {
-        if !path.exists() {
-            return Err(StoreError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
         let err = |doing: &'static str| {
             move |source| StoreError::Sqlite {
                 path: path.to_path_buf(),
@@ -700,31 +876,7 @@ impl Recorded {
                 source,
             }
         };
-        // A db whose run closed cleanly has no `-wal` file: open it immutable, so SQLite
-        // creates no `-wal`/`-shm` beside it either. A live (or crashed) run's db has one,
-        // which a read-only connection reads through.
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let mode = if Path::new(&wal).exists() {
-            "mode=ro"
-        } else {
-            "immutable=1"
-        };
-        const URI_RESERVED: &percent_encoding::AsciiSet =
-            &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
-        let uri = format!(
-            "file:{}?{mode}",
-            percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_RESERVED)
-        );
-        let conn = Connection::open_with_flags(
-            uri,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                | rusqlite::OpenFlags::SQLITE_OPEN_URI
-                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err("opening the database read-only"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err("opening the database read-only"))?;
+        let conn = read_only_conn(path)?;
         let latencies_ms = conn
             .prepare(
                 "SELECT latency_ms FROM attempts WHERE http_status BETWEEN 200 AND 299 ORDER BY sent_at_ms, seq",

@@ -27,7 +27,7 @@ pub(super) struct ExportArgs {
 
 /// Reads the results and writes them in the chosen format.
 pub(super) fn export(args: &ExportArgs) -> anyhow::Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let store = Store::open_read_only(&args.db)?;
     let rows = store.results(args.failed)?;
     match &args.output {
         Some(path) => {

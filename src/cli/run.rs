@@ -22,6 +22,7 @@ use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings, Summary};
 use crate::scheduler::{AutoWorkers, Scheduler, workers::binding_jobs_per_s};
 use crate::shard::Shard;
+use crate::store::claim::Claim;
 use crate::store::{ProgressRow, Store, Writer};
 use crate::worklist::WorklistReader;
 
@@ -64,6 +65,12 @@ struct Queued {
 
 /// Runs (or continues) the work list and returns the exit code of how it ended.
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| default_db(&args.worklist));
+    // Before anything else: a second runner on this db would send every item again.
+    let claim = Claim::take(&db)?;
     let clock = SystemClock::new();
     let mut prepared = prepare::prepare(
         args.config.clone(),
@@ -111,6 +118,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         limiter: prepared.limiter,
     };
     let summary = runner.run(stop_on_signals()).await?;
+    drop(claim);
     if !args.quiet || summary.end != End::Finished {
         out(&report::summary(&summary, &db))?;
     }
@@ -159,7 +167,7 @@ fn open_store(
     if let Some(progress) = (last.as_ref()).filter(|p| p.is_live(unix_ms(SystemTime::now()))) {
         return Err(UsageError {
             message: format!(
-                "{}: another ratebound (pid {}) is running this db right now",
+                "{}: another ratebound (pid {}, perhaps on another host sharing this folder) is running this db right now",
                 db.display(),
                 progress.pid
             ),

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use clap::Args;
 
-use super::{EXIT_OK, out};
+use super::{EXIT_OK, UsageError, out};
 use crate::report::status;
 use crate::store::{Store, StoreError};
 
@@ -22,9 +22,10 @@ pub(super) struct StatusArgs {
 
 /// Reads every db, adds them up and prints the status.
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<u8> {
+    refuse_repeats(&args.db)?;
     let now = SystemTime::now();
     let each = (args.db.iter())
-        .map(|db| status::read(&Store::open_existing(db)?, now))
+        .map(|db| status::read(&Store::open_read_only(db)?, now))
         .collect::<Result<Vec<_>, StoreError>>()?;
     let s = status::aggregate(each);
     if args.json {
@@ -33,4 +34,25 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<u8> {
         out(&status::render(&s))?;
     }
     Ok(EXIT_OK)
+}
+
+/// Refuses the same db given twice (under any spelling), which would count its run twice.
+fn refuse_repeats(dbs: &[PathBuf]) -> Result<(), UsageError> {
+    let mut seen = Vec::with_capacity(dbs.len());
+    for db in dbs {
+        let same = std::fs::canonicalize(db).unwrap_or_else(|_| db.clone());
+        if let Some(first) = seen.iter().position(|s| *s == same) {
+            return Err(UsageError {
+                message: format!(
+                    "{}: the same db is given twice (as `{}` and `{}`)",
+                    db.display(),
+                    dbs[first].display(),
+                    db.display()
+                ),
+                hint: "give each shard's db once: `ratebound status --db a.db --db b.db`".into(),
+            });
+        }
+        seen.push(same);
+    }
+    Ok(())
 }

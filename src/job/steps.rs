@@ -297,10 +297,10 @@ impl Steps {
     /// The item's stored result body: a one-step kind stores its step's body; several
     /// steps store `{"steps": {NAME: {"status": .., "body": ..}}}`.
     pub fn result_body(&self) -> String {
-        if let [only] = self.plan.steps.as_slice() {
-            if let Some(result) = self.progress.done.get(&only.name) {
-                return result.body.to_string();
-            }
+        if let [only] = self.plan.steps.as_slice()
+            && let Some(result) = self.progress.done.get(&only.name)
+        {
+            return result.body.to_string();
         }
         let steps: Map<String, Value> = self
             .plan

@@ -416,13 +416,12 @@ impl<T: Transport> Runner<T> {
                     .scheduler
                     .next_at()
                     .is_some_and(|at| at.saturating_sub(now) >= nanos(QUOTA_WAIT))
+                && let Some(pause) = lane_quota.take()
             {
-                if let Some(pause) = lane_quota.take() {
-                    note = Some(pause.note);
-                    if self.settings.retry.on_quota == OnQuota::Exit {
-                        stopping = true;
-                        end = pause.end;
-                    }
+                note = Some(pause.note);
+                if self.settings.retry.on_quota == OnQuota::Exit {
+                    stopping = true;
+                    end = pause.end;
                 }
             }
             if c.in_flight == 0 && (stopping || self.scheduler.is_empty()) {
@@ -634,13 +633,13 @@ impl<T: Transport> Runner<T> {
         let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
         // The job is out of flight on every path below: its lane's caps take it off.
         self.scheduler.finished(job.lane);
-        if job.steps.is_some() {
-            if let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)? {
-                self.settle(reservation, job.seq, &sent_costs, now);
-                self.fail_unsendable(&job, &why)?;
-                c.failed += 1;
-                return Ok(Step::Continue);
-            }
+        if job.steps.is_some()
+            && let Some(why) = self.absorb_steps(&mut job, earlier, broken, c)?
+        {
+            self.settle(reservation, job.seq, &sent_costs, now);
+            self.fail_unsendable(&job, &why)?;
+            c.failed += 1;
+            return Ok(Step::Continue);
         }
         job.attempts += 1;
         c.sent += 1;

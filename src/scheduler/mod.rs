@@ -614,14 +614,13 @@ impl<J> Scheduler<J> {
     }
 
     fn wake_capped(&mut self, c: u16, tenant: u32) {
-        if let Some(class) = self.classes.get_mut(usize::from(c)) {
-            if class
+        if let Some(class) = self.classes.get_mut(usize::from(c))
+            && class
                 .tenants
                 .get(tenant as usize)
                 .is_some_and(|tq| tq.state == State::Capped)
-            {
-                Self::activate(class, tenant);
-            }
+        {
+            Self::activate(class, tenant);
         }
     }
 

@@ -1,27 +1,6 @@
 //! `pause`, `resume`, `retry-failed` and `export --failed`: acting on a run through its db.
 
-use std::time::{Duration, Instant};
-
 use crate::support::Project;
-
-/// Polls `status --json` until `pred` holds (at most 20 s).
-fn wait_for(p: &Project, db: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        // The db appears once the run has started.
-        let run = p.cmd(&["status", "--db", db, "--json"]);
-        let status: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap_or_default();
-        if run.code() == 0 && pred(&status) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "gave up waiting\n{}",
-            run.dump()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn pause_drains_a_live_run_and_resume_continues_it() {
@@ -40,15 +19,15 @@ fn pause_drains_a_live_run_and_resume_continues_it() {
         ])
         .spawn()
         .unwrap();
-    wait_for(&p, "c.db", |s| {
+    p.wait_for_status("c.db", |s| {
         s["state"] == "running" && s["done"].as_u64() > Some(45)
     });
     p.cmd(&["pause", "--db", "c.db"]).expect_code(0);
-    let paused = wait_for(&p, "c.db", |s| {
-        s["state"] == "paused" && s["in_flight"] == 0
-    });
+    let paused = p.wait_for_status("c.db", |s| s["state"] == "paused" && s["in_flight"] == 0);
     let sent = p.records().len();
-    std::thread::sleep(Duration::from_millis(1200));
+    // The paused run stays alive (its session clock goes on) and sends nothing.
+    let paused_at = paused["elapsed_s"].as_f64().unwrap();
+    p.wait_for_status("c.db", |s| s["elapsed_s"].as_f64() > Some(paused_at + 1.0));
     assert_eq!(p.records().len(), sent, "nothing is sent while paused");
     assert!(paused["done"].as_u64().unwrap() < 200, "{paused}");
     p.cmd(&["resume", "--db", "c.db"]).expect_code(0);

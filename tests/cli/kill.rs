@@ -1,9 +1,8 @@
 //! Crash safety: kill -9 at random points, rerun, and nothing is lost or needlessly resent.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use crate::support::{Project, item_of};
+use crate::support::{Project, item_of, wait_until};
 
 #[test]
 fn kill_9_at_random_points_loses_nothing_and_resends_at_most_the_in_flight() {
@@ -32,9 +31,12 @@ fn kill_9_at_random_points_loses_nothing_and_resends_at_most_the_in_flight() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_millis(250 + seed % 700);
+        // Kill after a pseudo-random number of further requests reached the API.
+        let target = p.records().len() + 40 + (seed % 160) as usize;
         let mut child = p.command(&args).spawn().unwrap();
-        std::thread::sleep(delay);
+        wait_until("the run to send more requests, or to end", || {
+            (p.records().len() >= target || child.try_wait().unwrap().is_some()).then_some(())
+        });
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL on unix
             kills += 1;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod batch;
+mod claim;
 mod control;
 mod errors;
 mod estimate;
@@ -12,4 +13,6 @@ mod pages;
 mod redis;
 mod run;
 mod scenarios;
+mod snapshots;
+mod store;
 mod support;

@@ -2,9 +2,8 @@
 //! stored once, in order, with only pages in flight at a kill fetched again.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use crate::support::{Project, item_of};
+use crate::support::{Project, item_of, wait_until};
 
 const LISTINGS: usize = 4;
 const PAGES: usize = 30;
@@ -52,9 +51,13 @@ max = {WORKERS}
         "--quiet",
     ];
     let mut kills = 0;
-    for delay_ms in [700, 900] {
+    for share in [3, 2] {
+        // Kill once a third, then half, of the pages have been fetched.
+        let target = LISTINGS * PAGES / share;
         let mut child = p.command(&args).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        wait_until("the listings to go on, or the run to end", || {
+            (p.records().len() >= target || child.try_wait().unwrap().is_some()).then_some(())
+        });
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;

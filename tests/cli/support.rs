@@ -173,3 +173,45 @@ pub fn item_of(record: &Record) -> Option<String> {
         .find(|(n, _)| n.eq_ignore_ascii_case("x-item"))
         .map(|(_, v)| v.clone())
 }
+
+/// Polls `check` until it returns a value (at most 30 s, a generous ceiling for a loaded
+/// machine); on timeout, fails with `what` and the last state `describe` gives.
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+impl Project {
+    /// Polls `status --json` on `db` until `pred` holds, and returns that status.
+    pub fn wait_for_status(
+        &self,
+        db: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_until(&format!("a status of {db} that holds"), || {
+            // The db appears once the run has started.
+            let run = self.cmd(&["status", "--db", db, "--json"]);
+            let status: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap_or_default();
+            (run.code() == 0 && pred(&status)).then_some(status)
+        })
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`, ...) to the process `pid` this test started.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
