@@ -29,6 +29,8 @@ pub struct Rendered {
     pub body: String,
     /// Its estimated tokens.
     pub tokens: u64,
+    /// Its estimated price online, in micro-dollars (0 without pricing).
+    pub usd_micro: u64,
 }
 
 /// Renders a stored item into its request; an error names why it cannot be.
@@ -128,30 +130,17 @@ impl BatchLane {
             .filter(|r| only.is_none_or(|o| o.contains(&r.seq)))
             .filter(|r| returned.as_ref().is_none_or(|s| s.contains(&r.seq)))
             .collect();
-        let mut sizes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let r = self.rendered(row)?;
-            let line =
-                dialect::request_line(self.api.provider, &row.id, &r.method, &r.path, &r.body);
-            sizes.push(ItemSize {
-                seq: row.seq,
-                bytes: line.len() as u64 + 1,
-                tokens: r.tokens,
-            });
-        }
-        let cuts = lifecycle::cut(sizes, &self.api);
-        for cut in &cuts {
-            self.store
-                .cut_batch(&self.key_prefix, &cut.seqs, cut.tokens, cut.bytes)?;
-        }
-        Ok(cuts.len() as u64)
+        cut_rows(
+            &mut self.store,
+            &self.api,
+            &self.render,
+            &self.key_prefix,
+            &rows,
+        )
     }
 
     fn rendered(&self, row: &PendingRow) -> Result<Rendered, LaneError> {
-        (self.render)(row).map_err(|reason| LaneError::Render {
-            id: row.id.clone(),
-            reason,
-        })
+        render(&self.render, row)
     }
 
     /// Runs until no batch is open (and, for [`Scope::All`], nothing is pending) or `stop`
@@ -339,7 +328,7 @@ impl BatchLane {
     /// The provider's batch created for `row` before a kill, if any: by its key (OpenAI's
     /// metadata), or (Anthropic, which keeps no metadata) the newest batch of the same size
     /// that no batch of this run claims.
-    async fn look_up(&self, row: &BatchRow) -> Result<Option<BatchView>, LaneError> {
+    async fn look_up(&mut self, row: &BatchRow) -> Result<Option<BatchView>, LaneError> {
         let listed = self.client.list(10).await?;
         if self.api.provider == BatchProvider::OpenAi {
             return Ok(listed
@@ -389,6 +378,39 @@ impl BatchLane {
         crash_at("apply");
         Ok(applied)
     }
+}
+
+fn render(renderer: &Renderer, row: &PendingRow) -> Result<Rendered, LaneError> {
+    renderer(row).map_err(|reason| LaneError::Render {
+        id: row.id.clone(),
+        reason,
+    })
+}
+
+/// Cuts `rows` (in scheduler order) into batches recorded in `store` under `key_prefix`;
+/// returns how many.
+pub fn cut_rows(
+    store: &mut Store,
+    api: &BatchApi,
+    renderer: &Renderer,
+    key_prefix: &str,
+    rows: &[PendingRow],
+) -> Result<u64, LaneError> {
+    let mut sizes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let r = render(renderer, row)?;
+        let line = dialect::request_line(api.provider, &row.id, &r.method, &r.path, &r.body);
+        sizes.push(ItemSize {
+            seq: row.seq,
+            bytes: line.len() as u64 + 1,
+            tokens: r.tokens,
+        });
+    }
+    let cuts = lifecycle::cut(sizes, api);
+    for cut in &cuts {
+        store.cut_batch(key_prefix, &cut.seqs, cut.tokens, cut.bytes)?;
+    }
+    Ok(cuts.len() as u64)
 }
 
 /// The crash-test hook: with `RATEBOUND_BATCH_CRASH_AT=NAME` in the environment the process

@@ -12,6 +12,7 @@ pub mod client;
 pub mod dialect;
 pub mod driver;
 pub mod lifecycle;
+pub mod plan;
 
 pub use client::BatchClient;
 pub use driver::{BatchLane, LaneEnd, LaneError, LaneSummary, Rendered, Renderer, Scope};

@@ -11,9 +11,11 @@ use clap::{Args, ValueEnum};
 
 use super::prepare::{Prepared, Validated};
 use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError, out};
+use crate::batch::plan::{PlanInput, Split};
 use crate::batch::{BatchClient, BatchLane, LaneEnd, LaneSummary, Rendered, Renderer, Scope};
 use crate::config::{BatchApi, Config};
 use crate::job::{CostModel, from_stored};
+use crate::limiter::Unit;
 use crate::store::Store;
 
 /// Which lane `run` sends items through.
@@ -56,6 +58,7 @@ fn renderer(config: &Config) -> Renderer {
             body: built.request.body.unwrap_or_else(|| "{}".into()),
             path: built.request.path,
             tokens: row.tokens.unwrap_or(built.prompt_tokens + built.max_tokens),
+            usd_micro: built.costs.get(&Unit::Usd),
         })
     })
 }
@@ -176,6 +179,136 @@ pub(super) async fn run_batch(
     };
     store.batch_heartbeat(state, elapsed)?;
     finish(&summary?, &store, args.quiet)
+}
+
+/// The batch discount of the config's pricing (the first model offering one), else half.
+fn batch_discount(config: &Config) -> f64 {
+    config.batch.values().next().map_or(0.5, |t| t.discount)
+}
+
+/// The plan's input for the pending items `rows`: their tokens and price, and the online
+/// makespan at the config's binding rate (as auto-workers computes it).
+pub(super) fn plan_input(
+    config: &Config,
+    rows: &[crate::store::PendingRow],
+    deadline: Option<Duration>,
+) -> anyhow::Result<PlanInput> {
+    let render = renderer(config);
+    let (mut tokens, mut usd_micro) = (0u64, 0u64);
+    for row in rows {
+        let r = render(row).map_err(|reason| crate::batch::LaneError::Render {
+            id: row.id.clone(),
+            reason,
+        })?;
+        tokens += r.tokens;
+        usd_micro += r.usd_micro;
+    }
+    let n = rows.len().max(1) as f64;
+    let mean = |unit: &Unit| match unit {
+        Unit::Requests => 1.0,
+        Unit::Tokens => tokens as f64 / n,
+        Unit::Usd => usd_micro as f64 / n,
+        Unit::Custom(_) => 0.0,
+    };
+    let rate = crate::scheduler::workers::binding_jobs_per_s(&config.limits, mean)
+        .unwrap_or(config.workers as f64 * 2.0);
+    Ok(PlanInput {
+        items: rows.len() as u64,
+        tokens,
+        online_makespan: Duration::from_secs_f64(rows.len() as f64 / rate.max(1e-9)),
+        online_cost_usd: usd_micro as f64 / 1e6,
+        batch_discount: batch_discount(config),
+        deadline,
+    })
+}
+
+/// The plan as a line.
+pub(super) fn render_split(split: &Split, via: &str) -> String {
+    let deadline = match split.meets_deadline {
+        Some(true) => ", within the deadline",
+        Some(false) => ", AFTER the deadline",
+        None => "",
+    };
+    format!(
+        "plan (--via {via}): {} items online, {} through {} batches; expected cost ${:.2} (all online: ${:.2}); expected finish in {}{deadline}\n",
+        split.online_items,
+        split.batch_items,
+        split.batches,
+        split.cost_usd,
+        split.online_only_cost_usd,
+        humantime::format_duration(Duration::from_secs(split.finish_s.ceil() as u64)),
+    )
+}
+
+/// `--via auto`: plans the split, prints it, and cuts the batch share (the last items in
+/// scheduler order; the online lane takes the first) into batches, so the online queue
+/// leaves them out. A rerun keeps the split it made.
+pub(super) fn split_for_auto(
+    args: &super::run::RunArgs,
+    prepared: &Prepared,
+    validated: &Validated,
+    db: &std::path::Path,
+) -> anyhow::Result<()> {
+    let config = &prepared.config;
+    let api = batch_api(config)?;
+    let mut store = Store::open(db)?;
+    if !store.batches(false)?.is_empty() {
+        return Ok(());
+    }
+    let rows = store.pending()?;
+    let split = crate::batch::plan::auto(&plan_input(config, &rows, args.deadline)?, &api);
+    if !args.quiet {
+        out(&render_split(&split, "auto"))?;
+    }
+    let batched = usize::try_from(split.batch_items).unwrap_or(rows.len());
+    let prefix = key_prefix(&store, validated)?;
+    let renderer = renderer(config);
+    let tail = &rows[rows.len().saturating_sub(batched)..];
+    crate::batch::driver::cut_rows(&mut store, &api, &renderer, &prefix, tail)?;
+    Ok(())
+}
+
+/// The batch lane's task beside the online runner.
+pub(super) type LaneTask = tokio::task::JoinHandle<Result<LaneSummary, crate::batch::LaneError>>;
+
+/// Starts the batch lane of `--via auto` beside the online runner: it works the batches
+/// the split cut and any of their items that come back.
+pub(super) fn spawn_lane(
+    prepared: &Prepared,
+    validated: &Validated,
+    db: &std::path::Path,
+    base_url: &str,
+    headers: &[(String, String)],
+    stop: tokio::sync::watch::Receiver<u32>,
+    quiet: bool,
+) -> anyhow::Result<LaneTask> {
+    let lane = lane(
+        prepared,
+        validated,
+        db,
+        base_url,
+        headers,
+        Scope::Returned,
+        quiet,
+    )?;
+    Ok(tokio::spawn(lane.run(stop)))
+}
+
+/// Waits for the batch lane of `--via auto` after the online runner ended with exit code
+/// `online`; returns the run's exit code.
+pub(super) async fn join_lane(
+    lane: LaneTask,
+    online: u8,
+    db: &std::path::Path,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    if online != EXIT_OK && online != EXIT_FAILURES {
+        lane.abort();
+        return Ok(online);
+    }
+    let summary = lane.await??;
+    let code = finish(&summary, &Store::open(db)?, quiet)?;
+    Ok(code.max(online))
 }
 
 #[derive(Args, Debug)]

@@ -94,6 +94,10 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         return super::batch::run_batch(&args, &prepared, &validated, &db, &headers).await;
     }
     restore_limiter(&mut prepared, last.as_ref(), &clock);
+    let auto = args.via == super::batch::Via::Auto;
+    if auto {
+        super::batch::split_for_auto(&args, &prepared, &validated, &db)?;
+    }
     let queued = queue_pending(&store, &prepared, &validated, &clock)?;
     let before = before(&store, last.as_ref())?;
     debug_assert_eq!(before.total, validated.items);
@@ -102,6 +106,15 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
     let transport = HttpTransport::new(&base_url, &headers, config.api.timeout, config.workers)?;
     let shared = shared_limiter(&prepared, &headers, args.shard)?;
+    let stop = stop_on_signals();
+    let lane = (auto)
+        .then(|| {
+            let stop = stop.clone();
+            super::batch::spawn_lane(
+                &prepared, &validated, &db, &base_url, &headers, stop, args.quiet,
+            )
+        })
+        .transpose()?;
     let runner = Runner {
         transport: std::sync::Arc::new(transport),
         clock,
@@ -117,12 +130,16 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         scheduler: queued.scheduler,
         limiter: prepared.limiter,
     };
-    let summary = runner.run(stop_on_signals()).await?;
-    drop(claim);
+    let summary = runner.run(stop).await?;
     if !args.quiet || summary.end != End::Finished {
         out(&report::summary(&summary, &db))?;
     }
-    Ok(exit_of(&summary))
+    let code = match lane {
+        Some(lane) => super::batch::join_lane(lane, exit_of(&summary), &db, args.quiet).await?,
+        None => exit_of(&summary),
+    };
+    drop(claim);
+    Ok(code)
 }
 
 /// The documented exit code of how a run ended.

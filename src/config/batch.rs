@@ -17,7 +17,7 @@ use super::Checker;
 
 /// The keys of `[batch]`, for hints.
 pub(super) const BATCH_KEYS: &str =
-    "provider, max_requests, max_bytes, window, poll, enqueued_tokens";
+    "provider, max_requests, max_bytes, window, turnaround, poll, enqueued_tokens";
 
 /// Which provider's Batch API the batch lane speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub struct BatchApi {
     pub max_bytes: NonZeroU64,
     /// The completion window asked for (and the longest a batch is expected to take).
     pub window: Duration,
+    /// How long a batch is expected to take, for plans (`run --via auto`, `estimate`);
+    /// `None`: the whole window.
+    pub turnaround: Option<Duration>,
     /// How often open batches are polled.
     pub poll: Duration,
     /// The provider's enqueued-token limit: most estimated tokens in open batches at once.
@@ -80,6 +83,7 @@ impl BatchApi {
             max_requests: NonZeroU64::new(provider.max_requests()).unwrap_or(NonZeroU64::MIN),
             max_bytes: NonZeroU64::new(provider.max_bytes()).unwrap_or(NonZeroU64::MIN),
             window: Duration::from_secs(24 * 3600),
+            turnaround: None,
             poll: Duration::from_secs(30),
             enqueued_tokens: None,
         }
@@ -94,6 +98,7 @@ pub(super) struct RawBatch {
     max_requests: Option<Spanned<i64>>,
     max_bytes: Option<Spanned<i64>>,
     window: Option<Spanned<String>>,
+    turnaround: Option<Spanned<String>>,
     poll: Option<Spanned<String>>,
     enqueued_tokens: Option<Spanned<i64>>,
 }
@@ -137,6 +142,9 @@ pub(super) fn check_batch_api(check: &mut Checker<'_>, raw: Option<RawBatch>) ->
     }
     if let Some(v) = &raw.window {
         api.window = check.duration(v, "window")?;
+    }
+    if let Some(v) = &raw.turnaround {
+        api.turnaround = Some(check.duration(v, "turnaround")?);
     }
     if let Some(v) = &raw.poll {
         api.poll = check.duration(v, "poll")?;

@@ -180,3 +180,35 @@ fn cancel_batches_cancels_open_ones_and_a_rerun_sends_their_items_again() {
         .collect();
     assert!(statuses.iter().any(|s| s == "cancelled"), "{statuses:?}");
 }
+
+#[test]
+fn auto_sends_online_only_what_the_batches_cannot_finish_by_the_deadline() {
+    // 200 items at 10 requests a second take 20 s online, past a 5 s deadline. Batches
+    // take ~1 s here and the provider holds 50 items' tokens at once: 4 rounds of 50 fit
+    // in 5 s (1 s turnaround + a 100 ms poll each), so every item goes through batches.
+    // With a 2.5 s deadline only 2 rounds fit: 100 items batched, 100 sent online.
+    for (deadline, online, batches) in [("5s", 0, 4), ("2500ms", 100, 2)] {
+        let p = Project::new().with_mock("mock://openai?batch_delay=1s");
+        let config = p.config(
+            "[[limits]]\nname = \"rps\"\nunit = \"requests\"\nrate = 10\nper = \"1s\"\nburst = 1\n\n[batch]\nturnaround = \"1s\"\npoll = \"100ms\"\nenqueued_tokens = 1300\n",
+            4,
+        );
+        let worklist = p.worklist(200);
+        let run = p.run(
+            &worklist,
+            &config,
+            &["--via", "auto", "--deadline", deadline],
+        );
+        run.expect_code(0);
+        assert!(
+            run.stdout().contains(&format!(
+                "plan (--via auto): {online} items online, {} through {batches} batches",
+                200 - online
+            )),
+            "{}",
+            run.dump()
+        );
+        all_done(&p, &p.path("work.ratebound.db"), 200, true);
+        assert_eq!(created_and_online(&p), (batches, online));
+    }
+}
