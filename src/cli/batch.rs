@@ -240,6 +240,31 @@ pub(super) fn render_split(split: &Split, via: &str) -> String {
     )
 }
 
+/// `estimate --via batch|auto`: the plan over the estimate's online makespan and cost, with
+/// `[batch]` (or OpenAI's defaults when the config has none); `None` for `--via online`.
+pub(super) fn estimate_plan(
+    config: &Config,
+    e: &crate::estimate::Estimate,
+    via: Via,
+    deadline: Option<Duration>,
+) -> Option<Split> {
+    let api = (config.batch_api.clone())
+        .unwrap_or_else(|| BatchApi::new(crate::config::BatchProvider::OpenAi));
+    let input = PlanInput {
+        items: e.items,
+        tokens: e.tokens,
+        online_makespan: Duration::from_secs_f64(e.makespan_s.max(0.0)),
+        online_cost_usd: e.cost_usd,
+        batch_discount: batch_discount(config),
+        deadline,
+    };
+    match via {
+        Via::Online => None,
+        Via::Batch => Some(crate::batch::plan::all_batch(&input, &api)),
+        Via::Auto => Some(crate::batch::plan::auto(&input, &api)),
+    }
+}
+
 /// `--via auto`: plans the split, prints it, and cuts the batch share (the last items in
 /// scheduler order; the online lane takes the first) into batches, so the online queue
 /// leaves them out. A rerun keeps the split it made.

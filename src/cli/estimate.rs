@@ -39,6 +39,10 @@ pub(super) struct EstimateArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Model a lane: `batch` (everything through the Batch API) or `auto` (online what
+    /// --deadline needs, the rest through batches): cost, finish, batches and the split.
+    #[arg(long, value_enum, default_value = "online")]
+    via: super::batch::Via,
 }
 
 /// Prepares as `run` does, simulates, and prints the estimate.
@@ -65,10 +69,22 @@ pub(super) fn estimate(args: &EstimateArgs) -> anyhow::Result<u8> {
         policy: prepared.plan.as_ref().map(|plan| &plan.policy),
     };
     let e = estimate::estimate(&setup, config.workers.max(1), args.deadline)?;
-    let text = if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&e)?)
-    } else {
-        report::estimate::render(&e)
+    let plan = super::batch::estimate_plan(config, &e, args.via, args.deadline);
+    let text = match (args.json, &plan) {
+        (true, None) => format!("{}\n", serde_json::to_string_pretty(&e)?),
+        (true, Some(plan)) => {
+            let mut v = serde_json::to_value(&e)?;
+            v["plan"] = serde_json::to_value(plan)?;
+            format!("{}\n", serde_json::to_string_pretty(&v)?)
+        }
+        (false, plan) => {
+            let text = report::estimate::render(&e);
+            let via = format!("{:?}", args.via).to_lowercase();
+            text + &plan
+                .as_ref()
+                .map(|p| super::batch::render_split(p, &via))
+                .unwrap_or_default()
+        }
     };
     out(&text)?;
     Ok(EXIT_OK)

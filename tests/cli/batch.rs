@@ -212,3 +212,43 @@ fn auto_sends_online_only_what_the_batches_cannot_finish_by_the_deadline() {
         assert_eq!(created_and_online(&p), (batches, online));
     }
 }
+
+#[test]
+fn estimate_models_the_batch_lane_and_the_split() {
+    let p = Project::new().with_mock("mock://openai");
+    let config = p.config(
+        "[[limits]]\nname = \"rps\"\nunit = \"requests\"\nrate = 10\nper = \"1s\"\nburst = 1\n\n[batch]\nturnaround = \"1s\"\npoll = \"100ms\"\nenqueued_tokens = 1300\n",
+        4,
+    );
+    let worklist = p.worklist(200);
+    let args = |via: &str| {
+        let mut a = vec![
+            "estimate",
+            worklist.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+        ];
+        a.extend(["--via", via, "--deadline", "2500ms", "--json"]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let json = |via: &str| {
+        let args = args(via);
+        let run = p.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        run.expect_code(0);
+        serde_json::from_str::<serde_json::Value>(&run.stdout()).unwrap()["plan"].clone()
+    };
+    let auto = json("auto");
+    assert_eq!(
+        (auto["online_items"].as_u64(), auto["batch_items"].as_u64()),
+        (Some(100), Some(100)),
+        "{auto}"
+    );
+    let batch = json("batch");
+    assert_eq!(
+        (batch["batch_items"].as_u64(), batch["batches"].as_u64()),
+        (Some(200), Some(4)),
+        "{batch}"
+    );
+    assert_eq!(batch["meets_deadline"], false, "4 rounds of 1.1 s: {batch}");
+    assert!(p.records().is_empty(), "estimate sends nothing");
+}
