@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-
 use super::dialect::{self, BatchView, KEY_FIELD};
 use crate::config::BatchProvider;
 
@@ -97,14 +95,13 @@ impl BatchClient {
         window: Duration,
         timeout: Duration,
     ) -> Result<BatchClient, ClientError> {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            let bad = || ClientError::Header { name: name.clone() };
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| bad())?;
-            value.set_sensitive(true);
-            map.insert(header, value);
-        }
+        let map = crate::runner::transport::sensitive_headers(headers).map_err(|e| match e {
+            crate::runner::transport::ClientError::Header { name } => ClientError::Header { name },
+            other => ClientError::Transport {
+                doing: "building the HTTP client",
+                message: other.to_string(),
+            },
+        })?;
         let client = reqwest::Client::builder()
             .default_headers(map)
             .timeout(timeout.max(Duration::from_secs(60)))
