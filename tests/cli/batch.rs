@@ -252,3 +252,46 @@ fn estimate_models_the_batch_lane_and_the_split() {
     assert_eq!(batch["meets_deadline"], false, "4 rounds of 1.1 s: {batch}");
     assert!(p.records().is_empty(), "estimate sends nothing");
 }
+
+#[test]
+fn pause_stops_submitting_batches_while_open_ones_are_collected() {
+    // One batch at a time (the enqueued-token limit holds 50 items): batch 1 is created,
+    // the run is paused, batch 1 is still collected, batch 2 is not submitted until resume.
+    let (p, config) = project(
+        "mock://openai?batch_delay=1s",
+        "max_requests = 50\nenqueued_tokens = 1300",
+    );
+    let worklist = p.worklist(150);
+    let db = p.path("work.ratebound.db");
+    let db_str = db.to_str().unwrap();
+    let mut child = p
+        .command(&[
+            "run",
+            worklist.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "--via",
+            "batch",
+            "--quiet",
+        ])
+        .spawn()
+        .expect("run starts");
+    p.wait_for_status(db_str, |s| s["batches"][0]["state"] == "created");
+    p.cmd(&["pause", "--db", db_str]).expect_code(0);
+    let applied = p.wait_for_status(db_str, |s| s["batches"][0]["state"] == "applied");
+    let at = applied["elapsed_s"].as_f64().unwrap();
+    // A second of the lane's clock: some twenty turns of its 50 ms poll while paused.
+    p.wait_for_status(db_str, |s| {
+        s["elapsed_s"].as_f64().unwrap_or(0.0) >= at + 1.0
+    });
+    assert_eq!(
+        created_and_online(&p).0,
+        1,
+        "nothing submitted while paused"
+    );
+    p.cmd(&["resume", "--db", db_str]).expect_code(0);
+    let status = child.wait().expect("run ends");
+    assert_eq!(status.code(), Some(0));
+    all_done(&p, &db, 150, true);
+    assert_eq!(created_and_online(&p).0, 3);
+}
