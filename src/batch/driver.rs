@@ -387,15 +387,12 @@ fn render(renderer: &Renderer, row: &PendingRow) -> Result<Rendered, LaneError> 
     })
 }
 
-/// Cuts `rows` (in scheduler order) into batches recorded in `store` under `key_prefix`;
-/// returns how many.
-pub fn cut_rows(
-    store: &mut Store,
+/// The size of each of `rows` as a request line of a batch.
+pub fn sizes(
     api: &BatchApi,
     renderer: &Renderer,
-    key_prefix: &str,
     rows: &[PendingRow],
-) -> Result<u64, LaneError> {
+) -> Result<Vec<ItemSize>, LaneError> {
     let mut sizes = Vec::with_capacity(rows.len());
     for row in rows {
         let r = render(renderer, row)?;
@@ -406,7 +403,19 @@ pub fn cut_rows(
             tokens: r.tokens,
         });
     }
-    let cuts = lifecycle::cut(sizes, api);
+    Ok(sizes)
+}
+
+/// Cuts `rows` (in scheduler order) into batches recorded in `store` under `key_prefix`;
+/// returns how many.
+pub fn cut_rows(
+    store: &mut Store,
+    api: &BatchApi,
+    renderer: &Renderer,
+    key_prefix: &str,
+    rows: &[PendingRow],
+) -> Result<u64, LaneError> {
+    let cuts = lifecycle::cut(sizes(api, renderer, rows)?, api);
     for cut in &cuts {
         store.cut_batch(key_prefix, &cut.seqs, cut.tokens, cut.bytes)?;
     }

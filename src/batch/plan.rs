@@ -75,7 +75,8 @@ fn round(api: &BatchApi) -> Duration {
     api.turnaround.unwrap_or(api.window) + api.poll
 }
 
-fn split(input: &PlanInput, api: &BatchApi, batch_items: u64) -> Split {
+/// The split with `batch_items` of the items (the last ones) through batches.
+pub fn split(input: &PlanInput, api: &BatchApi, batch_items: u64) -> Split {
     let online_items = input.items - batch_items;
     let per_item = input.online_cost_usd / input.items.max(1) as f64;
     let (batches, _, batch_finish) = batch_shape(input, api, batch_items);

@@ -281,14 +281,32 @@ pub(super) fn split_for_auto(
         return Ok(());
     }
     let rows = store.pending()?;
-    let split = crate::batch::plan::auto(&plan_input(config, &rows, args.deadline)?, &api);
+    let input = plan_input(config, &rows, args.deadline)?;
+    let planned = crate::batch::plan::auto(&input, &api);
+    let renderer = renderer(config);
+    let sizes = crate::batch::driver::sizes(&api, &renderer, &rows)?;
+    // Whole items pack less tightly than the plan's mean: while the batch share needs more
+    // batches than planned, its first items go online instead.
+    let mut batched = usize::try_from(planned.batch_items).unwrap_or(rows.len());
+    loop {
+        let tail = &sizes[rows.len() - batched..];
+        let cuts = crate::batch::lifecycle::cut(tail.iter().copied(), &api);
+        let extra: usize = (cuts
+            .iter()
+            .skip(usize::try_from(planned.batches).unwrap_or(0)))
+        .map(|c| c.seqs.len())
+        .sum();
+        if extra == 0 {
+            break;
+        }
+        batched -= extra.min(batched);
+    }
+    let split = crate::batch::plan::split(&input, &api, batched as u64);
     if !args.quiet {
         out(&render_split(&split, "auto"))?;
     }
-    let batched = usize::try_from(split.batch_items).unwrap_or(rows.len());
     let prefix = key_prefix(&store, validated)?;
-    let renderer = renderer(config);
-    let tail = &rows[rows.len().saturating_sub(batched)..];
+    let tail = &rows[rows.len() - batched..];
     crate::batch::driver::cut_rows(&mut store, &api, &renderer, &prefix, tail)?;
     Ok(())
 }
