@@ -22,6 +22,8 @@ use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::{OnQuota, RetryPolicy};
 use crate::template::{Template, TemplateKind};
 
+pub mod batch;
+pub use batch::{BatchApi, BatchProvider};
 pub mod redis_url;
 pub mod scheduling;
 pub use scheduling::{LaneError, Scheduling, Tenants};
@@ -34,7 +36,7 @@ pub use steps::{NextPage, Paginate, Plan, StepSpec};
 const KEYS: &[(&str, &str)] = &[
     (
         "top level",
-        "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler",
+        "api, request, limits, workers, retry, limiter, kinds, pricing, classes, tiers, tenants, scheduler, batch",
     ),
     (
         "[api]",
@@ -65,6 +67,7 @@ const KEYS: &[(&str, &str)] = &[
         "max_attempts, backoff, max_backoff, max_wait, quota_markers, on_quota, storm_share",
     ),
     ("[limiter]", "jitter, backend, namespace"),
+    ("[batch]", batch::BATCH_KEYS),
 ];
 
 /// Default time a provider's batch API takes at most (`batch_window`).
@@ -220,6 +223,8 @@ pub struct Config {
     pub jitter: Duration,
     /// Where limiter state is shared with other runners (`[limiter] backend`), if anywhere.
     pub backend: Option<SharedBackend>,
+    /// `[batch]`: the provider's Batch API as a second lane, if configured.
+    pub batch_api: Option<BatchApi>,
     source: String,
     /// Every header value and `base_url`: where a secret may stand.
     sites: Vec<secrets::Site>,
@@ -274,6 +279,7 @@ struct RawConfig {
     tenants: scheduling::RawTenants,
     #[serde(default)]
     scheduler: scheduling::RawScheduler,
+    batch: Option<batch::RawBatch>,
 }
 
 #[derive(Deserialize, Default)]
@@ -619,6 +625,7 @@ impl Config {
             None => Some(DEFAULT_JITTER),
         };
         let backend = check_backend(&mut check, &raw.limiter);
+        let batch_api = batch::check_batch_api(&mut check, raw.batch);
         if !check.problems.is_empty() {
             return Err(invalid(check.problems));
         }
@@ -638,6 +645,7 @@ impl Config {
                 batch,
                 jitter,
                 backend,
+                batch_api,
                 source: source.to_string(),
                 sites: check.sites,
             }),

@@ -29,10 +29,12 @@
 //! - [`dispatch`]: the pure dispatch core that `run` and `estimate` both drive.
 //! - [`session`]: how a session ended and what it did (shared by runner and report).
 //! - [`runner`]: the async loop where network, store and clock meet.
+//! - [`batch`]: the provider's Batch API as a second, half-price lane, checkpointed.
 //! - [`estimate`]: a dry run in virtual time over the limiter and scheduler.
 //! - [`mock`]: the built-in rate-limited API.
 //! - [`report`]: progress, summary, status, export.
 
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;

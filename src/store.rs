@@ -26,6 +26,8 @@ use crate::limiter::{BucketState, BucketUsage};
 use crate::scheduler::Lane;
 use crate::worklist::Item;
 
+mod batch;
+pub use batch::{Applied, BatchRow, BatchSeen, BatchState, LineApply};
 mod inputs;
 mod series;
 
@@ -504,6 +506,7 @@ impl Store {
             .and_then(|()| queue::add_lane_columns(&conn))
             .and_then(|()| conn.execute_batch(queue::QUEUE_SCHEMA))
             .and_then(|()| queue::backfill_counters(&conn))
+            .and_then(|()| conn.execute_batch(batch::BATCH_SCHEMA))
             .map_err(err)?;
         if identity != Identity::Current {
             conn.pragma_update(None, "application_id", APPLICATION_ID)
@@ -693,15 +696,17 @@ impl Store {
     /// Items not yet finished, in dispatch order: priority descending, then file order
     /// (every lane together; a run reads them a page at a time instead, with
     /// [`Store::pending_page`]).
+    /// Items held by an open batch are the batch lane's and left out.
     pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT seq, id, priority, tokens, payload, attempts,
                         (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient'),
                         (SELECT progress FROM item_steps s WHERE s.seq = items.seq)
-                 FROM items WHERE status = 'pending' ORDER BY priority DESC, seq",
-            )
+                 FROM items WHERE status = 'pending' AND NOT {} ORDER BY priority DESC, seq",
+                batch::IN_OPEN_BATCH
+            ))
             .map_err(self.err("loading pending items"))?;
         let mut rows = stmt
             .query_map([], queue::pending_row)

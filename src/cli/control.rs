@@ -74,5 +74,9 @@ fn recorded_run(store: &Store, db: PathBuf) -> anyhow::Result<RunArgs> {
         quiet: false,
         shard,
         verify: false,
+        via: (store.meta("via")?)
+            .and_then(|v| clap::ValueEnum::from_str(&v, true).ok())
+            .unwrap_or_default(),
+        deadline: None,
     })
 }

@@ -39,15 +39,32 @@ pub(super) struct EstimateArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(super) json: bool,
+    /// Model a lane: `batch` (everything through the Batch API) or `auto` (online what
+    /// --deadline needs, the rest through batches): cost, finish, batches and the split.
+    #[arg(long, value_enum, default_value = "online")]
+    pub(super) via: super::batch::Via,
 }
 
 /// Prepares as `run` does, simulates, and prints the estimate.
 pub(super) fn estimate(args: &EstimateArgs) -> anyhow::Result<u8> {
-    let e = estimate_of(args)?;
-    let text = if args.json {
-        format!("{}\n", serde_json::to_string_pretty(&e)?)
-    } else {
-        report::estimate::render(&e)
+    let (e, prepared) = simulate(args)?;
+    let config = &prepared.config;
+    let plan = super::batch::estimate_plan(config, &e, args.via, args.deadline);
+    let text = match (args.json, &plan) {
+        (true, None) => format!("{}\n", serde_json::to_string_pretty(&e)?),
+        (true, Some(plan)) => {
+            let mut v = serde_json::to_value(&e)?;
+            v["plan"] = serde_json::to_value(plan)?;
+            format!("{}\n", serde_json::to_string_pretty(&v)?)
+        }
+        (false, plan) => {
+            let text = report::estimate::render(&e);
+            let via = format!("{:?}", args.via).to_lowercase();
+            text + &plan
+                .as_ref()
+                .map(|p| super::batch::render_split(p, &via))
+                .unwrap_or_default()
+        }
     };
     out(&text)?;
     Ok(EXIT_OK)
@@ -55,6 +72,11 @@ pub(super) fn estimate(args: &EstimateArgs) -> anyhow::Result<u8> {
 
 /// Prepares as `run` does and simulates.
 pub(super) fn estimate_of(args: &EstimateArgs) -> anyhow::Result<estimate::Estimate> {
+    Ok(simulate(args)?.0)
+}
+
+/// The estimate of the online run, and what it was prepared from.
+fn simulate(args: &EstimateArgs) -> anyhow::Result<(estimate::Estimate, Prepared)> {
     let start = args.start.unwrap_or_else(SystemTime::now);
     let prepared = prepare::prepare(args.config.clone(), args.workers, &args.worklist, start)?;
     let recorded = args.from_db.as_deref().map(recorded_run).transpose()?;
@@ -76,11 +98,8 @@ pub(super) fn estimate_of(args: &EstimateArgs) -> anyhow::Result<estimate::Estim
         retry: &config.retry,
         policy: prepared.plan.as_ref().map(|plan| &plan.policy),
     };
-    Ok(estimate::estimate(
-        &setup,
-        config.workers.max(1),
-        args.deadline,
-    )?)
+    let e = estimate::estimate(&setup, config.workers.max(1), args.deadline)?;
+    Ok((e, prepared))
 }
 
 /// The latencies, usage and failure share recorded in a previous run's db.

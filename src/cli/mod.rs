@@ -5,6 +5,7 @@
 //! `estimate` share (the config, the validated work list, the scheduling plan) is built once
 //! by [`prepare`] before anything is sent.
 
+mod batch;
 mod control;
 mod estimate;
 mod export;
@@ -68,6 +69,8 @@ enum Command {
     RetryFailed(control::DbArgs),
     /// Run the built-in rate-limited mock API.
     Mock(mock::MockArgs),
+    /// Ask the provider to cancel a run's open batches (`run --via batch|auto`) and pause it.
+    CancelBatches(batch::CancelArgs),
 }
 
 /// A mistake in how ratebound was called.
@@ -111,6 +114,7 @@ pub fn main(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(args) => control::resume(args),
         Command::RetryFailed(args) => retry_failed::retry_failed(&args),
         Command::Mock(args) => runtime()?.block_on(mock::mock(args)),
+        Command::CancelBatches(args) => runtime()?.block_on(batch::cancel_batches(args)),
     }
 }
 

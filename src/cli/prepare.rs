@@ -74,6 +74,15 @@ pub struct Prepared {
     pub limiter: Limiter,
 }
 
+/// A work list imported into the db: the fingerprint that binds the db to it and its item
+/// count (this shard's, when sharded).
+pub struct Validated {
+    /// The work list's fingerprint identity (with `#shard=I/N` when sharded).
+    pub fingerprint: String,
+    /// Items in the db's queue.
+    pub items: u64,
+}
+
 /// Who refuses duplicate ids while the work list is validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ids {

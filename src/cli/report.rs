@@ -43,6 +43,7 @@ pub(super) fn report(args: &ReportArgs) -> anyhow::Result<u8> {
             start: None,
             workers: None,
             json: true,
+            via: super::batch::Via::Online,
         };
         inputs.bound_s = estimate_of(&estimate).ok().map(|e| e.makespan_s);
     }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 
-use super::prepare::{self, Prepared};
+use super::prepare::{self, Prepared, Validated};
 use super::queueing::{queue_worklist, stored_tenants};
 use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, UsageError, out};
 use crate::clock::{Clock, SystemClock, unix_ms};
@@ -54,6 +54,14 @@ pub(super) struct RunArgs {
     /// when its modification time moved).
     #[arg(long)]
     pub(super) verify: bool,
+    /// The lane: `online` (requests one by one), `batch` (the provider's Batch API, `[batch]`
+    /// in the config: half price, within its window) or `auto` (online what --deadline needs,
+    /// the rest through batches).
+    #[arg(long, value_enum, default_value = "online")]
+    pub(super) via: super::batch::Via,
+    /// With `--via auto`: when the run must be finished, from now, e.g. `6h` or `3d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(super) deadline: Option<Duration>,
 }
 
 /// Jobs per worker the scheduler loads ahead from the store.
@@ -86,9 +94,25 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut prepared = prepare::plan(config, &args.worklist, clock.wall_at(0), tenants)?;
     let resolved = prepared.config.resolve_env()?;
     let headers = &resolved.headers;
+    if args.via != super::batch::Via::Online {
+        super::batch::batch_api(&prepared.config)?;
+    }
     let (store, identity) = queue_worklist(&args, &prepared, store)?;
     mark_session(&store, &args, &prepared)?;
+    store.set_meta("via", &format!("{:?}", args.via).to_lowercase())?;
+    let validated = Validated {
+        fingerprint: identity.clone(),
+        items: store.counts()?.total,
+    };
+    if args.via == super::batch::Via::Batch {
+        drop(store);
+        return super::batch::run_batch(&args, &prepared, &validated, &db, headers).await;
+    }
     restore_limiter(&mut prepared, last.as_ref(), &clock);
+    let auto = args.via == super::batch::Via::Auto;
+    if auto {
+        super::batch::split_for_auto(&args, &prepared, &validated, &db)?;
+    }
     let queued = queue_pending(&db, &prepared, identity, &clock)?;
     let before = before(&store, last.as_ref())?;
 
@@ -98,6 +122,15 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         .with_secrets(resolved.secrets.clone())
         .with_max_response_bytes(config.api.max_response_bytes);
     let shared = shared_limiter(&prepared, headers, args.shard)?;
+    let stop = stop_on_signals();
+    let lane = (auto)
+        .then(|| {
+            let stop = stop.clone();
+            super::batch::spawn_lane(
+                &prepared, &validated, &db, &base_url, headers, stop, args.quiet,
+            )
+        })
+        .transpose()?;
     let runner = Runner {
         transport: std::sync::Arc::new(transport),
         clock,
@@ -116,8 +149,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         scheduler: queued.scheduler,
         limiter: prepared.limiter,
     };
-    let summary = runner.run(stop_on_signals()).await?;
-    drop(claim);
+    let summary = runner.run(stop).await?;
     if !args.quiet || summary.end != End::Finished {
         // The run's exit code says how it ended; a reader gone from stdout must not hide it.
         match out(&report::summary(&summary, &db)) {
@@ -125,7 +157,12 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             _ => {}
         }
     }
-    Ok(exit_of(&summary))
+    let code = match lane {
+        Some(lane) => super::batch::join_lane(lane, exit_of(&summary), &db, args.quiet).await?,
+        None => exit_of(&summary),
+    };
+    drop(claim);
+    Ok(code)
 }
 
 /// The documented exit code of how a run ended.
@@ -256,7 +293,7 @@ fn settings(prepared: &Prepared, queued: &Queued) -> Settings {
 
 /// The URL to send to: the configured one, or that of the built-in mock (started here and
 /// kept alive by the returned guard) for a `mock://` URL.
-async fn base_url(
+pub(super) async fn base_url(
     configured: &str,
     config_path: &Path,
 ) -> anyhow::Result<(String, Option<crate::mock::MockHandle>)> {
@@ -310,7 +347,7 @@ fn say(line: &str) {
 
 /// Watches Ctrl-C, SIGTERM and SIGHUP: the first asks the runner to stop gracefully (the count
 /// goes up on the returned channel), the second exits at once.
-fn stop_on_signals() -> watch::Receiver<u32> {
+pub(super) fn stop_on_signals() -> watch::Receiver<u32> {
     let (stop_tx, stop_rx) = watch::channel(0u32);
     tokio::spawn(async move {
         let mut presses = 0u32;

@@ -45,6 +45,9 @@ pub struct Status {
     pub limits: Vec<BucketUsage>,
     /// The work list of this run.
     pub worklist: Option<String>,
+    /// The batch lane's batches with their state and counts (`run --via batch|auto`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<crate::store::BatchRow>,
 }
 
 /// Reads the status of the run in `store` as of `now`.
@@ -106,6 +109,8 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
         eta_s,
         limits: progress.map(|p| p.limits).unwrap_or_default(),
         worklist: store.meta("worklist")?,
+        // A db written before the batch lane has no batches table.
+        batches: store.batches(false).unwrap_or_default(),
     })
 }
 
@@ -133,6 +138,7 @@ pub fn aggregate(all: Vec<Status>) -> Status {
             eta_s: None,
             limits: Vec::new(),
             worklist: None,
+            batches: Vec::new(),
         };
     };
     let rank = |state: &str| match state {
@@ -160,6 +166,7 @@ pub fn aggregate(all: Vec<Status>) -> Status {
             (a, b) => a.or(b),
         };
         sum.elapsed_s = sum.elapsed_s.max(s.elapsed_s);
+        sum.batches.extend(s.batches);
         for l in s.limits {
             match sum.limits.iter_mut().find(|m| m.name == l.name) {
                 Some(m) => m.used += l.used,
@@ -221,6 +228,21 @@ pub fn render(s: &Status) -> String {
             super::period(l.window_s)
         ));
     }
+    for b in &s.batches {
+        out.push_str(&format!(
+            "batch:     {:<3} {:<9} {:<24} {} requests: {} succeeded, {} failed{}\n",
+            b.local_id,
+            b.state.as_str(),
+            b.batch_id.as_deref().unwrap_or("-"),
+            b.requests,
+            b.completed,
+            b.failed,
+            b.status
+                .as_deref()
+                .map(|st| format!(" ({st})"))
+                .unwrap_or_default()
+        ));
+    }
     out
 }
 
@@ -251,6 +273,7 @@ mod tests {
                 window_s: 60.0,
             }],
             worklist: None,
+            batches: Vec::new(),
         }
     }
 

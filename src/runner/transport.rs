@@ -81,6 +81,20 @@ pub struct HttpTransport {
     max_response_bytes: u64,
 }
 
+/// The API's shared headers (resolved values) as a header map, every value marked sensitive
+/// so reqwest never shows it in a debug print.
+pub fn sensitive_headers(headers: &[(String, String)]) -> Result<HeaderMap, ClientError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let bad = || ClientError::Header { name: name.clone() };
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| bad())?;
+        value.set_sensitive(true);
+        map.insert(header, value);
+    }
+    Ok(map)
+}
+
 impl HttpTransport {
     /// A client for `base_url` sending `headers` (resolved values, marked sensitive) with
     /// every request.
@@ -90,16 +104,8 @@ impl HttpTransport {
         timeout: Duration,
         workers: usize,
     ) -> Result<HttpTransport, ClientError> {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            let bad = || ClientError::Header { name: name.clone() };
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| bad())?;
-            value.set_sensitive(true);
-            map.insert(header, value);
-        }
         let client = reqwest::Client::builder()
-            .default_headers(map)
+            .default_headers(sensitive_headers(headers)?)
             .timeout(timeout)
             .pool_max_idle_per_host(workers)
             .redirect(reqwest::redirect::Policy::none())

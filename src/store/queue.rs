@@ -355,10 +355,15 @@ impl Store {
         after: After,
         n: usize,
     ) -> Result<Vec<PendingRow>, StoreError> {
-        const COLUMNS: &str = "SELECT seq, id, priority, tokens, payload, attempts,
+        // Items held by an open batch are the batch lane's: the online queue skips them.
+        let columns = format!(
+            "SELECT seq, id, priority, tokens, payload, attempts,
                 (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq AND a.outcome = 'transient'),
                 (SELECT progress FROM item_steps s WHERE s.seq = items.seq)
-             FROM items WHERE status = 'pending' AND class = ?1 AND tenant = ?2 AND grp = ?3";
+             FROM items WHERE status = 'pending' AND class = ?1 AND tenant = ?2 AND grp = ?3
+             AND NOT {}",
+            super::batch::IN_OPEN_BATCH
+        );
         let err = self.err("loading pending items");
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let lane_params = (lane.class, lane.tenant, lane.group);
@@ -374,12 +379,12 @@ impl Store {
         let (class, tenant, grp) = lane_params;
         let outcome = match after {
             None => read(
-                &format!("{COLUMNS} ORDER BY priority DESC, seq LIMIT ?4"),
+                &format!("{columns} ORDER BY priority DESC, seq LIMIT ?4"),
                 &[&class, &tenant, &grp, &limit],
                 &mut rows,
             ),
             Some((priority, seq)) => read(
-                &format!("{COLUMNS} AND priority = ?4 AND seq > ?5 ORDER BY seq LIMIT ?6"),
+                &format!("{columns} AND priority = ?4 AND seq > ?5 ORDER BY seq LIMIT ?6"),
                 &[&class, &tenant, &grp, &priority, &seq, &limit],
                 &mut rows,
             )
@@ -389,7 +394,7 @@ impl Store {
                     return Ok(());
                 }
                 read(
-                    &format!("{COLUMNS} AND priority < ?4 ORDER BY priority DESC, seq LIMIT ?5"),
+                    &format!("{columns} AND priority < ?4 ORDER BY priority DESC, seq LIMIT ?5"),
                     &[&class, &tenant, &grp, &priority, &left],
                     &mut rows,
                 )

@@ -1,6 +1,7 @@
 //! Integration tests: the built binary against the mock on loopback, one module per command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batch;
 mod claim;
 mod control;
 mod errors;
