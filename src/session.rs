@@ -2,12 +2,13 @@
 //! renders, kept here so neither imports the other.
 //!
 //! Owns [`Before`] (counts carried over from earlier sessions), [`End`] (why a session
-//! stopped), [`Summary`] (what it did) and [`RunState`] (the state the heartbeat records).
+//! stopped), [`Summary`] (what it did), [`Snapshot`] (the run's totals at one instant) and
+//! [`RunState`] (the state the heartbeat records).
 //! Pure data: no I/O, no clock.
 
 use std::time::{Duration, SystemTime};
 
-use crate::report::progress::Snapshot;
+use crate::limiter::BucketUsage;
 
 /// Counts carried over from earlier sessions of the same run.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,6 +27,38 @@ pub struct Before {
     pub retries: u64,
     /// Active time of earlier sessions.
     pub elapsed: Duration,
+}
+
+/// The run's state at one instant, totals over every session.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Items in the run.
+    pub total: u64,
+    /// Items done.
+    pub done: u64,
+    /// Items failed permanently.
+    pub failed: u64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// 429 responses.
+    pub rate_limited: u64,
+    /// Attempts after an item's first.
+    pub retries: u64,
+    /// Active run time.
+    pub elapsed: Duration,
+    /// Per-limit usage.
+    pub limits: Vec<BucketUsage>,
+    /// What the run is waiting for, if anything unusual (a quota's reset).
+    pub note: Option<String>,
+}
+
+impl Snapshot {
+    /// Items finished, done or failed.
+    pub fn finished(&self) -> u64 {
+        self.done + self.failed
+    }
 }
 
 /// How a session ended.
