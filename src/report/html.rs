@@ -11,8 +11,8 @@
 use std::fmt::Write as _;
 
 use super::chart::{Chart, ChartError, Line};
-use super::series::{LimitUse, Point};
 use crate::limiter::{LimitKind, LimitSpec};
+use crate::series::{LimitUse, Point};
 use crate::store::{Store, StoreError};
 
 /// Colours of recorded lines, in order.
