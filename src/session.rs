@@ -6,7 +6,10 @@
 //! [`RunState`] (the state the heartbeat records).
 //! Pure data: no I/O, no clock.
 
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
 
 use crate::limiter::BucketUsage;
 
@@ -99,7 +102,8 @@ pub struct Summary {
 }
 
 /// The state of a run as its heartbeat records it (`status` shows it as `state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// A runner is dispatching.
     Running,
@@ -122,6 +126,14 @@ impl RunState {
         }
     }
 
+    /// Every state, in the order `status` ranks them when shards disagree (lowest first).
+    pub const ALL: [RunState; 4] = [
+        RunState::Finished,
+        RunState::Stopped,
+        RunState::Paused,
+        RunState::Running,
+    ];
+
     /// The state a session's last heartbeat records for how it ended: `finished` only when
     /// nothing is left, `paused` for a quota or budget, else `stopped`.
     pub fn of_end(end: &End, nothing_left: bool) -> RunState {
@@ -130,6 +142,29 @@ impl RunState {
             End::Paused { .. } => RunState::Paused,
             _ => RunState::Stopped,
         }
+    }
+}
+
+/// A state name that is none of `running|paused|stopped|finished`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run state `{0}` (expected running, paused, stopped or finished)")]
+pub struct UnknownRunState(pub String);
+
+impl FromStr for RunState {
+    type Err = UnknownRunState;
+
+    /// Parses the name [`RunState::as_str`] gives.
+    fn from_str(name: &str) -> Result<RunState, UnknownRunState> {
+        RunState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| UnknownRunState(name.to_string()))
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -149,6 +184,18 @@ mod tests {
         .map(RunState::as_str)
         .collect();
         assert_eq!(names, ["running", "paused", "stopped", "finished"]);
+    }
+
+    #[test]
+    fn run_states_parse_back_and_an_unknown_name_is_an_error() {
+        for state in RunState::ALL {
+            assert_eq!(state.as_str().parse::<RunState>(), Ok(state));
+        }
+        let err = "runing".parse::<RunState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown run state `runing` (expected running, paused, stopped or finished)"
+        );
     }
 
     #[test]

@@ -648,7 +648,7 @@ impl<T: Transport> Runner<T> {
             sent_at_ms,
             latency_ms,
             http_status,
-            outcome: outcome_name(outcome),
+            outcome: outcome.as_str(),
             error: error.clone(),
         };
         Ok(Some(Answered {
@@ -885,7 +885,7 @@ impl<T: Transport> Runner<T> {
             note,
         };
         self.writer.progress(ProgressRow {
-            state: state.as_str().to_string(),
+            state,
             pid: std::process::id(),
             heartbeat_ms: unix_ms(self.clock.wall()),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -895,17 +895,6 @@ impl<T: Transport> Runner<T> {
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)
-    }
-}
-
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Done => "done",
-        Outcome::RateLimited => "rate_limited",
-        Outcome::Transient => "transient",
-        Outcome::Failed => "failed",
-        Outcome::Fatal => "fatal",
-        Outcome::QuotaExhausted => "quota_exhausted",
     }
 }
 

@@ -66,7 +66,13 @@ pub(super) fn on_heartbeat(tx: &Transaction<'_>, p: &ProgressRow) -> rusqlite::R
             window_s: l.window_s,
         })
         .collect();
-    let point = Point::observe(p.heartbeat_ms, &attempts, p.in_flight, &p.state, limits);
+    let point = Point::observe(
+        p.heartbeat_ms,
+        &attempts,
+        p.in_flight,
+        p.state.as_str(),
+        limits,
+    );
     let covering = tx
         .query_row(
             &format!(
@@ -152,7 +158,7 @@ fn insert(tx: &Transaction<'_>, p: &Point) -> rusqlite::Result<()> {
         p.latency_p50_ms,
         p.latency_p95_ms,
         p.in_flight,
-        p.state,
+        p.state.as_str(),
         limits
     ])?;
     Ok(())
