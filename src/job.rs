@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::config::{Config, Plan, RequestSpec};
 use crate::limiter::budget::Pricing;
 use crate::limiter::{Costs, JobAttrs, Limiter, Route, Unit};
+use crate::scheduler::Lane;
 use crate::store::PendingRow;
 use crate::template::RenderError;
 use crate::worklist::Payload;
@@ -34,19 +35,6 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// JSON body text, if any.
     pub body: Option<String>,
-}
-
-/// Where a job queues: its priority class, its tenant and its endpoint group, as indices
-/// into the [`Policy`](crate::scheduler::Policy)'s lists. The default lane (all zero) is the only lane of a plain
-/// scheduler.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Lane {
-    /// Index into [`Policy::classes`](crate::scheduler::Policy::classes).
-    pub class: u16,
-    /// Index into [`Policy::tenants`](crate::scheduler::Policy::tenants) (0 is the first tenant, or "no tenant").
-    pub tenant: u32,
-    /// 0 for a job under no endpoint cap, `i + 1` for one under [`Policy::groups`](crate::scheduler::Policy::groups)`[i]`.
-    pub group: u16,
 }
 
 /// An item ready for dispatch.

@@ -49,6 +49,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod scheduler;
+pub mod series;
 pub mod session;
 pub mod shard;
 pub mod shared;

@@ -44,6 +44,21 @@ pub enum Outcome {
     QuotaExhausted,
 }
 
+impl Outcome {
+    /// The name the store records for an attempt: `done`, `rate_limited`, `transient`,
+    /// `failed`, `fatal` or `quota_exhausted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Transient => "transient",
+            Outcome::Failed => "failed",
+            Outcome::Fatal => "fatal",
+            Outcome::QuotaExhausted => "quota_exhausted",
+        }
+    }
+}
+
 /// Classifies one attempt's response, recognising quota exhaustion by `markers` found in
 /// the body of a 4xx response.
 pub fn classify_body(response: Response, body: &str, markers: &[String]) -> Outcome {

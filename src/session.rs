@@ -2,12 +2,16 @@
 //! renders, kept here so neither imports the other.
 //!
 //! Owns [`Before`] (counts carried over from earlier sessions), [`End`] (why a session
-//! stopped), [`Summary`] (what it did) and [`RunState`] (the state the heartbeat records).
+//! stopped), [`Summary`] (what it did), [`Snapshot`] (the run's totals at one instant) and
+//! [`RunState`] (the state the heartbeat records).
 //! Pure data: no I/O, no clock.
 
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use crate::report::progress::Snapshot;
+use serde::Serialize;
+
+use crate::limiter::BucketUsage;
 
 /// Counts carried over from earlier sessions of the same run.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,6 +30,38 @@ pub struct Before {
     pub retries: u64,
     /// Active time of earlier sessions.
     pub elapsed: Duration,
+}
+
+/// The run's state at one instant, totals over every session.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Items in the run.
+    pub total: u64,
+    /// Items done.
+    pub done: u64,
+    /// Items failed permanently.
+    pub failed: u64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// 429 responses.
+    pub rate_limited: u64,
+    /// Attempts after an item's first.
+    pub retries: u64,
+    /// Active run time.
+    pub elapsed: Duration,
+    /// Per-limit usage.
+    pub limits: Vec<BucketUsage>,
+    /// What the run is waiting for, if anything unusual (a quota's reset).
+    pub note: Option<String>,
+}
+
+impl Snapshot {
+    /// Items finished, done or failed.
+    pub fn finished(&self) -> u64 {
+        self.done + self.failed
+    }
 }
 
 /// How a session ended.
@@ -66,7 +102,8 @@ pub struct Summary {
 }
 
 /// The state of a run as its heartbeat records it (`status` shows it as `state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// A runner is dispatching.
     Running,
@@ -89,6 +126,14 @@ impl RunState {
         }
     }
 
+    /// Every state, in the order `status` ranks them when shards disagree (lowest first).
+    pub const ALL: [RunState; 4] = [
+        RunState::Finished,
+        RunState::Stopped,
+        RunState::Paused,
+        RunState::Running,
+    ];
+
     /// The state a session's last heartbeat records for how it ended: `finished` only when
     /// nothing is left, `paused` for a quota or budget, else `stopped`.
     pub fn of_end(end: &End, nothing_left: bool) -> RunState {
@@ -97,6 +142,29 @@ impl RunState {
             End::Paused { .. } => RunState::Paused,
             _ => RunState::Stopped,
         }
+    }
+}
+
+/// A state name that is none of `running|paused|stopped|finished`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run state `{0}` (expected running, paused, stopped or finished)")]
+pub struct UnknownRunState(pub String);
+
+impl FromStr for RunState {
+    type Err = UnknownRunState;
+
+    /// Parses the name [`RunState::as_str`] gives.
+    fn from_str(name: &str) -> Result<RunState, UnknownRunState> {
+        RunState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| UnknownRunState(name.to_string()))
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -116,6 +184,18 @@ mod tests {
         .map(RunState::as_str)
         .collect();
         assert_eq!(names, ["running", "paused", "stopped", "finished"]);
+    }
+
+    #[test]
+    fn run_states_parse_back_and_an_unknown_name_is_an_error() {
+        for state in RunState::ALL {
+            assert_eq!(state.as_str().parse::<RunState>(), Ok(state));
+        }
+        let err = "runing".parse::<RunState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown run state `runing` (expected running, paused, stopped or finished)"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limiter::{BucketState, BucketUsage};
 use crate::scheduler::Lane;
+use crate::session::RunState;
 use crate::worklist::Item;
 
 mod batch;
@@ -262,11 +263,19 @@ pub struct ItemResult {
     pub last_attempt: AttemptRecord,
 }
 
+/// The [`RunState`] stored in column `i` of `r`; an unknown name is an error naming it.
+fn run_state(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<RunState> {
+    let name: String = r.get(i)?;
+    name.parse().map_err(|e: crate::session::UnknownRunState| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// A live run's progress, written periodically so `status` can read it from elsewhere.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProgressRow {
-    /// `running`, `stopped`, `finished`.
-    pub state: String,
+    /// The run's state, stored as [`RunState::as_str`].
+    pub state: RunState,
     /// The runner's process id.
     pub pid: u32,
     /// Unix ms of this write.
@@ -290,7 +299,7 @@ impl ProgressRow {
     pub fn is_live(&self, now_ms: u64) -> bool {
         let proc_dir = Path::new("/proc");
         let process_exists = !proc_dir.exists() || proc_dir.join(self.pid.to_string()).exists();
-        (self.state == "running" || self.state == "paused")
+        matches!(self.state, RunState::Running | RunState::Paused)
             && now_ms.saturating_sub(self.heartbeat_ms) < STALE_AFTER_MS
             && process_exists
     }
@@ -726,7 +735,7 @@ impl Store {
                     let limits: String = r.get(5)?;
                     let state: String = r.get(6)?;
                     Ok(ProgressRow {
-                        state: r.get(0)?,
+                        state: run_state(r, 0)?,
                         pid: r.get(1)?,
                         heartbeat_ms: r.get(2)?,
                         elapsed_ms: r.get(3)?,
@@ -1117,7 +1126,7 @@ fn commit(
                 tx.execute(
                     "INSERT OR REPLACE INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
                      VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![p.state, p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
+                    params![p.state.as_str(), p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
                 )
                 .map_err(err("writing progress"))?;
                 series::on_heartbeat(&tx, &p).map_err(err("recording the time series"))?;

@@ -23,6 +23,7 @@ use crate::report::{self, progress::Progress};
 use crate::runner::transport::HttpTransport;
 use crate::runner::{Before, End, Feedback, Runner, Settings, Summary};
 use crate::scheduler::{AutoWorkers, Scheduler, workers::binding_jobs_per_s};
+use crate::session::RunState;
 use crate::shard::Shard;
 use crate::shared::SharedLimiter;
 use crate::shared::redis::RedisLimiter;
@@ -212,7 +213,7 @@ fn mark_session(store: &Store, args: &RunArgs, prepared: &Prepared) -> anyhow::R
 fn restore_limiter(prepared: &mut Prepared, last: Option<&ProgressRow>, clock: &SystemClock) {
     let Some(progress) = last else { return };
     prepared.limiter.restore(&progress.limiter_state, clock);
-    if progress.state == "running" {
+    if progress.state == RunState::Running {
         // The last session died without a final checkpoint: it may have spent more of
         // its rolling limits than its last heartbeat shows, so those start empty (they
         // refill within one period); quota windows keep their saved counts.

@@ -11,8 +11,9 @@
 use std::fmt::Write as _;
 
 use super::chart::{Chart, ChartError, Line};
-use super::series::{LimitUse, Point};
 use crate::limiter::{LimitKind, LimitSpec};
+use crate::series::{LimitUse, Point};
+use crate::session::RunState;
 use crate::store::{Store, StoreError};
 
 /// Colours of recorded lines, in order.
@@ -173,7 +174,7 @@ pub fn shaded(points: &[Point]) -> Vec<(f64, f64)> {
     let mut spans: Vec<(f64, f64)> = Vec::new();
     for (i, p) in points.iter().enumerate() {
         let end = p.start_ms + p.width_ms;
-        if p.state == "paused" {
+        if p.state == RunState::Paused.as_str() {
             spans.push((secs(points, p.start_ms), secs(points, end)));
         }
         if let Some(next) = points.get(i + 1)
@@ -380,7 +381,7 @@ fn active_s(points: &[Point]) -> f64 {
 /// throughput against the limit's rate (see `rolling_share`).
 pub fn utilization(points: &[Point]) -> Option<f64> {
     let running: Vec<f64> = (points.iter())
-        .filter(|p| p.state == "running")
+        .filter(|p| p.state == RunState::Running.as_str())
         .filter_map(|p| {
             (p.limits.iter())
                 .filter(|l| !is_quota(l) && l.limit > 0)

@@ -9,7 +9,6 @@ pub mod export;
 pub mod html;
 pub mod live;
 pub mod progress;
-pub mod series;
 pub mod status;
 pub mod watch;
 

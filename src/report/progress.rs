@@ -16,41 +16,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::live::{self, Gauge, State, View};
 use crate::limiter::BucketUsage;
+use crate::session::Snapshot;
 
 /// How often a plain progress line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(5);
-
-/// The run's state at one instant, totals over every session.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    /// Items in the run.
-    pub total: u64,
-    /// Items done.
-    pub done: u64,
-    /// Items failed permanently.
-    pub failed: u64,
-    /// Requests in flight.
-    pub in_flight: u64,
-    /// Requests sent.
-    pub sent: u64,
-    /// 429 responses.
-    pub rate_limited: u64,
-    /// Attempts after an item's first.
-    pub retries: u64,
-    /// Active run time.
-    pub elapsed: Duration,
-    /// Per-limit usage.
-    pub limits: Vec<BucketUsage>,
-    /// What the run is waiting for, if anything unusual (a quota's reset).
-    pub note: Option<String>,
-}
-
-impl Snapshot {
-    /// Items finished, done or failed.
-    pub fn finished(&self) -> u64 {
-        self.done + self.failed
-    }
-}
 
 /// How long after a 429 the view says the run is backing off.
 const BACKING_OFF_FOR: Duration = Duration::from_secs(5);

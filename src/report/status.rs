@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::clock::unix_ms;
 use crate::limiter::BucketUsage;
+use crate::session::RunState;
 use crate::store::{Store, StoreError};
 
 /// The status of a run (the JSON of `status --json`).
@@ -26,7 +27,7 @@ pub struct Status {
     /// Requests in flight now (0 unless running).
     pub in_flight: u64,
     /// `running`, `paused`, `stopped` or `finished`.
-    pub state: String,
+    pub state: RunState,
     /// Requests sent over the whole run.
     pub requests_sent: u64,
     /// 429 responses over the whole run.
@@ -58,13 +59,20 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
     let now_ms = unix_ms(now);
     let live = progress.as_ref().is_some_and(|p| p.is_live(now_ms));
     let state = if counts.pending == 0 && counts.total > 0 {
-        "finished"
-    } else if live && progress.as_ref().is_some_and(|p| p.state == "running") {
-        "running"
-    } else if progress.as_ref().is_some_and(|p| p.state == "paused") {
-        "paused"
+        RunState::Finished
+    } else if live
+        && progress
+            .as_ref()
+            .is_some_and(|p| p.state == RunState::Running)
+    {
+        RunState::Running
+    } else if progress
+        .as_ref()
+        .is_some_and(|p| p.state == RunState::Paused)
+    {
+        RunState::Paused
     } else {
-        "stopped"
+        RunState::Stopped
     };
     let elapsed_ms = progress.as_ref().map_or(0, |p| {
         let since = if live {
@@ -99,7 +107,7 @@ pub fn read(store: &Store, now: SystemTime) -> Result<Status, StoreError> {
         } else {
             0
         },
-        state: state.to_string(),
+        state,
         requests_sent: requests.sent,
         responses_429: requests.rate_limited,
         retries: requests.retries,
@@ -128,7 +136,7 @@ pub fn aggregate(all: Vec<Status>) -> Status {
             failed: 0,
             pending: 0,
             in_flight: 0,
-            state: "stopped".into(),
+            state: RunState::Stopped,
             requests_sent: 0,
             responses_429: 0,
             retries: 0,
@@ -141,12 +149,7 @@ pub fn aggregate(all: Vec<Status>) -> Status {
             batches: Vec::new(),
         };
     };
-    let rank = |state: &str| match state {
-        "running" => 3,
-        "paused" => 2,
-        "stopped" => 1,
-        _ => 0,
-    };
+    let rank = |state: RunState| RunState::ALL.iter().position(|s| *s == state);
     let mut more = false;
     for s in all {
         more = true;
@@ -158,7 +161,7 @@ pub fn aggregate(all: Vec<Status>) -> Status {
         sum.requests_sent += s.requests_sent;
         sum.responses_429 += s.responses_429;
         sum.retries += s.retries;
-        if rank(&s.state) > rank(&sum.state) {
+        if rank(s.state) > rank(sum.state) {
             sum.state = s.state;
         }
         sum.started_at = match (sum.started_at.take(), s.started_at) {
@@ -257,7 +260,7 @@ mod tests {
             failed: 0,
             pending,
             in_flight: 0,
-            state: state.into(),
+            state: state.parse().expect("a run state"),
             requests_sent: done,
             responses_429: 1,
             retries: 0,
@@ -285,7 +288,7 @@ mod tests {
         ]);
         assert_eq!((sum.total, sum.done, sum.pending), (20, 15, 5));
         assert_eq!((sum.requests_sent, sum.responses_429), (15, 2));
-        assert_eq!(sum.state, "running", "one shard still runs");
+        assert_eq!(sum.state, RunState::Running, "one shard still runs");
         assert_eq!(sum.started_at.as_deref(), Some("2026-11-23T10:00:01Z"));
         assert_eq!(sum.elapsed_s, 20.0, "shards run side by side");
         assert_eq!(
@@ -297,6 +300,6 @@ mod tests {
             shard(1, 0, "finished", "2026-11-23T10:00:00Z", 0),
             shard(2, 0, "finished", "2026-11-23T10:00:00Z", 0),
         ]);
-        assert_eq!(done.state, "finished");
+        assert_eq!(done.state, RunState::Finished);
     }
 }

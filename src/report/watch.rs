@@ -13,15 +13,16 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use super::live::{self, State, View};
 use super::progress::{draw, gauges};
 use super::status::Status;
+use crate::session::RunState;
 use crate::store::StoreError;
 
 /// The view of a status read at unix ms `now_ms`.
 pub fn view_of(s: &Status, now_ms: u64) -> View {
-    let state = match s.state.as_str() {
-        "running" => State::Running,
-        "paused" => State::Paused,
-        "finished" => State::Finished,
-        _ => State::Stopped,
+    let state = match s.state {
+        RunState::Running => State::Running,
+        RunState::Paused => State::Paused,
+        RunState::Finished => State::Finished,
+        RunState::Stopped => State::Stopped,
     };
     let eta = match s.eta_s {
         Some(secs) => {
@@ -64,7 +65,7 @@ pub async fn watch(
                 return Ok(());
             }
         }
-        if status.state == "finished" {
+        if status.state == RunState::Finished {
             break;
         }
         tokio::select! {

@@ -39,9 +39,10 @@ use crate::dispatch::{Decision, Dispatcher, Idle, Rules, SharedAnswer, Ticket};
 use crate::headers::{self, Dialect, Observations};
 use crate::job::{CostModel, Job};
 use crate::limiter::{Costs, Limiter, Reservation, Route, Unit};
-use crate::report::progress::{Progress, Snapshot};
+use crate::report::progress::Progress;
 use crate::retry::{self, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
+use crate::session::Snapshot;
 pub use crate::session::{Before, End, RunState, Summary};
 use crate::shared::{Admission, SharedDenial, SharedLimiter};
 use crate::store::{AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer};
@@ -657,7 +658,7 @@ impl<T: Transport> Runner<T> {
             sent_at_ms,
             latency_ms,
             http_status,
-            outcome: outcome_name(outcome),
+            outcome: outcome.as_str(),
             error: error.clone(),
         };
         Ok(Some(Answered {
@@ -894,7 +895,7 @@ impl<T: Transport> Runner<T> {
             note,
         };
         self.writer.progress(ProgressRow {
-            state: state.as_str().to_string(),
+            state,
             pid: std::process::id(),
             heartbeat_ms: unix_ms(self.clock.wall()),
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -904,17 +905,6 @@ impl<T: Transport> Runner<T> {
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)
-    }
-}
-
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Done => "done",
-        Outcome::RateLimited => "rate_limited",
-        Outcome::Transient => "transient",
-        Outcome::Failed => "failed",
-        Outcome::Fatal => "fatal",
-        Outcome::QuotaExhausted => "quota_exhausted",
     }
 }
 

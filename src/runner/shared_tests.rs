@@ -54,7 +54,7 @@ async fn an_unreachable_shared_limiter_pauses_dispatch_and_recovers() {
         "nothing is admitted while the shared limiter is unreachable"
     );
     let progress = f.store().progress().unwrap().unwrap();
-    assert_eq!(progress.state, "running");
+    assert_eq!(progress.state, crate::session::RunState::Running);
     shared.set_down(false);
     let summary = run.await.unwrap().unwrap();
     assert_eq!(summary.end, End::Finished);

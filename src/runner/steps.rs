@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{
-    Completion, Counters, Dispatched, Response, Runner, Transport, TransportError, outcome_name,
-};
+use super::{Completion, Counters, Dispatched, Response, Runner, Transport, TransportError};
 use crate::clock::unix_ms;
 use crate::clock::{Clock, Nanos, SystemClock};
 use crate::dispatch::Dispatcher;
@@ -67,7 +65,7 @@ impl<T: Transport> Runner<T> {
                 sent_at_ms: sent.sent_at_ms,
                 latency_ms: u64::try_from(sent.latency.as_millis()).unwrap_or(u64::MAX),
                 http_status,
-                outcome: outcome_name(outcome),
+                outcome: outcome.as_str(),
                 error,
             })?;
         }

@@ -360,7 +360,7 @@ async fn a_stop_request_drains_in_flight_and_leaves_the_rest_pending() {
     );
     assert_eq!(counts.pending, 100 - sent);
     let progress = f.store().progress().unwrap().unwrap();
-    assert_eq!(progress.state, "stopped");
+    assert_eq!(progress.state, crate::session::RunState::Stopped);
     assert!(
         !progress.limiter_state.is_empty(),
         "limiter state is saved for the restart"
@@ -415,7 +415,10 @@ async fn a_budget_counts_requests_in_flight_at_their_worst_case_and_pauses_when_
         (counts.done, counts.failed, counts.pending),
         (done, 0, 50 - done)
     );
-    assert_eq!(f.store().progress().unwrap().unwrap().state, "paused");
+    assert_eq!(
+        f.store().progress().unwrap().unwrap().state,
+        crate::session::RunState::Paused
+    );
 }
 
 /// The mock's provider behind a network that reorders: each request is handled at once but

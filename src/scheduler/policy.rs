@@ -9,9 +9,18 @@ use std::num::NonZeroU32;
 use crate::clock::Nanos;
 use crate::limiter::glob_matches;
 
-/// Where a job queues; defined with the job, which carries it (the scheduler imports jobs,
-/// never the other way round).
-pub use crate::job::Lane;
+/// Where a job queues: its priority class, its tenant and its endpoint group, as indices
+/// into the [`Policy`]'s lists. The default lane (all zero) is the only lane of a plain
+/// scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lane {
+    /// Index into [`Policy::classes`].
+    pub class: u16,
+    /// Index into [`Policy::tenants`] (0 is the first tenant, or "no tenant").
+    pub tenant: u32,
+    /// 0 for a job under no endpoint cap, `i + 1` for one under [`Policy::groups`]`[i]`.
+    pub group: u16,
+}
 
 /// A priority class and its reserved share.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,16 +3,16 @@
 //! Owns the table, its writing at each progress write (on the writer thread, inside the
 //! same transaction) and its reading. At each heartbeat it reads the attempts recorded
 //! since the last one (by rowid, remembered in `meta`), turns them into a
-//! [`Point`](crate::report::series::Point) with the heartbeat's in-flight count, state and
+//! [`Point`](crate::series::Point) with the heartbeat's in-flight count, state and
 //! limits, and merges it into the interval it falls in; past
-//! [`MAX_POINTS`](crate::report::series::MAX_POINTS) rows every interval is widened. The
+//! [`MAX_POINTS`](crate::series::MAX_POINTS) rows every interval is widened. The
 //! aggregation itself is `report::series`; this file is only SQL.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::{ProgressRow, Store, StoreError};
-use crate::report::series::{self, Attempt, LimitUse, Point};
+use crate::series::{self, Attempt, LimitUse, Point};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS series (
@@ -66,7 +66,13 @@ pub(super) fn on_heartbeat(tx: &Transaction<'_>, p: &ProgressRow) -> rusqlite::R
             window_s: l.window_s,
         })
         .collect();
-    let point = Point::observe(p.heartbeat_ms, &attempts, p.in_flight, &p.state, limits);
+    let point = Point::observe(
+        p.heartbeat_ms,
+        &attempts,
+        p.in_flight,
+        p.state.as_str(),
+        limits,
+    );
     let covering = tx
         .query_row(
             &format!(
@@ -152,7 +158,7 @@ fn insert(tx: &Transaction<'_>, p: &Point) -> rusqlite::Result<()> {
         p.latency_p50_ms,
         p.latency_p95_ms,
         p.in_flight,
-        p.state,
+        p.state.as_str(),
         limits
     ])?;
     Ok(())

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ratebound::report::series::Point;
+use ratebound::series::Point;
 use ratebound::store::Store;
 
 use crate::support::Project;

@@ -89,7 +89,7 @@ pub struct Point {
 /// The `q`-quantile (0..=1) of `values` by nearest rank; `None` when empty. Sorts `values`.
 ///
 /// ```
-/// use ratebound::report::series::percentile;
+/// use ratebound::series::percentile;
 /// assert_eq!(percentile(&mut [30, 10, 20, 40], 0.5), Some(20));
 /// assert_eq!(percentile(&mut [], 0.5), None);
 /// ```
