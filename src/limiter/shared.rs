@@ -118,6 +118,22 @@ impl SharedBucket {
         }
     }
 
+    /// The most units one admission can take (as [`Gcra::max_cost`](super::Gcra::max_cost)
+    /// and a window's admission limit): larger costs can never fit.
+    pub fn max_cost(&self) -> u64 {
+        match self {
+            SharedBucket::Rolling {
+                capacity,
+                period_us,
+                tau_us,
+            } => {
+                u64::try_from(u128::from(*tau_us) * u128::from(*capacity) / u128::from(*period_us))
+                    .unwrap_or(u64::MAX)
+            }
+            SharedBucket::Window { admit_up_to, .. } => *admit_up_to,
+        }
+    }
+
     /// The bucket's kind and parameters as script arguments: `r, tau_us, 0, 0` or
     /// `w, admit_up_to, period_us, phase_us, guard_us` padded to the same width.
     pub fn script_params(&self) -> [String; 5] {

@@ -221,6 +221,14 @@ end
 return 1
 "#;
 
+/// A non-negative integer of a script's reply, `None` when absent or of another type.
+fn reply_int(v: Option<&Value>) -> Option<u64> {
+    match v {
+        Some(Value::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
 /// Why the Redis backend could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisLimiterError {
@@ -359,6 +367,33 @@ impl RedisLimiter {
         route: &Route,
         costs: &Costs,
     ) -> Result<Result<Grant, SharedDenial>, RedisLimiterError> {
+        // A clone shares the one connection (as settle's does); the invocation borrows self.
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self
+            .reserve_invocation(route, costs)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        match reply_int(reply.first()) {
+            Some(1) => self.granted(&reply, route, costs).map(Ok),
+            Some(0) => {
+                let wait = reply_int(reply.get(1)).ok_or_else(|| self.protocol("no wait"))?;
+                let limit = reply_int(reply.get(2))
+                    .and_then(|i| usize::try_from(i).ok())
+                    .ok_or_else(|| self.protocol("no binding limit"))?;
+                Ok(Err(SharedDenial::Wait {
+                    wait: Duration::from_micros(wait),
+                    limit,
+                }))
+            }
+            Some(2) => self.never_fits(&reply, costs).map(Err),
+            _ => Err(self.protocol("an unknown admission code")),
+        }
+    }
+
+    /// The reserve script's call for `costs` on `route`: the epoch keys, then each bucket's
+    /// key, parameters and the job's weight in it (0 off the route).
+    fn reserve_invocation(&self, route: &Route, costs: &Costs) -> redis::ScriptInvocation<'_> {
         let fresh = format!("{:016x}", rand::random::<u64>());
         let mut invocation = self.reserve.prepare_invoke();
         invocation.key(&self.epoch_key);
@@ -375,78 +410,63 @@ impl RedisLimiter {
             }
             invocation.arg(step);
         }
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.conn)
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(n)) => u64::try_from(*n).ok(),
-            _ => None,
+        invocation
+    }
+
+    /// The grant an admitted reply (`{1, now_us, epoch, slot, mark, ...}`) records: what
+    /// each bucket on `route` took, to settle later. Remembers the epoch.
+    fn granted(
+        &mut self,
+        reply: &[Value],
+        route: &Route,
+        costs: &Costs,
+    ) -> Result<Grant, RedisLimiterError> {
+        let epoch = match reply.get(2) {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => return Err(self.protocol("no epoch in an admission")),
         };
-        match int(reply.first()) {
-            Some(1) => {
-                let epoch = match reply.get(2) {
-                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                    _ => return Err(self.protocol("no epoch in an admission")),
-                };
-                self.epoch.clone_from(&epoch);
-                let mut taken = SmallVec::new();
-                for (i, (_, unit)) in self.buckets.iter().enumerate() {
-                    let amount = costs.get(unit);
-                    if !route.contains(i) || amount == 0 {
-                        continue;
-                    }
-                    let (Some(slot), Some(mark)) =
-                        (int(reply.get(3 + 2 * i)), int(reply.get(4 + 2 * i)))
-                    else {
-                        return Err(self.protocol("a bucket's slot is missing"));
-                    };
-                    taken.push(SharedTaken {
-                        bucket: u16::try_from(i).unwrap_or(u16::MAX),
-                        amount,
-                        slot,
-                        mark,
-                    });
-                }
-                Ok(Ok(Grant { epoch, taken }))
+        self.epoch.clone_from(&epoch);
+        let mut taken = SmallVec::new();
+        for (i, (_, unit)) in self.buckets.iter().enumerate() {
+            let amount = costs.get(unit);
+            if !route.contains(i) || amount == 0 {
+                continue;
             }
-            Some(0) => {
-                let wait = int(reply.get(1)).ok_or_else(|| self.protocol("no wait"))?;
-                let limit = int(reply.get(2))
-                    .and_then(|i| usize::try_from(i).ok())
-                    .ok_or_else(|| self.protocol("no binding limit"))?;
-                Ok(Err(SharedDenial::Wait {
-                    wait: Duration::from_micros(wait),
-                    limit,
-                }))
-            }
-            Some(2) => {
-                let i = int(reply.get(1))
-                    .and_then(|i| usize::try_from(i).ok())
-                    .filter(|&i| i < self.buckets.len())
-                    .ok_or_else(|| self.protocol("no such bucket"))?;
-                let (bucket, unit) = &self.buckets[i];
-                let max = match bucket {
-                    SharedBucket::Rolling {
-                        capacity,
-                        period_us,
-                        tau_us,
-                    } => u64::try_from(
-                        u128::from(*tau_us) * u128::from(*capacity) / u128::from(*period_us),
-                    )
-                    .unwrap_or(u64::MAX),
-                    SharedBucket::Window { admit_up_to, .. } => *admit_up_to,
-                };
-                Ok(Err(SharedDenial::Never(Box::new(NeverFits {
-                    limit: self.names[i].clone(),
-                    unit: unit.clone(),
-                    cost: costs.get(unit),
-                    max,
-                    spent: int(reply.get(2)) == Some(1),
-                }))))
-            }
-            _ => Err(self.protocol("an unknown admission code")),
+            let (Some(slot), Some(mark)) = (
+                reply_int(reply.get(3 + 2 * i)),
+                reply_int(reply.get(4 + 2 * i)),
+            ) else {
+                return Err(self.protocol("a bucket's slot is missing"));
+            };
+            taken.push(SharedTaken {
+                bucket: u16::try_from(i).unwrap_or(u16::MAX),
+                amount,
+                slot,
+                mark,
+            });
         }
+        Ok(Grant { epoch, taken })
+    }
+
+    /// The denial a "never" reply (`{2, index, spent}`) means: the cost exceeds what the
+    /// bucket can ever admit at once, or a run budget is spent.
+    fn never_fits(
+        &self,
+        reply: &[Value],
+        costs: &Costs,
+    ) -> Result<SharedDenial, RedisLimiterError> {
+        let i = reply_int(reply.get(1))
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.buckets.len())
+            .ok_or_else(|| self.protocol("no such bucket"))?;
+        let (bucket, unit) = &self.buckets[i];
+        Ok(SharedDenial::Never(Box::new(NeverFits {
+            limit: self.names[i].clone(),
+            unit: unit.clone(),
+            cost: costs.get(unit),
+            max: bucket.max_cost(),
+            spent: reply_int(reply.get(2)) == Some(1),
+        })))
     }
 
     /// Settles `grant` to `actual` usage: refunds an over-estimate (only what is still ahead
