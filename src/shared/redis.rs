@@ -44,6 +44,14 @@ use crate::limiter::{Costs, LimitSpec, NeverFits, Route, Unit};
 /// kind and parameters ([`SharedBucket::script_params`]) and the job's weight in it (0 when
 /// the job does not touch it). Returns `{1, now_us, epoch, slot, mark, ...}` when admitted,
 /// `{0, wait_us, binding index}` when not yet, `{2, index, spent}` when never.
+///
+/// The Lua mirror of the in-memory bucket maths, in µs of Redis `TIME`: `earliest` is
+/// [`Gcra::earliest`](crate::limiter::Gcra::earliest) for `'r'` and
+/// [`FixedWindow::earliest`](crate::limiter::FixedWindow::earliest) (guard included) for
+/// `'w'`; the admission loop is [`Limiter::reserve`](crate::limiter::Limiter::reserve)'s
+/// search for an instant every bucket accepts; the take is `Gcra::take` / `FixedWindow::take`.
+/// A change to either side must be made to both: the CLI test
+/// `redis::the_reserve_script_and_the_memory_limiter_agree` runs both on the same limits.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -170,6 +178,9 @@ return out
 /// hash its kind, the refund and charge (µs for rolling buckets, units for windows), the
 /// slot end (rolling) or window start (window), the refund mark, the window's period and
 /// phase. A grant from another epoch settles nothing: that state is gone.
+///
+/// The Lua mirror of [`Gcra::refund`](crate::limiter::Gcra::refund) / `Gcra::charge` and
+/// `FixedWindow::refund` / `FixedWindow::charge`, in µs of Redis `TIME`.
 const SETTLE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
