@@ -949,6 +949,7 @@ fn check_workers(check: &mut Checker<'_>, raw: &RawWorkers) -> (Option<NonZeroU6
     }
 }
 
+/// Checks the `[[limits]]` entries (top-level or a tier's), reporting every problem.
 fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
     let mut limits: Vec<LimitSpec> = Vec::new();
     for l in raw {
@@ -974,74 +975,8 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
         check.units.push((unit.clone(), span));
         let scope = check_scope(check, &l);
         let per = l.per.as_ref().and_then(|p| check.duration(p, "per"));
-        let kind = match (&l.rate, &l.quota) {
-            (Some(rate), None) => {
-                let Some(per_value) = &l.per else {
-                    check.problem(
-                        l.name.span(),
-                        format!("limit `{name}` has `rate` but no `per`"),
-                        "add the period, e.g. per = \"1m\"",
-                    );
-                    continue;
-                };
-                let rate = check.amount(rate, "rate", &unit);
-                let burst = l
-                    .burst
-                    .as_ref()
-                    .and_then(|b| check.amount(b, "burst", &unit));
-                if l.pause_at.is_some() || l.reset.is_some() {
-                    check.problem(
-                        per_value.span(),
-                        format!("limit `{name}`: `pause_at` and `reset` apply to quotas only"),
-                        "use `quota` instead of `rate` for a calendar quota, or remove them",
-                    );
-                }
-                match (rate, per) {
-                    (Some(rate), Some(per)) => LimitKind::Rolling { rate, per, burst },
-                    _ => continue,
-                }
-            }
-            (None, Some(quota)) => {
-                let limit = check.amount(quota, "quota", &unit);
-                let reset = l.reset.as_ref().and_then(|r| check.time_of_day(r));
-                let pause_at = l.pause_at.as_ref().and_then(|p| {
-                    let f = *p.get_ref();
-                    if f > 0.0 && f <= 1.0 {
-                        Some(f)
-                    } else {
-                        check.problem(
-                            p.span(),
-                            format!("`pause_at` must be a fraction in (0, 1], found `{f}`"),
-                            "e.g. pause_at = 0.8 pauses the run at 80% of the quota",
-                        );
-                        None
-                    }
-                });
-                if let Some(b) = &l.burst {
-                    check.problem(
-                        b.span(),
-                        format!("limit `{name}`: `burst` applies to rolling rates only"),
-                        "remove `burst`; a quota admits up to `quota` per window",
-                    );
-                }
-                match limit {
-                    Some(limit) => LimitKind::Window {
-                        limit,
-                        per,
-                        reset: reset.unwrap_or_default(),
-                        pause_at,
-                    },
-                    None => continue,
-                }
-            }
-            _ => {
-                check.problem(
-                    l.name.span(),
-                    format!("limit `{name}` needs exactly one of `rate` (a rolling rate) or `quota` (a fixed calendar window)"),
-                    "write rate = 5000 and per = \"1m\" for a rate, or quota = 10000 and per = \"1d\" for a quota",
-                );
-                continue;
-            }
+        let Some(kind) = check_limit_kind(check, &l, &name, &unit, per) else {
+            continue;
         };
         limits.push(LimitSpec {
             name,
@@ -1052,6 +987,83 @@ fn check_limits(check: &mut Checker<'_>, raw: Vec<RawLimit>) -> Vec<LimitSpec> {
         });
     }
     limits
+}
+
+/// The kind of limit `l` describes: a rolling `rate` per `per`, or a calendar `quota`,
+/// with the keys each allows; `None` (and a problem reported) when it is neither or broken.
+fn check_limit_kind(
+    check: &mut Checker<'_>,
+    l: &RawLimit,
+    name: &str,
+    unit: &Unit,
+    per: Option<Duration>,
+) -> Option<LimitKind> {
+    match (&l.rate, &l.quota) {
+        (Some(rate), None) => {
+            let Some(per_value) = &l.per else {
+                check.problem(
+                    l.name.span(),
+                    format!("limit `{name}` has `rate` but no `per`"),
+                    "add the period, e.g. per = \"1m\"",
+                );
+                return None;
+            };
+            let rate = check.amount(rate, "rate", unit);
+            let burst = l
+                .burst
+                .as_ref()
+                .and_then(|b| check.amount(b, "burst", unit));
+            if l.pause_at.is_some() || l.reset.is_some() {
+                check.problem(
+                    per_value.span(),
+                    format!("limit `{name}`: `pause_at` and `reset` apply to quotas only"),
+                    "use `quota` instead of `rate` for a calendar quota, or remove them",
+                );
+            }
+            match (rate, per) {
+                (Some(rate), Some(per)) => Some(LimitKind::Rolling { rate, per, burst }),
+                _ => None,
+            }
+        }
+        (None, Some(quota)) => {
+            let limit = check.amount(quota, "quota", unit);
+            let reset = l.reset.as_ref().and_then(|r| check.time_of_day(r));
+            let pause_at = l.pause_at.as_ref().and_then(|p| {
+                let f = *p.get_ref();
+                if f > 0.0 && f <= 1.0 {
+                    Some(f)
+                } else {
+                    check.problem(
+                        p.span(),
+                        format!("`pause_at` must be a fraction in (0, 1], found `{f}`"),
+                        "e.g. pause_at = 0.8 pauses the run at 80% of the quota",
+                    );
+                    None
+                }
+            });
+            if let Some(b) = &l.burst {
+                check.problem(
+                    b.span(),
+                    format!("limit `{name}`: `burst` applies to rolling rates only"),
+                    "remove `burst`; a quota admits up to `quota` per window",
+                );
+            }
+            limit.map(|limit| LimitKind::Window {
+                limit,
+                per,
+                reset: reset.unwrap_or_default(),
+                pause_at,
+            })
+        }
+        _ => {
+            check.problem(
+                l.name.span(),
+                format!("limit `{name}` needs exactly one of `rate` (a rolling rate) or `quota` (a fixed calendar window)"),
+                "write rate = 5000 and per = \"1m\" for a rate, or quota = 10000 and per = \"1d\" for a quota",
+            );
+            None
+        }
+    }
 }
 
 /// Units no limit may silently ignore: a custom unit some kind's `cost` consumes (else

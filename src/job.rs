@@ -11,7 +11,7 @@
 
 pub mod steps;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -227,51 +227,9 @@ pub fn build(
     if let Some(built) = build_steps(spec, payload, tokens, model)? {
         return Ok(built);
     }
-    let (request, body) = match payload {
-        Payload::Vars(vars) => {
-            let body = match &spec.body {
-                Some(t) => Some(t.render(vars)?),
-                None => None,
-            };
-            let headers = spec
-                .headers
-                .iter()
-                .map(|(name, t)| Ok((name.clone(), t.render(vars)?)))
-                .collect::<Result<Vec<_>, JobError>>()?;
-            let parsed = match &body {
-                Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
-                    JobError::InvalidBody {
-                        reason: e.to_string(),
-                    }
-                })?),
-                None => None,
-            };
-            (
-                Request {
-                    method: spec.method.clone(),
-                    path: spec.path.render(vars)?,
-                    headers,
-                    body,
-                },
-                parsed,
-            )
-        }
-        Payload::Batch { method, url, body } => (
-            Request {
-                method: method.to_ascii_uppercase(),
-                path: url.clone(),
-                headers: Vec::new(),
-                body: Some(body.to_string()),
-            },
-            Some(body.clone()),
-        ),
-    };
+    let (request, body) = render_request(spec, payload)?;
     let field = |name: &str| match payload {
-        Payload::Vars(vars) => vars
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
+        Payload::Vars(vars) => text_field(vars, name),
         Payload::Batch { .. } => None,
     };
     let kind = field("kind");
@@ -289,25 +247,7 @@ pub fn build(
         costs.add(Unit::Usd, price.cost(prompt_tokens, max_tokens));
     }
     if let Some(kind) = &kind {
-        match model.kinds.get(kind) {
-            Some(extra) => {
-                for (unit, amount) in extra.iter() {
-                    costs.add(unit.clone(), *amount);
-                }
-            }
-            None if !model.kinds.is_empty() => {
-                return Err(JobError::UnknownKind {
-                    kind: kind.clone(),
-                    defined: model
-                        .kinds
-                        .keys()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-            None => {}
-        }
+        add_kind_costs(model, kind, &mut costs)?;
     }
     Ok(Built {
         request,
@@ -319,6 +259,89 @@ pub fn build(
         prompt_tokens,
         max_tokens,
     })
+}
+
+/// The request `payload` renders to, with its body parsed as JSON (`None` without a body).
+fn render_request(
+    spec: &RequestSpec,
+    payload: &Payload,
+) -> Result<(Request, Option<Value>), JobError> {
+    match payload {
+        Payload::Vars(vars) => {
+            let body = match &spec.body {
+                Some(t) => Some(t.render(vars)?),
+                None => None,
+            };
+            // Rendered in this order so the first error reported stays the same.
+            let headers = render_headers(spec, vars)?;
+            let parsed = match &body {
+                Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                    JobError::InvalidBody {
+                        reason: e.to_string(),
+                    }
+                })?),
+                None => None,
+            };
+            let request = Request {
+                method: spec.method.clone(),
+                path: spec.path.render(vars)?,
+                headers,
+                body,
+            };
+            Ok((request, parsed))
+        }
+        Payload::Batch { method, url, body } => Ok((
+            Request {
+                method: method.to_ascii_uppercase(),
+                path: url.clone(),
+                headers: Vec::new(),
+                body: Some(body.to_string()),
+            },
+            Some(body.clone()),
+        )),
+    }
+}
+
+/// The request's headers, each template rendered with the item's values.
+fn render_headers(
+    spec: &RequestSpec,
+    vars: &Map<String, Value>,
+) -> Result<Vec<(String, String)>, JobError> {
+    spec.headers
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), t.render(vars)?)))
+        .collect()
+}
+
+/// A non-empty text field of the item (`kind`, `tenant`), `None` when absent or not text.
+fn text_field(vars: &Map<String, Value>, name: &str) -> Option<String> {
+    vars.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Adds what `[kinds.KIND]` costs on top of the request; a kind not defined is an error
+/// once any kind is.
+fn add_kind_costs(model: &CostModel, kind: &str, costs: &mut Costs) -> Result<(), JobError> {
+    match model.kinds.get(kind) {
+        Some(extra) => {
+            for (unit, amount) in extra.iter() {
+                costs.add(unit.clone(), *amount);
+            }
+            Ok(())
+        }
+        None if !model.kinds.is_empty() => Err(JobError::UnknownKind {
+            kind: kind.to_string(),
+            defined: model
+                .kinds
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// An item of a kind with steps: every step rendered (with `0` for values of earlier
@@ -333,13 +356,7 @@ fn build_steps(
     let Payload::Vars(vars) = payload else {
         return Ok(None);
     };
-    let field = |name: &str| {
-        vars.get(name)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-    let kind = field("kind");
+    let kind = text_field(vars, "kind");
     let Some(plan) = kind.as_ref().and_then(|k| model.plans.get(k)) else {
         return Ok(None);
     };
@@ -353,11 +370,7 @@ fn build_steps(
         .collect();
     let token_estimate = tokens.unwrap_or_else(|| bodies.iter().map(estimate_tokens).sum());
     let costs = job.remaining_costs().with(Unit::Tokens, token_estimate);
-    let headers = spec
-        .headers
-        .iter()
-        .map(|(name, t)| Ok((name.clone(), t.render(vars)?)))
-        .collect::<Result<Vec<_>, JobError>>()?;
+    let headers = render_headers(spec, vars)?;
     let paths = requests.iter().map(|r| r.path.clone()).collect();
     let first = requests.into_iter().next();
     Ok(Some(Built {
@@ -371,7 +384,7 @@ fn build_steps(
         },
         costs,
         kind,
-        tenant: field("tenant"),
+        tenant: text_field(vars, "tenant"),
         model: None,
         steps: Some((job, paths)),
         // Steps are priced by their requests and units, not by a model's tokens.

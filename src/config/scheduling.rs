@@ -357,15 +357,9 @@ fn cap(check: &mut Checker<'_>, value: Option<&Spanned<i64>>) -> Option<NonZeroU
         .and_then(NonZeroU32::new)
 }
 
-/// Checks the scheduling keys, reporting every problem to `check`.
-pub(super) fn check_scheduling(
-    check: &mut Checker<'_>,
-    classes: Vec<RawClass>,
-    tiers: BTreeMap<String, RawTier>,
-    tenants: RawTenants,
-    scheduler: RawScheduler,
-    endpoints: BTreeMap<String, Spanned<i64>>,
-) -> Scheduling {
+/// Checks the `[[classes]]` entries: unique names, positive shares, at most one
+/// catch-all class.
+fn check_classes(check: &mut Checker<'_>, classes: Vec<RawClass>) -> Vec<ClassRule> {
     let mut rules: Vec<ClassRule> = Vec::new();
     for c in classes {
         let name = c.name.get_ref().trim().to_string();
@@ -407,6 +401,14 @@ pub(super) fn check_scheduling(
         }
         rules.push(rule);
     }
+    rules
+}
+
+/// Checks each `[tiers.NAME]` table: its weight, its cap and its unscoped limits.
+fn check_tiers(
+    check: &mut Checker<'_>,
+    tiers: BTreeMap<String, RawTier>,
+) -> BTreeMap<String, Tier> {
     let mut checked_tiers = BTreeMap::new();
     for (name, t) in tiers {
         for l in &t.limits {
@@ -425,6 +427,15 @@ pub(super) fn check_scheduling(
         };
         checked_tiers.insert(name, tier);
     }
+    checked_tiers
+}
+
+/// Checks that every tier `[tenants]` names (the default and each tenant's) is defined.
+fn check_tier_names(
+    check: &mut Checker<'_>,
+    checked_tiers: &BTreeMap<String, Tier>,
+    tenants: &RawTenants,
+) {
     let defined = || {
         checked_tiers
             .keys()
@@ -452,6 +463,20 @@ pub(super) fn check_scheduling(
     for t in tenants.tier_of.values() {
         known_tier(check, t);
     }
+}
+
+/// Checks the scheduling keys, reporting every problem to `check`.
+pub(super) fn check_scheduling(
+    check: &mut Checker<'_>,
+    classes: Vec<RawClass>,
+    tiers: BTreeMap<String, RawTier>,
+    tenants: RawTenants,
+    scheduler: RawScheduler,
+    endpoints: BTreeMap<String, Spanned<i64>>,
+) -> Scheduling {
+    let rules = check_classes(check, classes);
+    let checked_tiers = check_tiers(check, tiers);
+    check_tier_names(check, &checked_tiers, &tenants);
     let starvation_after = scheduler
         .starvation_after
         .as_ref()

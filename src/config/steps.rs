@@ -328,79 +328,13 @@ fn placeholder_span(source: &str, span: Range<usize>, placeholder: &str) -> Rang
         })
 }
 
+/// Checks a kind's `paginate` table: how the next page is found, its size and the items.
 fn check_paginate(check: &mut Checker<'_>, raw: &Spanned<RawPaginate>) -> Option<Paginate> {
-    let span = raw.span();
     let p = raw.get_ref();
-    let pointer = |check: &mut Checker<'_>, value: &Spanned<String>, key: &str| {
-        let text = value.get_ref();
-        if !(text.is_empty() || text.starts_with('/')) {
-            check.problem(
-                value.span(),
-                format!("`{key}` must be a JSON pointer starting with `/`, found `{text}`"),
-                "e.g. \"/meta/after_cursor\" for {\"meta\": {\"after_cursor\": \"...\"}}",
-            );
-            return None;
-        }
-        Some(text.clone())
-    };
-    let ways = usize::from(p.cursor.is_some())
-        + usize::from(p.next.is_some())
-        + usize::from(p.link == Some(true));
-    if ways != 1 {
-        check.problem(
-            span.clone(),
-            "`paginate` needs exactly one of `cursor` (with `param`), `next` or `link = true`",
-            "cursor = \"/meta/after_cursor\" and param = \"page[after]\"; or next = \"/links/next\"; or link = true for the `Link: rel=\"next\"` header",
-        );
-        return None;
-    }
-    let next = match (&p.cursor, &p.param, &p.next) {
-        (Some(cursor), Some(param), None) => NextPage::Cursor {
-            pointer: pointer(check, cursor, "cursor")?,
-            param: param.get_ref().clone(),
-        },
-        (Some(cursor), None, None) => {
-            check.problem(
-                cursor.span(),
-                "`cursor` needs `param`: the query parameter that sends the cursor back",
-                "e.g. param = \"page[after]\" (Zendesk) or param = \"cursor\" (Slack)",
-            );
-            return None;
-        }
-        (None, _, Some(next)) => NextPage::Url {
-            pointer: pointer(check, next, "next")?,
-        },
-        _ => NextPage::Link,
-    };
-    let page_size = match (&p.page_size, &p.size_param) {
-        (Some(size), Some(param)) => {
-            let n = check.positive(
-                size,
-                "page_size",
-                "the provider's largest page size, e.g. 100",
-            )?;
-            Some((param.get_ref().clone(), n.get()))
-        }
-        (None, None) => None,
-        (Some(size), None) => {
-            check.problem(
-                size.span(),
-                "`page_size` needs `size_param`: the query parameter that sets it",
-                "e.g. size_param = \"page[size]\" (Zendesk) or \"per_page\" (GitHub)",
-            );
-            return None;
-        }
-        (None, Some(param)) => {
-            check.problem(
-                param.span(),
-                "`size_param` needs `page_size`",
-                "set page_size to the provider's largest page size, e.g. 100",
-            );
-            return None;
-        }
-    };
+    let next = check_next_page(check, raw)?;
+    let page_size = check_page_size(check, p)?;
     let items = match &p.items {
-        Some(i) => Some(pointer(check, i, "items")?),
+        Some(i) => Some(json_pointer(check, i, "items")?),
         None => None,
     };
     let max_pages = match &p.max_pages {
@@ -415,6 +349,86 @@ fn check_paginate(check: &mut Checker<'_>, raw: &Spanned<RawPaginate>) -> Option
         items,
         max_pages,
     })
+}
+
+/// A `paginate` key that holds a JSON pointer (empty, or starting with `/`).
+fn json_pointer(check: &mut Checker<'_>, value: &Spanned<String>, key: &str) -> Option<String> {
+    let text = value.get_ref();
+    if !(text.is_empty() || text.starts_with('/')) {
+        check.problem(
+            value.span(),
+            format!("`{key}` must be a JSON pointer starting with `/`, found `{text}`"),
+            "e.g. \"/meta/after_cursor\" for {\"meta\": {\"after_cursor\": \"...\"}}",
+        );
+        return None;
+    }
+    Some(text.clone())
+}
+
+/// How the next page is found: exactly one of `cursor` (with `param`), `next` or `link`.
+fn check_next_page(check: &mut Checker<'_>, raw: &Spanned<RawPaginate>) -> Option<NextPage> {
+    let p = raw.get_ref();
+    let ways = usize::from(p.cursor.is_some())
+        + usize::from(p.next.is_some())
+        + usize::from(p.link == Some(true));
+    if ways != 1 {
+        check.problem(
+            raw.span(),
+            "`paginate` needs exactly one of `cursor` (with `param`), `next` or `link = true`",
+            "cursor = \"/meta/after_cursor\" and param = \"page[after]\"; or next = \"/links/next\"; or link = true for the `Link: rel=\"next\"` header",
+        );
+        return None;
+    }
+    Some(match (&p.cursor, &p.param, &p.next) {
+        (Some(cursor), Some(param), None) => NextPage::Cursor {
+            pointer: json_pointer(check, cursor, "cursor")?,
+            param: param.get_ref().clone(),
+        },
+        (Some(cursor), None, None) => {
+            check.problem(
+                cursor.span(),
+                "`cursor` needs `param`: the query parameter that sends the cursor back",
+                "e.g. param = \"page[after]\" (Zendesk) or param = \"cursor\" (Slack)",
+            );
+            return None;
+        }
+        (None, _, Some(next)) => NextPage::Url {
+            pointer: json_pointer(check, next, "next")?,
+        },
+        _ => NextPage::Link,
+    })
+}
+
+/// The page size and the query parameter that sets it: both or neither
+/// (`Some(None)` for neither, `None` when broken).
+fn check_page_size(check: &mut Checker<'_>, p: &RawPaginate) -> Option<Option<(String, u64)>> {
+    match (&p.page_size, &p.size_param) {
+        (Some(size), Some(param)) => {
+            let n = check.positive(
+                size,
+                "page_size",
+                "the provider's largest page size, e.g. 100",
+            )?;
+            Some(Some((param.get_ref().clone(), n.get())))
+        }
+        (None, None) => Some(None),
+        (Some(size), None) => {
+            check.problem(
+                size.span(),
+                "`page_size` needs `size_param`: the query parameter that sets it",
+                "e.g. size_param = \"page[size]\" (Zendesk) or \"per_page\" (GitHub)",
+            );
+            None
+        }
+        (None, Some(param)) => {
+            check.problem(
+                param.span(),
+                "`size_param` needs `page_size`",
+                "set page_size to the provider's largest page size, e.g. 100",
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

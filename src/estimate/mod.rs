@@ -281,38 +281,116 @@ pub fn estimate(
 ) -> Result<Estimate, NeverFits> {
     let workers = workers.max(1);
     let items = setup.items;
-    let n = items.len();
     let order = &sim::order(setup)?;
     let mean_latency = setup.latency.mean().as_secs_f64();
-    // What each limit is charged by the whole work list, each item once at its settled use.
-    let listed: Vec<u64> = setup
+    let listed = listed_charges(setup);
+    let runs = simulate_runs(setup, order, workers, &listed, mean_latency)?;
+    let Runs {
+        trace,
+        best,
+        hi,
+        needs,
+    } = &runs;
+    let target = (best.end as f64 / 0.99) as Nanos;
+    // Little's law: a run of `target` keeps busy / target requests in flight on average,
+    // so fewer workers than that cannot make it.
+    let lo = usize::try_from(trace.busy / target.max(1)).unwrap_or(1);
+    let recommended = smallest_workers(setup, order, lo, *hi, |t| t.end <= target)?;
+
+    let makespan_s = secs(trace.end);
+    let limits = limit_uses(setup, trace, needs, makespan_s);
+    let cost_micro: u64 = items.iter().map(|i| i.usd_micro).sum();
+    let check = match deadline {
+        Some(d) => Some(check_deadline(
+            setup, order, d, trace, best, *hi, workers, needs,
+        )?),
+        None => None,
+    };
+    let clock = |t: Nanos| {
+        humantime::format_rfc3339_seconds(setup.start + Duration::from_nanos(t)).to_string()
+    };
+    Ok(Estimate {
+        items: items.len() as u64,
+        requests: trace.admitted,
+        tokens: items.iter().map(|i| i.tokens).sum(),
+        cost_usd: usd(cost_micro),
+        usage_basis: if items.iter().any(|i| i.recorded) {
+            "recorded usage".into()
+        } else {
+            "max_tokens".into()
+        },
+        start: clock(0),
+        end: clock(trace.end),
+        makespan_s,
+        binding_limit: binding_limit(setup, trace),
+        limits,
+        workers,
+        recommended_workers: recommended,
+        best_makespan_s: secs(best.end),
+        latency_model: setup.latency.model().to_string(),
+        latency_ms: mean_latency * 1000.0,
+        stopped_by: trace.spent.clone(),
+        items_failed: trace.failed,
+        failure_share: setup.failure_share,
+        batch: batch_option(items, cost_micro, deadline),
+        deadline: check,
+    })
+}
+
+/// What each limit is charged by the whole work list, each item once at its settled use
+/// (only the items in the limit's scope count against it).
+fn listed_charges(setup: &Setup<'_>) -> Vec<u64> {
+    setup
         .limits
         .iter()
         .enumerate()
         .map(|(index, l)| {
-            // Only the items this limit applies to (its scope) count against it.
-            items
+            setup
+                .items
                 .iter()
                 .filter(|i| i.route.contains(index))
                 .map(|i| i.settled(&l.unit))
                 .sum::<u64>()
         })
-        .collect();
+        .collect()
+}
+
+/// The simulated runs an estimate compares: the asked one and the fastest found.
+struct Runs {
+    /// The run with the asked worker count.
+    trace: Trace,
+    /// The fastest run found (the asked one when nothing beats it).
+    best: Trace,
+    /// The worker count of `best`.
+    hi: usize,
+    /// What each limit is charged: by the simulated run (retries included), or, when a run
+    /// budget stops it early, by the whole work list.
+    needs: Vec<u64>,
+}
+
+/// Simulates the asked run and searches for the fastest worker count, doubling until more
+/// workers stop gaining 0.5%.
+fn simulate_runs(
+    setup: &Setup<'_>,
+    order: &[&SimItem],
+    workers: usize,
+    listed: &[u64],
+    mean_latency: f64,
+) -> Result<Runs, NeverFits> {
+    let n = setup.items.len();
     // The run with as many workers as could help is simulated next to the asked one. Its
     // worker count depends on what the asked run charges, which is the list's own charge
     // unless retries or a spent budget change it: guess that, and redo it if wrong.
-    let guess = workers_to_saturate(setup, &listed, workers, mean_latency);
+    let guess = workers_to_saturate(setup, listed, workers, mean_latency);
     let (trace, guessed) = both(
         || sim::run_ordered(setup, order, workers),
         || (guess != workers).then(|| sim::run_ordered(setup, order, guess)),
     );
     let trace = trace?;
-    // What each limit is charged: by the simulated run (retries included), or, when a run
-    // budget stops it early, by the whole work list.
     let needs: Vec<u64> = if trace.spent.is_none() {
         trace.charged.clone()
     } else {
-        listed.clone()
+        listed.to_vec()
     };
     let mut hi = workers_to_saturate(setup, &needs, workers, mean_latency);
     let mut best = match guessed {
@@ -338,29 +416,37 @@ pub fn estimate(
     if trace.end < best.end {
         (hi, best) = (workers, trace.clone());
     }
-    let target = (best.end as f64 / 0.99) as Nanos;
-    // Little's law: a run of `target` keeps busy / target requests in flight on average,
-    // so fewer workers than that cannot make it.
-    let lo = usize::try_from(trace.busy / target.max(1)).unwrap_or(1);
-    let recommended = smallest_workers(setup, order, lo, hi, |t| t.end <= target)?;
+    Ok(Runs {
+        trace,
+        best,
+        hi,
+        needs,
+    })
+}
 
-    let makespan_s = secs(trace.end);
-    let limits = limit_uses(setup, &trace, &needs, makespan_s);
+/// The limit (or "workers") that held the run back longest, "none" when nothing waited.
+fn binding_limit(setup: &Setup<'_>, trace: &Trace) -> String {
     let waited: Nanos = trace.held.iter().sum::<Nanos>() + trace.workers_full;
-    let binding_limit = if waited == 0 {
-        "none".to_string()
-    } else {
-        setup
-            .limits
-            .iter()
-            .zip(&trace.held)
-            .map(|(l, h)| (l.name.as_str(), *h))
-            .chain([("workers", trace.workers_full)])
-            .max_by_key(|(_, h)| *h)
-            .map_or_else(|| "none".to_string(), |(name, _)| name.to_string())
-    };
-    let cost_micro: u64 = items.iter().map(|i| i.usd_micro).sum();
-    let batch = items.iter().any(|i| i.batch.is_some()).then(|| {
+    if waited == 0 {
+        return "none".to_string();
+    }
+    setup
+        .limits
+        .iter()
+        .zip(&trace.held)
+        .map(|(l, h)| (l.name.as_str(), *h))
+        .chain([("workers", trace.workers_full)])
+        .max_by_key(|(_, h)| *h)
+        .map_or_else(|| "none".to_string(), |(name, _)| name.to_string())
+}
+
+/// The provider's batch API as an option, when any item's pricing offers one.
+fn batch_option(
+    items: &[SimItem],
+    cost_micro: u64,
+    deadline: Option<Duration>,
+) -> Option<BatchOption> {
+    items.iter().any(|i| i.batch.is_some()).then(|| {
         let micro: u64 = items
             .iter()
             .map(|i| i.batch.map_or(i.usd_micro, |(b, _)| b))
@@ -376,41 +462,6 @@ pub fn estimate(
             window_s: window.as_secs_f64(),
             meets_deadline: deadline.map(|d| window <= d),
         }
-    });
-    let deadline = match deadline {
-        Some(d) => Some(check_deadline(
-            setup, order, d, &trace, &best, hi, workers, &needs,
-        )?),
-        None => None,
-    };
-    let clock = |t: Nanos| {
-        humantime::format_rfc3339_seconds(setup.start + Duration::from_nanos(t)).to_string()
-    };
-    Ok(Estimate {
-        items: n as u64,
-        requests: trace.admitted,
-        tokens: items.iter().map(|i| i.tokens).sum(),
-        cost_usd: usd(cost_micro),
-        usage_basis: if items.iter().any(|i| i.recorded) {
-            "recorded usage".into()
-        } else {
-            "max_tokens".into()
-        },
-        start: clock(0),
-        end: clock(trace.end),
-        makespan_s,
-        binding_limit,
-        limits,
-        workers,
-        recommended_workers: recommended,
-        best_makespan_s: secs(best.end),
-        latency_model: setup.latency.model().to_string(),
-        latency_ms: mean_latency * 1000.0,
-        stopped_by: trace.spent.clone(),
-        items_failed: trace.failed,
-        failure_share: setup.failure_share,
-        batch,
-        deadline,
     })
 }
 

@@ -16,6 +16,13 @@ use std::time::Duration;
 
 use crate::clock::{Nanos, nanos};
 
+/// The tolerance of a bucket whose burst takes `tau` to refill when requests may be delayed
+/// unevenly by up to `jitter`: `tau` less the jitter, at least one unit's `interval`. Unit
+/// free (ns here, µs in [`SharedBucket`](super::shared::SharedBucket)): one rule for both.
+pub fn jittered_tolerance(tau: u64, jitter: u64, interval: u64) -> u64 {
+    tau.saturating_sub(jitter).max(interval)
+}
+
 /// A rolling-rate bucket in GCRA form. Pure: time is passed in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gcra {
@@ -58,7 +65,7 @@ impl Gcra {
     /// GCRA's cell delay variation tolerance seen from the sender's side. The long-run rate
     /// is unchanged; at least one unit always fits.
     pub fn with_jitter(mut self, jitter: Duration) -> Gcra {
-        self.tau = self.tau.saturating_sub(nanos(jitter)).max(self.interval(1));
+        self.tau = jittered_tolerance(self.tau, nanos(jitter), self.interval(1));
         self
     }
 

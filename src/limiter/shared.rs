@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::gcra::jittered_tolerance;
+use super::window::window_guard;
 use super::{LimitKind, LimitSpec};
 
 /// Microseconds: the unit of time in a shared backend (unix microseconds stay exact in a
@@ -66,10 +68,7 @@ impl SharedBucket {
                     tau_us: 0,
                 };
                 let burst = burst.unwrap_or(*rate).get();
-                let tau = bucket
-                    .step_us(burst)
-                    .saturating_sub(jitter_us)
-                    .max(bucket.step_us(1));
+                let tau = jittered_tolerance(bucket.step_us(burst), jitter_us, bucket.step_us(1));
                 if let SharedBucket::Rolling { tau_us, .. } = &mut bucket {
                     *tau_us = tau;
                 }
@@ -93,7 +92,7 @@ impl SharedBucket {
                     guard_us: if period_us == 0 {
                         0
                     } else {
-                        jitter_us.min(period_us / 10)
+                        window_guard(period_us, jitter_us)
                     },
                 }
             }
@@ -115,6 +114,22 @@ impl SharedBucket {
                     .unwrap_or(u64::MAX)
             }
             SharedBucket::Window { .. } => cost,
+        }
+    }
+
+    /// The most units one admission can take (as [`Gcra::max_cost`](super::Gcra::max_cost)
+    /// and a window's admission limit): larger costs can never fit.
+    pub fn max_cost(&self) -> u64 {
+        match self {
+            SharedBucket::Rolling {
+                capacity,
+                period_us,
+                tau_us,
+            } => {
+                u64::try_from(u128::from(*tau_us) * u128::from(*capacity) / u128::from(*period_us))
+                    .unwrap_or(u64::MAX)
+            }
+            SharedBucket::Window { admit_up_to, .. } => *admit_up_to,
         }
     }
 

@@ -32,6 +32,13 @@ pub struct FixedWindow {
     used: u64,
 }
 
+/// The end of each window of `period` kept free when requests may be delayed by up to
+/// `jitter`: the jitter, at most a tenth of the window. Unit free (ns here, µs in
+/// [`SharedBucket`](super::shared::SharedBucket)): one rule for both.
+pub fn window_guard(period: u64, jitter: u64) -> u64 {
+    jitter.min(period / 10)
+}
+
 impl FixedWindow {
     /// A window limit of `capacity` units per `period`, of which admission may use
     /// `admit_up_to`, with window boundaries at limiter times `≡ phase (mod period)`.
@@ -55,7 +62,7 @@ impl FixedWindow {
 
     /// Stops admitting `guard` before each window ends (at most a tenth of the window).
     pub fn with_guard(mut self, guard: Nanos) -> FixedWindow {
-        self.guard = self.period.map_or(0, |p| guard.min(p / 10));
+        self.guard = self.period.map_or(0, |p| window_guard(p, guard));
         self
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::estimate::{Change, Estimate};
+use crate::estimate::{BatchOption, Change, DeadlineCheck, Estimate, LimitUse};
 
 use super::{amount, period};
 
@@ -54,19 +54,7 @@ fn change(c: &Change) -> String {
 pub fn render(e: &Estimate) -> String {
     let mut out = String::new();
     let mut row = |key: &str, value: String| out.push_str(&format!("{key:<10} {value}\n"));
-    let retries = if e.failure_share > 0.0 {
-        format!(
-            ", {:.1}% failing transiently and retried as [retry] says; {} items fail",
-            e.failure_share * 100.0,
-            e.items_failed
-        )
-    } else {
-        String::new()
-    };
-    row(
-        "items",
-        format!("{} ({} requests{retries})", e.items, e.requests),
-    );
+    row("items", items_text(e));
     let basis = if e.usage_basis == "max_tokens" {
         "every allowed output token counted: an upper bound"
     } else {
@@ -77,20 +65,7 @@ pub fn render(e: &Estimate) -> String {
         row("cost", dollars(e.cost_usd));
     }
     if let Some(b) = &e.batch {
-        let verdict = match b.meets_deadline {
-            Some(true) => ", meets the deadline",
-            Some(false) => ", may miss the deadline",
-            None => "",
-        };
-        row(
-            "batch API",
-            format!(
-                "{} (saves {}), done within {}{verdict}",
-                dollars(b.cost_usd),
-                dollars(b.saving_usd),
-                span(b.window_s)
-            ),
-        );
+        row("batch API", batch_text(b));
     }
     row(
         "makespan",
@@ -123,60 +98,97 @@ pub fn render(e: &Estimate) -> String {
         ),
     );
     for l in &e.limits {
-        let mut text = format!(
-            "{:<12} needs {}, alone allows {}, used {:.0}%, held back {:.0}% of waits",
-            l.name,
-            amount(l.needed, &l.unit),
-            span(l.bound_s),
-            l.utilization * 100.0,
-            l.held_share * 100.0
-        );
-        if let (Some(periods), Some(per)) = (l.periods, l.period_s) {
-            let windows = if periods == 1 { "window" } else { "windows" };
-            text.push_str(&format!(", spans {periods} {windows} of {}", span(per)));
-            match l.runs_out.as_slice() {
-                [] => {}
-                [one] => text.push_str(&format!(", runs out {one}")),
-                [first, .., last] => text.push_str(&format!(
-                    ", runs out {} times ({first} first, {last} last)",
-                    l.runs_out.len()
-                )),
-            }
-        }
-        row("limit", text);
+        row("limit", limit_text(l));
     }
     if let Some(d) = &e.deadline {
-        let text = if d.fits {
-            format!(
-                "{}: fits, {} to spare",
-                span(d.deadline_s),
-                span(d.margin_s)
-            )
-        } else if d.margin_s >= 0.0 {
-            format!(
-                "{}: missed, the run stops before the end; to finish: {}",
-                span(d.deadline_s),
-                d.changes
-                    .iter()
-                    .map(change)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            )
-        } else if d.changes.is_empty() {
-            format!("{}: misses by {}", span(d.deadline_s), span(-d.margin_s))
-        } else {
-            format!(
-                "{}: misses by {}; to make it: {}",
-                span(d.deadline_s),
-                span(-d.margin_s),
-                d.changes
-                    .iter()
-                    .map(change)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            )
-        };
-        row("deadline", text);
+        row("deadline", deadline_text(d));
     }
     out
+}
+
+/// The items row: how many, the requests they take and the retries assumed.
+fn items_text(e: &Estimate) -> String {
+    let retries = if e.failure_share > 0.0 {
+        format!(
+            ", {:.1}% failing transiently and retried as [retry] says; {} items fail",
+            e.failure_share * 100.0,
+            e.items_failed
+        )
+    } else {
+        String::new()
+    };
+    format!("{} ({} requests{retries})", e.items, e.requests)
+}
+
+/// The batch API row: its cost, the saving and whether its window meets the deadline.
+fn batch_text(b: &BatchOption) -> String {
+    let verdict = match b.meets_deadline {
+        Some(true) => ", meets the deadline",
+        Some(false) => ", may miss the deadline",
+        None => "",
+    };
+    format!(
+        "{} (saves {}), done within {}{verdict}",
+        dollars(b.cost_usd),
+        dollars(b.saving_usd),
+        span(b.window_s)
+    )
+}
+
+/// One limit's row: what the run needs of it, its use, and the windows it spans.
+fn limit_text(l: &LimitUse) -> String {
+    let mut text = format!(
+        "{:<12} needs {}, alone allows {}, used {:.0}%, held back {:.0}% of waits",
+        l.name,
+        amount(l.needed, &l.unit),
+        span(l.bound_s),
+        l.utilization * 100.0,
+        l.held_share * 100.0
+    );
+    if let (Some(periods), Some(per)) = (l.periods, l.period_s) {
+        let windows = if periods == 1 { "window" } else { "windows" };
+        text.push_str(&format!(", spans {periods} {windows} of {}", span(per)));
+        match l.runs_out.as_slice() {
+            [] => {}
+            [one] => text.push_str(&format!(", runs out {one}")),
+            [first, .., last] => text.push_str(&format!(
+                ", runs out {} times ({first} first, {last} last)",
+                l.runs_out.len()
+            )),
+        }
+    }
+    text
+}
+
+/// The deadline row: fits with a margin, or misses and what would have to change.
+fn deadline_text(d: &DeadlineCheck) -> String {
+    let changes = || {
+        d.changes
+            .iter()
+            .map(change)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    if d.fits {
+        format!(
+            "{}: fits, {} to spare",
+            span(d.deadline_s),
+            span(d.margin_s)
+        )
+    } else if d.margin_s >= 0.0 {
+        format!(
+            "{}: missed, the run stops before the end; to finish: {}",
+            span(d.deadline_s),
+            changes()
+        )
+    } else if d.changes.is_empty() {
+        format!("{}: misses by {}", span(d.deadline_s), span(-d.margin_s))
+    } else {
+        format!(
+            "{}: misses by {}; to make it: {}",
+            span(d.deadline_s),
+            span(-d.margin_s),
+            changes()
+        )
+    }
 }

@@ -44,6 +44,14 @@ use crate::limiter::{Costs, LimitSpec, NeverFits, Route, Unit};
 /// kind and parameters ([`SharedBucket::script_params`]) and the job's weight in it (0 when
 /// the job does not touch it). Returns `{1, now_us, epoch, slot, mark, ...}` when admitted,
 /// `{0, wait_us, binding index}` when not yet, `{2, index, spent}` when never.
+///
+/// The Lua mirror of the in-memory bucket maths, in µs of Redis `TIME`: `earliest` is
+/// [`Gcra::earliest`](crate::limiter::Gcra::earliest) for `'r'` and
+/// [`FixedWindow::earliest`](crate::limiter::FixedWindow::earliest) (guard included) for
+/// `'w'`; the admission loop is [`Limiter::reserve`](crate::limiter::Limiter::reserve)'s
+/// search for an instant every bucket accepts; the take is `Gcra::take` / `FixedWindow::take`.
+/// A change to either side must be made to both: the CLI test
+/// `redis::the_reserve_script_and_the_memory_limiter_agree` runs both on the same limits.
 const RESERVE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -170,6 +178,9 @@ return out
 /// hash its kind, the refund and charge (µs for rolling buckets, units for windows), the
 /// slot end (rolling) or window start (window), the refund mark, the window's period and
 /// phase. A grant from another epoch settles nothing: that state is gone.
+///
+/// The Lua mirror of [`Gcra::refund`](crate::limiter::Gcra::refund) / `Gcra::charge` and
+/// `FixedWindow::refund` / `FixedWindow::charge`, in µs of Redis `TIME`.
 const SETTLE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -220,6 +231,14 @@ for i = 1, #KEYS - 1 do
 end
 return 1
 "#;
+
+/// A non-negative integer of a script's reply, `None` when absent or of another type.
+fn reply_int(v: Option<&Value>) -> Option<u64> {
+    match v {
+        Some(Value::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
 
 /// Why the Redis backend could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +378,33 @@ impl RedisLimiter {
         route: &Route,
         costs: &Costs,
     ) -> Result<Result<Grant, SharedDenial>, RedisLimiterError> {
+        // A clone shares the one connection (as settle's does); the invocation borrows self.
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self
+            .reserve_invocation(route, costs)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        match reply_int(reply.first()) {
+            Some(1) => self.granted(&reply, route, costs).map(Ok),
+            Some(0) => {
+                let wait = reply_int(reply.get(1)).ok_or_else(|| self.protocol("no wait"))?;
+                let limit = reply_int(reply.get(2))
+                    .and_then(|i| usize::try_from(i).ok())
+                    .ok_or_else(|| self.protocol("no binding limit"))?;
+                Ok(Err(SharedDenial::Wait {
+                    wait: Duration::from_micros(wait),
+                    limit,
+                }))
+            }
+            Some(2) => self.never_fits(&reply, costs).map(Err),
+            _ => Err(self.protocol("an unknown admission code")),
+        }
+    }
+
+    /// The reserve script's call for `costs` on `route`: the epoch keys, then each bucket's
+    /// key, parameters and the job's weight in it (0 off the route).
+    fn reserve_invocation(&self, route: &Route, costs: &Costs) -> redis::ScriptInvocation<'_> {
         let fresh = format!("{:016x}", rand::random::<u64>());
         let mut invocation = self.reserve.prepare_invoke();
         invocation.key(&self.epoch_key);
@@ -375,78 +421,63 @@ impl RedisLimiter {
             }
             invocation.arg(step);
         }
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.conn)
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(n)) => u64::try_from(*n).ok(),
-            _ => None,
+        invocation
+    }
+
+    /// The grant an admitted reply (`{1, now_us, epoch, slot, mark, ...}`) records: what
+    /// each bucket on `route` took, to settle later. Remembers the epoch.
+    fn granted(
+        &mut self,
+        reply: &[Value],
+        route: &Route,
+        costs: &Costs,
+    ) -> Result<Grant, RedisLimiterError> {
+        let epoch = match reply.get(2) {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => return Err(self.protocol("no epoch in an admission")),
         };
-        match int(reply.first()) {
-            Some(1) => {
-                let epoch = match reply.get(2) {
-                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                    _ => return Err(self.protocol("no epoch in an admission")),
-                };
-                self.epoch.clone_from(&epoch);
-                let mut taken = SmallVec::new();
-                for (i, (_, unit)) in self.buckets.iter().enumerate() {
-                    let amount = costs.get(unit);
-                    if !route.contains(i) || amount == 0 {
-                        continue;
-                    }
-                    let (Some(slot), Some(mark)) =
-                        (int(reply.get(3 + 2 * i)), int(reply.get(4 + 2 * i)))
-                    else {
-                        return Err(self.protocol("a bucket's slot is missing"));
-                    };
-                    taken.push(SharedTaken {
-                        bucket: u16::try_from(i).unwrap_or(u16::MAX),
-                        amount,
-                        slot,
-                        mark,
-                    });
-                }
-                Ok(Ok(Grant { epoch, taken }))
+        self.epoch.clone_from(&epoch);
+        let mut taken = SmallVec::new();
+        for (i, (_, unit)) in self.buckets.iter().enumerate() {
+            let amount = costs.get(unit);
+            if !route.contains(i) || amount == 0 {
+                continue;
             }
-            Some(0) => {
-                let wait = int(reply.get(1)).ok_or_else(|| self.protocol("no wait"))?;
-                let limit = int(reply.get(2))
-                    .and_then(|i| usize::try_from(i).ok())
-                    .ok_or_else(|| self.protocol("no binding limit"))?;
-                Ok(Err(SharedDenial::Wait {
-                    wait: Duration::from_micros(wait),
-                    limit,
-                }))
-            }
-            Some(2) => {
-                let i = int(reply.get(1))
-                    .and_then(|i| usize::try_from(i).ok())
-                    .filter(|&i| i < self.buckets.len())
-                    .ok_or_else(|| self.protocol("no such bucket"))?;
-                let (bucket, unit) = &self.buckets[i];
-                let max = match bucket {
-                    SharedBucket::Rolling {
-                        capacity,
-                        period_us,
-                        tau_us,
-                    } => u64::try_from(
-                        u128::from(*tau_us) * u128::from(*capacity) / u128::from(*period_us),
-                    )
-                    .unwrap_or(u64::MAX),
-                    SharedBucket::Window { admit_up_to, .. } => *admit_up_to,
-                };
-                Ok(Err(SharedDenial::Never(Box::new(NeverFits {
-                    limit: self.names[i].clone(),
-                    unit: unit.clone(),
-                    cost: costs.get(unit),
-                    max,
-                    spent: int(reply.get(2)) == Some(1),
-                }))))
-            }
-            _ => Err(self.protocol("an unknown admission code")),
+            let (Some(slot), Some(mark)) = (
+                reply_int(reply.get(3 + 2 * i)),
+                reply_int(reply.get(4 + 2 * i)),
+            ) else {
+                return Err(self.protocol("a bucket's slot is missing"));
+            };
+            taken.push(SharedTaken {
+                bucket: u16::try_from(i).unwrap_or(u16::MAX),
+                amount,
+                slot,
+                mark,
+            });
         }
+        Ok(Grant { epoch, taken })
+    }
+
+    /// The denial a "never" reply (`{2, index, spent}`) means: the cost exceeds what the
+    /// bucket can ever admit at once, or a run budget is spent.
+    fn never_fits(
+        &self,
+        reply: &[Value],
+        costs: &Costs,
+    ) -> Result<SharedDenial, RedisLimiterError> {
+        let i = reply_int(reply.get(1))
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.buckets.len())
+            .ok_or_else(|| self.protocol("no such bucket"))?;
+        let (bucket, unit) = &self.buckets[i];
+        Ok(SharedDenial::Never(Box::new(NeverFits {
+            limit: self.names[i].clone(),
+            unit: unit.clone(),
+            cost: costs.get(unit),
+            max: bucket.max_cost(),
+            spent: reply_int(reply.get(2)) == Some(1),
+        })))
     }
 
     /// Settles `grant` to `actual` usage: refunds an over-estimate (only what is still ahead

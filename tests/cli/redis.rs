@@ -539,3 +539,68 @@ fn a_shared_quota_used_up_by_one_runner_pauses_the_next() {
         second.dump()
     );
 }
+
+/// The reserve script is the Lua mirror of the in-memory limiter's bucket maths: for the
+/// same limits and jitter, both admit the same number of back-to-back requests (a rolling
+/// burst shrunk by the jitter, a quota stopped at `pause_at`), and both refuse a cost above
+/// the burst as never fitting. Rates are slow (per hour, per
+/// day) so the real time the test takes cannot change an answer.
+#[test]
+fn the_reserve_script_and_the_memory_limiter_agree() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let jitter = Duration::from_secs(300);
+    let mut quota = LimitSpec::window(
+        "daily",
+        Unit::Requests,
+        NonZeroU64::new(10).unwrap(),
+        Some(Duration::from_secs(86_400)),
+    );
+    if let ratebound::limiter::LimitKind::Window { pause_at, .. } = &mut quota.kind {
+        *pause_at = Some(0.8);
+    }
+    let cases = [
+        (
+            "rolling",
+            vec![rps("hourly", 60, Duration::from_secs(3600))],
+        ),
+        ("window", vec![quota]),
+    ];
+    runtime().block_on(async {
+        for (name, specs) in cases {
+            let mut memory = Limiter::new(&specs)
+                .with_origin(std::time::SystemTime::now())
+                .with_jitter(jitter);
+            let route = memory.route_all();
+            let mut shared = RedisLimiter::new(&redis.url(), name, &specs, jitter).unwrap();
+            let one = Costs::request(0);
+            let mut in_memory = 0;
+            while memory.reserve(&route, &one, 0).is_ok() {
+                in_memory += 1;
+                assert!(in_memory <= 100, "{name}: the memory limiter never stops");
+            }
+            let mut in_redis = 0;
+            while shared.reserve(&route, &one).await.unwrap().is_ok() {
+                in_redis += 1;
+                assert!(in_redis <= 100, "{name}: the script never stops");
+            }
+            assert_eq!(in_redis, in_memory, "{name}: admitted back to back");
+            assert!(in_memory > 1, "{name}: a burst was admitted");
+            let huge = Costs::default().with(Unit::Requests, 1_000);
+            let memory_max = match memory.reserve(&route, &huge, 0) {
+                Err(ratebound::limiter::Denied::Never(n)) => n.max,
+                other => panic!("{name}: memory: {other:?}"),
+            };
+            let redis_max = match shared.reserve(&route, &huge).await.unwrap() {
+                Err(SharedDenial::Never(n)) => n.max,
+                other => panic!("{name}: redis: {other:?}"),
+            };
+            // A window's message names its whole quota in memory and what `pause_at` lets
+            // through in Redis (the admissions above agree either way).
+            if name == "rolling" {
+                assert_eq!(redis_max, memory_max, "{name}: the largest cost");
+            }
+        }
+    });
+}
