@@ -12,7 +12,9 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::prepare::{self, Prepared, Validated};
-use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, UsageError, out};
+use super::{
+    EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_UNAVAILABLE, UsageError, out,
+};
 use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::job::{CostModel, Job, Rebuild};
 use crate::limiter::{Costs, shared};
@@ -128,6 +130,7 @@ fn exit_of(summary: &Summary) -> u8 {
         End::Finished | End::AuthRefused { .. } => EXIT_FAILURES,
         End::Interrupted => EXIT_INTERRUPTED,
         End::Paused { .. } => EXIT_PAUSED,
+        End::Unreachable { .. } => EXIT_UNAVAILABLE,
     }
 }
 

@@ -17,6 +17,8 @@
 
 pub mod feedback;
 #[cfg(test)]
+mod reach_tests;
+#[cfg(test)]
 mod shared_tests;
 mod steps;
 #[cfg(test)]
@@ -174,6 +176,40 @@ struct Answered {
     wall: SystemTime,
 }
 
+impl Answered {
+    /// An attempt that never reached the API: only its job, reservation and error matter.
+    fn unreached(
+        job: Job,
+        reservation: Reservation,
+        result: Result<Response, TransportError>,
+        wall: SystemTime,
+    ) -> Answered {
+        let error = result.err().map(|e| e.to_string());
+        Answered {
+            attempt: AttemptRecord {
+                seq: job.seq,
+                attempt: job.attempts,
+                sent_at_ms: unix_ms(wall),
+                latency_ms: 0,
+                http_status: None,
+                outcome: outcome_name(Outcome::Unreachable),
+                error: error.clone(),
+            },
+            job,
+            reservation,
+            dispatched_before: Dispatched::default(),
+            sent_costs: Costs::default(),
+            outcome: Outcome::Unreachable,
+            observed: Observations::default(),
+            http_status: None,
+            body: None,
+            latency_ms: 0,
+            error,
+            wall,
+        }
+    }
+}
+
 impl Ticket for Job {
     fn route(&self) -> &Route {
         &self.route
@@ -241,6 +277,8 @@ impl<T: Transport> Runner<T> {
             refunds_reopen_budget: true,
             shared: self.shared.is_some(),
             wall_origin: self.clock.wall_at(0),
+            max_wait: self.settings.retry.max_wait,
+            unreachable_after: self.settings.retry.unreachable_after,
         });
         let mut c = Counters::new(self.settings.jitter_seed);
         // The shared limiter's answer being awaited, if any.
@@ -537,12 +575,25 @@ impl<T: Transport> Runner<T> {
             Outcome::Done => self.on_done(a, now, c),
             Outcome::RateLimited => self.on_rate_limited(a, now, c, core),
             Outcome::Transient => self.on_transient(a, now, c),
+            Outcome::Unreachable => {
+                // Nothing reached the provider: nothing stays charged, nothing is recorded.
+                self.settle(a.reservation, a.job.seq, &Costs::default(), now);
+                let error = a.error.unwrap_or_default();
+                let draw = 0.5 + c.rng.random::<f64>() / 2.0;
+                let policy = &self.settings.retry;
+                core.unreachable(now, &error, |streak| policy.backoff(streak, draw, None));
+                let job = a.job;
+                self.scheduler
+                    .enqueue(now, job.lane, job.priority, job.seq, job);
+                Ok(())
+            }
             Outcome::Failed => {
                 self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
-                let why = format!(
-                    "HTTP {}: the API refused this item",
-                    a.http_status.unwrap_or(0)
-                );
+                // A body over `max_response_bytes` says so; a 4xx is the API's refusal.
+                let why = (a.error.clone()).unwrap_or_else(|| {
+                    let status = a.http_status.unwrap_or(0);
+                    format!("HTTP {status}: the API refused this item")
+                });
                 self.finish_failed(a.job, a.attempt, a.http_status, a.body, a.latency_ms, why)?;
                 c.failed += 1;
                 Ok(())
@@ -596,6 +647,7 @@ impl<T: Transport> Runner<T> {
         let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
         // The job is out of flight on every path below: its lane's caps take it off.
         self.scheduler.finished(job.lane);
+        let earlier_sent = !earlier.is_empty();
         if job.steps.is_some()
             && let Some(why) = self.absorb_steps(&mut job, earlier, broken, c, core)?
         {
@@ -603,6 +655,19 @@ impl<T: Transport> Runner<T> {
             self.fail_unsendable(&job, &why)?;
             c.failed += 1;
             return Ok(None);
+        }
+        let mut response = response_of(&result);
+        if response == retry::Response::Unreachable && !earlier_sent {
+            // Nothing reached the API: no attempt is spent, nothing is counted as sent.
+            let wall = self.clock.wall();
+            return Ok(Some(Answered::unreached(job, reservation, result, wall)));
+        }
+        if response == retry::Response::Unreachable {
+            // Earlier steps of this job reached it: an ordinary connection failure.
+            response = retry::Response::Connection;
+        }
+        if result.is_ok() || earlier_sent {
+            core.reached();
         }
         job.attempts += 1;
         c.sent += 1;
@@ -612,11 +677,6 @@ impl<T: Transport> Runner<T> {
         if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
             c.retries += 1;
         }
-        let response = match &result {
-            Ok(r) => retry::Response::Status(r.status),
-            Err(TransportError::Timeout) => retry::Response::Timeout,
-            Err(TransportError::Connection(_)) => retry::Response::Connection,
-        };
         let (http_status, headers, body) = match &result {
             Ok(r) => (
                 Some(r.status),
@@ -897,6 +957,19 @@ impl<T: Transport> Runner<T> {
     }
 }
 
+/// What came back, as the retry policy classifies it.
+fn response_of(result: &Result<Response, TransportError>) -> retry::Response {
+    match result {
+        Ok(r) => retry::Response::Status(r.status),
+        Err(TransportError::Timeout) => retry::Response::Timeout,
+        Err(TransportError::TooLarge { .. }) => retry::Response::TooLarge,
+        Err(TransportError::Connection(text)) if retry::is_unreachable(text) => {
+            retry::Response::Unreachable
+        }
+        Err(TransportError::Connection(_)) => retry::Response::Connection,
+    }
+}
+
 fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Done => "done",
@@ -905,6 +978,7 @@ fn outcome_name(outcome: Outcome) -> &'static str {
         Outcome::Failed => "failed",
         Outcome::Fatal => "fatal",
         Outcome::QuotaExhausted => "quota_exhausted",
+        Outcome::Unreachable => "unreachable",
     }
 }
 
