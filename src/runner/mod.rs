@@ -666,25 +666,16 @@ impl<T: Transport> Runner<T> {
             // Earlier steps of this job reached it: an ordinary connection failure.
             response = retry::Response::Connection;
         }
-        if result.is_ok() || earlier_sent {
+        if earlier_sent
+            || matches!(
+                response,
+                retry::Response::Status(_) | retry::Response::TooLarge
+            )
+        {
             core.reached();
         }
-        job.attempts += 1;
-        c.sent += 1;
-        if let Some(auto) = &mut self.settings.auto_workers {
-            auto.observe(latency);
-        }
-        if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
-            c.retries += 1;
-        }
-        let (http_status, headers, body) = match &result {
-            Ok(r) => (
-                Some(r.status),
-                r.headers.as_slice(),
-                Some(String::from_utf8_lossy(&r.body).into_owned()),
-            ),
-            Err(_) => (None, &[][..], None),
-        };
+        self.count_attempt(&mut job, latency, c);
+        let (http_status, headers, body) = parts_of(&result);
         let outcome = retry::classify_body(
             response,
             body.as_deref().unwrap_or_default(),
@@ -724,6 +715,19 @@ impl<T: Transport> Runner<T> {
             error,
             wall,
         }))
+    }
+
+    /// Counts an attempt of `job` that reached the API (or may have): one more sent, and a
+    /// retry when it follows one that did not succeed.
+    fn count_attempt(&mut self, job: &mut Job, latency: Duration, c: &mut Counters) {
+        job.attempts += 1;
+        c.sent += 1;
+        if let Some(auto) = &mut self.settings.auto_workers {
+            auto.observe(latency);
+        }
+        if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
+            c.retries += 1;
+        }
     }
 
     /// A failure storm (most recent responses failed) holds all dispatch for a backoff.
@@ -954,6 +958,20 @@ impl<T: Transport> Runner<T> {
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)
+    }
+}
+
+/// A response's status, headers and body (as text); nothing for a transport failure.
+fn parts_of(
+    result: &Result<Response, TransportError>,
+) -> (Option<u16>, &[(String, String)], Option<String>) {
+    match result {
+        Ok(r) => (
+            Some(r.status),
+            r.headers.as_slice(),
+            Some(String::from_utf8_lossy(&r.body).into_owned()),
+        ),
+        Err(_) => (None, &[][..], None),
     }
 }
 
