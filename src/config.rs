@@ -64,7 +64,7 @@ const KEYS: &[(&str, &str)] = &[
     ("[scheduler]", "starvation_after"),
     (
         "[retry]",
-        "max_attempts, backoff, max_backoff, max_wait, quota_markers, on_quota, storm_share",
+        "max_attempts, backoff, max_backoff, max_wait, unreachable_after, quota_markers, on_quota, storm_share",
     ),
     ("[limiter]", "jitter, backend, namespace"),
     ("[batch]", batch::BATCH_KEYS),
@@ -363,6 +363,7 @@ struct RawRetry {
     backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
     max_wait: Option<Spanned<String>>,
+    unreachable_after: Option<Spanned<String>>,
     quota_markers: Option<Vec<String>>,
     on_quota: Option<Spanned<String>>,
     storm_share: Option<Spanned<f64>>,
@@ -1252,6 +1253,10 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         Some(d) => check.duration(d, "max_wait"),
         None => Some(default.max_wait),
     };
+    let unreachable_after = match &raw.unreachable_after {
+        Some(d) => check.duration(d, "unreachable_after"),
+        None => Some(default.unreachable_after),
+    };
     let on_quota = match raw.on_quota.as_ref().map(|o| (o, o.get_ref().as_str())) {
         None | Some((_, "exit")) => Some(OnQuota::Exit),
         Some((_, "wait")) => Some(OnQuota::Wait),
@@ -1283,6 +1288,7 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         on_quota: on_quota?,
         storm_share: storm_share?,
         max_wait: max_wait?,
+        unreachable_after: unreachable_after?,
     })
 }
 

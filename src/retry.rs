@@ -22,6 +22,10 @@ pub enum Response {
     Timeout,
     /// The connection failed or was reset.
     Connection,
+    /// No connection could be made at all (refused, DNS): the API was never reached.
+    Unreachable,
+    /// A response whose body is larger than `[api] max_response_bytes`.
+    TooLarge,
 }
 
 /// The decision after one attempt.
@@ -42,11 +46,14 @@ pub enum Outcome {
     /// The account's quota or credit is exhausted (OpenAI's 429 `insufficient_quota`, or a
     /// configured marker): pause the whole run at once; items stay pending.
     QuotaExhausted,
+    /// The API was never reached (connection refused, DNS failure): the attempt is not
+    /// spent; dispatch waits and probes, and the run stops when it lasts ([`Reachability`]).
+    Unreachable,
 }
 
 impl Outcome {
     /// The name the store records for an attempt: `done`, `rate_limited`, `transient`,
-    /// `failed`, `fatal` or `quota_exhausted`.
+    /// `failed`, `fatal`, `quota_exhausted` or `unreachable`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Done => "done",
@@ -55,6 +62,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Fatal => "fatal",
             Outcome::QuotaExhausted => "quota_exhausted",
+            Outcome::Unreachable => "unreachable",
         }
     }
 }
@@ -81,7 +89,8 @@ pub fn classify(response: Response) -> Outcome {
         Response::Status(408 | 500..=599) | Response::Timeout | Response::Connection => {
             Outcome::Transient
         }
-        Response::Status(_) => Outcome::Failed,
+        Response::Status(_) | Response::TooLarge => Outcome::Failed,
+        Response::Unreachable => Outcome::Unreachable,
     }
 }
 
@@ -103,6 +112,8 @@ pub struct RetryPolicy {
     /// The longest a provider's `Retry-After` or reset is waited for in the run; a longer
     /// one is treated as an exhausted quota.
     pub max_wait: Duration,
+    /// How long every attempt may fail to connect before the run stops as unreachable.
+    pub unreachable_after: Duration,
 }
 
 /// Default `[retry] max_wait`.
@@ -128,6 +139,7 @@ impl Default for RetryPolicy {
             on_quota: OnQuota::Exit,
             storm_share: 0.5,
             max_wait: DEFAULT_MAX_WAIT,
+            unreachable_after: UNREACHABLE_AFTER,
         }
     }
 }
@@ -199,12 +211,22 @@ impl Reachability {
     /// Records one attempt (`unreachable`: it failed to connect) at `now`; true when the
     /// API has been unreachable for [`UNREACHABLE_AFTER`].
     pub fn record(&mut self, unreachable: bool, now: Duration) -> bool {
+        self.record_for(unreachable, now, UNREACHABLE_AFTER)
+    }
+
+    /// [`Reachability::record`] with the span `after` (`[retry] unreachable_after`).
+    pub fn record_for(&mut self, unreachable: bool, now: Duration, after: Duration) -> bool {
         if !unreachable {
             self.since = None;
             return false;
         }
         let since = *self.since.get_or_insert(now);
-        now.saturating_sub(since) >= UNREACHABLE_AFTER
+        now.saturating_sub(since) >= after
+    }
+
+    /// When the current run of connect failures began, if one is going on.
+    pub fn since(&self) -> Option<Duration> {
+        self.since
     }
 }
 
@@ -264,6 +286,8 @@ mod tests {
             (Response::Status(503), Transient),
             (Response::Timeout, Transient),
             (Response::Connection, Transient),
+            (Response::Unreachable, Unreachable),
+            (Response::TooLarge, Failed),
         ];
         for (response, want) in cases {
             assert_eq!(classify(response), want, "{response:?}");

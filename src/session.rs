@@ -79,6 +79,14 @@ pub enum End {
         /// When it resets, if known.
         until: Option<SystemTime>,
     },
+    /// No attempt reached the API for `[retry] unreachable_after` (connection refused, DNS
+    /// failure); items stay pending, with no attempt spent.
+    Unreachable {
+        /// The last connect failure (without secrets).
+        error: String,
+        /// How long every attempt failed to connect.
+        after: Duration,
+    },
     /// The API refused the credentials (401/403); items stay pending.
     AuthRefused {
         /// The status code.

@@ -172,7 +172,10 @@ fn fate(item: &Held, result: Option<LineResult>, policy: &RetryPolicy) -> LineAp
                 .and_then(|v| v.get("usage").map(ToString::to_string)),
             body,
         },
-        Outcome::RateLimited | Outcome::QuotaExhausted => LineApply::Requeue { seq },
+        // A line the provider could not pass on is sent again in a later batch.
+        Outcome::RateLimited | Outcome::QuotaExhausted | Outcome::Unreachable => {
+            LineApply::Requeue { seq }
+        }
         Outcome::Transient if policy.allows_another(item.failures + 1) => LineApply::Retry {
             seq,
             http_status: status,

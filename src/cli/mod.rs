@@ -36,6 +36,10 @@ pub const EXIT_FAILURES: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Paused on a quota or budget; resume later.
 pub const EXIT_PAUSED: u8 = 75;
+/// The API is unreachable (every attempt failed to connect for `[retry]
+/// unreachable_after`); nothing was marked failed, run the same command again when it is
+/// back (sysexits' `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Interrupted (Ctrl-C); run the same command again to continue.
 pub const EXIT_INTERRUPTED: u8 = 130;
 

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use super::prepare::{self, Prepared, Validated};
 use super::queueing::{queue_worklist, stored_tenants};
-use super::{EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, UsageError, out};
+use super::{
+    EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_PAUSED, EXIT_UNAVAILABLE, UsageError, out,
+};
 use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::job::{CostModel, Job};
 use crate::limiter::{Costs, shared};
@@ -173,6 +175,7 @@ fn exit_of(summary: &Summary) -> u8 {
         End::Finished | End::AuthRefused { .. } => EXIT_FAILURES,
         End::Interrupted => EXIT_INTERRUPTED,
         End::Paused { .. } => EXIT_PAUSED,
+        End::Unreachable { .. } => EXIT_UNAVAILABLE,
     }
 }
 

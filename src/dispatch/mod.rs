@@ -32,6 +32,7 @@ use crate::retry::OnQuota;
 use crate::scheduler::{Popped, Scheduler};
 use crate::session::End;
 
+mod outage;
 #[cfg(test)]
 mod tests;
 
@@ -196,6 +197,12 @@ pub struct Rules {
     pub shared: bool,
     /// The wall time of limiter time 0, for the reset instants of quota notes.
     pub wall_origin: SystemTime,
+    /// `[retry] max_wait`: a wait longer than this on a limit learned from the provider's
+    /// headers pauses the run like a quota (the estimate waits through everything).
+    pub max_wait: Duration,
+    /// `[retry] unreachable_after`: how long every attempt may fail to connect before the
+    /// session ends as unreachable.
+    pub unreachable_after: Duration,
 }
 
 /// A local reservation waiting for the shared limiter's answer.
@@ -230,6 +237,7 @@ pub struct Dispatcher {
     pending: Option<Pending>,
     wake: Option<Nanos>,
     next_heartbeat: Nanos,
+    outage: outage::Outage,
 }
 
 impl Dispatcher {
@@ -249,6 +257,7 @@ impl Dispatcher {
             pending: None,
             wake: None,
             next_heartbeat: 0,
+            outage: outage::Outage::default(),
         }
     }
 
@@ -274,6 +283,7 @@ impl Dispatcher {
         if self.spent.is_some() && !self.rules.refunds_reopen_budget {
             return Decision::Idle(Idle::Spent);
         }
+        let workers = self.probing(workers);
         if self.busy() >= workers {
             return Decision::Idle(Idle::Full);
         }
@@ -420,7 +430,8 @@ impl Dispatcher {
             };
             (local, scoped(local.map(|(i, _)| i)) || scoped(shared))
         };
-        let long = at.saturating_sub(now) >= nanos(QUOTA_WAIT);
+        let wait = at.saturating_sub(now);
+        let long = wait >= nanos(QUOTA_WAIT) || wait > nanos(self.rules.max_wait);
         let binding_index = binding.map(|(i, _)| i);
         if queue.has_lanes() && at > now && own_lane {
             // One of this lane's own limits (a tenant's tier, a kind, a path) holds it
@@ -501,10 +512,18 @@ impl Dispatcher {
             .flatten()
             .filter_map(|(i, at)| Some((limiter.specs().nth(i)?, at)))
             .max_by_key(|(_, at)| *at)?;
-        if !matches!(spec.kind, LimitKind::Window { per: Some(_), .. }) {
-            return None;
+        if matches!(spec.kind, LimitKind::Window { per: Some(_), .. })
+            && at.saturating_sub(now) >= nanos(QUOTA_WAIT)
+        {
+            return Some(quota_wait(spec, self.rules.wall_origin, now, at));
         }
-        Some(quota_wait(spec, self.rules.wall_origin, now, at))
+        // A limit the provider's headers set (a reset of 300h with nothing remaining)
+        // asking for longer than `max_wait` is a quota too; a configured rate that slow is
+        // the user's own choice.
+        if spec.learn && at.saturating_sub(now) > nanos(self.rules.max_wait) {
+            return Some(provider_wait(spec, &self.rules, now, at));
+        }
+        None
     }
 
     /// The driver gave up waiting for the shared limiter's answer (the session is over):
@@ -628,6 +647,29 @@ fn binding_of(
     let (spec, at) = limiter.binding(route, costs, now)?;
     let index = limiter.specs().position(|s| std::ptr::eq(s, spec))?;
     Some((index, at))
+}
+
+/// The note and the end of a wait until `at`, longer than `[retry] max_wait`, on `spec`,
+/// a limit the provider's headers set.
+fn provider_wait(spec: &LimitSpec, rules: &Rules, now: Nanos, at: Nanos) -> LongWait {
+    let until = rules.wall_origin + Duration::from_nanos(at);
+    let stamp = humantime::format_rfc3339_seconds(until);
+    let left =
+        humantime::format_duration(Duration::from_secs(at.saturating_sub(now) / 1_000_000_000));
+    let max = humantime::format_duration(rules.max_wait);
+    LongWait {
+        note: format!(
+            "waiting for quota `{}` to reset at {stamp} (in {left}): the API's headers ask for longer than [retry] max_wait ({max})",
+            spec.name
+        ),
+        end: End::Paused {
+            reason: format!(
+                "the API's limit `{}` admits nothing more until {stamp}, longer than [retry] max_wait ({max})",
+                spec.name
+            ),
+            until: Some(until),
+        },
+    }
 }
 
 /// The note and the end of a wait until `at` on calendar quota `spec`.

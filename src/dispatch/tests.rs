@@ -55,6 +55,8 @@ fn rules(shared: bool) -> Rules {
         refunds_reopen_budget: true,
         shared,
         wall_origin: UNIX_EPOCH,
+        max_wait: Duration::MAX,
+        unreachable_after: crate::retry::UNREACHABLE_AFTER,
     }
 }
 
@@ -227,4 +229,97 @@ fn a_long_wait_on_a_quota_pauses_the_run() {
     };
     assert!(reason.contains("quota `daily` is used up"), "{reason}");
     assert_eq!(until, Some(UNIX_EPOCH + Duration::from_secs(86_400)));
+}
+
+/// One request per 300 h, already spent; `learned`: set by the provider's headers.
+fn spent_for_300h(learned: bool) -> (Limiter, Scheduler<TestJob>) {
+    let mut spec = LimitSpec::rolling(
+        "learned-requests",
+        Unit::Requests,
+        NonZeroU64::MIN,
+        Duration::from_secs(300 * 3600),
+    );
+    spec.learn = learned;
+    let mut limiter = Limiter::new(&[spec]);
+    let route = limiter.route_all();
+    let used = limiter.reserve(&route, &Costs::request(0), 0).unwrap();
+    limiter.settle(used, &Costs::request(0), 0);
+    (limiter, queue(2))
+}
+
+#[test]
+fn issue_12_a_provider_wait_beyond_max_wait_pauses_the_run_and_says_until_when() {
+    let (mut limiter, mut q) = spent_for_300h(true);
+    let mut core = Dispatcher::new(Rules {
+        max_wait: Duration::from_secs(300),
+        ..rules(false)
+    });
+    let (sent, _) = round(&mut core, SEC, 4, &mut limiter, &mut q);
+    assert!(sent.is_empty());
+    assert!(core.is_stopping(), "exit 75 under on_quota = \"exit\"");
+    match core.end(&q) {
+        End::Paused {
+            reason,
+            until: Some(until),
+        } => {
+            assert!(reason.contains("max_wait"), "{reason}");
+            assert!(until > UNIX_EPOCH + Duration::from_secs(3600), "{until:?}");
+        }
+        other => panic!("expected a pause with its end, got {other:?}"),
+    }
+    // Under on_quota = "wait" it waits, saying until when.
+    let (mut limiter, mut q) = spent_for_300h(true);
+    let mut core = Dispatcher::new(Rules {
+        on_quota: OnQuota::Wait,
+        max_wait: Duration::from_secs(300),
+        ..rules(false)
+    });
+    round(&mut core, SEC, 4, &mut limiter, &mut q);
+    assert!(!core.is_stopping());
+    let note = core.note().unwrap_or_default();
+    assert!(
+        note.contains("to reset at") && note.contains("max_wait"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_configured_rate_slower_than_max_wait_waits_as_configured() {
+    let (mut limiter, mut q) = spent_for_300h(false);
+    let mut core = Dispatcher::new(Rules {
+        max_wait: Duration::from_secs(300),
+        ..rules(false)
+    });
+    let (_, why) = round(&mut core, SEC, 4, &mut limiter, &mut q);
+    assert!(matches!(why, Idle::Limited { .. }), "{why:?}");
+    assert!(!core.is_stopping());
+}
+
+#[test]
+fn issue_12_connect_failures_hold_dispatch_probe_one_at_a_time_and_stop_after_a_minute() {
+    let (mut core, mut limiter, mut q) = (Dispatcher::new(rules(false)), per_second(100), queue(5));
+    let backoff = |streak: u32| Duration::from_secs(1 << streak.min(5));
+    core.unreachable(0, "cannot connect: refused", backoff);
+    core.unreachable(SEC / 10, "cannot connect: refused", backoff);
+    let (sent, why) = round(&mut core, SEC, 4, &mut limiter, &mut q);
+    assert_eq!(
+        (sent, why),
+        (vec![], Idle::Held),
+        "held for the first backoff"
+    );
+    let (sent, _) = round(&mut core, 2 * SEC, 4, &mut limiter, &mut q);
+    assert_eq!(sent.len(), 1, "one probe at a time");
+    let note = core.note().unwrap_or_default().to_string();
+    assert!(note.contains("cannot reach the API"), "{note}");
+    core.unreachable(59 * SEC, "cannot connect: refused", backoff);
+    assert!(!core.is_stopping());
+    core.unreachable(60 * SEC, "cannot connect: refused", backoff);
+    assert!(core.is_stopping());
+    assert!(matches!(core.end(&q), End::Unreachable { .. }));
+    // A response ends an outage.
+    let mut core = Dispatcher::new(rules(false));
+    core.unreachable(0, "cannot connect: refused", backoff);
+    core.reached();
+    core.unreachable(61 * SEC, "cannot connect: refused", backoff);
+    assert!(!core.is_stopping());
 }

@@ -328,6 +328,8 @@ impl<'a, 's> Sim<'a, 's> {
                 refunds_reopen_budget: false,
                 shared: false,
                 wall_origin: setup.start,
+                max_wait: Duration::MAX,
+                unreachable_after: crate::retry::UNREACHABLE_AFTER,
             }),
             limiter: limiter(setup),
             workers,

@@ -73,6 +73,10 @@ pub fn summary(s: &Summary, db: &Path) -> String {
         End::AuthRefused { status, .. } => format!(
             "stopped: the API refused the credentials (HTTP {status}); no item was marked failed"
         ),
+        End::Unreachable { error, after } => format!(
+            "the API is unreachable: {error}\n  every attempt failed to connect for {}; no item was marked failed and no attempt was spent\n  hint: check [api] base_url, the network (DNS, proxy, firewall) and that the API is up, then run the same command again",
+            humantime::format_duration(*after)
+        ),
     };
     let mut out = format!(
         "{headline}\n  items     {} done, {} failed, {} pending of {}\n  requests  {} this session ({rate:.1}/s over {}), {} answered 429, {} retries\n",

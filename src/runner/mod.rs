@@ -17,6 +17,8 @@
 
 pub mod feedback;
 #[cfg(test)]
+mod reach_tests;
+#[cfg(test)]
 mod shared_tests;
 mod steps;
 #[cfg(test)]
@@ -178,6 +180,40 @@ struct Answered {
     wall: SystemTime,
 }
 
+impl Answered {
+    /// An attempt that never reached the API: only its job, reservation and error matter.
+    fn unreached(
+        job: Job,
+        reservation: Reservation,
+        result: Result<Response, TransportError>,
+        wall: SystemTime,
+    ) -> Answered {
+        let error = result.err().map(|e| e.to_string());
+        Answered {
+            attempt: AttemptRecord {
+                seq: job.seq,
+                attempt: job.attempts,
+                sent_at_ms: unix_ms(wall),
+                latency_ms: 0,
+                http_status: None,
+                outcome: Outcome::Unreachable.as_str(),
+                error: error.clone(),
+            },
+            job,
+            reservation,
+            dispatched_before: Dispatched::default(),
+            sent_costs: Costs::default(),
+            outcome: Outcome::Unreachable,
+            observed: Observations::default(),
+            http_status: None,
+            body: None,
+            latency_ms: 0,
+            error,
+            wall,
+        }
+    }
+}
+
 impl Ticket for Job {
     fn route(&self) -> &Route {
         &self.route
@@ -245,6 +281,8 @@ impl<T: Transport> Runner<T> {
             refunds_reopen_budget: true,
             shared: self.shared.is_some(),
             wall_origin: self.clock.wall_at(0),
+            max_wait: self.settings.retry.max_wait,
+            unreachable_after: self.settings.retry.unreachable_after,
         });
         let mut c = Counters::new(self.settings.jitter_seed);
         // The shared limiter's answer being awaited, if any.
@@ -548,12 +586,25 @@ impl<T: Transport> Runner<T> {
             Outcome::Done => self.on_done(a, now, c),
             Outcome::RateLimited => self.on_rate_limited(a, now, c, core),
             Outcome::Transient => self.on_transient(a, now, c),
+            Outcome::Unreachable => {
+                // Nothing reached the provider: nothing stays charged, nothing is recorded.
+                self.settle(a.reservation, a.job.seq, &Costs::default(), now);
+                let error = a.error.unwrap_or_default();
+                let draw = 0.5 + c.rng.random::<f64>() / 2.0;
+                let policy = &self.settings.retry;
+                core.unreachable(now, &error, |streak| policy.backoff(streak, draw, None));
+                let job = a.job;
+                self.scheduler
+                    .enqueue(now, job.lane, job.priority, job.seq, job);
+                Ok(())
+            }
             Outcome::Failed => {
                 self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
-                let why = format!(
-                    "HTTP {}: the API refused this item",
-                    a.http_status.unwrap_or(0)
-                );
+                // A body over `max_response_bytes` says so; a 4xx is the API's refusal.
+                let why = (a.error.clone()).unwrap_or_else(|| {
+                    let status = a.http_status.unwrap_or(0);
+                    format!("HTTP {status}: the API refused this item")
+                });
                 self.finish_failed(a.job, a.attempt, a.http_status, a.body, a.latency_ms, why)?;
                 c.failed += 1;
                 Ok(())
@@ -607,6 +658,7 @@ impl<T: Transport> Runner<T> {
         let sent_costs = sent_costs.unwrap_or_else(|| job.costs.clone());
         // The job is out of flight on every path below: its lane's caps take it off.
         self.scheduler.finished(job.lane);
+        let earlier_sent = !earlier.is_empty();
         if job.steps.is_some()
             && let Some(why) = self.absorb_steps(&mut job, earlier, broken, c, core)?
         {
@@ -615,27 +667,26 @@ impl<T: Transport> Runner<T> {
             c.failed += 1;
             return Ok(None);
         }
-        job.attempts += 1;
-        c.sent += 1;
-        if let Some(auto) = &mut self.settings.auto_workers {
-            auto.observe(latency);
+        let mut response = response_of(&result);
+        if response == retry::Response::Unreachable && !earlier_sent {
+            // Nothing reached the API: no attempt is spent, nothing is counted as sent.
+            let wall = self.clock.wall();
+            return Ok(Some(Answered::unreached(job, reservation, result, wall)));
         }
-        if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
-            c.retries += 1;
+        if response == retry::Response::Unreachable {
+            // Earlier steps of this job reached it: an ordinary connection failure.
+            response = retry::Response::Connection;
         }
-        let response = match &result {
-            Ok(r) => retry::Response::Status(r.status),
-            Err(TransportError::Timeout) => retry::Response::Timeout,
-            Err(TransportError::Connection(_)) => retry::Response::Connection,
-        };
-        let (http_status, headers, body) = match &result {
-            Ok(r) => (
-                Some(r.status),
-                r.headers.as_slice(),
-                Some(String::from_utf8_lossy(&r.body).into_owned()),
-            ),
-            Err(_) => (None, &[][..], None),
-        };
+        if earlier_sent
+            || matches!(
+                response,
+                retry::Response::Status(_) | retry::Response::TooLarge
+            )
+        {
+            core.reached();
+        }
+        self.count_attempt(&mut job, latency, c);
+        let (http_status, headers, body) = parts_of(&result);
         let outcome = retry::classify_body(
             response,
             body.as_deref().unwrap_or_default(),
@@ -675,6 +726,19 @@ impl<T: Transport> Runner<T> {
             error,
             wall,
         }))
+    }
+
+    /// Counts an attempt of `job` that reached the API (or may have): one more sent, and a
+    /// retry when it follows one that did not succeed.
+    fn count_attempt(&mut self, job: &mut Job, latency: Duration, c: &mut Counters) {
+        job.attempts += 1;
+        c.sent += 1;
+        if let Some(auto) = &mut self.settings.auto_workers {
+            auto.observe(latency);
+        }
+        if job.attempts > 1 && job.steps.as_deref().is_none_or(|s| s.retrying) {
+            c.retries += 1;
+        }
     }
 
     /// A failure storm (most recent responses failed) holds all dispatch for a backoff.
@@ -905,6 +969,33 @@ impl<T: Transport> Runner<T> {
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)
+    }
+}
+
+/// A response's status, headers and body (as text); nothing for a transport failure.
+fn parts_of(
+    result: &Result<Response, TransportError>,
+) -> (Option<u16>, &[(String, String)], Option<String>) {
+    match result {
+        Ok(r) => (
+            Some(r.status),
+            r.headers.as_slice(),
+            Some(String::from_utf8_lossy(&r.body).into_owned()),
+        ),
+        Err(_) => (None, &[][..], None),
+    }
+}
+
+/// What came back, as the retry policy classifies it.
+fn response_of(result: &Result<Response, TransportError>) -> retry::Response {
+    match result {
+        Ok(r) => retry::Response::Status(r.status),
+        Err(TransportError::Timeout) => retry::Response::Timeout,
+        Err(TransportError::TooLarge { .. }) => retry::Response::TooLarge,
+        Err(TransportError::Connection(text)) if retry::is_unreachable(text) => {
+            retry::Response::Unreachable
+        }
+        Err(TransportError::Connection(_)) => retry::Response::Connection,
     }
 }
 

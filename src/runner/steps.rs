@@ -46,19 +46,15 @@ impl<T: Transport> Runner<T> {
                 Ok(r) => (Some(r.status), None),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let outcome = match &sent.result {
-                Ok(r) => retry::classify_body(
-                    retry::Response::Status(r.status),
-                    &String::from_utf8_lossy(&r.body),
-                    &self.settings.retry.quota_markers,
-                ),
-                Err(TransportError::Timeout) => {
-                    retry::classify_body(retry::Response::Timeout, "", &[])
-                }
-                Err(TransportError::Connection(_)) => {
-                    retry::classify_body(retry::Response::Connection, "", &[])
-                }
+            let body = match &sent.result {
+                Ok(r) => String::from_utf8_lossy(&r.body).into_owned(),
+                Err(_) => String::new(),
             };
+            let outcome = retry::classify_body(
+                super::response_of(&sent.result),
+                &body,
+                &self.settings.retry.quota_markers,
+            );
             self.writer.attempt(AttemptRecord {
                 seq: job.seq,
                 attempt: job.attempts,

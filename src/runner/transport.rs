@@ -46,6 +46,17 @@ pub enum TransportError {
     /// Connecting, sending or reading failed.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The response's body is larger than `[api] max_response_bytes`: a permanent failure
+    /// of the item (the same request would bring the same body back).
+    #[error(
+        "the response body (HTTP {status}) is larger than [api] max_response_bytes ({max} bytes); raise the setting or ask the API for less"
+    )]
+    TooLarge {
+        /// The response's status code.
+        status: u16,
+        /// The limit, in bytes.
+        max: u64,
+    },
 }
 
 /// Sends one request and returns what came back.
@@ -141,11 +152,8 @@ impl HttpTransport {
     /// Reads `response`'s body, at most `max_response_bytes` of it.
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, TransportError> {
         let max = self.max_response_bytes;
-        let too_large = || {
-            TransportError::Connection(format!(
-                "the response body is larger than [api] max_response_bytes ({max} bytes); raise the setting or ask the API for less"
-            ))
-        };
+        let status = response.status().as_u16();
+        let too_large = || TransportError::TooLarge { status, max };
         if response.content_length().is_some_and(|n| n > max) {
             return Err(too_large());
         }

@@ -283,3 +283,55 @@ fn issue_12_sighup_stops_gracefully_like_sigterm() {
         "in-flight requests were recorded: {status}"
     );
 }
+
+#[test]
+fn issue_12_an_unreachable_api_stops_the_run_with_exit_69_and_nothing_failed() {
+    // A port nothing listens on: every connection is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let p = Project::new();
+    let config = config_for(&p, &closed, "unreachable_after = \"2s\"");
+    let worklist = p.worklist(50);
+    let run = p.run(&worklist, &config, &["--db", "w.db"]);
+    run.expect_code(69);
+    let out = run.stdout();
+    assert!(
+        out.contains("the API is unreachable: ")
+            && out.contains("cannot connect")
+            && out.contains("hint:"),
+        "{}",
+        run.dump()
+    );
+    let status = p.status(&p.path("w.db"));
+    assert_eq!(
+        (status["failed"].as_u64(), status["pending"].as_u64()),
+        (Some(0), Some(50)),
+        "{status}"
+    );
+    assert_eq!(status["requests_sent"].as_u64(), Some(0), "{status}");
+}
+
+#[test]
+fn issue_12_a_success_whose_reset_is_days_away_pauses_the_run_and_says_until_when() {
+    let server = fixed(
+        200,
+        &[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "300h"),
+        ],
+    );
+    let p = Project::new();
+    let config = config_for(&p, &server.url, "");
+    let worklist = p.worklist(3);
+    let run = p.run(&worklist, &config, &["--db", "w.db"]);
+    run.expect_code(75);
+    let out = run.stdout();
+    assert!(
+        out.contains("resume after") && out.contains("max_wait"),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "{}", run.dump());
+}
