@@ -1065,14 +1065,7 @@ fn commit(
     for op in batch {
         match op {
             WriteOp::Attempt(a) => {
-                queue::count_attempt(&tx, a.seq, a.attempt, a.http_status)
-                    .and_then(|()| insert_attempt(&tx, &a))
-                    .map_err(err("recording an attempt"))?;
-                // Keep the item's count of attempts across sessions, so a rerun goes on
-                // numbering (and limiting) them.
-                tx.prepare_cached("UPDATE items SET attempts = ?2 WHERE seq = ?1")
-                    .and_then(|mut s| s.execute(params![a.seq, a.attempt]))
-                    .map_err(err("recording an attempt"))?;
+                write_attempt(&tx, &a).map_err(err("recording an attempt"))?;
                 records += 1;
             }
             WriteOp::Steps {
@@ -1080,57 +1073,14 @@ fn commit(
                 progress,
                 pages,
             } => {
-                for (step, page, items) in pages {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO item_pages (seq, step, page, items) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut s| s.execute(params![seq, step, page, items]))
-                    .map_err(err("storing a page"))?;
-                }
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO item_steps (seq, progress) VALUES (?1, ?2)",
-                )
-                .and_then(|mut s| s.execute(params![seq, progress]))
-                .map_err(err("recording step progress"))?;
+                write_steps(&tx, seq, &progress, &pages).map_err(err("recording step progress"))?;
                 records += 1;
             }
             WriteOp::Finish(r) => {
-                let a = &r.last_attempt;
-                queue::count_attempt(&tx, a.seq, a.attempt, a.http_status)
-                    .and_then(|()| insert_attempt(&tx, a))
-                    .and_then(|()| queue::finish_item(&tx, r.seq, r.status.as_str()))
-                    .map_err(err("storing a result"))?;
+                write_result(&tx, &r).map_err(err("storing a result"))?;
                 records += 1;
-                tx.prepare_cached(
-                    "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,
-                     latency_ms = ?7, error = ?8, finished_at_ms = ?9 WHERE seq = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        r.seq,
-                        r.status.as_str(),
-                        r.attempts,
-                        r.http_status,
-                        r.body,
-                        r.usage,
-                        r.latency_ms,
-                        r.error,
-                        r.last_attempt.sent_at_ms + r.latency_ms
-                    ])
-                })
-                .map_err(err("storing a result"))?;
             }
-            WriteOp::Progress(p) => {
-                let limits = serde_json::to_string(&p.limits).unwrap_or_else(|_| "[]".into());
-                let state = serde_json::to_string(&p.limiter_state).unwrap_or_else(|_| "[]".into());
-                tx.execute(
-                    "INSERT OR REPLACE INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
-                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![p.state.as_str(), p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
-                )
-                .map_err(err("writing progress"))?;
-                series::on_heartbeat(&tx, &p).map_err(err("recording the time series"))?;
-            }
+            WriteOp::Progress(p) => write_progress(&tx, &p).map_err(err("writing progress"))?,
             WriteOp::Flush(done) => flushes.push(done),
         }
     }
@@ -1144,6 +1094,71 @@ fn commit(
         let _ = done.send(());
     }
     Ok(())
+}
+
+/// Records an attempt, counted, and keeps the item's count of attempts across sessions, so
+/// a rerun goes on numbering (and limiting) them.
+fn write_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRecord) -> rusqlite::Result<()> {
+    queue::count_attempt(tx, a.seq, a.attempt, a.http_status)?;
+    insert_attempt(tx, a)?;
+    tx.prepare_cached("UPDATE items SET attempts = ?2 WHERE seq = ?1")?
+        .execute(params![a.seq, a.attempt])?;
+    Ok(())
+}
+
+/// Records how far a multi-request job got, with the pages it has read.
+fn write_steps(
+    tx: &rusqlite::Transaction<'_>,
+    seq: u64,
+    progress: &str,
+    pages: &[(String, u32, String)],
+) -> rusqlite::Result<()> {
+    for (step, page, items) in pages {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO item_pages (seq, step, page, items) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![seq, step, page, items])?;
+    }
+    tx.prepare_cached("INSERT OR REPLACE INTO item_steps (seq, progress) VALUES (?1, ?2)")?
+        .execute(params![seq, progress])?;
+    Ok(())
+}
+
+/// Stores an item's result with its last attempt and marks it finished, counted: in the
+/// caller's transaction, so an item is never done without its result.
+fn write_result(tx: &rusqlite::Transaction<'_>, r: &ItemResult) -> rusqlite::Result<()> {
+    let a = &r.last_attempt;
+    queue::count_attempt(tx, a.seq, a.attempt, a.http_status)?;
+    insert_attempt(tx, a)?;
+    queue::finish_item(tx, r.seq, r.status.as_str())?;
+    tx.prepare_cached(
+        "UPDATE items SET status = ?2, attempts = ?3, http_status = ?4, body = ?5, usage = ?6,
+         latency_ms = ?7, error = ?8, finished_at_ms = ?9 WHERE seq = ?1",
+    )?
+    .execute(params![
+        r.seq,
+        r.status.as_str(),
+        r.attempts,
+        r.http_status,
+        r.body,
+        r.usage,
+        r.latency_ms,
+        r.error,
+        r.last_attempt.sent_at_ms + r.latency_ms
+    ])?;
+    Ok(())
+}
+
+/// Writes the session's progress row and adds the heartbeat to the time series.
+fn write_progress(tx: &rusqlite::Transaction<'_>, p: &ProgressRow) -> rusqlite::Result<()> {
+    let limits = serde_json::to_string(&p.limits).unwrap_or_else(|_| "[]".into());
+    let state = serde_json::to_string(&p.limiter_state).unwrap_or_else(|_| "[]".into());
+    tx.execute(
+        "INSERT OR REPLACE INTO progress (id, state, pid, heartbeat_ms, elapsed_ms, in_flight, limits, limiter_state)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![p.state.as_str(), p.pid, p.heartbeat_ms, p.elapsed_ms, p.in_flight, limits, state],
+    )?;
+    series::on_heartbeat(tx, p)
 }
 
 fn insert_attempt(tx: &rusqlite::Transaction<'_>, a: &AttemptRecord) -> rusqlite::Result<()> {

@@ -153,19 +153,25 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         limiter: prepared.limiter,
     };
     let summary = runner.run(stop).await?;
-    if !args.quiet || summary.end != End::Finished {
-        // The run's exit code says how it ended; a reader gone from stdout must not hide it.
-        match out(&report::summary(&summary, &db)) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-            _ => {}
-        }
-    }
+    print_summary(&summary, &db, args.quiet)?;
     let code = match lane {
         Some(lane) => super::batch::join_lane(lane, exit_of(&summary), &db, args.quiet).await?,
         None => exit_of(&summary),
     };
     drop(claim);
     Ok(code)
+}
+
+/// Prints how the session ended (always, unless `--quiet` and every item finished).
+fn print_summary(summary: &Summary, db: &Path, quiet: bool) -> anyhow::Result<()> {
+    if quiet && summary.end == End::Finished {
+        return Ok(());
+    }
+    // The run's exit code says how it ended; a reader gone from stdout must not hide it.
+    match out(&report::summary(summary, db)) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The documented exit code of how a run ended.

@@ -276,14 +276,7 @@ impl<T: Transport> Runner<T> {
                 message: "the writer's commit reports were already taken".into(),
             }));
         };
-        let mut core = Dispatcher::new(Rules {
-            on_quota: self.settings.retry.on_quota,
-            refunds_reopen_budget: true,
-            shared: self.shared.is_some(),
-            wall_origin: self.clock.wall_at(0),
-            max_wait: self.settings.retry.max_wait,
-            unreachable_after: self.settings.retry.unreachable_after,
-        });
+        let mut core = self.dispatcher();
         let mut c = Counters::new(self.settings.jitter_seed);
         // The shared limiter's answer being awaited, if any.
         let mut asking: Option<Asking> = None;
@@ -336,13 +329,36 @@ impl<T: Transport> Runner<T> {
                 }
             }
         }
+        self.finish(&core, &c, session_start).await
+    }
+
+    /// The dispatch core with this session's rules.
+    fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(Rules {
+            on_quota: self.settings.retry.on_quota,
+            refunds_reopen_budget: true,
+            shared: self.shared.is_some(),
+            wall_origin: self.clock.wall_at(0),
+            max_wait: self.settings.retry.max_wait,
+            unreachable_after: self.settings.retry.unreachable_after,
+        })
+    }
+
+    /// Ends the session: its last heartbeat with the final state, every result durable,
+    /// the summary of how it ended.
+    async fn finish(
+        &mut self,
+        core: &Dispatcher,
+        c: &Counters,
+        session_start: Nanos,
+    ) -> Result<Summary, RunError> {
         let feed_error = self.scheduler.take_feed_error();
         let mut end = core.end(&self.scheduler);
         if end == End::Finished && feed_error.is_some() {
             end = End::Interrupted;
         }
         let state = RunState::of_end(&end, self.scheduler.is_empty() && feed_error.is_none());
-        let snapshot = self.heartbeat(&c, &core, state, session_start, None)?;
+        let snapshot = self.heartbeat(c, core, state, session_start, None)?;
         self.writer.flush().await?;
         self.progress.finish(&snapshot);
         if let Some(e) = feed_error {
@@ -667,24 +683,11 @@ impl<T: Transport> Runner<T> {
             c.failed += 1;
             return Ok(None);
         }
-        let mut response = response_of(&result);
-        if response == retry::Response::Unreachable && !earlier_sent {
+        let Some(response) = reached(&result, earlier_sent, core) else {
             // Nothing reached the API: no attempt is spent, nothing is counted as sent.
             let wall = self.clock.wall();
             return Ok(Some(Answered::unreached(job, reservation, result, wall)));
-        }
-        if response == retry::Response::Unreachable {
-            // Earlier steps of this job reached it: an ordinary connection failure.
-            response = retry::Response::Connection;
-        }
-        if earlier_sent
-            || matches!(
-                response,
-                retry::Response::Status(_) | retry::Response::TooLarge
-            )
-        {
-            core.reached();
-        }
+        };
         self.count_attempt(&mut job, latency, c);
         let (http_status, headers, body) = parts_of(&result);
         let outcome = retry::classify_body(
@@ -984,6 +987,32 @@ fn parts_of(
         ),
         Err(_) => (None, &[][..], None),
     }
+}
+
+/// What came back, if it reached the API (`None`: nothing did). A job whose earlier steps
+/// reached it turns a failure to connect into an ordinary connection failure; anything that
+/// reached the API tells the core it is reachable.
+fn reached(
+    result: &Result<Response, TransportError>,
+    earlier_sent: bool,
+    core: &mut Dispatcher,
+) -> Option<retry::Response> {
+    let mut response = response_of(result);
+    if response == retry::Response::Unreachable {
+        if !earlier_sent {
+            return None;
+        }
+        response = retry::Response::Connection;
+    }
+    if earlier_sent
+        || matches!(
+            response,
+            retry::Response::Status(_) | retry::Response::TooLarge
+        )
+    {
+        core.reached();
+    }
+    Some(response)
 }
 
 /// What came back, as the retry policy classifies it.
