@@ -34,29 +34,14 @@ impl StoreFeed {
     /// When the stored payload or step progress cannot be read back.
     pub fn job(&self, row: PendingRow, lane: Lane) -> anyhow::Result<Job> {
         let db = self.store.path().display();
-        let built = job::from_stored(&self.request, &row.payload, row.tokens, &self.cost_model)
-            .map_err(|e| anyhow::anyhow!("{db}: item `{}` cannot be rebuilt: {e}", row.id))?;
-        let route = built.route(&self.limiter);
-        let mut request = built.request;
-        if let Some(fingerprint) = &self.idempotency {
-            request.headers.push((
-                "Idempotency-Key".to_string(),
-                job::idempotency_key(fingerprint, &row.id),
-            ));
-        }
-        let mut job = Job {
-            seq: row.seq,
-            id: row.id,
-            priority: row.priority,
-            request,
-            costs: built.costs,
-            route,
-            lane,
-            model: built.model,
-            attempts: row.attempts,
-            failures: row.failures,
-            steps: built.steps.map(|(steps, _)| Box::new(steps)),
+        let rebuild = job::Rebuild {
+            spec: &self.request,
+            cost_model: &self.cost_model,
+            limiter: &self.limiter,
+            idempotency: self.idempotency.as_deref(),
         };
+        let mut job = (rebuild.job(&row, |_| lane))
+            .map_err(|e| anyhow::anyhow!("{db}: item `{}` cannot be rebuilt: {e}", row.id))?;
         if let Some(progress) = &row.steps {
             job.resume(progress, &row.pages)
                 .map_err(|e| anyhow::anyhow!("{db}: item `{}` cannot be resumed: {e}", job.id))?;
