@@ -64,7 +64,7 @@ const KEYS: &[(&str, &str)] = &[
     ("[scheduler]", "starvation_after"),
     (
         "[retry]",
-        "max_attempts, backoff, max_backoff, max_wait, unreachable_after, quota_markers, on_quota, storm_share",
+        "max_attempts, backoff, max_backoff, max_wait, unreachable_after, quota_markers, on_quota, storm_share, rate_limit_statuses",
     ),
     ("[limiter]", "jitter, backend, namespace"),
     ("[batch]", batch::BATCH_KEYS),
@@ -367,6 +367,7 @@ struct RawRetry {
     quota_markers: Option<Vec<String>>,
     on_quota: Option<Spanned<String>>,
     storm_share: Option<Spanned<f64>>,
+    rate_limit_statuses: Option<Spanned<Vec<i64>>>,
 }
 
 /// Collects problems while validating, turning spans into line and column.
@@ -1280,7 +1281,9 @@ fn check_retry(check: &mut Checker<'_>, raw: RawRetry) -> Option<RetryPolicy> {
         }
         None => Some(default.storm_share),
     };
+    let rate_limit_statuses = check_rate_limit_statuses(check, raw.rate_limit_statuses);
     Some(RetryPolicy {
+        rate_limit_statuses: rate_limit_statuses?,
         max_attempts: max_attempts?,
         base: base?,
         max: max?,
@@ -1371,6 +1374,33 @@ impl Config {
         }
         Ok(Resolved { headers, secrets })
     }
+}
+
+/// `[retry] rate_limit_statuses`: 429 and 5xx statuses; 429 is always among them.
+fn check_rate_limit_statuses(
+    check: &mut Checker<'_>,
+    raw: Option<Spanned<Vec<i64>>>,
+) -> Option<Vec<u16>> {
+    let Some(raw) = raw else {
+        return Some(RetryPolicy::default().rate_limit_statuses);
+    };
+    let mut statuses = vec![429];
+    for &status in raw.get_ref() {
+        match u16::try_from(status) {
+            Ok(s @ (429 | 500..=599)) => statuses.push(s),
+            _ => {
+                check.problem(
+                    raw.span(),
+                    format!("`rate_limit_statuses` takes 429 and 5xx statuses, found `{status}`"),
+                    "e.g. [429, 503]: a 503 is then waited for like a 429 (nginx's limit_req answers 503)",
+                );
+                return None;
+            }
+        }
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    Some(statuses)
 }
 
 impl Api {

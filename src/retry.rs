@@ -114,6 +114,9 @@ pub struct RetryPolicy {
     pub max_wait: Duration,
     /// How long every attempt may fail to connect before the run stops as unreachable.
     pub unreachable_after: Duration,
+    /// Statuses that mean "rate limited" (429 always does): a 503 listed here is waited
+    /// for like a 429, spending no attempt.
+    pub rate_limit_statuses: Vec<u16>,
 }
 
 /// Default `[retry] max_wait`.
@@ -140,6 +143,7 @@ impl Default for RetryPolicy {
             storm_share: 0.5,
             max_wait: DEFAULT_MAX_WAIT,
             unreachable_after: UNREACHABLE_AFTER,
+            rate_limit_statuses: vec![429],
         }
     }
 }
@@ -174,6 +178,19 @@ impl RetryPolicy {
         match (outcome, asked) {
             (Outcome::RateLimited | Outcome::Transient, Some(wait)) if wait > self.max_wait => {
                 Outcome::QuotaExhausted
+            }
+            _ => outcome,
+        }
+    }
+
+    /// `outcome` of `response`, or [`Outcome::RateLimited`] when its status is one the
+    /// config declares a rate limit (`[retry] rate_limit_statuses`).
+    pub fn declared_rate_limit(&self, response: Response, outcome: Outcome) -> Outcome {
+        match response {
+            Response::Status(status)
+                if outcome == Outcome::Transient && self.rate_limit_statuses.contains(&status) =>
+            {
+                Outcome::RateLimited
             }
             _ => outcome,
         }
