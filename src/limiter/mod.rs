@@ -340,6 +340,62 @@ pub struct BucketState {
     /// Window limits: units used in the window at that time.
     #[serde(default)]
     pub used: u64,
+    /// A limit learned at run time (not in the config): its definition, so that a restart
+    /// learns it again instead of searching anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<LearnedSpec>,
+}
+
+/// The definition of a limit learned from the provider, as saved with the limiter state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedSpec {
+    /// Its unit's name.
+    pub unit: String,
+    /// Units per period (a window's limit).
+    pub rate: u64,
+    /// The period, in milliseconds.
+    pub per_ms: u64,
+    /// A rolling limit's burst, if not the rate.
+    pub burst: Option<u64>,
+    /// Counted in fixed windows rather than refilled continuously.
+    pub window: bool,
+}
+
+impl LearnedSpec {
+    /// The definition of `spec`; `None` for a limit on the whole run.
+    pub fn of(spec: &LimitSpec) -> Option<LearnedSpec> {
+        let (rate, per, burst, window) = match &spec.kind {
+            LimitKind::Rolling { rate, per, burst } => {
+                (rate, *per, burst.map(NonZeroU64::get), false)
+            }
+            LimitKind::Window { limit, per, .. } => (limit, (*per)?, None, true),
+        };
+        Some(LearnedSpec {
+            unit: spec.unit.name().to_string(),
+            rate: rate.get(),
+            per_ms: u64::try_from(per.as_millis()).unwrap_or(u64::MAX),
+            burst,
+            window,
+        })
+    }
+
+    /// The limit it defines, named `name`, following the provider both ways (`learn`).
+    pub fn to_spec(&self, name: &str) -> Option<LimitSpec> {
+        let rate = NonZeroU64::new(self.rate)?;
+        let per = Duration::from_millis(self.per_ms.max(1));
+        let unit = Unit::from_name(&self.unit);
+        let mut spec = if self.window {
+            LimitSpec::window(name, unit, rate, Some(per))
+        } else {
+            let mut spec = LimitSpec::rolling(name, unit, rate, per);
+            if let LimitKind::Rolling { burst, .. } = &mut spec.kind {
+                *burst = self.burst.and_then(NonZeroU64::new);
+            }
+            spec
+        };
+        spec.learn = true;
+        Some(spec)
+    }
 }
 
 /// The buckets a job's reservation touches, computed once per job.
@@ -823,7 +879,8 @@ impl Limiter {
     /// The buckets' state in wall-clock terms, to be restored after a restart.
     pub fn save(&self, clock: &impl Clock) -> Vec<BucketState> {
         let now = clock.now();
-        self.buckets
+        let mut states: Vec<BucketState> = self
+            .buckets
             .iter()
             .map(|b| match &b.algo {
                 Algo::Rolling(g) => BucketState {
@@ -838,7 +895,16 @@ impl Limiter {
                     ..BucketState::default()
                 },
             })
-            .collect()
+            .collect();
+        for &i in &self.learned {
+            if let (Some(state), Some(b)) = (
+                states.get_mut(usize::from(i)),
+                self.buckets.get(usize::from(i)),
+            ) {
+                state.learned = LearnedSpec::of(&b.spec);
+            }
+        }
+        states
     }
 
     /// Restores saved state for buckets of the same name; others stay as they are. A window
