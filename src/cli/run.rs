@@ -111,7 +111,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         drop(store);
         return super::batch::run_batch(&args, &prepared, &validated, &db, headers).await;
     }
-    restore_limiter(&mut prepared, last.as_ref(), &clock);
+    let feedback = restore_limiter(&mut prepared, last.as_ref(), &clock);
     let auto = args.via == super::batch::Via::Auto;
     if auto {
         super::batch::split_for_auto(&args, &prepared, &validated, &db)?;
@@ -144,7 +144,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             report::html::pause_marks(&config.limits),
         ),
         settings: settings(&prepared, &queued),
-        feedback: Feedback::default(),
+        feedback,
         hold_after_storm: 0,
         cost_model: CostModel::from_config(config),
         before,
@@ -218,9 +218,21 @@ fn mark_session(store: &Store, args: &RunArgs, prepared: &Prepared) -> anyhow::R
     Ok(())
 }
 
-/// Takes the limiter state the last session saved.
-fn restore_limiter(prepared: &mut Prepared, last: Option<&ProgressRow>, clock: &SystemClock) {
-    let Some(progress) = last else { return };
+/// Takes the limiter state the last session saved, and what it learned of the provider:
+/// limits from headers and the searched rate come back as they were. With no saved state
+/// from a recent session, nothing is known of how full the provider's buckets are, so the
+/// first wave waits for one response's headers.
+fn restore_limiter(
+    prepared: &mut Prepared,
+    last: Option<&ProgressRow>,
+    clock: &SystemClock,
+) -> Feedback {
+    let Some(progress) = last else {
+        return Feedback::looking_first();
+    };
+    let age_ms = unix_ms(SystemTime::now()).saturating_sub(progress.heartbeat_ms);
+    let recent = age_ms < RECENT_MS;
+    let feedback = Feedback::restore(&mut prepared.limiter, &progress.limiter_state, recent);
     prepared.limiter.restore(&progress.limiter_state, clock);
     if progress.state == RunState::Running {
         // The last session died without a final checkpoint: it may have spent more of
@@ -228,7 +240,12 @@ fn restore_limiter(prepared: &mut Prepared, last: Option<&ProgressRow>, clock: &
         // refill within one period); quota windows keep their saved counts.
         prepared.limiter.assume_empty(clock.now());
     }
+    feedback
 }
+
+/// Saved limiter state younger than this still says how full the provider's buckets are
+/// (the first wave need not look first).
+const RECENT_MS: u64 = 60_000;
 
 /// The scheduler over the db's queue, paged in scheduler order (a look-ahead of a few
 /// pages, never the whole list), and the mean cost of a sample of pending jobs for

@@ -17,12 +17,13 @@ const MAIN_BAR: usize = 24;
 const GAUGE_BAR: usize = 20;
 
 /// What the run is doing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum State {
     /// Sending at the pace the limits allow.
     Running,
-    /// Sending while it learns the provider's real rate from its headers.
-    Searching,
+    /// Sending while it learns the provider's real rate: from its headers, or (with the
+    /// rate now allowed, requests per second) by a search where it sends none.
+    Searching(Option<f64>),
     /// Holding back after 429s or errors.
     BackingOff,
     /// Paused on a quota or budget; the text says until when.
@@ -171,7 +172,10 @@ fn main_line(v: &View) -> String {
 fn state_text(state: &State) -> String {
     match state {
         State::Running => "running".into(),
-        State::Searching => "searching the rate (learning the limits from headers)".into(),
+        State::Searching(None) => "searching the rate (learning the limits from headers)".into(),
+        State::Searching(Some(rate)) => {
+            format!("searching the rate: {rate:.1} req/s now (the API sends no rate-limit headers)")
+        }
         State::BackingOff => "backing off after 429s or errors".into(),
         State::PausedOnQuota(until) => format!("paused on quota: {until}"),
         State::Paused => "paused (ratebound resume continues)".into(),

@@ -121,7 +121,7 @@ impl Progress {
             rate: pace.rate,
             eta: pace.eta,
             limits: gauges(&s.limits, &self.pause_at, now_ms),
-            state: state_of(s.note.as_deref(), backing_off, searching),
+            state: state_of(s.note.as_deref(), backing_off, searching, s.searching_per_s),
         }
     }
 
@@ -205,14 +205,21 @@ pub fn gauges(limits: &[BucketUsage], pause_at: &[(String, f64)], now_ms: u64) -
         .collect()
 }
 
-/// The run's state from the runner's note, recent 429s and a learned limit that moved.
-pub fn state_of(note: Option<&str>, backing_off: bool, searching: bool) -> State {
+/// The run's state from the runner's note, recent 429s, a learned limit that moved and the
+/// rate the search for a provider without headers allows now.
+pub fn state_of(
+    note: Option<&str>,
+    backing_off: bool,
+    searching: bool,
+    searched: Option<f64>,
+) -> State {
     match note {
         Some(n) if n.starts_with("dispatch paused") => State::WaitingForRedis,
         Some(n) if n.starts_with("waiting for quota") => State::PausedOnQuota(n.to_string()),
         Some(n) => State::Note(n.to_string()),
         None if backing_off => State::BackingOff,
-        None if searching => State::Searching,
+        None if searched.is_some() => State::Searching(searched),
+        None if searching => State::Searching(None),
         None => State::Running,
     }
 }
@@ -282,7 +289,7 @@ mod tests {
             rate: pace.rate,
             eta: pace.eta,
             limits: gauges(&s.limits, &[], 0),
-            state: state_of(None, true, false),
+            state: state_of(None, true, false, None),
         };
         assert_eq!(
             live::plain_line(&view),
@@ -293,16 +300,20 @@ mod tests {
     #[test]
     fn the_state_comes_from_the_runners_note_first() {
         assert_eq!(
-            state_of(Some("dispatch paused: redis down; retrying"), true, false),
+            state_of(Some("dispatch paused: redis down; retrying"), true, false, None),
             State::WaitingForRedis
         );
         let quota = "waiting for quota `daily` to reset at 2026-12-05T00:00:00Z (in 7h)";
         assert_eq!(
-            state_of(Some(quota), false, false),
+            state_of(Some(quota), false, false, None),
             State::PausedOnQuota(quota.into())
         );
-        assert_eq!(state_of(None, false, true), State::Searching);
-        assert_eq!(state_of(None, false, false), State::Running);
+        assert_eq!(state_of(None, false, true, None), State::Searching(None));
+        assert_eq!(
+            state_of(None, false, false, Some(40.0)),
+            State::Searching(Some(40.0))
+        );
+        assert_eq!(state_of(None, false, false, None), State::Running);
     }
 
     #[test]

@@ -25,7 +25,11 @@ use std::time::Duration;
 
 use crate::clock::{Nanos, nanos};
 use crate::headers::{Dialect, Observation, Observations, Resource};
-use crate::limiter::{Costs, LimitKind, LimitSpec, Limiter, Scope, Unit};
+use crate::limiter::{BucketState, Costs, LimitKind, LimitSpec, Limiter, Scope, Unit};
+
+mod search;
+use search::Search;
+pub use search::{Found, Phase};
 
 /// One limit learned from headers.
 #[derive(Clone, Debug)]
@@ -49,103 +53,160 @@ struct Seen {
     next_start: Option<Nanos>,
 }
 
-/// The sending rate found by additive increase / multiplicative decrease, for providers
-/// that send no rate-limit headers, only 429s.
-#[derive(Clone, Debug)]
-struct Aimd {
-    index: usize,
-    /// Requests per second now allowed.
-    rate: f64,
-    last_decrease: Nanos,
-    last_increase: Nanos,
+/// What a response without rate-limit headers tells the rate search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bare {
+    /// Accepted (2xx).
+    Accepted,
+    /// Refused for the rate: a 429 (or a status declared a rate limit) with no headers.
+    Refused,
+    /// Shed under load: a 503 with no `Retry-After`, retried as a failure but also a sign
+    /// to slow down.
+    SlowDown,
 }
 
 /// What the headers (or their absence) have taught so far.
 #[derive(Clone, Debug, Default)]
 pub struct Feedback {
     learned: Vec<Learned>,
-    aimd: Option<Aimd>,
-    /// Recent successes, to start the search near the rate that worked.
-    recent_ok: std::collections::VecDeque<Nanos>,
+    search: Option<Search>,
+    /// What an earlier session's search found, and its bucket (restored), to resume from
+    /// instead of searching again.
+    resumed: Option<(Found, usize)>,
+    /// The first wave waits for one response (see [`Feedback::holds_first_wave`]).
+    look_first: bool,
+    /// A response has come back.
+    looked: bool,
 }
 
 const SECOND: Nanos = 1_000_000_000;
 
+/// A rate so high it never binds: the search watches without pacing.
+const UNBOUNDED: f64 = 1e6;
+
 impl Feedback {
-    /// Whether the rate is being searched for (no headers, 429s seen).
-    pub fn is_searching(&self) -> bool {
-        self.aimd.is_some()
-    }
-
-    /// A success from a provider that sent no rate-limit headers: raise the searched rate
-    /// by 5% (at least one request per second), at most once a second.
-    pub fn on_success_without_headers(&mut self, limiter: &mut Limiter, now: Nanos) {
-        self.recent_ok.push_back(now);
-        while self
-            .recent_ok
-            .front()
-            .is_some_and(|t| now.saturating_sub(*t) > SECOND)
-        {
-            self.recent_ok.pop_front();
-        }
-        if let Some(a) = &mut self.aimd
-            && now.saturating_sub(a.last_increase) >= SECOND
-        {
-            a.rate += (a.rate * 0.05).max(1.0);
-            a.last_increase = now;
-            set_rate(limiter, a, now);
+    /// Feedback that sends one request first and lets its headers (or their absence) size
+    /// the first wave: for a session that knows nothing of the provider's current state.
+    pub fn looking_first() -> Feedback {
+        Feedback {
+            look_first: true,
+            ..Feedback::default()
         }
     }
 
-    /// A 429 from a provider that sent no rate-limit headers: start the search at what
-    /// recently succeeded, or cut the searched rate to 80%, at most once a second (one
-    /// wave of 429s is one signal).
-    pub fn on_rate_limited_without_headers(&mut self, limiter: &mut Limiter, now: Nanos) {
-        match &mut self.aimd {
+    /// How many workers may send now: one until the first response is in when the session
+    /// looks first (the first wave is one request), else `workers`.
+    pub fn first_wave_cap(&self, workers: usize) -> usize {
+        if self.look_first && !self.looked {
+            1
+        } else {
+            workers
+        }
+    }
+
+    /// Whether the rate is being searched for (no headers), and the rate now allowed.
+    pub fn searching(&self) -> Option<f64> {
+        let resumed = self.resumed.map(|(found, _)| found.rate_per_s);
+        (self.search.as_ref().map(Search::rate).or(resumed)).filter(|r| *r < UNBOUNDED)
+    }
+
+    /// A response without rate-limit headers, of a request that took `latency`, seen at
+    /// `now`. When the config states no request limit, the rate ramps up from the first
+    /// round trip until the first refusal; otherwise the configured limits pace dispatch
+    /// and the search only watches until then. Returns whether a refusal was a new signal.
+    pub fn on_bare(
+        &mut self,
+        limiter: &mut Limiter,
+        now: Nanos,
+        latency: Duration,
+        bare: Bare,
+    ) -> bool {
+        let sent = now.saturating_sub(nanos(latency));
+        let ramp = !states_request_limit(limiter);
+        let search = self.search.get_or_insert_with(|| match self.resumed {
+            Some((found, index)) => Search::on_bucket(index, limiter, now, latency, Some(found)),
             None => {
-                let rate = (self.recent_ok.len() as f64 * 0.9).max(1.0);
-                let mut spec = LimitSpec::rolling(
-                    "searched-requests",
-                    Unit::Requests,
-                    NonZeroU64::MIN,
-                    Duration::from_secs(1),
-                );
-                spec.learn = true;
-                let index = limiter.learn(spec);
-                let mut a = Aimd {
-                    index,
-                    rate,
-                    last_decrease: now,
-                    last_increase: now,
+                let watch = Found {
+                    rate_per_s: UNBOUNDED,
+                    burst: None,
                 };
-                set_rate(limiter, &mut a, now);
-                limiter.drain(index, now);
-                tracing::info!(
-                    rate,
-                    "no rate-limit headers: searching for the sustainable rate"
-                );
-                self.aimd = Some(a);
+                Search::start(limiter, now, latency, (!ramp).then_some(watch))
             }
-            Some(a) if now.saturating_sub(a.last_decrease) >= SECOND => {
-                a.rate = (a.rate * 0.8).max(1.0);
-                a.last_decrease = now;
-                a.last_increase = now;
-                set_rate(limiter, a, now);
-                limiter.drain(a.index, now);
+        });
+        match bare {
+            Bare::Accepted => {
+                search.accepted(limiter, now, sent);
+                false
             }
-            Some(_) => {}
+            Bare::Refused | Bare::SlowDown => search.refused(limiter, now, sent),
         }
     }
-}
 
-/// Sets the searched bucket to `a.rate` per second with a small burst.
-fn set_rate(limiter: &mut Limiter, a: &mut Aimd, now: Nanos) {
-    tracing::debug!(rate = a.rate, "searched rate");
-    // Tenths of a request per second, so slow rates stay exact enough.
-    let tenths = NonZeroU64::new((a.rate * 10.0).round() as u64).unwrap_or(NonZeroU64::MIN);
-    // At most a second's worth at once.
-    let burst = NonZeroU64::new(tenths.get() / 10).unwrap_or(NonZeroU64::MIN);
-    limiter.relearn(a.index, tenths, Duration::from_secs(10), Some(burst), now);
+    /// Feedback that resumes what an earlier session learned: every learned limit saved in
+    /// `states` is learned again in `limiter` (call [`Limiter::restore`] after this, to
+    /// restore how full each one was), and the search resumes at the rate it found. When
+    /// `recent` is false (the saved state is too old to say how full the provider's
+    /// buckets are now), the first wave looks first.
+    pub fn restore(limiter: &mut Limiter, states: &[BucketState], recent: bool) -> Feedback {
+        let mut feedback = Feedback {
+            look_first: !recent,
+            ..Feedback::default()
+        };
+        for state in states {
+            let Some(spec) = (state.learned.as_ref()).and_then(|l| l.to_spec(&state.name)) else {
+                continue;
+            };
+            let Some(saved) = state.learned.as_ref() else {
+                continue;
+            };
+            let index = limiter.learn(spec.clone());
+            let per = Duration::from_millis(saved.per_ms.max(1));
+            if state.name == search::NAME {
+                let found = Found {
+                    rate_per_s: saved.rate as f64 / per.as_secs_f64(),
+                    burst: saved.burst.map(|b| b as f64 + 1.0),
+                };
+                feedback.resumed = Some((found, index));
+            } else {
+                feedback.learned.push(Learned {
+                    unit: spec.unit,
+                    index,
+                    limit: saved.rate,
+                    window: per,
+                    fixed: saved.window,
+                });
+            }
+        }
+        feedback
+    }
+
+    /// Corrects the searched limit in `states` (as [`Limiter::save`] wrote them at `now`)
+    /// to the rate that held, so that a restart resumes there and not in a probe.
+    pub fn save(&self, states: &mut [BucketState], now: Nanos) {
+        let Some(search) = &self.search else {
+            return;
+        };
+        let held = search.held(now);
+        for state in states.iter_mut().filter(|s| s.name == search::NAME) {
+            if let Some(learned) = &mut state.learned {
+                let per_s = learned.per_ms as f64 / 1000.0;
+                learned.rate = ((held * per_s).round() as u64).clamp(1, learned.rate.max(1));
+            }
+        }
+    }
+
+    /// A response came back (any outcome): the first wave may go.
+    pub fn on_response(&mut self) {
+        self.looked = true;
+    }
+
+    /// How long a refused request waits before it is sent again (`draw` in `[0, 1)`): a
+    /// jittered interval at the searched rate; only the refused item waits.
+    pub fn retry_delay(&self, draw: f64) -> Duration {
+        self.search
+            .as_ref()
+            .map_or(Duration::from_secs(1), |s| s.retry_delay(draw))
+    }
 }
 
 impl Feedback {
@@ -318,6 +379,15 @@ impl Feedback {
             }
         }
     }
+}
+
+/// Whether the config states a limit on the requests of every job.
+fn states_request_limit(limiter: &Limiter) -> bool {
+    let configured = limiter.route_all();
+    limiter
+        .specs()
+        .enumerate()
+        .any(|(i, s)| configured.contains(i) && s.unit == Unit::Requests && s.scope == Scope::All)
 }
 
 /// Whether `dialect` documents fixed windows whose reset is the window's end: X

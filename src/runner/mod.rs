@@ -20,6 +20,8 @@ pub mod feedback;
 mod reach_tests;
 #[cfg(test)]
 mod shared_tests;
+#[cfg(test)]
+mod search_tests;
 mod steps;
 #[cfg(test)]
 mod steps_tests;
@@ -48,7 +50,7 @@ use crate::session::Snapshot;
 pub use crate::session::{Before, End, RunState, Summary};
 use crate::shared::{Admission, SharedDenial, SharedLimiter};
 use crate::store::{AttemptRecord, ItemResult, ItemStatus, ProgressRow, Store, StoreError, Writer};
-pub use feedback::Feedback;
+pub use feedback::{Bare, Feedback};
 pub use transport::{Response, Transport, TransportError};
 
 /// Settings of one run session.
@@ -175,12 +177,23 @@ struct Answered {
     http_status: Option<u16>,
     body: Option<String>,
     latency_ms: u64,
+    /// The round trip, for the rate search.
+    latency: Duration,
     error: Option<String>,
     /// The wall time the response was read at.
     wall: SystemTime,
 }
 
 impl Answered {
+    /// A 503 with neither rate-limit headers nor `Retry-After`: load shed (nginx's
+    /// `limit_req` answers so by default).
+    fn is_shed(&self) -> bool {
+        self.outcome == Outcome::Transient
+            && self.http_status == Some(503)
+            && self.observed.limits.is_empty()
+            && self.observed.retry_after.is_none()
+    }
+
     /// An attempt that never reached the API: only its job, reservation and error matter.
     fn unreached(
         job: Job,
@@ -208,6 +221,7 @@ impl Answered {
             http_status: None,
             body: None,
             latency_ms: 0,
+            latency: Duration::ZERO,
             error,
             wall,
         }
@@ -387,7 +401,9 @@ impl<T: Transport> Runner<T> {
         // What went out before this wave: a response's headers may not count the rest.
         let wave = c.dispatched;
         loop {
-            let workers = self.workers();
+            // A session that knows nothing of the provider's buckets sends one request
+            // and lets its response size the first wave.
+            let workers = self.feedback.first_wave_cap(self.workers());
             let decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
             match self.act(decision, now, wave, c, core, done_tx)? {
                 Flow::Again => {}
@@ -597,7 +613,11 @@ impl<T: Transport> Runner<T> {
         if a.outcome != Outcome::RateLimited {
             c.consecutive_429 = 0;
         }
-        self.watch_storm(a.outcome, now, c);
+        // A bare 503 slows the rate search down instead of counting toward a storm (the
+        // storm's pause would let a full burst through after it).
+        if !a.is_shed() {
+            self.watch_storm(a.outcome, now, c);
+        }
         match a.outcome {
             Outcome::Done => self.on_done(a, now, c),
             Outcome::RateLimited => self.on_rate_limited(a, now, c, core),
@@ -700,7 +720,9 @@ impl<T: Transport> Runner<T> {
         }
         let wall = self.clock.wall();
         let observed = headers::observe(headers, wall, self.settings.dialect);
+        let outcome = (self.settings.retry).declared_rate_limit(response, outcome);
         let outcome = (self.settings.retry).ceiling(outcome, observed.longest_wait());
+        self.feedback.on_response();
         let unseen = c.dispatched.since(dispatched_before, &job.costs);
         self.feedback
             .apply(&observed, &mut self.limiter, now, &unseen);
@@ -726,6 +748,7 @@ impl<T: Transport> Runner<T> {
             http_status,
             body,
             latency_ms,
+            latency,
             error,
             wall,
         }))
@@ -766,8 +789,7 @@ impl<T: Transport> Runner<T> {
     /// A success: settle to the usage, then store the result (or queue a next page).
     fn on_done(&mut self, a: Answered, now: Nanos, c: &mut Counters) -> Result<(), RunError> {
         if a.observed.limits.is_empty() {
-            self.feedback
-                .on_success_without_headers(&mut self.limiter, now);
+            (self.feedback).on_bare(&mut self.limiter, now, a.latency, Bare::Accepted);
         }
         let job = a.job;
         let usage = a.body.as_deref().and_then(usage_of);
@@ -821,12 +843,12 @@ impl<T: Transport> Runner<T> {
         let job = a.job;
         let retry_after = a.observed.retry_after;
         if a.observed.limits.is_empty() && retry_after.is_none() {
-            // No headers at all: search for the sustainable rate instead of backing off in
-            // whole seconds.
-            self.feedback
-                .on_rate_limited_without_headers(&mut self.limiter, now);
+            // No headers at all: the search slows dispatch down; only this item waits, a
+            // jittered interval at the searched rate.
+            (self.feedback).on_bare(&mut self.limiter, now, a.latency, Bare::Refused);
+            let wait = self.feedback.retry_delay(c.rng.random::<f64>());
             self.scheduler
-                .enqueue(now, job.lane, job.priority, job.seq, job);
+                .enqueue_at(now + nanos(wait), job.lane, job.priority, job.seq, job);
             return Ok(());
         }
         // 429s to requests already in flight when the run reacted to a 429 are the same
@@ -855,7 +877,12 @@ impl<T: Transport> Runner<T> {
 
     /// A transient failure: retry after a backoff while the policy allows, else fail.
     fn on_transient(&mut self, a: Answered, now: Nanos, c: &mut Counters) -> Result<(), RunError> {
+        let shed = a.is_shed();
         self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
+        if shed {
+            // Load shed with no word of when to come back: a sign to slow down.
+            (self.feedback).on_bare(&mut self.limiter, now, a.latency, Bare::SlowDown);
+        }
         let mut job = a.job;
         job.failures += 1;
         if self.settings.retry.allows_another(job.failures) {
@@ -960,7 +987,10 @@ impl<T: Transport> Runner<T> {
             elapsed,
             limits: self.limiter.usage(now),
             note,
+            searching_per_s: self.feedback.searching(),
         };
+        let mut limiter_state = self.limiter.save(&self.clock);
+        self.feedback.save(&mut limiter_state, now);
         self.writer.progress(ProgressRow {
             state,
             pid: std::process::id(),
@@ -968,7 +998,7 @@ impl<T: Transport> Runner<T> {
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             in_flight: core.in_flight as u64,
             limits: snapshot.limits.clone(),
-            limiter_state: self.limiter.save(&self.clock),
+            limiter_state,
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)

@@ -14,7 +14,7 @@ use crate::retry::OnQuota;
 use crate::store::Store;
 use crate::worklist::{Item, Payload};
 
-const CONFIG: &str = r#"
+pub(super) const CONFIG: &str = r#"
 [api]
 base_url = "http://unused"
 [request]

@@ -91,7 +91,12 @@ fn paused_on_quota() {
 
 #[test]
 fn searching_and_waiting_for_redis() {
-    let text = [State::Searching, State::WaitingForRedis, State::Paused]
+    let text = [
+        State::Searching(None),
+        State::Searching(Some(47.25)),
+        State::WaitingForRedis,
+        State::Paused,
+    ]
         .map(|s| {
             shown(&view(
                 s,

@@ -1,0 +1,447 @@
+//! The rate search: the sending rate for a provider that states no limit, found from what
+//! it accepts and refuses.
+//!
+//! The provider is modelled as what nginx's `limit_req`, Envoy's local rate limit and most
+//! API gateways are: a bucket of unknown capacity `C` refilled at an unknown rate `r`,
+//! answering a bare 429 (or a 503) when it is empty. Times are send times (a response's
+//! arrival less its latency), which stand for the provider's arrival times far better
+//! than response times do.
+//!
+//! **Measuring.** A refusal says the provider's bucket was empty when that request arrived.
+//! From such an instant `a` on, whatever it accepted it refilled meanwhile, so for every
+//! later instant `t`: `r ≥ (accepted in (a, t] − 1) / (t − a)`, however big the burst was
+//! (it was spent by `a`). That lower bound is exact when the provider stayed near empty in
+//! between (we kept sending at or above `r`) and only weaker otherwise, so the search keeps
+//! the refusals of the last [`WINDOW`] as anchors and takes the best bound over them, as BBR
+//! takes the windowed maximum of its delivery-rate samples. It is this accepted rate per
+//! second while the provider refuses, never the successes of the last second (which count
+//! the burst), that the rate drops to.
+//!
+//! **Deciding.**
+//! - *Ramp*: before the first refusal nothing is known. The rate starts at two requests per
+//!   round trip and grows by [`RAMP`] per [`STEP`] while it binds, so the wave that runs
+//!   into the empty bucket at the end of the burst is a few requests, not every worker.
+//! - *First refused wave*: the bucket is empty, so our own limiter is drained, and the rate
+//!   drops to the measured rate, or to half of what was recently accepted while nothing has
+//!   been measured yet.
+//! - *Probing*: every [`STEP`] without a refusal in which the rate was binding, it is raised
+//!   by a small gain that doubles with each step that passes (1%, 2%, 4% ... at most
+//!   [`MAX_GAIN`]), so a rate far below the provider's climbs in seconds and one near it
+//!   creeps. A refused probe falls back to the measured rate and the next probe waits a
+//!   hold that doubles with each refused probe (up to [`MAX_HOLD`]), so at the true rate
+//!   the search refuses rarely: it holds.
+//! - *One wave, one signal*: the refusals of requests sent before the search last reacted
+//!   were in flight when it did: they say nothing new and change nothing but the anchors.
+//! - *Burst*: at each refusal, the most accepted in any stretch ending there beyond what
+//!   the measured rate refilled is a lower bound on the provider's bucket; the limiter's
+//!   burst follows it, so after an idle pause a run sends what the provider allows at once.
+//!
+//! Pure: time is an argument, the limiter is the caller's.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Nanos;
+use crate::limiter::{LimitSpec, Limiter, Unit};
+
+const SECOND: Nanos = 1_000_000_000;
+
+/// How far back refusals anchor measurements and outcomes are kept.
+pub const WINDOW: Nanos = 10 * SECOND;
+/// The shortest stretch a measurement spans: shorter ones are mostly rounding.
+const SPAN: Nanos = SECOND / 2;
+/// How often the rate may step up.
+pub const STEP: Nanos = SECOND / 2;
+/// The ramp's growth per step before the first refusal (×1.5 a second).
+pub const RAMP: f64 = 1.225;
+/// The first probe's gain after a refusal.
+const MIN_GAIN: f64 = 0.01;
+/// The largest probe gain.
+pub const MAX_GAIN: f64 = 0.25;
+/// The longest wait before probing again after refused probes.
+pub const MAX_HOLD: Nanos = 8 * SECOND;
+/// The slowest rate the search goes down to, in requests per second.
+const MIN_RATE: f64 = 0.2;
+
+/// The smallest burst the searched limit allows: the requests of a job with several
+/// steps (a job costing more than the burst could never be admitted).
+const MIN_BURST: f64 = 16.0;
+
+/// The name of the searched limit in the limiter, status and the db.
+pub const NAME: &str = "searched-requests";
+
+/// Where a search starts: what an earlier session found (restored from the limiter state).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Found {
+    /// The sending rate, in requests per second.
+    pub rate_per_s: f64,
+    /// The provider's burst as measured (requests), if any.
+    pub burst: Option<f64>,
+}
+
+/// One outcome: when its request was sent, and whether it was accepted.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    sent: Nanos,
+    accepted: bool,
+}
+
+/// Where the search stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing refused yet: the rate grows by [`RAMP`] a step.
+    Ramp,
+    /// Searching around the provider's rate.
+    Search,
+}
+
+/// The rate search's state.
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// The searched bucket's index in the limiter.
+    index: usize,
+    /// Requests per second now allowed.
+    rate: f64,
+    phase: Phase,
+    /// Outcomes of the last [`WINDOW`], in completion order.
+    log: VecDeque<Sample>,
+    /// Send times of refusals of the last [`WINDOW`]: the provider was empty then.
+    anchors: VecDeque<Nanos>,
+    /// Refusals of requests sent before this instant belong to a wave already reacted to.
+    reacted_at: Nanos,
+    /// When the rate last changed.
+    stepped_at: Nanos,
+    /// The highest rate held for a whole step without a refusal since the last refusal:
+    /// where a refused probe falls back to.
+    good: f64,
+    /// The best measured rate: probes stay within [`MAX_GAIN`] of it.
+    known: f64,
+    /// The next probe's gain.
+    gain: f64,
+    /// How long after a refusal the first probe waits.
+    hold: Nanos,
+    /// The provider's burst as measured, in requests.
+    burst: Option<f64>,
+}
+
+impl Search {
+    /// Starts a search on a new bucket in `limiter` at `now`: ramping from two requests per
+    /// `latency` if nothing was refused yet, else searching from `found`.
+    pub fn start(
+        limiter: &mut Limiter,
+        now: Nanos,
+        latency: Duration,
+        found: Option<Found>,
+    ) -> Search {
+        let mut spec = LimitSpec::rolling(
+            NAME,
+            Unit::Requests,
+            NonZeroU64::MIN,
+            Duration::from_secs(1),
+        );
+        spec.learn = true;
+        let index = limiter.learn(spec);
+        Search::on_bucket(index, limiter, now, latency, found)
+    }
+
+    /// Like [`Search::start`], on the searched bucket at `index`, already in `limiter`.
+    pub fn on_bucket(
+        index: usize,
+        limiter: &mut Limiter,
+        now: Nanos,
+        latency: Duration,
+        found: Option<Found>,
+    ) -> Search {
+        let ramp_rate = 2.0 / latency.as_secs_f64().max(0.001);
+        let resumed = found.is_some();
+        let search = Search {
+            index,
+            rate: found.map_or(ramp_rate, |f| f.rate_per_s).max(MIN_RATE),
+            phase: if found.is_some() {
+                Phase::Search
+            } else {
+                Phase::Ramp
+            },
+            log: VecDeque::new(),
+            anchors: VecDeque::new(),
+            reacted_at: now,
+            stepped_at: now,
+            good: 0.0,
+            known: 0.0,
+            gain: MIN_GAIN,
+            hold: STEP,
+            burst: found.and_then(|f| f.burst),
+        };
+        if !resumed || found.is_some_and(|f| f.rate_per_s >= 1e6) {
+            search.apply(limiter, now);
+        }
+        search
+    }
+
+    /// Where the search stands.
+    #[cfg(test)]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Requests per second now allowed.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The rate to resume at after a restart: the rate now, but no more than the provider
+    /// accepted per second over the last [`WINDOW`] (a probe in progress is not a rate
+    /// that held).
+    pub fn held(&self, now: Nanos) -> f64 {
+        let first = self.log.iter().map(|s| s.sent).min().unwrap_or(now);
+        let span = now.saturating_sub(first).max(SECOND);
+        let accepted = self.log.iter().filter(|s| s.accepted).count();
+        self.rate
+            .min(accepted as f64 / (span as f64 / SECOND as f64))
+            .max(MIN_RATE)
+    }
+
+    /// How long a refused request waits before it is sent again: about two sending
+    /// intervals at the searched rate, scaled by `draw` in `[0, 1)` (from 0.5× to 1.5×) so
+    /// that refused requests do not come back together.
+    pub fn retry_delay(&self, draw: f64) -> Duration {
+        let interval = 2.0 / self.rate.max(MIN_RATE);
+        Duration::from_secs_f64((interval * (0.5 + draw.clamp(0.0, 1.0))).clamp(0.01, 10.0))
+    }
+
+    /// An accepted request sent at `sent`, seen at `now`: the rate steps up if a step has
+    /// passed in which it was binding.
+    pub fn accepted(&mut self, limiter: &mut Limiter, now: Nanos, sent: Nanos) {
+        self.record(now, sent, true);
+        let wait = if self.phase == Phase::Ramp {
+            STEP
+        } else {
+            self.hold.max(STEP)
+        };
+        if now.saturating_sub(self.stepped_at) < wait || !self.was_binding(now) {
+            return;
+        }
+        self.good = self.rate;
+        match self.phase {
+            Phase::Ramp => self.rate *= RAMP,
+            Phase::Search => {
+                // Never far above what the provider is known to sustain: a big bucket
+                // absorbs probes for a while, and the wave that ends it costs refusals.
+                // No refusal in the window: nothing recent to stay near.
+                let known = self.measured(sent).map_or(0.0, |m| m.max(self.known));
+                self.known = known;
+                self.rate *= 1.0 + self.gain;
+                if known > 0.0 {
+                    self.rate = self.rate.min(known * (1.0 + MAX_GAIN));
+                }
+                self.gain = (self.gain * 2.0).min(MAX_GAIN);
+                // Three steps up without a refusal: far from the limit, probe freely.
+                if self.gain >= 8.0 * MIN_GAIN {
+                    self.hold = STEP;
+                }
+            }
+        }
+        self.stepped_at = now;
+        self.apply(limiter, now);
+    }
+
+    /// A refused request (a bare 429, or a 503 taken as "slow down") sent at `sent`, seen at
+    /// `now`. Returns whether it was a new signal (not one more refusal of a wave already
+    /// reacted to).
+    pub fn refused(&mut self, limiter: &mut Limiter, now: Nanos, sent: Nanos) -> bool {
+        self.record(now, sent, false);
+        // Refusals bunched together anchor the same measurement: keep one.
+        if self
+            .anchors
+            .back()
+            .is_none_or(|&a| sent.abs_diff(a) >= SECOND / 20)
+        {
+            self.anchors.push_back(sent);
+        }
+        if sent < self.reacted_at {
+            return false;
+        }
+        let measured = self.measured(sent);
+        let probing = self.phase == Phase::Search && self.good > 0.0 && self.good < self.rate;
+        let fallback = match (self.phase, probing) {
+            // The burst is spent: what was measured, else half of what the provider
+            // recently accepted.
+            (Phase::Ramp, _) => measured.unwrap_or(self.delivered(sent) / 2.0),
+            // A refused probe: back to the last rate that held, or what was measured.
+            (Phase::Search, true) => measured.unwrap_or(0.0).max(self.good),
+            // Refused at a rate that held: the measured rate, unless that bound is weak
+            // (we sent below the provider's rate since every anchor): then a tenth less.
+            (Phase::Search, false) => measured.unwrap_or(0.0).max(0.9 * self.rate),
+        };
+        self.rate = fallback.min(self.rate).max(MIN_RATE);
+        if let Some(rate) = measured {
+            self.learn_burst(sent, rate);
+            self.known = rate;
+        }
+        // A refused probe: wait longer before the next one.
+        if probing {
+            self.hold = (self.hold * 2).min(MAX_HOLD);
+        }
+        self.phase = Phase::Search;
+        self.good = 0.0;
+        self.gain = MIN_GAIN;
+        self.reacted_at = now;
+        self.stepped_at = now;
+        self.apply(limiter, now);
+        // The provider is empty: so is our bucket, until it refills at the new rate.
+        limiter.drain(self.index, now);
+        tracing::debug!(rate = self.rate, ?measured, "refused: searched rate");
+        true
+    }
+
+    fn record(&mut self, now: Nanos, sent: Nanos, accepted: bool) {
+        self.log.push_back(Sample { sent, accepted });
+        let old = now.saturating_sub(WINDOW);
+        while self.log.front().is_some_and(|s| s.sent < old) {
+            self.log.pop_front();
+        }
+        while self.anchors.front().is_some_and(|&a| a < old) {
+            self.anchors.pop_front();
+        }
+    }
+
+    /// The best lower bound on the provider's rate over every anchor at least [`SPAN`]
+    /// before `until`: `(accepted in (anchor, until] − 1) / span`.
+    fn measured(&self, until: Nanos) -> Option<f64> {
+        self.anchors
+            .iter()
+            .filter(|&&a| until.saturating_sub(a) >= SPAN)
+            .map(|&a| {
+                let accepted = self
+                    .log
+                    .iter()
+                    .filter(|s| s.accepted && s.sent > a && s.sent <= until)
+                    .count();
+                (accepted as f64 - 1.0) / ((until - a) as f64 / SECOND as f64)
+            })
+            .fold(None, |best: Option<f64>, r| {
+                Some(best.map_or(r, |b| b.max(r)))
+            })
+            .filter(|r| *r > 0.0)
+    }
+
+    /// Requests accepted per second over the second before `until` (by send time), or
+    /// since the first request if that is more recent.
+    fn delivered(&self, until: Nanos) -> f64 {
+        let first = self.log.iter().map(|s| s.sent).min().unwrap_or(until);
+        let from = until.saturating_sub(SECOND).max(first);
+        let accepted = (self.log.iter())
+            .filter(|s| s.accepted && s.sent >= from && s.sent <= until)
+            .count();
+        accepted as f64 / ((until - from).max(SECOND / 1000) as f64 / SECOND as f64)
+    }
+
+    /// Whether the rate held dispatch back in the step ending at `now`: most of what it
+    /// allowed was sent (else workers or the work list are the bound, and raising the rate
+    /// would only let it run away from what is really sent).
+    fn was_binding(&self, now: Nanos) -> bool {
+        let span = now.saturating_sub(self.stepped_at);
+        let sent = self
+            .log
+            .iter()
+            .filter(|s| s.sent >= self.stepped_at)
+            .count();
+        sent as f64 >= 0.7 * self.rate * span as f64 / SECOND as f64
+    }
+
+    /// The provider's burst as seen at the refusal sent at `at`: the most accepted in a
+    /// stretch ending there beyond what `rate` refilled in it.
+    fn learn_burst(&mut self, at: Nanos, rate: f64) {
+        let mut sent: Vec<Nanos> = (self.log.iter())
+            .filter(|s| s.accepted && s.sent <= at)
+            .map(|s| s.sent)
+            .collect();
+        sent.sort_unstable();
+        let mut best: f64 = 0.0;
+        for (k, &from) in sent.iter().rev().enumerate() {
+            let refilled = rate * (at - from) as f64 / SECOND as f64;
+            best = best.max((k + 1) as f64 - refilled);
+        }
+        if best >= 1.0 {
+            self.burst = Some(self.burst.map_or(best, |b| b.max(best)));
+        }
+    }
+
+    /// Sets the searched bucket to the rate and burst.
+    fn apply(&self, limiter: &mut Limiter, now: Nanos) {
+        // Hundredths of a request per second over 100 s, so slow rates stay exact.
+        let hundredths =
+            NonZeroU64::new((self.rate * 100.0).round() as u64).unwrap_or(NonZeroU64::MIN);
+        // The measured burst, less one for the provider's own rounding, else a tenth of a
+        // second's worth, so dispatch is paced, not bunched; at least [`MIN_BURST`], so a
+        // multi-request job always fits.
+        let burst = self
+            .burst
+            .map_or(self.rate / 10.0, |b| b - 1.0)
+            .max(MIN_BURST);
+        let burst = NonZeroU64::new(burst.floor() as u64).unwrap_or(NonZeroU64::MIN);
+        limiter.relearn(
+            self.index,
+            hundredths,
+            Duration::from_secs(100),
+            Some(burst),
+            now,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Nanos = 1_000_000;
+
+    #[test]
+    fn the_ramp_grows_while_it_binds_and_a_refusal_ends_it() {
+        let mut limiter = Limiter::new(&[]);
+        let mut search = Search::start(&mut limiter, 0, Duration::from_millis(100), None);
+        assert!((search.rate() - 20.0).abs() < 1e-9, "two per round trip");
+        // Every request the rate allows is sent and accepted, for 2 s.
+        let mut now = 0;
+        while now < 2_000 * MS {
+            let gap = (SECOND as f64 / search.rate()) as Nanos;
+            now += gap;
+            search.accepted(&mut limiter, now + 100 * MS, now);
+        }
+        assert!(search.rate() > 40.0, "×1.5 a second: {}", search.rate());
+        let before = search.rate();
+        assert!(search.refused(&mut limiter, now + 100 * MS, now));
+        assert_eq!(search.phase(), Phase::Search);
+        assert!(search.rate() < before, "{} -> {}", before, search.rate());
+        // Refusals of requests sent before the reaction are the same wave.
+        let after = search.rate();
+        assert!(!search.refused(&mut limiter, now + 101 * MS, now + MS));
+        assert_eq!(search.rate(), after);
+    }
+
+    #[test]
+    fn a_stretch_of_refusals_measures_the_providers_rate_whatever_we_send() {
+        let mut limiter = Limiter::new(&[]);
+        let found = Found {
+            rate_per_s: 100.0,
+            burst: None,
+        };
+        let mut search = Search::start(&mut limiter, 0, Duration::from_millis(10), Some(found));
+        // We send 100/s; the provider accepts every other one (50/s) and refuses the rest.
+        for k in 0..200u64 {
+            let sent = k * 10 * MS;
+            let now = sent + 10 * MS;
+            if k % 2 == 0 {
+                search.accepted(&mut limiter, now, sent);
+            } else {
+                search.refused(&mut limiter, now, sent);
+            }
+        }
+        let measured = search.measured(199 * 10 * MS).unwrap();
+        assert!((48.0..=50.0).contains(&measured), "{measured}");
+        assert!(search.rate() < 55.0, "{}", search.rate());
+    }
+}
