@@ -19,6 +19,13 @@
 //! follow the reported resets. X's windows are aligned to UTC; GitHub's start with the
 //! first request after the previous one expired, which following each reset also covers:
 //! a window the limiter opens at the old reset is opened by our own next request.
+//!
+//! A provider that sends no headers at all, only bare 429s (or 503s), gets a rate search
+//! ([`search`], whose doc explains the design). Learned limits and the searched one are
+//! saved with the limiter state under stable names (`learned-requests`, `learned-tokens`,
+//! `searched-requests`) and learned again by [`Feedback::restore`], so a restart resumes at
+//! them. A session with no recent saved state sends one request first and lets its
+//! headers size the first wave ([`Feedback::holds_first_wave`]).
 
 use std::num::NonZeroU64;
 use std::time::Duration;
