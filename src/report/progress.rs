@@ -300,7 +300,12 @@ mod tests {
     #[test]
     fn the_state_comes_from_the_runners_note_first() {
         assert_eq!(
-            state_of(Some("dispatch paused: redis down; retrying"), true, false, None),
+            state_of(
+                Some("dispatch paused: redis down; retrying"),
+                true,
+                false,
+                None
+            ),
             State::WaitingForRedis
         );
         let quota = "waiting for quota `daily` to reset at 2026-12-05T00:00:00Z (in 7h)";

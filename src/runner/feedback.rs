@@ -25,7 +25,7 @@
 //! saved with the limiter state under stable names (`learned-requests`, `learned-tokens`,
 //! `searched-requests`) and learned again by [`Feedback::restore`], so a restart resumes at
 //! them. A session with no recent saved state sends one request first and lets its
-//! headers size the first wave ([`Feedback::holds_first_wave`]).
+//! headers size the first wave ([`Feedback::workers_cap`]).
 
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub struct Feedback {
     /// What an earlier session's search found, and its bucket (restored), to resume from
     /// instead of searching again.
     resumed: Option<(Found, usize)>,
-    /// The first wave waits for one response (see [`Feedback::holds_first_wave`]).
+    /// The first wave waits for one response (see [`Feedback::workers_cap`]).
     look_first: bool,
     /// A response has come back.
     looked: bool,
@@ -102,13 +102,14 @@ impl Feedback {
     }
 
     /// How many workers may send now: one until the first response is in when the session
-    /// looks first (the first wave is one request), else `workers`.
-    pub fn first_wave_cap(&self, workers: usize) -> usize {
+    /// looks first (the first wave is one request), the search's slow-start window while it
+    /// ramps, else `workers`.
+    pub fn workers_cap(&self, workers: usize) -> usize {
         if self.look_first && !self.looked {
-            1
-        } else {
-            workers
+            return 1;
         }
+        let ramp = self.search.as_ref().and_then(Search::in_flight_cap);
+        ramp.map_or(workers, |cap| cap.clamp(1, workers))
     }
 
     /// Whether the rate is being searched for (no headers), and the rate now allowed.

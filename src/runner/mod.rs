@@ -19,9 +19,9 @@ pub mod feedback;
 #[cfg(test)]
 mod reach_tests;
 #[cfg(test)]
-mod shared_tests;
-#[cfg(test)]
 mod search_tests;
+#[cfg(test)]
+mod shared_tests;
 mod steps;
 #[cfg(test)]
 mod steps_tests;
@@ -403,7 +403,7 @@ impl<T: Transport> Runner<T> {
         loop {
             // A session that knows nothing of the provider's buckets sends one request
             // and lets its response size the first wave.
-            let workers = self.feedback.first_wave_cap(self.workers());
+            let workers = self.feedback.workers_cap(self.workers());
             let decision = core.next(now, workers, &mut self.limiter, &mut self.scheduler);
             match self.act(decision, now, wave, c, core, done_tx)? {
                 Flow::Again => {}

@@ -97,13 +97,13 @@ fn searching_and_waiting_for_redis() {
         State::WaitingForRedis,
         State::Paused,
     ]
-        .map(|s| {
-            shown(&view(
-                s,
-                vec![gauge("learned-requests", "requests", 70, 80, 1.0)],
-            ))
-        })
-        .join("\n---\n");
+    .map(|s| {
+        shown(&view(
+            s,
+            vec![gauge("learned-requests", "requests", 70, 80, 1.0)],
+        ))
+    })
+    .join("\n---\n");
     insta::assert_snapshot!(text);
 }
 

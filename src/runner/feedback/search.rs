@@ -19,15 +19,18 @@
 //!
 //! **Deciding.**
 //! - *Ramp*: before the first refusal nothing is known. The rate starts at two requests per
-//!   round trip and grows by [`RAMP`] per [`STEP`] while it binds, so the wave that runs
-//!   into the empty bucket at the end of the burst is a few requests, not every worker.
-//! - *First refused wave*: the bucket is empty, so our own limiter is drained, and the rate
-//!   drops to the measured rate, or to half of what was recently accepted while nothing has
-//!   been measured yet.
+//!   round trip and grows by [`RAMP`] per [`STEP`] while it binds, and what is in flight is
+//!   capped by a slow-start window (two, plus one per acceptance), so the first waves are
+//!   a few requests, not every worker at once.
+//! - *First refused waves*: the bucket is empty, so our own limiter is drained, and the rate
+//!   halves what was really sent for each new wave of refusals until a measurement holds.
+//!   A measurement is *tight* when the provider refused in between too (it stayed empty):
+//!   then it is its rate, even over a short stretch, and a rate far above it drops to it
+//!   at once.
 //! - *Probing*: every [`STEP`] without a refusal in which the rate was binding, it is raised
 //!   by a small gain that doubles with each step that passes (1%, 2%, 4% ... at most
-//!   [`MAX_GAIN`]), so a rate far below the provider's climbs in seconds and one near it
-//!   creeps. A refused probe falls back to the measured rate and the next probe waits a
+//!   [`MAX_GAIN`], and within [`MAX_GAIN`] of a tight measurement for [`FRESH`] after it),
+//!   so a rate far below the provider's climbs in seconds and one near it creeps. A refused probe falls back to the measured rate and the next probe waits a
 //!   hold that doubles with each refused probe (up to [`MAX_HOLD`]), so at the true rate
 //!   the search refuses rarely: it holds.
 //! - *One wave, one signal*: the refusals of requests sent before the search last reacted
@@ -53,6 +56,10 @@ const SECOND: Nanos = 1_000_000_000;
 pub const WINDOW: Nanos = 10 * SECOND;
 /// The shortest stretch a measurement spans: shorter ones are mostly rounding.
 const SPAN: Nanos = SECOND / 2;
+/// Acceptances after an anchor that make a stretch shorter than [`SPAN`] a measurement.
+const SHORT_ACCEPTED: usize = 5;
+/// How long a tight measurement caps the probes.
+const FRESH: Nanos = WINDOW;
 /// How often the rate may step up.
 pub const STEP: Nanos = SECOND / 2;
 /// The ramp's growth per step before the first refusal (×1.5 a second).
@@ -80,6 +87,16 @@ pub struct Found {
     pub rate_per_s: f64,
     /// The provider's burst as measured (requests), if any.
     pub burst: Option<f64>,
+}
+
+/// A measurement of the provider's rate.
+#[derive(Clone, Copy, Debug)]
+struct Measure {
+    /// Accepted per second since an anchor: a lower bound on the provider's rate.
+    rate: f64,
+    /// The provider refused in between too: it stayed empty, so the bound is its rate, not
+    /// merely what we sent.
+    tight: bool,
 }
 
 /// One outcome: when its request was sent, and whether it was accepted.
@@ -117,14 +134,21 @@ pub struct Search {
     /// The highest rate held for a whole step without a refusal since the last refusal:
     /// where a refused probe falls back to.
     good: f64,
-    /// The best measured rate: probes stay within [`MAX_GAIN`] of it.
+    /// The rate tightly measured at the last such refusal: probes stay within [`MAX_GAIN`]
+    /// of it for [`FRESH`] after.
     known: f64,
+    /// When `known` was measured.
+    known_at: Nanos,
     /// The next probe's gain.
     gain: f64,
     /// How long after a refusal the first probe waits.
     hold: Nanos,
     /// The provider's burst as measured, in requests.
     burst: Option<f64>,
+    /// While ramping, the most requests in flight: two, plus one for each acceptance
+    /// (doubling each round trip, as TCP's slow start), so the first waves are not every
+    /// worker at once into a bucket of unknown size.
+    window: usize,
 }
 
 impl Search {
@@ -171,9 +195,11 @@ impl Search {
             stepped_at: now,
             good: 0.0,
             known: 0.0,
+            known_at: 0,
             gain: MIN_GAIN,
             hold: STEP,
             burst: found.and_then(|f| f.burst),
+            window: 2,
         };
         if !resumed || found.is_some_and(|f| f.rate_per_s >= 1e6) {
             search.apply(limiter, now);
@@ -185,6 +211,11 @@ impl Search {
     #[cfg(test)]
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The most requests in flight now: the slow-start window while ramping, else any.
+    pub fn in_flight_cap(&self) -> Option<usize> {
+        (self.phase == Phase::Ramp).then_some(self.window)
     }
 
     /// Requests per second now allowed.
@@ -216,6 +247,7 @@ impl Search {
     /// passed in which it was binding.
     pub fn accepted(&mut self, limiter: &mut Limiter, now: Nanos, sent: Nanos) {
         self.record(now, sent, true);
+        self.window = self.window.saturating_add(1);
         let wait = if self.phase == Phase::Ramp {
             STEP
         } else {
@@ -228,18 +260,20 @@ impl Search {
         match self.phase {
             Phase::Ramp => self.rate *= RAMP,
             Phase::Search => {
-                // Never far above what the provider is known to sustain: a big bucket
-                // absorbs probes for a while, and the wave that ends it costs refusals.
-                // No refusal in the window: nothing recent to stay near.
-                let known = self.measured(sent).map_or(0.0, |m| m.max(self.known));
-                self.known = known;
+                // Never far above what a recent refusal measured the provider to sustain:
+                // a big bucket absorbs probes for a while, and the wave that ends it costs
+                // refusals. No recent measured refusal: nothing to stay near (a measurement
+                // since an old refusal only averages what we sent).
                 self.rate *= 1.0 + self.gain;
-                if known > 0.0 {
-                    self.rate = self.rate.min(known * (1.0 + MAX_GAIN));
+                if self.known > 0.0 && now.saturating_sub(self.known_at) <= FRESH {
+                    self.rate = self.rate.min(self.known * (1.0 + MAX_GAIN));
                 }
                 self.gain = (self.gain * 2.0).min(MAX_GAIN);
-                // Three steps up without a refusal: far from the limit, probe freely.
-                if self.gain >= 8.0 * MIN_GAIN {
+                // Steps up until the gain is the largest without a refusal (the rate is a
+                // third above where it was refused): far from the limit, probe freely. A
+                // shorter run of good probes says little: the probe that is refused next
+                // is a few per cent above, so its hold keeps doubling.
+                if self.gain >= MAX_GAIN {
                     self.hold = STEP;
                 }
             }
@@ -264,22 +298,34 @@ impl Search {
         if sent < self.reacted_at {
             return false;
         }
-        let measured = self.measured(sent);
+        let measure = self.measured(sent, true);
+        let measured = measure.map(|m| m.rate);
         let probing = self.phase == Phase::Search && self.good > 0.0 && self.good < self.rate;
-        let fallback = match (self.phase, probing) {
-            // The burst is spent: what was measured, else half of what the provider
-            // recently accepted.
-            (Phase::Ramp, _) => measured.unwrap_or(self.delivered(sent) / 2.0),
+        let fallback = match (measure, probing) {
             // A refused probe: back to the last rate that held, or what was measured.
-            (Phase::Search, true) => measured.unwrap_or(0.0).max(self.good),
+            (_, true) => measured.unwrap_or(0.0).max(self.good),
+            // Refused on and on, well above what was measured: that bound is the
+            // provider's rate, so drop to it.
+            (Some(m), false) if m.tight && self.rate > 1.1 * m.rate => m.rate,
             // Refused at a rate that held: the measured rate, unless that bound is weak
             // (we sent below the provider's rate since every anchor): then a tenth less.
-            (Phase::Search, false) => measured.unwrap_or(0.0).max(0.9 * self.rate),
+            (Some(m), false) => m.rate.max(0.9 * self.rate),
+            // Nothing ever measured (the ramp has just run into the end of the burst): half
+            // what was really sent, for each wave of refusals, until a measurement holds.
+            // A gentler step would send a wave of workers into the empty bucket for each.
+            (None, false) if self.known == 0.0 => self.rate.min(self.sending(sent)) / 2.0,
+            // Nothing measured lately: a tenth less.
+            (None, false) => 0.9 * self.rate,
         };
         self.rate = fallback.min(self.rate).max(MIN_RATE);
-        if let Some(rate) = measured {
-            self.learn_burst(sent, rate);
-            self.known = rate;
+        if let Some(m) = measure.filter(|m| m.tight) {
+            self.known = m.rate;
+            self.known_at = now;
+        }
+        // The burst from long stretches only: a short one's rate may be a quarter low,
+        // which would credit the burst with what the provider refilled.
+        if let Some(m) = self.measured(sent, false) {
+            self.learn_burst(sent, m.rate);
         }
         // A refused probe: wait longer before the next one.
         if probing {
@@ -309,34 +355,41 @@ impl Search {
     }
 
     /// The best lower bound on the provider's rate over every anchor at least [`SPAN`]
-    /// before `until`: `(accepted in (anchor, until] − 1) / span`.
-    fn measured(&self, until: Nanos) -> Option<f64> {
+    /// before `until`: `(accepted in (anchor, until] − 1) / span`. With `short`, stretches
+    /// from a fifth of [`SPAN`] count too when they hold [`SHORT_ACCEPTED`] acceptances and
+    /// are tight (the bound is then at worst a fifth low), so a wave far above the rate
+    /// drops to it at once.
+    fn measured(&self, until: Nanos, short: bool) -> Option<Measure> {
+        let shortest = if short { SPAN / 5 } else { SPAN };
         self.anchors
             .iter()
-            .filter(|&&a| until.saturating_sub(a) >= SPAN)
-            .map(|&a| {
-                let accepted = self
-                    .log
-                    .iter()
-                    .filter(|s| s.accepted && s.sent > a && s.sent <= until)
-                    .count();
-                (accepted as f64 - 1.0) / ((until - a) as f64 / SECOND as f64)
+            .filter(|&&a| until.saturating_sub(a) >= shortest)
+            .filter_map(|&a| {
+                let within = || (self.log.iter()).filter(move |s| s.sent > a && s.sent <= until);
+                let accepted = within().filter(|s| s.accepted).count();
+                let tight = within().any(|s| !s.accepted && s.sent < until);
+                let span = until - a;
+                let rate = (accepted as f64 - 1.0) / (span as f64 / SECOND as f64);
+                (span >= SPAN || (tight && accepted >= SHORT_ACCEPTED))
+                    .then_some(Measure { rate, tight })
             })
-            .fold(None, |best: Option<f64>, r| {
-                Some(best.map_or(r, |b| b.max(r)))
+            .fold(None, |best: Option<Measure>, m| match best {
+                Some(b) if b.rate >= m.rate => Some(b),
+                _ => Some(m),
             })
-            .filter(|r| *r > 0.0)
+            .filter(|m| m.rate > 0.0)
     }
 
-    /// Requests accepted per second over the second before `until` (by send time), or
-    /// since the first request if that is more recent.
-    fn delivered(&self, until: Nanos) -> f64 {
+    /// Requests sent per second over the second before `until` (by send time), or since
+    /// the first request if that is more recent (but over at least a tenth of a second):
+    /// what really went out, which the allowed rate may be far above.
+    fn sending(&self, until: Nanos) -> f64 {
         let first = self.log.iter().map(|s| s.sent).min().unwrap_or(until);
         let from = until.saturating_sub(SECOND).max(first);
-        let accepted = (self.log.iter())
-            .filter(|s| s.accepted && s.sent >= from && s.sent <= until)
+        let sent = (self.log.iter())
+            .filter(|s| s.sent >= from && s.sent <= until)
             .count();
-        accepted as f64 / ((until - from).max(SECOND / 1000) as f64 / SECOND as f64)
+        sent as f64 / ((until - from).max(SECOND / 10) as f64 / SECOND as f64)
     }
 
     /// Whether the rate held dispatch back in the step ending at `now`: most of what it
@@ -440,7 +493,7 @@ mod tests {
                 search.refused(&mut limiter, now, sent);
             }
         }
-        let measured = search.measured(199 * 10 * MS).unwrap();
+        let measured = search.measured(199 * 10 * MS, false).unwrap().rate;
         assert!((48.0..=50.0).contains(&measured), "{measured}");
         assert!(search.rate() < 55.0, "{}", search.rate());
     }
