@@ -174,7 +174,7 @@ fn state_text(state: &State) -> String {
         State::Running => "running".into(),
         State::Searching(None) => "searching the rate (learning the limits from headers)".into(),
         State::Searching(Some(rate)) => {
-            format!("searching the rate: {rate:.1} req/s now (the API sends no rate-limit headers)")
+            format!("searching the rate: {rate:.1} req/s now (no rate-limit headers)")
         }
         State::BackingOff => "backing off after 429s or errors".into(),
         State::PausedOnQuota(until) => format!("paused on quota: {until}"),

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use crate::clock::{Nanos, nanos};
 use crate::headers::{Dialect, Observation, Observations, Resource};
-use crate::limiter::{BucketState, Costs, LimitKind, LimitSpec, Limiter, Scope, Unit};
+use crate::limiter::{BucketState, BucketUsage, Costs, LimitKind, LimitSpec, Limiter, Scope, Unit};
 
 mod search;
 use search::Search;
@@ -201,6 +201,15 @@ impl Feedback {
                 learned.rate = ((held * per_s).round() as u64).clamp(1, learned.rate.max(1));
             }
         }
+    }
+
+    /// `limits` as status shows them: without the searched limit while it only watches (a
+    /// limit stated in the config paces dispatch and nothing was refused yet).
+    pub fn shown(&self, mut limits: Vec<BucketUsage>) -> Vec<BucketUsage> {
+        if self.searching().is_none() {
+            limits.retain(|l| l.name != search::NAME);
+        }
+        limits
     }
 
     /// A response came back (any outcome): the first wave may go.

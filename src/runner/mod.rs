@@ -985,7 +985,7 @@ impl<T: Transport> Runner<T> {
             rate_limited: self.before.rate_limited + c.rate_limited,
             retries: self.before.retries + c.retries,
             elapsed,
-            limits: self.limiter.usage(now),
+            limits: self.feedback.shown(self.limiter.usage(now)),
             note,
             searching_per_s: self.feedback.searching(),
         };
