@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 4's measurement: utilization of the provider's true limit and the share of 429s
 # when the config states NO limit, so everything is learned from each dialect's headers
-# (or, with headers=false, searched for by AIMD).
+# (or, with headers=false, searched for by the rate search of runner/feedback/search.rs).
 #
 #   bash benches/feedback.sh [profile ...]     # default: every dialect profile
 #
