@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use super::{
 };
 use crate::clock::{Clock, SystemClock, unix_ms};
 use crate::job::{CostModel, Job};
-use crate::limiter::{Costs, shared};
+use crate::limiter::{Costs, Limiter, shared};
 use crate::mock::MockSpec;
 use crate::queue::StoreFeed;
 use crate::report::{self, progress::Progress};
@@ -27,8 +28,8 @@ use crate::runner::{Before, End, Feedback, Runner, Settings, Summary};
 use crate::scheduler::{AutoWorkers, Scheduler, workers::binding_jobs_per_s};
 use crate::session::RunState;
 use crate::shard::Shard;
-use crate::shared::SharedLimiter;
 use crate::shared::redis::RedisLimiter;
+use crate::shared::{Learned, SharedLimiter};
 use crate::store::claim::Claim;
 use crate::store::{ProgressRow, Store, Writer};
 
@@ -111,7 +112,6 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         drop(store);
         return super::batch::run_batch(&args, &prepared, &validated, &db, headers).await;
     }
-    let feedback = restore_limiter(&mut prepared, last.as_ref(), &clock);
     let auto = args.via == super::batch::Via::Auto;
     if auto {
         super::batch::split_for_auto(&args, &prepared, &validated, &db)?;
@@ -119,12 +119,19 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let queued = queue_pending(&db, &prepared, identity, &clock)?;
     let before = before(&store, last.as_ref())?;
 
+    let shared = shared_limiter(&prepared, headers, args.shard)?;
+    let published = published_learned(shared.as_ref()).await;
+    let feedback = restore_limiter(
+        &mut prepared.limiter,
+        last.as_ref(),
+        published.as_ref(),
+        &clock,
+    );
     let config = &prepared.config;
     let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
     let transport = HttpTransport::new(&base_url, headers, config.api.timeout, config.workers)?
         .with_secrets(resolved.secrets.clone())
         .with_max_response_bytes(config.api.max_response_bytes);
-    let shared = shared_limiter(&prepared, headers, args.shard)?;
     let stop = stop_on_signals();
     let lane = (auto)
         .then(|| {
@@ -219,28 +226,54 @@ fn mark_session(store: &Store, args: &RunArgs, prepared: &Prepared) -> anyhow::R
 }
 
 /// Takes the limiter state the last session saved, and what it learned of the provider:
-/// limits from headers and the searched rate come back as they were. With no saved state
-/// from a recent session, nothing is known of how full the provider's buckets are, so the
-/// first wave waits for one response's headers.
+/// limits from headers and the searched rate come back as they were. When that is not
+/// recent and runners sharing the limit have published what they learned lately
+/// (`published`), the learned limits are theirs. With neither, nothing is known of how
+/// full the provider's buckets are, so the first wave waits for one response's headers.
 fn restore_limiter(
-    prepared: &mut Prepared,
+    limiter: &mut Limiter,
     last: Option<&ProgressRow>,
+    published: Option<&Learned>,
     clock: &SystemClock,
 ) -> Feedback {
-    let Some(progress) = last else {
+    let now_ms = unix_ms(clock.wall());
+    let local = last.filter(|p| now_ms.saturating_sub(p.heartbeat_ms) < RECENT_MS);
+    let shared = published.filter(|l| now_ms.saturating_sub(l.at_unix_ms) < RECENT_MS);
+    let learned = match (local, shared, last) {
+        (None, Some(shared), _) => Some(&shared.states),
+        (_, _, Some(progress)) => Some(&progress.limiter_state),
+        (_, _, None) => None,
+    };
+    let Some(learned) = learned else {
         return Feedback::looking_first();
     };
-    let age_ms = unix_ms(SystemTime::now()).saturating_sub(progress.heartbeat_ms);
-    let recent = age_ms < RECENT_MS;
-    let feedback = Feedback::restore(&mut prepared.limiter, &progress.limiter_state, recent);
-    prepared.limiter.restore(&progress.limiter_state, clock);
-    if progress.state == RunState::Running {
-        // The last session died without a final checkpoint: it may have spent more of
-        // its rolling limits than its last heartbeat shows, so those start empty (they
-        // refill within one period); quota windows keep their saved counts.
-        prepared.limiter.assume_empty(clock.now());
+    let recent = local.is_some() || shared.is_some();
+    let feedback = Feedback::restore(limiter, learned, recent);
+    if let Some(progress) = last {
+        limiter.restore(&progress.limiter_state, clock);
+        if progress.state == RunState::Running {
+            // The last session died without a final checkpoint: it may have spent more of
+            // its rolling limits than its last heartbeat shows, so those start empty (they
+            // refill within one period); quota windows keep their saved counts.
+            limiter.assume_empty(clock.now());
+        }
+    }
+    if local.is_none()
+        && let Some(shared) = shared
+    {
+        limiter.restore(&shared.states, clock);
     }
     feedback
+}
+
+/// What the runners sharing the limit published of what they learned, if any (waiting at
+/// most a couple of seconds for an unreachable backend: that is reported at admission).
+async fn published_learned(shared: Option<&Arc<dyn SharedLimiter>>) -> Option<Learned> {
+    let shared = Arc::clone(shared?);
+    tokio::time::timeout(Duration::from_secs(2), shared.learned())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Saved limiter state younger than this still says how full the provider's buckets are
@@ -432,6 +465,74 @@ fn default_db(worklist: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A saved state holding a searched limit of `rate` per second, saved at `at_ms`.
+    fn searched(rate: u64, at_ms: u64) -> Vec<crate::limiter::BucketState> {
+        let mut limiter = Limiter::new(&[]);
+        let mut feedback = Feedback::default();
+        let clock = SystemClock::new();
+        let now = clock.now();
+        feedback.on_bare(
+            &mut limiter,
+            now,
+            Duration::from_millis(10),
+            crate::runner::Bare::Accepted,
+        );
+        let mut states = limiter.save(&clock);
+        for s in &mut states {
+            if let Some(l) = &mut s.learned {
+                (l.rate, l.per_ms) = (rate * 100, 100_000);
+            }
+            s.saved_at_unix_ms = at_ms;
+        }
+        states
+    }
+
+    #[tokio::test]
+    async fn a_runner_with_nothing_recent_starts_at_what_others_published() {
+        let clock = SystemClock::new();
+        let now_ms = unix_ms(clock.wall());
+        let fresh = Learned {
+            at_unix_ms: now_ms - 1_000,
+            states: searched(42, now_ms),
+        };
+        let mut limiter = Limiter::new(&[]);
+        let feedback = restore_limiter(&mut limiter, None, Some(&fresh), &clock);
+        assert!(
+            feedback
+                .searching()
+                .is_some_and(|r| (r - 42.0).abs() < 0.01)
+        );
+        assert_eq!(feedback.workers_cap(16), 16, "no first look: it is known");
+
+        // Published too long ago: nothing is known, the first wave looks first.
+        let stale = Learned {
+            at_unix_ms: now_ms - 2 * RECENT_MS,
+            ..fresh.clone()
+        };
+        let mut limiter = Limiter::new(&[]);
+        let feedback = restore_limiter(&mut limiter, None, Some(&stale), &clock);
+        assert_eq!(feedback.searching(), None);
+        assert_eq!(feedback.workers_cap(16), 1);
+
+        // This db's own recent state wins over what others published.
+        let own = ProgressRow {
+            state: RunState::Stopped,
+            heartbeat_ms: now_ms - 500,
+            pid: 1,
+            elapsed_ms: 0,
+            in_flight: 0,
+            limits: Vec::new(),
+            limiter_state: searched(30, now_ms),
+        };
+        let mut limiter = Limiter::new(&[]);
+        let feedback = restore_limiter(&mut limiter, Some(&own), Some(&fresh), &clock);
+        assert!(
+            feedback
+                .searching()
+                .is_some_and(|r| (r - 30.0).abs() < 0.01)
+        );
+    }
 
     #[test]
     fn default_db_is_named_after_the_worklist() {

@@ -42,7 +42,7 @@ use crate::clock::{Clock, Nanos, SystemClock, nanos, unix_ms};
 use crate::dispatch::{Decision, Dispatcher, Idle, Rules, SharedAnswer, Ticket};
 use crate::headers::{self, Dialect, Observations};
 use crate::job::{CostModel, Job};
-use crate::limiter::{Costs, Limiter, Reservation, Route, Unit};
+use crate::limiter::{BucketState, Costs, Limiter, Reservation, Route, Unit};
 use crate::report::progress::Progress;
 use crate::retry::{self, Outcome, RetryPolicy, Storm};
 use crate::scheduler::{AutoWorkers, Scheduler};
@@ -991,6 +991,7 @@ impl<T: Transport> Runner<T> {
         };
         let mut limiter_state = self.limiter.save(&self.clock);
         self.feedback.save(&mut limiter_state, now);
+        self.publish_learned(&limiter_state);
         self.writer.progress(ProgressRow {
             state,
             pid: std::process::id(),
@@ -1002,6 +1003,24 @@ impl<T: Transport> Runner<T> {
         })?;
         self.progress.update(&snapshot);
         Ok(snapshot)
+    }
+}
+
+impl<T: Transport> Runner<T> {
+    /// Publishes the learned limits among `states` to the runners sharing the limit, so
+    /// that one starting later begins at them instead of searching (and bursting) again.
+    fn publish_learned(&self, states: &[BucketState]) {
+        let Some(shared) = &self.shared else { return };
+        let learned: Vec<BucketState> = (states.iter())
+            .filter(|s| s.learned.is_some())
+            .cloned()
+            .collect();
+        if !learned.is_empty() {
+            shared.publish_learned(crate::shared::Learned {
+                at_unix_ms: unix_ms(self.clock.wall()),
+                states: learned,
+            });
+        }
     }
 }
 

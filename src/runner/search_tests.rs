@@ -291,3 +291,35 @@ async fn the_first_wave_looks_before_it_leaps_into_a_drained_bucket() {
     assert_eq!(summary.snapshot.done, 1500);
     assert_eq!(provider.stats().rate_limited, 0, "no 429");
 }
+
+/// Issue 14: with a shared backend, what the search found is published for the runners
+/// sharing the limit, under its stable name, so that one starting later begins there.
+#[tokio::test(start_paused = true)]
+async fn the_searched_rate_is_published_to_the_runners_sharing_the_limit() {
+    let url = "mock://leaky?rate=50r/s&burst=10&nodelay&latency=10ms";
+    let spec = MockSpec::parse_url(url).unwrap();
+    let provider = Arc::new(Provider::new(spec, SystemClock::new()));
+    let (f, fixed) = fixture(800);
+    let shared = Arc::new(crate::shared::memory::MemoryLimiter::new(&[]));
+    let transport = transport::MockTransport::new(Arc::clone(&provider));
+    let mut r = runner(&f, routed(fixed, 0), transport, &[], 16);
+    r.shared = Some(Arc::clone(&shared) as Arc<dyn crate::shared::SharedLimiter>);
+    r.feedback = Feedback::looking_first();
+    let summary = r.run(never_stop()).await.unwrap();
+    assert_eq!(summary.snapshot.done, 800);
+    let published = Arc::clone(&shared)
+        .learned()
+        .await
+        .expect("the run published what it learned");
+    let searched = (published.states.iter())
+        .find(|s| s.name == "searched-requests")
+        .and_then(|s| s.learned.clone())
+        .expect("the searched limit is published with its definition");
+    let rate = searched.rate as f64 / (searched.per_ms as f64 / 1000.0);
+    assert!((40.0..=55.0).contains(&rate), "published {rate}/s");
+    // A runner starting from it resumes there: no search from scratch, no first look.
+    let mut limiter = Limiter::new(&[]);
+    let feedback = Feedback::restore(&mut limiter, &published.states, true);
+    assert!(feedback.searching().is_some_and(|r| (r - rate).abs() < 0.5));
+    assert_eq!(feedback.workers_cap(16), 16);
+}

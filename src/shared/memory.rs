@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{Admission, AdmitFuture, SharedDenial, SharedLimiter};
+use super::{Admission, AdmitFuture, Learned, LearnedFuture, SharedDenial, SharedLimiter};
 use crate::clock::{Clock, SystemClock};
 use crate::limiter::{Costs, Denied, LimitSpec, Limiter, Reservation, Route};
 
@@ -25,6 +25,7 @@ pub struct MemoryLimiter {
     /// Admissions that answer at once before `delay_ns` applies.
     fast: AtomicU64,
     asked: AtomicU64,
+    learned: Mutex<Option<Learned>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +44,7 @@ impl MemoryLimiter {
             delay_ns: AtomicU64::new(0),
             fast: AtomicU64::new(0),
             asked: AtomicU64::new(0),
+            learned: Mutex::new(None),
         }
     }
 
@@ -108,5 +110,13 @@ impl SharedLimiter for MemoryLimiter {
             let now = self.clock.now();
             lock(&self.limiter).settle(reservation, actual, now);
         }
+    }
+
+    fn publish_learned(&self, learned: Learned) {
+        *lock(&self.learned) = Some(learned);
+    }
+
+    fn learned(self: Arc<Self>) -> LearnedFuture {
+        Box::pin(async move { lock(&self.learned).clone() })
     }
 }

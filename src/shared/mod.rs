@@ -18,7 +18,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limiter::{Costs, NeverFits, Route};
+use serde::{Deserialize, Serialize};
+
+use crate::limiter::{BucketState, Costs, NeverFits, Route};
 
 /// Why a shared limiter did not admit a job now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +54,20 @@ pub enum Admission {
 /// A pending admission: owns everything it needs, so it can wait in a `select!`.
 pub type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send + 'static>>;
 
+/// What the runners sharing a limit have learned of the provider: the limits learned from
+/// its headers and the searched rate, as one runner last published them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Learned {
+    /// Unix ms at which it was published.
+    pub at_unix_ms: u64,
+    /// The learned limits' states (each with its [`BucketState::learned`] definition).
+    pub states: Vec<BucketState>,
+}
+
+/// A pending read of what was learned: `None` when nothing was published (or the backend
+/// did not answer).
+pub type LearnedFuture = Pin<Box<dyn Future<Output = Option<Learned>> + Send + 'static>>;
+
 /// Limits shared by every runner that calls the same API with the same credentials.
 pub trait SharedLimiter: Send + Sync {
     /// Admits job `seq` (already admitted by the local limiter) with `costs` on `route`;
@@ -60,4 +76,10 @@ pub trait SharedLimiter: Send + Sync {
     /// Settles job `seq`'s grant to `actual` in the background (the caller never waits).
     /// Must be called inside a tokio runtime.
     fn settle_later(&self, seq: u64, actual: &Costs);
+    /// Publishes what this runner has learned of the provider, in the background (a
+    /// failure is only logged), so that a runner starting later begins at it. Must be
+    /// called inside a tokio runtime.
+    fn publish_learned(&self, learned: Learned);
+    /// What a runner published last.
+    fn learned(self: Arc<Self>) -> LearnedFuture;
 }

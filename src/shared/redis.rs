@@ -23,6 +23,7 @@
 //!   the URL's password never reaches a message ([`redact`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -32,7 +33,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 
 pub use super::{Admission, SharedDenial};
-use super::{AdmitFuture, SharedLimiter};
+use super::{AdmitFuture, Learned, LearnedFuture, SharedLimiter};
 use crate::config::redis_url::redact;
 use crate::limiter::shared::{Micros, SharedBucket};
 use crate::limiter::{Costs, LimitSpec, NeverFits, Route, Unit};
@@ -292,6 +293,8 @@ pub struct RedisLimiter {
     conn: ConnectionManager,
     target: String,
     epoch_key: String,
+    /// Where the runners' learned limits are published.
+    learned_key: String,
     keys: Vec<String>,
     buckets: Vec<(SharedBucket, Unit)>,
     names: Vec<String>,
@@ -331,6 +334,7 @@ impl RedisLimiter {
             conn,
             target,
             epoch_key: format!("{namespace}:epoch"),
+            learned_key: format!("{namespace}:learned"),
             keys: specs
                 .iter()
                 .map(|s| format!("{namespace}:limit:{}", s.name))
@@ -614,6 +618,45 @@ impl RedisLimiter {
     }
 }
 
+/// How long published learned limits live in Redis without a new publication.
+const LEARNED_TTL_MS: u64 = 10 * 60 * 1000;
+
+impl RedisLimiter {
+    /// Publishes `learned` under the namespace's `learned` key, in the background.
+    fn publish_learned(&self, learned: &Learned) {
+        let Ok(json) = serde_json::to_string(learned) else {
+            return;
+        };
+        let (mut conn, key) = (self.conn.clone(), self.learned_key.clone());
+        tokio::spawn(async move {
+            let set = redis::cmd("SET")
+                .arg(&key)
+                .arg(json)
+                .arg("PX")
+                .arg(LEARNED_TTL_MS)
+                .query_async::<()>(&mut conn)
+                .await;
+            if let Err(e) = set {
+                tracing::debug!(error = %e, "could not publish the learned limits");
+            }
+        });
+    }
+
+    /// Reads what was published last (`None` if nothing, unreadable or no answer).
+    fn read_learned(&self) -> impl Future<Output = Option<Learned>> + Send + 'static {
+        let (mut conn, key) = (self.conn.clone(), self.learned_key.clone());
+        async move {
+            let json: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .ok()
+                .flatten();
+            json.and_then(|j| serde_json::from_str(&j).ok())
+        }
+    }
+}
+
 impl SharedLimiter for SharedRedis {
     fn admit(self: Arc<Self>, seq: u64, route: Route, costs: Costs) -> AdmitFuture {
         Box::pin(async move { self.0.lock().await.admit(seq, &route, &costs).await })
@@ -627,5 +670,17 @@ impl SharedLimiter for SharedRedis {
         // An admission is waiting on Redis: settle right after it.
         let (limiter, actual) = (Arc::clone(&self.0), actual.clone());
         tokio::spawn(async move { limiter.lock().await.settle_later(seq, &actual) });
+    }
+
+    fn publish_learned(&self, learned: Learned) {
+        let limiter = Arc::clone(&self.0);
+        tokio::spawn(async move { limiter.lock().await.publish_learned(&learned) });
+    }
+
+    fn learned(self: Arc<Self>) -> LearnedFuture {
+        Box::pin(async move {
+            let read = self.0.lock().await.read_learned();
+            read.await
+        })
     }
 }

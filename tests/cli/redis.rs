@@ -14,9 +14,11 @@ use std::net::{TcpListener, TcpStream};
 use std::num::NonZeroU64;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use ratebound::limiter::{Costs, LimitSpec, Limiter, Unit};
+use ratebound::limiter::{BucketState, Costs, LearnedSpec, LimitSpec, Limiter, Unit};
+use ratebound::shared::Learned;
 use ratebound::shared::redis::{RedisLimiter, SharedDenial};
 
 use crate::support::{Project, Run, wait_until};
@@ -602,5 +604,52 @@ fn the_reserve_script_and_the_memory_limiter_agree() {
                 assert_eq!(redis_max, memory_max, "{name}: the largest cost");
             }
         }
+    });
+}
+
+/// Issue 14: what one runner learned of the provider is published through Redis under its
+/// namespace, so a runner starting later reads it; another namespace sees nothing.
+#[test]
+fn learned_limits_are_published_to_every_runner_of_the_namespace() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let a = RedisLimiter::new(&redis.url(), "t9", &[], Duration::ZERO)
+            .unwrap()
+            .into_shared();
+        let learned = Learned {
+            at_unix_ms: 1_765_000_000_000,
+            states: vec![BucketState {
+                name: "searched-requests".into(),
+                full_at_unix_ms: 1_765_000_000_500,
+                saved_at_unix_ms: 0,
+                used: 0,
+                learned: Some(LearnedSpec {
+                    unit: "requests".into(),
+                    rate: 4_800,
+                    per_ms: 100_000,
+                    burst: Some(9),
+                    window: false,
+                }),
+            }],
+        };
+        a.publish_learned(learned.clone());
+        let b = RedisLimiter::new(&redis.url(), "t9", &[], Duration::ZERO)
+            .unwrap()
+            .into_shared();
+        let mut read = None;
+        for _ in 0..200 {
+            read = Arc::clone(&b).learned().await;
+            if read.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(read, Some(learned));
+        let other = RedisLimiter::new(&redis.url(), "t10", &[], Duration::ZERO)
+            .unwrap()
+            .into_shared();
+        assert_eq!(other.learned().await, None);
     });
 }
