@@ -121,12 +121,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     let shared = shared_limiter(&prepared, headers, args.shard)?;
     let published = published_learned(shared.as_ref()).await;
+    let most_steps = (prepared.config.plans.values())
+        .map(|plan| plan.steps.len())
+        .max()
+        .unwrap_or(1);
     let feedback = restore_limiter(
         &mut prepared.limiter,
         last.as_ref(),
         published.as_ref(),
         &clock,
-    );
+    )
+    .with_job_requests(u64::try_from(most_steps).unwrap_or(u64::MAX));
     let config = &prepared.config;
     let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
     let transport = HttpTransport::new(&base_url, headers, config.api.timeout, config.workers)?

@@ -84,6 +84,9 @@ pub struct Feedback {
     look_first: bool,
     /// A response has come back.
     looked: bool,
+    /// The most requests one job costs, so the searched limit always admits it (`None`:
+    /// [`search::MIN_BURST`]).
+    job_requests: Option<u64>,
 }
 
 const SECOND: Nanos = 1_000_000_000;
@@ -131,14 +134,17 @@ impl Feedback {
     ) -> bool {
         let sent = now.saturating_sub(nanos(latency));
         let ramp = !states_request_limit(limiter);
+        let min_burst = self.job_requests.unwrap_or(search::MIN_BURST);
         let search = self.search.get_or_insert_with(|| match self.resumed {
-            Some((found, index)) => Search::on_bucket(index, limiter, now, latency, Some(found)),
+            Some((found, index)) => {
+                Search::on_bucket(index, limiter, now, latency, Some(found), min_burst)
+            }
             None => {
                 let watch = Found {
                     rate_per_s: UNBOUNDED,
                     burst: None,
                 };
-                Search::start(limiter, now, latency, (!ramp).then_some(watch))
+                Search::start(limiter, now, latency, (!ramp).then_some(watch), min_burst)
             }
         });
         match bare {
@@ -210,6 +216,13 @@ impl Feedback {
             limits.retain(|l| l.name != search::NAME);
         }
         limits
+    }
+
+    /// Says that no job costs more than `requests` requests (the most steps of any kind),
+    /// so the searched limit's burst may be as small as the provider's.
+    pub fn with_job_requests(mut self, requests: u64) -> Feedback {
+        self.job_requests = Some(requests.max(1));
+        self
     }
 
     /// A response came back (any outcome): the first wave may go.

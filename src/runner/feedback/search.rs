@@ -73,9 +73,9 @@ pub const MAX_HOLD: Nanos = 8 * SECOND;
 /// The slowest rate the search goes down to, in requests per second.
 const MIN_RATE: f64 = 0.2;
 
-/// The smallest burst the searched limit allows: the requests of a job with several
-/// steps (a job costing more than the burst could never be admitted).
-const MIN_BURST: f64 = 16.0;
+/// The smallest burst the searched limit allows when the caller does not say (see
+/// [`Search::start`]): a job costing more requests than the burst could never be admitted.
+pub const MIN_BURST: u64 = 16;
 
 /// The name of the searched limit in the limiter, status and the db.
 pub const NAME: &str = "searched-requests";
@@ -149,16 +149,21 @@ pub struct Search {
     /// (doubling each round trip, as TCP's slow start), so the first waves are not every
     /// worker at once into a bucket of unknown size.
     window: usize,
+    /// The smallest burst allowed: the most requests one job costs.
+    min_burst: f64,
 }
 
 impl Search {
     /// Starts a search on a new bucket in `limiter` at `now`: ramping from two requests per
     /// `latency` if nothing was refused yet, else searching from `found`.
+    /// `min_burst` is the most requests one job costs (its steps): the searched limit's
+    /// burst never goes below it, so every job can be admitted.
     pub fn start(
         limiter: &mut Limiter,
         now: Nanos,
         latency: Duration,
         found: Option<Found>,
+        min_burst: u64,
     ) -> Search {
         let mut spec = LimitSpec::rolling(
             NAME,
@@ -168,7 +173,7 @@ impl Search {
         );
         spec.learn = true;
         let index = limiter.learn(spec);
-        Search::on_bucket(index, limiter, now, latency, found)
+        Search::on_bucket(index, limiter, now, latency, found, min_burst)
     }
 
     /// Like [`Search::start`], on the searched bucket at `index`, already in `limiter`.
@@ -178,6 +183,7 @@ impl Search {
         now: Nanos,
         latency: Duration,
         found: Option<Found>,
+        min_burst: u64,
     ) -> Search {
         let ramp_rate = 2.0 / latency.as_secs_f64().max(0.001);
         let resumed = found.is_some();
@@ -200,6 +206,7 @@ impl Search {
             hold: STEP,
             burst: found.and_then(|f| f.burst),
             window: 2,
+            min_burst: min_burst.max(1) as f64,
         };
         if !resumed || found.is_some_and(|f| f.rate_per_s >= 1e6) {
             search.apply(limiter, now);
@@ -307,9 +314,10 @@ impl Search {
             // Refused on and on, well above what was measured: that bound is the
             // provider's rate, so drop to it.
             (Some(m), false) if m.tight && self.rate > 1.1 * m.rate => m.rate,
-            // Refused at a rate that held: the measured rate, unless that bound is weak
-            // (we sent below the provider's rate since every anchor): then a tenth less.
-            (Some(m), false) => m.rate.max(0.9 * self.rate),
+            // Refused at a rate that held: a hair under the measured rate (sitting exactly
+            // on it, jitter is refused now and then), unless that bound is weak (we sent
+            // below the provider's rate since every anchor): then a tenth less.
+            (Some(m), false) => (0.99 * m.rate).max(0.9 * self.rate),
             // Nothing ever measured (the ramp has just run into the end of the burst): half
             // what was really sent, for each wave of refusals, until a measurement holds.
             // A gentler step would send a wave of workers into the empty bucket for each.
@@ -429,12 +437,12 @@ impl Search {
         let hundredths =
             NonZeroU64::new((self.rate * 100.0).round() as u64).unwrap_or(NonZeroU64::MIN);
         // The measured burst, less one for the provider's own rounding, else a tenth of a
-        // second's worth, so dispatch is paced, not bunched; at least [`MIN_BURST`], so a
+        // second's worth, so dispatch is paced, not bunched; at least `min_burst`, so a
         // multi-request job always fits.
         let burst = self
             .burst
             .map_or(self.rate / 10.0, |b| b - 1.0)
-            .max(MIN_BURST);
+            .max(self.min_burst);
         let burst = NonZeroU64::new(burst.floor() as u64).unwrap_or(NonZeroU64::MIN);
         limiter.relearn(
             self.index,
@@ -455,7 +463,8 @@ mod tests {
     #[test]
     fn the_ramp_grows_while_it_binds_and_a_refusal_ends_it() {
         let mut limiter = Limiter::new(&[]);
-        let mut search = Search::start(&mut limiter, 0, Duration::from_millis(100), None);
+        let mut search =
+            Search::start(&mut limiter, 0, Duration::from_millis(100), None, MIN_BURST);
         assert!((search.rate() - 20.0).abs() < 1e-9, "two per round trip");
         // Every request the rate allows is sent and accepted, for 2 s.
         let mut now = 0;
@@ -482,7 +491,13 @@ mod tests {
             rate_per_s: 100.0,
             burst: None,
         };
-        let mut search = Search::start(&mut limiter, 0, Duration::from_millis(10), Some(found));
+        let mut search = Search::start(
+            &mut limiter,
+            0,
+            Duration::from_millis(10),
+            Some(found),
+            MIN_BURST,
+        );
         // We send 100/s; the provider accepts every other one (50/s) and refuses the rest.
         for k in 0..200u64 {
             let sent = k * 10 * MS;
