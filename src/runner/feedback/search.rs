@@ -18,9 +18,9 @@
 //! the burst), that the rate drops to.
 //!
 //! **Deciding.**
-//! - *Ramp*: before the first refusal nothing is known. The rate starts at two requests per
-//!   round trip and grows by [`RAMP`] per [`STEP`] while it binds, and what is in flight is
-//!   capped by a slow-start window (two, plus one per acceptance), so the first waves are
+//! - *Ramp*: before the first refusal nothing is known. The rate starts at [`INITIAL`] requests
+//!   per round trip and grows by [`RAMP`] per [`STEP`] while it binds, and what is in flight is
+//!   capped by a slow-start window ([`INITIAL`], plus one per acceptance), so the first waves are
 //!   a few requests, not every worker at once.
 //! - *First refused waves*: the bucket is empty, so our own limiter is drained, and the rate
 //!   halves what was really sent for each new wave of refusals until a measurement holds.
@@ -62,6 +62,9 @@ const SHORT_ACCEPTED: usize = 5;
 const FRESH: Nanos = WINDOW;
 /// How often the rate may step up.
 pub const STEP: Nanos = SECOND / 2;
+/// Requests per round trip the ramp starts at, and its first slow-start window (as TCP's
+/// initial window of a few segments).
+const INITIAL: usize = 4;
 /// The ramp's growth per step before the first refusal (×1.5 a second).
 pub const RAMP: f64 = 1.225;
 /// The first probe's gain after a refusal.
@@ -145,7 +148,7 @@ pub struct Search {
     hold: Nanos,
     /// The provider's burst as measured, in requests.
     burst: Option<f64>,
-    /// While ramping, the most requests in flight: two, plus one for each acceptance
+    /// While ramping, the most requests in flight: [`INITIAL`], plus one for each acceptance
     /// (doubling each round trip, as TCP's slow start), so the first waves are not every
     /// worker at once into a bucket of unknown size.
     window: usize,
@@ -154,7 +157,7 @@ pub struct Search {
 }
 
 impl Search {
-    /// Starts a search on a new bucket in `limiter` at `now`: ramping from two requests per
+    /// Starts a search on a new bucket in `limiter` at `now`: ramping from [`INITIAL`] requests per
     /// `latency` if nothing was refused yet, else searching from `found`.
     /// `min_burst` is the most requests one job costs (its steps): the searched limit's
     /// burst never goes below it, so every job can be admitted.
@@ -185,7 +188,7 @@ impl Search {
         found: Option<Found>,
         min_burst: u64,
     ) -> Search {
-        let ramp_rate = 2.0 / latency.as_secs_f64().max(0.001);
+        let ramp_rate = INITIAL as f64 / latency.as_secs_f64().max(0.001);
         let resumed = found.is_some();
         let search = Search {
             index,
@@ -205,7 +208,7 @@ impl Search {
             gain: MIN_GAIN,
             hold: STEP,
             burst: found.and_then(|f| f.burst),
-            window: 2,
+            window: INITIAL,
             min_burst: min_burst.max(1) as f64,
         };
         if !resumed || found.is_some_and(|f| f.rate_per_s >= 1e6) {
@@ -465,7 +468,8 @@ mod tests {
         let mut limiter = Limiter::new(&[]);
         let mut search =
             Search::start(&mut limiter, 0, Duration::from_millis(100), None, MIN_BURST);
-        assert!((search.rate() - 20.0).abs() < 1e-9, "two per round trip");
+        assert!((search.rate() - 40.0).abs() < 1e-9, "four per round trip");
+        assert_eq!(search.in_flight_cap(), Some(INITIAL));
         // Every request the rate allows is sent and accepted, for 2 s.
         let mut now = 0;
         while now < 2_000 * MS {
@@ -473,7 +477,11 @@ mod tests {
             now += gap;
             search.accepted(&mut limiter, now + 100 * MS, now);
         }
-        assert!(search.rate() > 40.0, "×1.5 a second: {}", search.rate());
+        assert!(search.rate() > 80.0, "×1.5 a second: {}", search.rate());
+        assert!(
+            search.in_flight_cap() > Some(INITIAL),
+            "one more per acceptance"
+        );
         let before = search.rate();
         assert!(search.refused(&mut limiter, now + 100 * MS, now));
         assert_eq!(search.phase(), Phase::Search);
