@@ -88,6 +88,9 @@ struct Completion {
     /// Worker slots it holds: one per request it may have in flight at once.
     slots: usize,
     sent_at_ms: u64,
+    /// When the deciding request went out (the runner's clock): what the rate search
+    /// measures by, exact however long the completion waited to be read.
+    sent_at: Nanos,
     latency: Duration,
     result: Result<Response, TransportError>,
     /// A multi-request job's other requests of this dispatch, sent before `result`'s.
@@ -177,7 +180,8 @@ struct Answered {
     http_status: Option<u16>,
     body: Option<String>,
     latency_ms: u64,
-    /// The round trip, for the rate search.
+    /// Since the request went out (its round trip plus any wait to be read), for the rate
+    /// search: `now` less this is its send instant.
     latency: Duration,
     error: Option<String>,
     /// The wall time the response was read at.
@@ -589,6 +593,7 @@ impl<T: Transport> Runner<T> {
                 dispatched_before,
                 slots,
                 sent_at_ms,
+                sent_at: started,
                 latency: Duration::from_nanos(clock.now().saturating_sub(started)),
                 result,
                 earlier: Vec::new(),
@@ -685,6 +690,7 @@ impl<T: Transport> Runner<T> {
             dispatched_before,
             slots: _,
             sent_at_ms,
+            sent_at,
             latency,
             result,
             earlier,
@@ -748,7 +754,7 @@ impl<T: Transport> Runner<T> {
             http_status,
             body,
             latency_ms,
-            latency,
+            latency: Duration::from_nanos(now.saturating_sub(sent_at)),
             error,
             wall,
         }))

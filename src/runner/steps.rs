@@ -136,6 +136,7 @@ pub(super) async fn run<T: Transport>(
         dispatched_before: Dispatched::default(),
         slots: 1,
         sent_at_ms,
+        sent_at: clock.now().saturating_sub(crate::clock::nanos(latency)),
         latency,
         result,
         earlier: sent,

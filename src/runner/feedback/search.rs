@@ -97,8 +97,8 @@ pub struct Found {
 struct Measure {
     /// Accepted per second since an anchor: a lower bound on the provider's rate.
     rate: f64,
-    /// The provider refused in between too: it stayed empty, so the bound is its rate, not
-    /// merely what we sent.
+    /// The provider refused in the later half of a short stretch too: it stayed empty, so
+    /// the bound is its rate, not merely what we sent.
     tight: bool,
 }
 
@@ -146,6 +146,8 @@ pub struct Search {
     gain: f64,
     /// How long after a refusal the first probe waits.
     hold: Nanos,
+    /// The rate has stepped up since the last refusal.
+    probed: bool,
     /// The provider's burst as measured, in requests.
     burst: Option<f64>,
     /// While ramping, the most requests in flight: [`INITIAL`], plus one for each acceptance
@@ -207,6 +209,7 @@ impl Search {
             known_at: 0,
             gain: MIN_GAIN,
             hold: STEP,
+            probed: false,
             burst: found.and_then(|f| f.burst),
             window: INITIAL,
             min_burst: min_burst.max(1) as f64,
@@ -258,7 +261,9 @@ impl Search {
     pub fn accepted(&mut self, limiter: &mut Limiter, now: Nanos, sent: Nanos) {
         self.record(now, sent, true);
         self.window = self.window.saturating_add(1);
-        let wait = if self.phase == Phase::Ramp {
+        // The hold delays only the first probe after a refusal; once one has held, the
+        // next follow a step apart, so a rate dropped far below climbs back in seconds.
+        let wait = if self.phase == Phase::Ramp || self.probed {
             STEP
         } else {
             self.hold.max(STEP)
@@ -289,6 +294,12 @@ impl Search {
             }
         }
         self.stepped_at = now;
+        self.probed = true;
+        tracing::debug!(
+            rate = self.rate,
+            gain = self.gain,
+            "searched rate stepped up"
+        );
         self.apply(limiter, now);
     }
 
@@ -312,7 +323,10 @@ impl Search {
         let measured = measure.map(|m| m.rate);
         let probing = self.phase == Phase::Search && self.good > 0.0 && self.good < self.rate;
         let fallback = match (measure, probing) {
-            // A refused probe: back to the last rate that held, or what was measured.
+            // A refused probe: back to the last rate that held, or to what was measured
+            // when that is close (the provider's burst absorbs a step a little above its
+            // rate, so the rate that held may be a little too high).
+            (Some(m), true) if m.rate >= 0.9 * self.good => m.rate.min(self.good),
             (_, true) => measured.unwrap_or(0.0).max(self.good),
             // Refused on and on, well above what was measured: that bound is the
             // provider's rate, so drop to it.
@@ -345,6 +359,7 @@ impl Search {
         self.phase = Phase::Search;
         self.good = 0.0;
         self.gain = MIN_GAIN;
+        self.probed = false;
         self.reacted_at = now;
         self.stepped_at = now;
         self.apply(limiter, now);
@@ -378,8 +393,13 @@ impl Search {
             .filter_map(|&a| {
                 let within = || (self.log.iter()).filter(move |s| s.sent > a && s.sent <= until);
                 let accepted = within().filter(|s| s.accepted).count();
-                let tight = within().any(|s| !s.accepted && s.sent < until);
+                // A short stretch refused in its later half too: the provider stayed empty
+                // throughout, not only at the ends of a stretch in which we sent below its
+                // rate (a long one may well hide that).
                 let span = until - a;
+                let half = a + span / 2;
+                let tight = span <= 2 * SPAN
+                    && within().any(|s| !s.accepted && s.sent > half && s.sent < until);
                 let rate = (accepted as f64 - 1.0) / (span as f64 / SECOND as f64);
                 (span >= SPAN || (tight && accepted >= SHORT_ACCEPTED))
                     .then_some(Measure { rate, tight })
