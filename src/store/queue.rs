@@ -407,6 +407,19 @@ impl Store {
         Ok(rows)
     }
 
+    /// Up to `n` pending items of every lane after the cursor `after`, in queue order
+    /// (priority descending, then file order): each lane's page, merged. Items held by an
+    /// open batch are left out.
+    pub fn pending_after(&self, after: After, n: usize) -> Result<Vec<PendingRow>, StoreError> {
+        let mut rows = Vec::new();
+        for lane in self.pending_lanes()? {
+            rows.extend(self.pending_page(lane, after, n)?);
+        }
+        rows.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.seq));
+        rows.truncate(n);
+        Ok(rows)
+    }
+
     /// Fills in the stored listing pages of the rows of multi-request jobs that started.
     pub(super) fn load_pages(&self, rows: &mut [PendingRow]) -> Result<(), StoreError> {
         let mut started = rows.iter_mut().filter(|r| r.steps.is_some()).peekable();
@@ -595,5 +608,33 @@ mod tests {
             (requests.sent, requests.rate_limited, requests.retries),
             (2, 1, 1)
         );
+    }
+
+    #[test]
+    fn pages_of_every_lane_come_in_queue_order_across_lanes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
+        store.begin_import().unwrap();
+        let lanes = [0, 1, 2].map(|tenant| Lane {
+            tenant,
+            ..Lane::default()
+        });
+        let rows: Vec<ImportRow> = (0..30)
+            .map(|seq| row(seq, (seq % 4) as i64, lanes[(seq % 3) as usize]))
+            .collect();
+        store.insert_items(&rows).unwrap();
+        store.finish_import(30, &[]).unwrap();
+        let mut want: Vec<(i64, u64)> = rows.iter().map(|r| (r.priority, r.seq)).collect();
+        want.sort_by_key(|&(p, s)| (std::cmp::Reverse(p), s));
+        let (mut got, mut after) = (Vec::new(), None);
+        loop {
+            let page = store.pending_after(after, 4).unwrap();
+            got.extend(page.iter().map(|r| (r.priority, r.seq)));
+            after = got.last().copied();
+            if page.len() < 4 {
+                break;
+            }
+        }
+        assert_eq!(got, want);
     }
 }
