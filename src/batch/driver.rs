@@ -411,36 +411,60 @@ fn render(renderer: &Renderer, row: &PendingRow) -> Result<Rendered, LaneError> 
     })
 }
 
-/// The size of each of `rows` as a request line of a batch.
-pub fn sizes(
+/// Every pending item (in scheduler order, read a page at a time) as a request line of a
+/// batch, with the sum of their online prices in micro-dollars: 24 bytes an item, whatever
+/// its payload.
+pub fn pending_sizes(
+    store: &Store,
     api: &BatchApi,
     renderer: &Renderer,
-    rows: &[PendingRow],
-) -> Result<Vec<ItemSize>, LaneError> {
-    rows.iter().map(|row| size(api, renderer, row)).collect()
+) -> Result<(Vec<ItemSize>, u64), LaneError> {
+    let (mut sizes, mut usd_micro) = (Vec::new(), 0u64);
+    let mut after = None;
+    loop {
+        let page = store.pending_after(after, CUT_PAGE)?;
+        for row in &page {
+            let (size, r) = size_of(api, renderer, row)?;
+            sizes.push(size);
+            usd_micro += r.usd_micro;
+        }
+        match page.last() {
+            Some(last) if page.len() == CUT_PAGE => after = Some((last.priority, last.seq)),
+            _ => return Ok((sizes, usd_micro)),
+        }
+    }
 }
 
 /// The size of `row` as a request line of a batch.
 fn size(api: &BatchApi, renderer: &Renderer, row: &PendingRow) -> Result<ItemSize, LaneError> {
+    Ok(size_of(api, renderer, row)?.0)
+}
+
+/// The size of `row` as a request line of a batch, and its rendered request.
+fn size_of(
+    api: &BatchApi,
+    renderer: &Renderer,
+    row: &PendingRow,
+) -> Result<(ItemSize, Rendered), LaneError> {
     let r = render(renderer, row)?;
     let line = dialect::request_line(api.provider, &row.id, &r.method, &r.path, &r.body);
-    Ok(ItemSize {
+    let size = ItemSize {
         seq: row.seq,
         bytes: line.len() as u64 + 1,
         tokens: r.tokens,
-    })
+    };
+    Ok((size, r))
 }
 
-/// Cuts `rows` (in scheduler order) into batches recorded in `store` under `key_prefix`;
-/// returns how many.
-pub fn cut_rows(
+/// Cuts the items `sizes` (in scheduler order) into batches recorded in `store` under
+/// `key_prefix`; returns how many.
+pub fn cut_sizes(
     store: &mut Store,
     api: &BatchApi,
-    renderer: &Renderer,
     key_prefix: &str,
-    rows: &[PendingRow],
+    sizes: &[ItemSize],
 ) -> Result<u64, LaneError> {
-    let cuts = lifecycle::cut(sizes(api, renderer, rows)?, api);
+    let cuts = lifecycle::cut(sizes.iter().copied(), api);
     for cut in &cuts {
         store.cut_batch(key_prefix, &cut.seqs, cut.tokens, cut.bytes)?;
     }
