@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use governor::clock::{Clock as _, FakeRelativeClock};
 use governor::{Quota, RateLimiter};
-use ratebound::estimate::{Latency, Setup, SimItem, sim};
+use ratebound::estimate::{Latency, Setup, SimItem, SimList, sim};
 use ratebound::limiter::{Costs, Denied, LimitSpec, Limiter, Route, Unit};
 use ratebound::scheduler::{Lane, Policy, Scheduler, TenantSpec};
 
@@ -346,7 +346,7 @@ fn estimate(c: &mut Criterion) {
         limit("rpm", Unit::Requests, 30_000, Duration::from_secs(60)),
         limit("tpm", Unit::Tokens, 10_000_000, Duration::from_secs(60)),
     ];
-    let items: Vec<SimItem> = (0..ITEMS)
+    let items: SimList = (0..ITEMS)
         .map(|seq| {
             let mut item = SimItem::new(
                 (seq % 3) as i64,

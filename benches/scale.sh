@@ -14,7 +14,13 @@
 #   resume first request start -> first request of a rerun after that SIGINT
 #   status               `status --json` wall time, live (during the rerun) and stopped
 #   export rows/s        every item marked done in the db (sqlite3), then `export -o FILE`
+#                        (JSONL), `export --format csv --with-input -o FILE` and
+#                        `export -o -` into /dev/null; rows/s and VmHWM of each
+#   status, old db       `status --json` of a copy of that db without its `counters` table
+#                        (a db made before them: counted from the rows)
 #   estimate             wall time and VmHWM of `estimate --json`
+#
+# ONLY=estimate skips the run, the status and the exports (no db needed): just the estimate.
 #
 # Usage, from the project root after `cargo build --release`:
 #   bash benches/scale.sh [path/to/ratebound]          # N=1000000
@@ -24,13 +30,14 @@ set -euo pipefail
 BIN=$(realpath "${1:-target/release/ratebound}")
 N=${N:-1000000}
 RUN_S=${RUN_S:-3}
+ONLY=${ONLY:-}
 BENCH_DIR=${BENCH_DIR:-/tmp/ratebound-scale}
 mkdir -p "$BENCH_DIR"
-exec python3 - "$BIN" "$N" "$RUN_S" "$BENCH_DIR" <<'PY'
+exec python3 - "$BIN" "$N" "$RUN_S" "$BENCH_DIR" "$ONLY" <<'PY'
 import http.server, json, os, re, shutil, signal, socketserver, statistics
 import subprocess, sys, tempfile, threading, time
 
-BIN, N, RUN_S, DIR = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+BIN, N, RUN_S, DIR, ONLY = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 LIST = os.path.join(DIR, f"list-{N}.csv")
 
 def generate():
@@ -132,11 +139,11 @@ def run_once(work, label):
     return {"first": first, "imported": (imported["at"] or FIRST["at"]) - t0,
             "hwm": hwm_mb(tf), "live_status": live}
 
-def status_s(work, times=5):
+def status_s(work, times=5, db="run.db"):
     spent = []
     for _ in range(times):
         t = time.time()
-        subprocess.run([BIN, "status", "--db", "run.db", "--json"], cwd=work, check=True,
+        subprocess.run([BIN, "status", "--db", db, "--json"], cwd=work, check=True,
                        stdout=subprocess.DEVNULL)
         spent.append(time.time() - t)
     return statistics.median(spent)
@@ -148,10 +155,43 @@ def timed(work, label, args):
                    stdout=subprocess.DEVNULL)
     return time.time() - t, hwm_mb(tf)
 
+def estimate_rows(work):
+    est_s, est_mb = timed(work, "estimate", ["estimate", LIST, "-c", "cfg.toml", "--json"])
+    return [("estimate", f"{est_s:.1f} s"), ("estimate VmHWM", f"{est_mb:,.0f} MB")]
+
+def export_rows(work):
+    rows = []
+    for label, args in [
+        ("export rows/s", ["-o", "out.jsonl"]),
+        ("export --format csv --with-input rows/s", ["--format", "csv", "--with-input", "-o", "out.csv"]),
+        ("export -o - rows/s", ["-o", "-"]),
+    ]:
+        s, mb = timed(work, "export", ["export", "--db", "run.db", *args])
+        rows.append((label, f"{N / s:,.0f} ({s:.1f} s, VmHWM {mb:,.0f} MB)"))
+        for f in ("out.jsonl", "out.csv"):
+            if os.path.exists(os.path.join(work, f)):
+                os.remove(os.path.join(work, f))
+    return rows
+
+def old_db_status(work):
+    shutil.copy(os.path.join(work, "run.db"), os.path.join(work, "old.db"))
+    subprocess.run(["sqlite3", "old.db", "DROP TABLE counters;"], cwd=work, check=True)
+    return [("status --json, old db (no counters)", f"{status_s(work, 3, 'old.db') * 1000:,.0f} ms")]
+
 def main():
     t = time.time(); generate(); gen_s = time.time() - t
     mb = os.path.getsize(LIST) / 1e6
     print(f"list: {LIST} ({N:,} items, {mb:,.0f} MB; generated in {gen_s:.1f} s)", flush=True)
+    if ONLY == "estimate":
+        work = tempfile.mkdtemp(prefix="ratebound-scale-")
+        try:
+            config(os.path.join(work, "cfg.toml"), 9)
+            print(f"| {N:,} items | |\n| --- | --- |")
+            for k, v in estimate_rows(work):
+                print(f"| {k} | {v} |")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     server = Server(("127.0.0.1", 0), Api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     work = tempfile.mkdtemp(prefix="ratebound-scale-")
@@ -165,8 +205,6 @@ def main():
             "body = '{\"choices\":[{\"message\":{\"content\":\"ok\"}}]}', "
             "usage = '{\"total_tokens\":52}', finished_at_ms = 0 WHERE status = 'pending';"],
             cwd=work, check=True)
-        export_s, export_mb = timed(work, "export", ["export", "--db", "run.db", "-o", "out.jsonl"])
-        est_s, est_mb = timed(work, "estimate", ["estimate", LIST, "-c", "cfg.toml", "--json"])
         rows = [
             ("import items/s", f"{N / fresh['imported']:,.0f}"),
             ("first request (fresh db)", f"{fresh['first']:.2f} s"),
@@ -175,11 +213,8 @@ def main():
             ("run VmHWM (resume)", f"{again['hwm']:,.0f} MB"),
             ("status --json, live", f"{again['live_status'] * 1000:,.0f} ms"),
             ("status --json, stopped", f"{stopped * 1000:,.0f} ms"),
-            ("export rows/s", f"{N / export_s:,.0f} ({export_s:.1f} s)"),
-            ("export VmHWM", f"{export_mb:,.0f} MB"),
-            ("estimate", f"{est_s:.1f} s"),
-            ("estimate VmHWM", f"{est_mb:,.0f} MB"),
         ]
+        rows += old_db_status(work) + export_rows(work) + estimate_rows(work)
         print(f"| {N:,} items | |\n| --- | --- |")
         for k, v in rows:
             print(f"| {k} | {v} |")

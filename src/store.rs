@@ -30,6 +30,7 @@ use crate::worklist::Item;
 mod batch;
 pub use batch::{Applied, BatchRow, BatchSeen, BatchState, LineApply};
 mod inputs;
+pub use inputs::input_fields;
 mod series;
 
 const SCHEMA: &str = "
@@ -768,21 +769,33 @@ impl Store {
         failed_only: bool,
         f: impl FnOnce(&mut dyn Iterator<Item = ResultRow>) -> R,
     ) -> Result<R, StoreError> {
+        self.with_finished(failed_only, false, |rows| f(&mut rows.map(|(row, _)| row)))
+    }
+
+    /// As [`Store::with_results`], each row with the item's stored payload (the JSON text
+    /// of its [`Payload`](crate::worklist::Payload)) when `with_payload`.
+    pub fn with_finished<R>(
+        &self,
+        failed_only: bool,
+        with_payload: bool,
+        f: impl FnOnce(&mut dyn Iterator<Item = (ResultRow, Option<String>)>) -> R,
+    ) -> Result<R, StoreError> {
         let filter = if failed_only {
             "status = 'failed'"
         } else {
             "status IN ('done', 'failed')"
         };
+        let payload = if with_payload { "payload" } else { "NULL" };
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT id, status, http_status, body, attempts, latency_ms, usage, error FROM items WHERE {filter} ORDER BY seq"
+                "SELECT id, status, http_status, body, attempts, latency_ms, usage, error, {payload} FROM items WHERE {filter} ORDER BY seq"
             ))
             .map_err(self.err("reading results"))?;
         let mut failure = None;
         let rows = stmt
             .query_map([], |r| {
-                Ok(ResultRow {
+                let row = ResultRow {
                     id: r.get(0)?,
                     status: r.get(1)?,
                     http_status: r.get(2)?,
@@ -791,7 +804,8 @@ impl Store {
                     latency_ms: r.get(5)?,
                     usage: r.get(6)?,
                     error: r.get(7)?,
-                })
+                };
+                Ok((row, r.get(8)?))
             })
             .map_err(self.err("reading results"))?;
         let mut rows = rows.map_while(|row| row.map_err(|e| failure = Some(e)).ok());

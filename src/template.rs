@@ -245,7 +245,14 @@ impl Template {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn render(&self, vars: &Map<String, Value>) -> Result<String, RenderError> {
-        let mut out = String::new();
+        // The literals plus room for short values: one allocation for most renders.
+        let literals: usize = (self.segments.iter())
+            .map(|s| match s {
+                Segment::Literal(text) => text.len(),
+                Segment::Field { .. } => 32,
+            })
+            .sum();
+        let mut out = String::with_capacity(literals);
         // Path values that are all dots, with where they landed, to check their segments.
         let mut dots: Vec<(usize, &str)> = Vec::new();
         for segment in &self.segments {
@@ -329,19 +336,28 @@ impl JsonQuotes {
 /// Appends `text` escaped for the inside of a JSON string literal (RFC 8259 section 7):
 /// quote, backslash and control characters are escaped, everything else is kept.
 fn push_json_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
+    out.reserve(text.len());
+    // Runs of characters that need no escape are copied whole: every byte that needs one
+    // is ASCII, so `start..i` always falls on character boundaries.
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b != b'"' && b != b'\\' && b >= b' ' {
+            continue;
+        }
+        out.push_str(&text[start..i]);
+        start = i + 1;
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            c => out.push_str(&format!("\\u{:04x}", u32::from(c))),
         }
     }
+    out.push_str(&text[start..]);
 }
 
 #[cfg(test)]
@@ -537,5 +553,14 @@ mod tests {
                 name: "{y".into()
             }
         );
+    }
+
+    #[test]
+    fn json_escaping_matches_serde_json_on_any_text() {
+        let text = "caf\u{e9} \"q\" back\\slash\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f} \u{1f600} end";
+        let mut out = String::new();
+        push_json_escaped(&mut out, text);
+        let quoted = serde_json::to_string(text).unwrap();
+        assert_eq!(out, quoted[1..quoted.len() - 1]);
     }
 }

@@ -105,6 +105,10 @@ pub struct BatchLane {
     pub say: Box<dyn FnMut(String) + Send>,
 }
 
+/// Pending items read at a time while cutting batches (the memory of a cut is this page
+/// plus the batch being filled).
+const CUT_PAGE: usize = 10_000;
+
 /// Per-session state of the loop.
 #[derive(Default)]
 struct Turn {
@@ -125,18 +129,38 @@ impl BatchLane {
             Scope::All => None,
             Scope::Returned => Some(self.store.batch_returned()?),
         };
-        let rows: Vec<PendingRow> = (self.store.pending()?)
-            .into_iter()
-            .filter(|r| only.is_none_or(|o| o.contains(&r.seq)))
-            .filter(|r| returned.as_ref().is_none_or(|s| s.contains(&r.seq)))
-            .collect();
-        cut_rows(
-            &mut self.store,
-            &self.api,
-            &self.render,
-            &self.key_prefix,
-            &rows,
-        )
+        // Read a page at a time; the batch being filled carries over to the next page.
+        let mut cutter = lifecycle::Cutter::default();
+        let mut cuts = 0;
+        let mut after = None;
+        loop {
+            let page = self.store.pending_after(after, CUT_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.priority, last.seq));
+            let rows = (page.iter())
+                .filter(|r| only.is_none_or(|o| o.contains(&r.seq)))
+                .filter(|r| returned.as_ref().is_none_or(|s| s.contains(&r.seq)));
+            for row in rows {
+                if let Some(cut) = cutter.push(size(&self.api, &self.render, row)?, &self.api) {
+                    self.cut_batch(&cut)?;
+                    cuts += 1;
+                }
+            }
+            if page.len() < CUT_PAGE {
+                break;
+            }
+        }
+        if let Some(cut) = cutter.finish() {
+            self.cut_batch(&cut)?;
+            cuts += 1;
+        }
+        Ok(cuts)
+    }
+
+    fn cut_batch(&mut self, cut: &lifecycle::Cut) -> Result<(), LaneError> {
+        let prefix = &self.key_prefix;
+        (self.store).cut_batch(prefix, &cut.seqs, cut.tokens, cut.bytes)?;
+        Ok(())
     }
 
     fn rendered(&self, row: &PendingRow) -> Result<Rendered, LaneError> {
@@ -387,35 +411,60 @@ fn render(renderer: &Renderer, row: &PendingRow) -> Result<Rendered, LaneError> 
     })
 }
 
-/// The size of each of `rows` as a request line of a batch.
-pub fn sizes(
+/// Every pending item (in scheduler order, read a page at a time) as a request line of a
+/// batch, with the sum of their online prices in micro-dollars: 24 bytes an item, whatever
+/// its payload.
+pub fn pending_sizes(
+    store: &Store,
     api: &BatchApi,
     renderer: &Renderer,
-    rows: &[PendingRow],
-) -> Result<Vec<ItemSize>, LaneError> {
-    let mut sizes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let r = render(renderer, row)?;
-        let line = dialect::request_line(api.provider, &row.id, &r.method, &r.path, &r.body);
-        sizes.push(ItemSize {
-            seq: row.seq,
-            bytes: line.len() as u64 + 1,
-            tokens: r.tokens,
-        });
+) -> Result<(Vec<ItemSize>, u64), LaneError> {
+    let (mut sizes, mut usd_micro) = (Vec::new(), 0u64);
+    let mut after = None;
+    loop {
+        let page = store.pending_after(after, CUT_PAGE)?;
+        for row in &page {
+            let (size, r) = size_of(api, renderer, row)?;
+            sizes.push(size);
+            usd_micro += r.usd_micro;
+        }
+        match page.last() {
+            Some(last) if page.len() == CUT_PAGE => after = Some((last.priority, last.seq)),
+            _ => return Ok((sizes, usd_micro)),
+        }
     }
-    Ok(sizes)
 }
 
-/// Cuts `rows` (in scheduler order) into batches recorded in `store` under `key_prefix`;
-/// returns how many.
-pub fn cut_rows(
-    store: &mut Store,
+/// The size of `row` as a request line of a batch.
+fn size(api: &BatchApi, renderer: &Renderer, row: &PendingRow) -> Result<ItemSize, LaneError> {
+    Ok(size_of(api, renderer, row)?.0)
+}
+
+/// The size of `row` as a request line of a batch, and its rendered request.
+fn size_of(
     api: &BatchApi,
     renderer: &Renderer,
+    row: &PendingRow,
+) -> Result<(ItemSize, Rendered), LaneError> {
+    let r = render(renderer, row)?;
+    let line = dialect::request_line(api.provider, &row.id, &r.method, &r.path, &r.body);
+    let size = ItemSize {
+        seq: row.seq,
+        bytes: line.len() as u64 + 1,
+        tokens: r.tokens,
+    };
+    Ok((size, r))
+}
+
+/// Cuts the items `sizes` (in scheduler order) into batches recorded in `store` under
+/// `key_prefix`; returns how many.
+pub fn cut_sizes(
+    store: &mut Store,
+    api: &BatchApi,
     key_prefix: &str,
-    rows: &[PendingRow],
+    sizes: &[ItemSize],
 ) -> Result<u64, LaneError> {
-    let cuts = lifecycle::cut(sizes(api, renderer, rows)?, api);
+    let cuts = lifecycle::cut(sizes.iter().copied(), api);
     for cut in &cuts {
         store.cut_batch(key_prefix, &cut.seqs, cut.tokens, cut.bytes)?;
     }

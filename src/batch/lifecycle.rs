@@ -39,24 +39,41 @@ pub struct Cut {
 /// and, under an enqueued-token limit, at most that many tokens (a batch over it could never
 /// be accepted). An item larger than a whole batch still goes, alone.
 pub fn cut(items: impl IntoIterator<Item = ItemSize>, api: &BatchApi) -> Vec<Cut> {
-    let max_tokens = api.enqueued_tokens.map_or(u64::MAX, |t| t.get());
-    let mut cuts = Vec::new();
-    let mut current = Cut::default();
-    for item in items {
+    let mut cutter = Cutter::default();
+    let mut cuts: Vec<Cut> = (items.into_iter())
+        .filter_map(|item| cutter.push(item, api))
+        .collect();
+    cuts.extend(cutter.finish());
+    cuts
+}
+
+/// [`cut`] one item at a time, for items read a page at a time: holds only the batch
+/// being filled.
+#[derive(Clone, Debug, Default)]
+pub struct Cutter {
+    current: Cut,
+}
+
+impl Cutter {
+    /// Adds the next item; returns the batch it closed when it did not fit in it.
+    pub fn push(&mut self, item: ItemSize, api: &BatchApi) -> Option<Cut> {
+        let max_tokens = api.enqueued_tokens.map_or(u64::MAX, |t| t.get());
+        let current = &self.current;
         let full = current.seqs.len() as u64 >= api.max_requests.get()
             || current.bytes + item.bytes > api.max_bytes.get()
             || current.tokens + item.tokens > max_tokens;
-        if full && !current.seqs.is_empty() {
-            cuts.push(std::mem::take(&mut current));
-        }
+        let closed = (full && !current.seqs.is_empty()).then(|| std::mem::take(&mut self.current));
+        let current = &mut self.current;
         current.seqs.push(item.seq);
         current.bytes += item.bytes;
         current.tokens += item.tokens;
+        closed
     }
-    if !current.seqs.is_empty() {
-        cuts.push(current);
+
+    /// The last batch, if it holds any item.
+    pub fn finish(self) -> Option<Cut> {
+        (!self.current.seqs.is_empty()).then_some(self.current)
     }
-    cuts
 }
 
 /// The step a batch's checkpoint calls for.

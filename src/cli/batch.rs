@@ -186,24 +186,17 @@ fn batch_discount(config: &Config) -> f64 {
     config.batch.values().next().map_or(0.5, |t| t.discount)
 }
 
-/// The plan's input for the pending items `rows`: their tokens and price, and the online
-/// makespan at the config's binding rate (as auto-workers computes it).
+/// The plan's input for the pending items `sizes` (their tokens) costing `usd_micro` in
+/// all online: the online makespan at the config's binding rate (as auto-workers computes
+/// it).
 pub(super) fn plan_input(
     config: &Config,
-    rows: &[crate::store::PendingRow],
+    sizes: &[crate::batch::lifecycle::ItemSize],
+    usd_micro: u64,
     deadline: Option<Duration>,
-) -> anyhow::Result<PlanInput> {
-    let render = renderer(config);
-    let (mut tokens, mut usd_micro) = (0u64, 0u64);
-    for row in rows {
-        let r = render(row).map_err(|reason| crate::batch::LaneError::Render {
-            id: row.id.clone(),
-            reason,
-        })?;
-        tokens += r.tokens;
-        usd_micro += r.usd_micro;
-    }
-    let n = rows.len().max(1) as f64;
+) -> PlanInput {
+    let tokens: u64 = sizes.iter().map(|s| s.tokens).sum();
+    let n = sizes.len().max(1) as f64;
     let mean = |unit: &Unit| match unit {
         Unit::Requests => 1.0,
         Unit::Tokens => tokens as f64 / n,
@@ -212,14 +205,14 @@ pub(super) fn plan_input(
     };
     let rate = crate::scheduler::workers::binding_jobs_per_s(&config.limits, mean)
         .unwrap_or(config.workers as f64 * 2.0);
-    Ok(PlanInput {
-        items: rows.len() as u64,
+    PlanInput {
+        items: sizes.len() as u64,
         tokens,
-        online_makespan: Duration::from_secs_f64(rows.len() as f64 / rate.max(1e-9)),
+        online_makespan: Duration::from_secs_f64(sizes.len() as f64 / rate.max(1e-9)),
         online_cost_usd: usd_micro as f64 / 1e6,
         batch_discount: batch_discount(config),
         deadline,
-    })
+    }
 }
 
 /// The plan as a line.
@@ -280,16 +273,15 @@ pub(super) fn split_for_auto(
     if !store.batches(false)?.is_empty() {
         return Ok(());
     }
-    let rows = store.pending()?;
-    let input = plan_input(config, &rows, args.deadline)?;
-    let planned = crate::batch::plan::auto(&input, &api);
     let renderer = renderer(config);
-    let sizes = crate::batch::driver::sizes(&api, &renderer, &rows)?;
+    let (sizes, usd_micro) = crate::batch::driver::pending_sizes(&store, &api, &renderer)?;
+    let input = plan_input(config, &sizes, usd_micro, args.deadline);
+    let planned = crate::batch::plan::auto(&input, &api);
     // Whole items pack less tightly than the plan's mean: while the batch share needs more
     // batches than planned, its first items go online instead.
-    let mut batched = usize::try_from(planned.batch_items).unwrap_or(rows.len());
+    let mut batched = usize::try_from(planned.batch_items).unwrap_or(sizes.len());
     loop {
-        let tail = &sizes[rows.len() - batched..];
+        let tail = &sizes[sizes.len() - batched..];
         let cuts = crate::batch::lifecycle::cut(tail.iter().copied(), &api);
         let extra: usize = (cuts
             .iter()
@@ -306,8 +298,8 @@ pub(super) fn split_for_auto(
         out(&render_split(&split, "auto"))?;
     }
     let prefix = key_prefix(&store, validated)?;
-    let tail = &rows[rows.len() - batched..];
-    crate::batch::driver::cut_rows(&mut store, &api, &renderer, &prefix, tail)?;
+    let tail = &sizes[sizes.len() - batched..];
+    crate::batch::driver::cut_sizes(&mut store, &api, &prefix, tail)?;
     Ok(())
 }
 

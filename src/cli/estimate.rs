@@ -1,6 +1,7 @@
 //! `ratebound estimate`: a dry run of the work list in virtual time, through the same
 //! preparation, limiter and scheduler as `run`, with latencies fixed, fitted or recorded.
 
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -8,7 +9,7 @@ use clap::Args;
 
 use super::prepare::{self, Prepared};
 use super::{EXIT_OK, UsageError, out};
-use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem};
+use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem, SimList, SimListBuilder};
 use crate::report;
 use crate::store::Recorded;
 
@@ -117,28 +118,53 @@ fn recorded_run(db: &Path) -> anyhow::Result<RecordedRun> {
 }
 
 /// Every item of the validated work list as the simulation sees it: cost, lane and price.
+///
+/// One streaming pass that keeps no id, only a 64-bit hash of each. The work list is read a
+/// second time, keeping every id as `run` does, only when two hashes are equal (a duplicate
+/// id, or rarely two ids that hash alike) or the first pass found a problem: then the
+/// errors are exactly those of `run`, duplicates named with both their lines.
 fn sim_items(
     prepared: &Prepared,
     args: &EstimateArgs,
     recorded: Option<&RecordedRun>,
-) -> anyhow::Result<Vec<SimItem>> {
+) -> anyhow::Result<SimList> {
     let pricer = Pricer {
         pricing: &prepared.config.pricing,
         batch: &prepared.config.batch,
         recorded,
     };
-    let mut items = Vec::new();
-    prepared.validate(&args.worklist, prepare::Ids::Read, |item, built, route| {
-        let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
-        sim.lane = prepared.lane_of(built, item.priority);
-        pricer.apply(
-            &mut sim,
-            &item.id,
-            built.model.as_deref(),
-            built.prompt_tokens,
-            built.max_tokens,
-        );
-        items.push(sim);
-    })?;
-    Ok(items)
+    let mut items = SimListBuilder::default();
+    let mut ids = Vec::new();
+    let read = prepared.validate(
+        &args.worklist,
+        prepare::Ids::Stored,
+        |item, built, route| {
+            ids.push(id_hash(&item.id));
+            let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
+            sim.lane = prepared.lane_of(built, item.priority);
+            pricer.apply(
+                &mut sim,
+                &item.id,
+                built.model.as_deref(),
+                built.prompt_tokens,
+                built.max_tokens,
+            );
+            items.push(sim);
+        },
+    );
+    ids.sort_unstable();
+    let repeated = ids.windows(2).any(|w| w[0] == w[1]);
+    drop(ids);
+    if read.is_err() || repeated {
+        prepared.validate(&args.worklist, prepare::Ids::Read, |_, _, _| {})?;
+    }
+    read?;
+    Ok(items.build())
+}
+
+/// A hash of an item's id that is the same in every process.
+fn id_hash(id: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }

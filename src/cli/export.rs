@@ -32,24 +32,27 @@ pub(super) struct ExportArgs {
     with_input: bool,
 }
 
-/// Reads the results and writes them in the chosen format.
+/// Reads the results and writes them in the chosen format, one row at a time.
 pub(super) fn export(args: &ExportArgs) -> anyhow::Result<u8> {
     let store = Store::open_read_only(&args.db)?;
-    let rows = export::rows(&store, args.failed, args.with_input)?;
     let options = export::Options {
         format: args.format,
         select: args.select.clone(),
     };
+    let (failed, with_input) = (args.failed, args.with_input);
     match args.output.as_deref().filter(|p| *p != Path::new("-")) {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("{}: cannot create the export file", path.display()))?;
-            export::write(&rows, &options, file)
+            let written = export::export(&store, failed, with_input, &options, file)?
                 .with_context(|| format!("{}: cannot write the export", path.display()))?;
-            eprintln!("exported {} items to {}", rows.len(), path.display());
+            eprintln!("exported {written} items to {}", path.display());
         }
-        None => export::write(&rows, &options, std::io::stdout().lock())
-            .context("cannot write the export")?,
+        None => {
+            let out = std::io::stdout().lock();
+            export::export(&store, failed, with_input, &options, out)?
+                .context("cannot write the export")?;
+        }
     }
     Ok(EXIT_OK)
 }

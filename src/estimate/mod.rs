@@ -28,6 +28,7 @@
 pub mod latency;
 pub mod recorded;
 pub mod sim;
+pub mod sim_list;
 #[cfg(test)]
 mod tests;
 
@@ -46,11 +47,13 @@ pub use latency::Latency;
 pub use recorded::RecordedRun;
 pub use sim::Setup;
 use sim::{Trace, secs, window_index};
+pub use sim_list::{SimList, SimListBuilder};
 
 /// Seed of the latency draws: the same inputs always give the same estimate.
 pub const SEED: u64 = 0x5eed_2026;
 
-/// One item to simulate: its order, its reserved cost, what it will settle to, its price.
+/// One item to simulate: its order, its reserved cost, what it will settle to, its price
+/// (as read; a [`SimList`] keeps it compact).
 #[derive(Clone, Debug)]
 pub struct SimItem {
     /// Higher first.
@@ -281,10 +284,10 @@ pub fn estimate(
 ) -> Result<Estimate, NeverFits> {
     let workers = workers.max(1);
     let items = setup.items;
-    let order = &sim::order(setup)?;
+    sim::check(setup)?;
     let mean_latency = setup.latency.mean().as_secs_f64();
     let listed = listed_charges(setup);
-    let runs = simulate_runs(setup, order, workers, &listed, mean_latency)?;
+    let runs = simulate_runs(setup, workers, &listed, mean_latency);
     let Runs {
         trace,
         best,
@@ -295,26 +298,21 @@ pub fn estimate(
     // Little's law: a run of `target` keeps busy / target requests in flight on average,
     // so fewer workers than that cannot make it.
     let lo = usize::try_from(trace.busy / target.max(1)).unwrap_or(1);
-    let recommended = smallest_workers(setup, order, lo, *hi, |t| t.end <= target)?;
+    let recommended = smallest_workers(setup, lo, *hi, |t| t.end <= target);
 
     let makespan_s = secs(trace.end);
     let limits = limit_uses(setup, trace, needs, makespan_s);
-    let cost_micro: u64 = items.iter().map(|i| i.usd_micro).sum();
-    let check = match deadline {
-        Some(d) => Some(check_deadline(
-            setup, order, d, trace, best, *hi, workers, needs,
-        )?),
-        None => None,
-    };
+    let cost_micro = items.sum(|s| s.usd_micro);
+    let check = deadline.map(|d| check_deadline(setup, d, trace, best, *hi, workers, needs));
     let clock = |t: Nanos| {
         humantime::format_rfc3339_seconds(setup.start + Duration::from_nanos(t)).to_string()
     };
     Ok(Estimate {
         items: items.len() as u64,
         requests: trace.admitted,
-        tokens: items.iter().map(|i| i.tokens).sum(),
+        tokens: items.sum(|s| s.tokens),
         cost_usd: usd(cost_micro),
-        usage_basis: if items.iter().any(|i| i.recorded) {
+        usage_basis: if items.shapes().any(|(s, _)| s.recorded) {
             "recorded usage".into()
         } else {
             "max_tokens".into()
@@ -345,12 +343,13 @@ fn listed_charges(setup: &Setup<'_>) -> Vec<u64> {
         .iter()
         .enumerate()
         .map(|(index, l)| {
-            setup
-                .items
-                .iter()
-                .filter(|i| i.route.contains(index))
-                .map(|i| i.settled(&l.unit))
-                .sum::<u64>()
+            (setup.items).sum(|s| {
+                if s.route.contains(index) {
+                    s.settled(&l.unit)
+                } else {
+                    0
+                }
+            })
         })
         .collect()
 }
@@ -370,23 +369,16 @@ struct Runs {
 
 /// Simulates the asked run and searches for the fastest worker count, doubling until more
 /// workers stop gaining 0.5%.
-fn simulate_runs(
-    setup: &Setup<'_>,
-    order: &[&SimItem],
-    workers: usize,
-    listed: &[u64],
-    mean_latency: f64,
-) -> Result<Runs, NeverFits> {
+fn simulate_runs(setup: &Setup<'_>, workers: usize, listed: &[u64], mean_latency: f64) -> Runs {
     let n = setup.items.len();
     // The run with as many workers as could help is simulated next to the asked one. Its
     // worker count depends on what the asked run charges, which is the list's own charge
     // unless retries or a spent budget change it: guess that, and redo it if wrong.
     let guess = workers_to_saturate(setup, listed, workers, mean_latency);
     let (trace, guessed) = both(
-        || sim::run_ordered(setup, order, workers),
-        || (guess != workers).then(|| sim::run_ordered(setup, order, guess)),
+        || sim::run_checked(setup, workers),
+        || (guess != workers).then(|| sim::run_checked(setup, guess)),
     );
-    let trace = trace?;
     let needs: Vec<u64> = if trace.spent.is_none() {
         trace.charged.clone()
     } else {
@@ -395,8 +387,8 @@ fn simulate_runs(
     let mut hi = workers_to_saturate(setup, &needs, workers, mean_latency);
     let mut best = match guessed {
         _ if hi == workers => trace.clone(),
-        Some(t) if hi == guess => t?,
-        _ => sim::run_ordered(setup, order, hi)?,
+        Some(t) if hi == guess => t,
+        _ => sim::run_checked(setup, hi),
     };
     // No worker count finishes before the limits allow: when `best` is that close to the
     // bound already, doubling the workers cannot gain the 0.5% it has to.
@@ -406,7 +398,7 @@ fn simulate_runs(
             break;
         }
         let more = n.min(hi * 2);
-        let t = sim::run_ordered(setup, order, more)?;
+        let t = sim::run_checked(setup, more);
         if (t.end as f64) < best.end as f64 * 0.995 {
             (hi, best) = (more, t);
         } else {
@@ -416,12 +408,12 @@ fn simulate_runs(
     if trace.end < best.end {
         (hi, best) = (workers, trace.clone());
     }
-    Ok(Runs {
+    Runs {
         trace,
         best,
         hi,
         needs,
-    })
+    }
 }
 
 /// The limit (or "workers") that held the run back longest, "none" when nothing waited.
@@ -442,18 +434,14 @@ fn binding_limit(setup: &Setup<'_>, trace: &Trace) -> String {
 
 /// The provider's batch API as an option, when any item's pricing offers one.
 fn batch_option(
-    items: &[SimItem],
+    items: &SimList,
     cost_micro: u64,
     deadline: Option<Duration>,
 ) -> Option<BatchOption> {
-    items.iter().any(|i| i.batch.is_some()).then(|| {
-        let micro: u64 = items
-            .iter()
-            .map(|i| i.batch.map_or(i.usd_micro, |(b, _)| b))
-            .sum();
-        let window = items
-            .iter()
-            .filter_map(|i| i.batch.map(|(_, w)| w))
+    items.shapes().any(|(s, _)| s.batch.is_some()).then(|| {
+        let micro = items.sum(|s| s.batch.map_or(s.usd_micro, |(b, _)| b));
+        let window = (items.shapes())
+            .filter_map(|(s, _)| s.batch.map(|(_, w)| w))
             .max()
             .unwrap_or_default();
         BatchOption {
@@ -502,10 +490,13 @@ fn makespan_floor(setup: &Setup<'_>) -> Option<Nanos> {
             LimitKind::Window { per: None, .. } => return None,
             LimitKind::Window { .. } => {}
             LimitKind::Rolling { .. } => {
-                let took: u64 = (setup.items.iter())
-                    .filter(|i| i.route.contains(index))
-                    .map(|i| i.costs.get(&l.unit).min(i.settled(&l.unit)))
-                    .sum();
+                let took = (setup.items).sum(|s| {
+                    if s.route.contains(index) {
+                        s.costs.get(&l.unit).min(s.settled(&l.unit))
+                    } else {
+                        0
+                    }
+                });
                 let s = took.saturating_sub(l.initial()) as f64 / l.rate_per_s();
                 floor = floor.max(sim::from_secs(s));
             }
@@ -533,14 +524,13 @@ fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + 
 /// lies close, then bisects the last step.
 fn smallest_workers(
     setup: &Setup<'_>,
-    order: &[&SimItem],
     lo: usize,
     hi: usize,
     ok: impl Fn(&Trace) -> bool + Sync,
-) -> Result<usize, NeverFits> {
+) -> usize {
     let hi = hi.max(1);
     let lo = lo.clamp(1, hi);
-    let passes = |w: usize| sim::run_ordered(setup, order, w).map(|t| ok(&t));
+    let passes = |w: usize| ok(&sim::run_checked(setup, w));
     // Invariant: `failing` fails (or is below `lo`) and `passing` passes. Each round also
     // runs, on the second core, the count the next round tries when this one fails
     // (galloping) or passes (bisecting), so the counts tried are those of one at a time.
@@ -550,7 +540,7 @@ fn smallest_workers(
     while w < hi {
         let next = lo.saturating_add(step).min(hi);
         let (now, then) = both(|| passes(w), || (next < hi).then(|| passes(next)));
-        if now? {
+        if now {
             passing = w;
             break;
         }
@@ -558,7 +548,7 @@ fn smallest_workers(
         w = next;
         step = step.saturating_mul(2);
         if let Some(then) = then {
-            if then? {
+            if then {
                 passing = w;
                 break;
             }
@@ -571,10 +561,10 @@ fn smallest_workers(
         let mid = failing + (passing - failing) / 2;
         let lower = failing + (mid - failing) / 2;
         let (now, then) = both(|| passes(mid), || (lower > failing).then(|| passes(lower)));
-        if now? {
+        if now {
             passing = mid;
             if let Some(then) = then {
-                if then? {
+                if then {
                     passing = lower;
                 } else {
                     failing = lower;
@@ -584,7 +574,7 @@ fn smallest_workers(
             failing = mid;
         }
     }
-    Ok(passing)
+    passing
 }
 
 fn limit_uses(setup: &Setup<'_>, trace: &Trace, needs: &[u64], makespan_s: f64) -> Vec<LimitUse> {
@@ -664,17 +654,15 @@ fn admit_per_window(l: &LimitSpec) -> u64 {
 }
 
 /// Checks the run against `deadline` and, when late, works out what would have to change.
-#[allow(clippy::too_many_arguments)]
 fn check_deadline(
     setup: &Setup<'_>,
-    order: &[&SimItem],
     deadline: Duration,
     trace: &Trace,
     best: &Trace,
     hi: usize,
     workers: usize,
     needs: &[u64],
-) -> Result<DeadlineCheck, NeverFits> {
+) -> DeadlineCheck {
     let d = sim::from_secs(deadline.as_secs_f64());
     let fits = trace.end <= d && trace.spent.is_none();
     let mut changes = Vec::new();
@@ -682,7 +670,7 @@ fn check_deadline(
         if best.end <= d && best.spent.is_none() {
             // More workers alone are enough.
             let lo = usize::try_from(trace.busy / d.max(1)).unwrap_or(1);
-            let w = smallest_workers(setup, order, lo, hi, |t| t.end <= d)?;
+            let w = smallest_workers(setup, lo, hi, |t| t.end <= d);
             changes.push(Change {
                 name: "workers".into(),
                 unit: "workers".into(),
@@ -712,12 +700,12 @@ fn check_deadline(
             }
         }
     }
-    Ok(DeadlineCheck {
+    DeadlineCheck {
         deadline_s: deadline.as_secs_f64(),
         fits,
         margin_s: deadline.as_secs_f64() - secs(trace.end),
         changes,
-    })
+    }
 }
 
 /// What limit `l` would have to allow for `needed` units to pass within `usable_s`.

@@ -1,6 +1,6 @@
 //! The discrete-event simulation: the real [`Limiter`] and [`Scheduler`] in virtual time.
 //!
-//! Owns one simulated run. The scheduler puts the items in dispatch order once ([`order`]):
+//! Owns one simulated run. The items come in dispatch order ([`SimList`] sorts them once):
 //! that order does not depend on time, so runs with different worker counts share it.
 //! Attempts that fail transiently wait in a second [`Scheduler`] for their backoff (from the
 //! [`RetryPolicy`]) and rejoin by priority, as in the runner. Time jumps from one event to the next: a "not before" instant
@@ -22,14 +22,14 @@ use crate::limiter::{Costs, LimitKind, LimitSpec, Limiter, NeverFits, Reservatio
 use crate::retry::{OnQuota, RetryPolicy};
 use crate::scheduler::{Lane, Policy, Popped, Scheduler};
 
-use super::SimItem;
 use super::latency::{Latency, Sampler};
+use super::sim_list::{Entry, Shape, SimList};
 
 /// The inputs of a simulated run that stay the same whatever the worker count.
 #[derive(Clone, Copy, Debug)]
 pub struct Setup<'a> {
-    /// The work list, with costs.
-    pub items: &'a [SimItem],
+    /// The work list, with costs, in dispatch order.
+    pub items: &'a SimList,
     /// The configured limits.
     pub limits: &'a [LimitSpec],
     /// `[limiter] jitter`.
@@ -75,11 +75,28 @@ pub struct Trace {
     pub busy: Nanos,
 }
 
-struct InFlight<'a> {
-    at: Nanos,
-    item: &'a SimItem,
+/// One attempt of an item: where it queues, what it costs, and its failures so far.
+#[derive(Clone, Copy, Debug)]
+struct SimJob<'a> {
+    entry: &'a Entry,
+    shape: &'a Shape,
     /// Transient failures of this item before this attempt.
     failures: u32,
+}
+
+impl<'a> SimJob<'a> {
+    fn fresh(list: &'a SimList, entry: &'a Entry) -> Self {
+        SimJob {
+            entry,
+            shape: list.shape(entry),
+            failures: 0,
+        }
+    }
+}
+
+struct InFlight<'a> {
+    at: Nanos,
+    job: SimJob<'a>,
     reservation: Reservation,
 }
 
@@ -97,8 +114,8 @@ impl PartialOrd for InFlight<'_> {
 impl Ord for InFlight<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         // Earliest first in a max-heap; file order breaks ties.
-        (Reverse(self.at), Reverse(self.item.seq))
-            .cmp(&(Reverse(other.at), Reverse(other.item.seq)))
+        (Reverse(self.at), Reverse(self.job.entry.seq))
+            .cmp(&(Reverse(other.at), Reverse(other.job.entry.seq)))
     }
 }
 
@@ -132,18 +149,16 @@ fn limiter(setup: &Setup<'_>) -> Limiter {
         .with_origin(setup.start)
 }
 
-/// The items in the order the scheduler sends them (priority, then file order), each
-/// checked to fit every limit it falls under.
+/// Checks that every item fits every limit it falls under (each shape once, in the order
+/// the work list first used them).
 ///
 /// Errors when an item can never be admitted (larger than a limit's burst).
-pub fn order<'a>(setup: &Setup<'a>) -> Result<Vec<&'a SimItem>, NeverFits> {
+pub fn check(setup: &Setup<'_>) -> Result<(), NeverFits> {
     let limiter = limiter(setup);
-    let mut scheduler = Scheduler::new();
-    for item in setup.items {
-        limiter.check_fits(&item.route, &item.costs)?;
-        scheduler.push(item.priority, item.seq, item);
+    for (shape, _) in setup.items.shapes() {
+        limiter.check_fits(&shape.route, &shape.costs)?;
     }
-    Ok(std::iter::from_fn(|| scheduler.pop(0)).collect())
+    Ok(())
 }
 
 /// Limiter time from `start` to the next calendar window boundary of a window limit, or
@@ -167,30 +182,29 @@ pub fn next_boundary(spec: &LimitSpec, start: SystemTime) -> Option<Nanos> {
 ///
 /// Errors when an item can never be admitted (larger than a limit's burst).
 pub fn run(setup: &Setup<'_>, workers: usize) -> Result<Trace, NeverFits> {
-    run_ordered(setup, &order(setup)?, workers)
+    check(setup)?;
+    Ok(run_checked(setup, workers))
 }
 
-/// Runs the items of `order` (from [`order`]) with at most `workers` requests in flight.
-pub fn run_ordered(
-    setup: &Setup<'_>,
-    order: &[&SimItem],
-    workers: usize,
-) -> Result<Trace, NeverFits> {
+/// Runs the items (checked by [`check`]) with at most `workers` requests in flight.
+pub fn run_checked(setup: &Setup<'_>, workers: usize) -> Trace {
     if let Some(policy) = setup.policy.filter(|p| !p.is_plain()) {
         return run_lanes(setup, policy, workers);
     }
+    let list = setup.items;
     let mut queue = Ordered {
-        order,
+        list,
         next: 0,
-        fresh: order.first().map(|&i| (i, 0)),
+        fresh: list.entries().first().map(|e| SimJob::fresh(list, e)),
         retries: Scheduler::new(),
     };
     let mut sim = Sim::new(setup, workers);
     loop {
         while let Some(f) = sim.arrived() {
-            let item = f.item;
+            let job = f.job;
             if let Some((at, failures)) = sim.complete(f) {
-                (queue.retries).push_at(at, item.priority, item.seq, (item, failures));
+                let (priority, seq) = (job.entry.priority, job.entry.seq);
+                (queue.retries).push_at(at, priority, seq, SimJob { failures, ..job });
             }
         }
         let round = sim.round(&mut queue);
@@ -204,12 +218,12 @@ pub fn run_ordered(
         };
         let waiting = !queue.is_empty() && sim.trace.spent.is_none();
         let next = match (waiting, round.next_admission, next_completion) {
-            (false, _, None) => return Ok(sim.trace),
+            (false, _, None) => return sim.trace,
             (false, _, Some(c)) => c,
             (true, Some(a), Some(c)) if free => a.min(c),
             (true, Some(a), None) => a,
             (true, _, Some(c)) => c,
-            (true, None, None) => return Ok(sim.trace),
+            (true, None, None) => return sim.trace,
         };
         sim.advance(waiting, free, round.holder, next);
     }
@@ -217,21 +231,22 @@ pub fn run_ordered(
 
 /// The plain run's queue: the fixed dispatch order, and the retries waiting for their
 /// backoff, which rejoin by priority (as the runner's scheduler picks them).
-struct Ordered<'a, 'b> {
-    order: &'b [&'a SimItem],
-    /// Index of the next fresh item in `order`.
+struct Ordered<'a> {
+    list: &'a SimList,
+    /// Index of the next fresh item in the list's entries.
     next: usize,
     /// That item, with no failures yet.
-    fresh: Option<(&'a SimItem, u32)>,
-    retries: Scheduler<(&'a SimItem, u32)>,
+    fresh: Option<SimJob<'a>>,
+    retries: Scheduler<SimJob<'a>>,
 }
 
-impl<'a> Ordered<'a, '_> {
+impl Ordered<'_> {
     /// Whether the next job at `now` is a due retry: one that outranks the next fresh item
     /// (higher priority, then file order).
     fn retry_first(&mut self, now: Nanos) -> bool {
         match (self.retries.peek(now), &self.fresh) {
-            (Some((r, _)), Some((i, _))) => {
+            (Some(r), Some(i)) => {
+                let (r, i) = (r.entry, i.entry);
                 (r.priority, Reverse(r.seq)) > (i.priority, Reverse(i.seq))
             }
             (Some(_), None) => true,
@@ -240,8 +255,8 @@ impl<'a> Ordered<'a, '_> {
     }
 }
 
-impl<'a> Queue for Ordered<'a, '_> {
-    type Job = (&'a SimItem, u32);
+impl<'a> Queue for Ordered<'a> {
+    type Job = SimJob<'a>;
     fn peek(&mut self, now: Nanos) -> Option<&Self::Job> {
         if self.retry_first(now) {
             return self.retries.peek(now);
@@ -254,7 +269,8 @@ impl<'a> Queue for Ordered<'a, '_> {
         } else {
             let job = self.fresh.take()?;
             self.next += 1;
-            self.fresh = self.order.get(self.next).map(|&i| (i, 0));
+            let list = self.list;
+            self.fresh = (list.entries().get(self.next)).map(|e| SimJob::fresh(list, e));
             job
         };
         Some(Popped {
@@ -276,15 +292,15 @@ impl<'a> Queue for Ordered<'a, '_> {
     }
 }
 
-impl Ticket for (&SimItem, u32) {
+impl Ticket for SimJob<'_> {
     fn route(&self) -> &Route {
-        &self.0.route
+        &self.shape.route
     }
     fn costs(&self) -> &Costs {
-        &self.0.costs
+        &self.shape.costs
     }
     fn seq(&self) -> u64 {
-        self.0.seq
+        self.entry.seq
     }
     /// The simulation models an item as one request.
     fn slots(&self, _workers: usize) -> usize {
@@ -358,7 +374,7 @@ impl<'a, 's> Sim<'a, 's> {
     }
 
     /// Admits what the core lets through now, as `run` would.
-    fn round<Q: Queue<Job = (&'a SimItem, u32)>>(&mut self, queue: &mut Q) -> Round {
+    fn round<Q: Queue<Job = SimJob<'a>>>(&mut self, queue: &mut Q) -> Round {
         let mut round = Round {
             next_admission: None,
             holder: None,
@@ -372,13 +388,12 @@ impl<'a, 's> Sim<'a, 's> {
                     reservation,
                     ..
                 } => {
-                    let (item, failures) = popped.job;
+                    let job = popped.job;
                     let took = self.latency.next_latency();
-                    let at = self.trace.admit(self.setup, item, now, took);
+                    let at = self.trace.admit(self.setup, job.shape, now, took);
                     self.in_flight.push(InFlight {
                         at,
-                        item,
-                        failures,
+                        job,
                         reservation,
                     });
                 }
@@ -392,7 +407,7 @@ impl<'a, 's> Sim<'a, 's> {
                     return round;
                 }
                 Decision::Unsendable { .. } => {
-                    // `order` checked that every item fits: only a bug gets here.
+                    // `check` found that every item fits: only a bug gets here.
                     self.trace.failed += 1;
                 }
                 Decision::Idle(Idle::Spent) => {
@@ -449,7 +464,7 @@ fn empty_trace(n_limits: usize) -> Trace {
 
 impl Trace {
     /// Records `item` admitted at `now`, answered after `took`: returns when.
-    fn admit(&mut self, setup: &Setup<'_>, item: &SimItem, now: Nanos, took: Nanos) -> Nanos {
+    fn admit(&mut self, setup: &Setup<'_>, item: &Shape, now: Nanos, took: Nanos) -> Nanos {
         self.busy = self.busy.saturating_add(took);
         let at = now.saturating_add(took);
         for (i, l) in setup.limits.iter().enumerate() {
@@ -475,7 +490,7 @@ impl Trace {
     ) -> Option<(Nanos, u32)> {
         if setup.failure_share > 0.0 && fate.random::<f64>() < setup.failure_share {
             drop(f.reservation);
-            let failures = f.failures + 1;
+            let failures = f.job.failures + 1;
             if setup.retry.allows_another(failures) {
                 let wait = setup.retry.backoff(failures, fate.random::<f64>(), None);
                 return Some((f.at.saturating_add(nanos(wait)), failures));
@@ -483,11 +498,12 @@ impl Trace {
             self.failed += 1;
             return None;
         }
-        limiter.settle(f.reservation, &f.item.settled_costs(), f.at);
+        let shape = f.job.shape;
+        limiter.settle(f.reservation, &shape.settled, f.at);
         for (i, l) in setup.limits.iter().enumerate() {
-            if f.item.route.contains(i) {
-                self.charged[i] = (self.charged[i] + f.item.settled(&l.unit))
-                    .saturating_sub(f.item.costs.get(&l.unit));
+            if shape.route.contains(i) {
+                self.charged[i] = (self.charged[i] + shape.settled(&l.unit))
+                    .saturating_sub(shape.costs.get(&l.unit));
             }
         }
         None
@@ -518,10 +534,15 @@ impl Trace {
 /// held back by one of its own limits (a tenant's tier, a kind, a path) is deferred
 /// until that limit admits it while the other lanes go on. Slower than the fixed order of
 /// a plain run, since the choice depends on time.
-fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace, NeverFits> {
-    let mut scheduler: Scheduler<(&SimItem, u32)> = Scheduler::with_policy(policy.clone());
-    for item in setup.items {
-        scheduler.enqueue(0, item.lane, item.priority, item.seq, (item, 0));
+fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Trace {
+    let list = setup.items;
+    let mut scheduler: Scheduler<SimJob<'_>> = Scheduler::with_policy(policy.clone());
+    // Queued in file order, as the runner reads them.
+    let mut by_file: Vec<&Entry> = list.entries().iter().collect();
+    by_file.sort_unstable_by_key(|e| e.seq);
+    for e in by_file {
+        let job = SimJob::fresh(list, e);
+        scheduler.enqueue(0, job.shape.lane, e.priority, e.seq, job);
     }
     let mut sim = Sim::new(setup, workers);
     // The limit that last deferred a lane: it holds back the items that wait while no
@@ -529,10 +550,12 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
     let mut deferred_by = None;
     loop {
         while let Some(f) = sim.arrived() {
-            scheduler.finished(f.item.lane);
-            let item = f.item;
+            let job = f.job;
+            scheduler.finished(job.shape.lane);
             if let Some((at, failures)) = sim.complete(f) {
-                scheduler.enqueue_at(at, item.lane, item.priority, item.seq, (item, failures));
+                let (priority, seq) = (job.entry.priority, job.entry.seq);
+                let retry = SimJob { failures, ..job };
+                scheduler.enqueue_at(at, job.shape.lane, priority, seq, retry);
             }
         }
         let round = sim.round(&mut scheduler);
@@ -553,7 +576,7 @@ fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Result<Trace
         .flatten()
         .min();
         let Some(next) = next else {
-            return Ok(sim.trace);
+            return sim.trace;
         };
         sim.advance(waiting, free, round.holder.or(deferred_by), next);
     }

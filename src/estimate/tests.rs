@@ -28,9 +28,9 @@ fn evening() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_456_800)
 }
 
-fn setup<'a>(items: &'a [SimItem], limits: &'a [LimitSpec], latency: &'a Latency) -> Setup<'a> {
+fn setup<'a>(items: &[SimItem], limits: &'a [LimitSpec], latency: &'a Latency) -> Setup<'a> {
     Setup {
-        items,
+        items: Box::leak(Box::new(items.iter().cloned().collect())),
         limits,
         jitter: Duration::ZERO,
         start: evening(),

@@ -8,13 +8,18 @@
 //! (`--with-input`), and OpenAI's Batch output schema (`--format openai-batch`). Every write
 //! error keeps its `std::io::Error` (a closed pipe stays a `BrokenPipe` the caller can end
 //! quietly on).
+//!
+//! Streaming: [`export`] reads one row from the store, writes it and drops it, so memory
+//! stays flat whatever the run's size (a CSV with `--with-input` first reads every item's
+//! field names, to write its header).
 
+use std::borrow::Borrow;
 use std::io::Write;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::store::{ResultRow, Store, StoreError};
+use crate::store::{ResultRow, Store, StoreError, input_fields};
 
 /// Output formats of `export`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,22 +33,29 @@ pub enum Format {
     OpenaiBatch,
 }
 
-/// The finished items of the run in `store` (only failures when `failed_only`), with their
-/// work-list fields when `with_input`.
-pub fn rows(store: &Store, failed_only: bool, with_input: bool) -> Result<Vec<Row>, StoreError> {
-    let results = store.results(failed_only)?;
-    if !with_input {
-        return Ok(results.into_iter().map(Row::from).collect());
-    }
-    // Matched by id: a live run may finish items between the two reads.
-    let mut inputs: std::collections::HashMap<String, Map<String, Value>> =
-        store.inputs(failed_only)?.into_iter().collect();
-    Ok((results.into_iter())
-        .map(|result| {
-            let input = inputs.remove(&result.id).unwrap_or_default();
-            Row { result, input }
-        })
-        .collect())
+/// Writes the finished items of the run in `store` (only failures when `failed_only`, with
+/// their work-list fields when `with_input`) to `out` as `options` says, one at a time.
+///
+/// Returns the items written; the outer error is the store's, the inner one the writer's
+/// own `std::io::Error`.
+pub fn export(
+    store: &Store,
+    failed_only: bool,
+    with_input: bool,
+    options: &Options,
+    out: impl Write,
+) -> Result<std::io::Result<u64>, StoreError> {
+    let inputs = match options.format {
+        Format::Csv if with_input => store.input_keys(failed_only)?,
+        _ => Vec::new(),
+    };
+    store.with_finished(failed_only, with_input, |rows| {
+        let rows = rows.map(|(result, payload)| Row {
+            result,
+            input: payload.as_deref().map(input_fields).unwrap_or_default(),
+        });
+        write_rows(rows, inputs, options, out)
+    })
 }
 
 /// The record fields every format starts from; a `--select` name may not repeat one.
@@ -193,20 +205,41 @@ fn json_cell(v: &Value) -> String {
 
 /// Writes `rows` to `out` as `options` says. Errors are the writer's own `std::io::Error`.
 pub fn write(rows: &[Row], options: &Options, out: impl Write) -> std::io::Result<()> {
+    write_rows(rows.iter(), input_keys(rows), options, out).map(|_| ())
+}
+
+/// Writes `rows` to `out` as `options` says (a CSV's input columns from the field names
+/// `inputs`); returns how many.
+fn write_rows(
+    rows: impl Iterator<Item = impl Borrow<Row>>,
+    inputs: Vec<String>,
+    options: &Options,
+    out: impl Write,
+) -> std::io::Result<u64> {
     match options.format {
         Format::Jsonl => write_lines(rows, out, |row| jsonl(row, &options.select)),
         Format::OpenaiBatch => write_lines(rows, out, |row| openai_batch(&row.result)),
-        Format::Csv => write_csv(rows, &options.select, out).map_err(csv_io),
+        Format::Csv => {
+            let inputs = input_columns(inputs, &options.select);
+            write_csv(rows, &inputs, &options.select, out).map_err(csv_io)
+        }
     }
 }
 
-fn write_lines(rows: &[Row], out: impl Write, line: impl Fn(&Row) -> Value) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(out);
+fn write_lines(
+    rows: impl Iterator<Item = impl Borrow<Row>>,
+    out: impl Write,
+    line: impl Fn(&Row) -> Value,
+) -> std::io::Result<u64> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let mut written = 0;
     for row in rows {
-        serde_json::to_writer(&mut out, &line(row))?;
+        serde_json::to_writer(&mut out, &line(row.borrow()))?;
         out.write_all(b"\n")?;
+        written += 1;
     }
-    out.flush()
+    out.flush()?;
+    Ok(written)
 }
 
 /// One JSONL record: the contract's fields, then each selected field, then `input`.
@@ -248,18 +281,24 @@ fn openai_batch(row: &ResultRow) -> Value {
     })
 }
 
-/// The CSV's input columns: every work-list field seen, in first-seen order, except `id`;
-/// a field named like another column is prefixed `input.`.
-fn input_columns(rows: &[Row], select: &[Select]) -> Vec<(String, String)> {
+/// Every work-list field name of `rows`, in first-seen order.
+fn input_keys(rows: &[Row]) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for row in rows {
         for key in row.input.keys() {
-            if key != "id" && !seen.contains(key) {
+            if !seen.contains(key) {
                 seen.push(key.clone());
             }
         }
     }
-    seen.into_iter()
+    seen
+}
+
+/// The CSV's input columns: the work-list fields `keys` (in first-seen order) except `id`;
+/// a field named like another column is prefixed `input.`.
+fn input_columns(keys: Vec<String>, select: &[Select]) -> Vec<(String, String)> {
+    (keys.into_iter())
+        .filter(|key| key != "id")
         .map(|key| {
             let clash = FIELDS.contains(&key.as_str()) || select.iter().any(|s| s.name == key);
             let column = if clash {
@@ -272,14 +311,20 @@ fn input_columns(rows: &[Row], select: &[Select]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn write_csv(rows: &[Row], select: &[Select], out: impl Write) -> csv::Result<()> {
-    let inputs = input_columns(rows, select);
+fn write_csv(
+    rows: impl Iterator<Item = impl Borrow<Row>>,
+    inputs: &[(String, String)],
+    select: &[Select],
+    out: impl Write,
+) -> csv::Result<u64> {
     let mut w = csv::Writer::from_writer(out);
+    let mut written = 0;
     let header = (FIELDS.iter().map(|f| f.to_string()))
         .chain(inputs.iter().map(|(_, column)| column.clone()))
         .chain(select.iter().map(|s| s.name.clone()));
     w.write_record(header.collect::<Vec<_>>())?;
     for row in rows {
+        let row = row.borrow();
         let r = record(&row.result);
         let mut cells = vec![
             r.id.to_string(),
@@ -296,9 +341,10 @@ fn write_csv(rows: &[Row], select: &[Select], out: impl Write) -> csv::Result<()
         );
         cells.extend(select.iter().map(|s| cell(&pick(&r.body, &s.pointer))));
         w.write_record(cells)?;
+        written += 1;
     }
     w.flush()?;
-    Ok(())
+    Ok(written)
 }
 
 /// A CSV error as the `std::io::Error` underneath, so a closed pipe stays a `BrokenPipe`.

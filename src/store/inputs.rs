@@ -9,13 +9,10 @@ use serde_json::{Map, Value};
 use super::{Store, StoreError};
 use crate::worklist::Payload;
 
-/// An item's id and its work-list fields.
-pub type Input = (String, Map<String, Value>);
-
 impl Store {
-    /// Each finished item's id and work-list fields (only failures when `failed_only`); an
-    /// item whose payload cannot be read has no fields.
-    pub fn inputs(&self, failed_only: bool) -> Result<Vec<Input>, StoreError> {
+    /// Every work-list field name of the finished items (only failures when
+    /// `failed_only`), in the order the file first uses them, read one item at a time.
+    pub fn input_keys(&self, failed_only: bool) -> Result<Vec<String>, StoreError> {
         let filter = if failed_only {
             "status = 'failed'"
         } else {
@@ -24,21 +21,33 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT id, payload FROM items WHERE {filter} ORDER BY seq"
+                "SELECT payload FROM items WHERE {filter} ORDER BY seq"
             ))
             .map_err(self.err("reading the work list's fields"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        let mut rows = stmt
+            .query([])
             .map_err(self.err("reading the work list's fields"))?;
-        Ok((rows.into_iter())
-            .map(|(id, payload)| (id, fields(&payload)))
-            .collect())
+        let mut keys: Vec<String> = Vec::new();
+        while let Some(row) = rows
+            .next()
+            .map_err(self.err("reading the work list's fields"))?
+        {
+            let payload: String = row
+                .get(0)
+                .map_err(self.err("reading the work list's fields"))?;
+            for key in input_fields(&payload).into_iter().map(|(k, _)| k) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
     }
 }
 
-/// The fields of a stored payload (JSON text of a [`Payload`]).
-fn fields(payload: &str) -> Map<String, Value> {
+/// The work-list fields of a stored payload (JSON text of a [`Payload`]): a record's
+/// fields, or a Batch input line's `method`, `url` and `body`; none when it cannot be read.
+pub fn input_fields(payload: &str) -> Map<String, Value> {
     match serde_json::from_str::<Payload>(payload) {
         Ok(Payload::Vars(vars)) => vars,
         Ok(Payload::Batch { method, url, body }) => Map::from_iter([
@@ -61,15 +70,15 @@ mod tests {
             Value::from("Nina Simone"),
         )])))
         .unwrap();
-        assert_eq!(fields(&vars)["artist"], "Nina Simone");
+        assert_eq!(input_fields(&vars)["artist"], "Nina Simone");
         let batch = serde_json::to_string(&Payload::Batch {
             method: "POST".into(),
             url: "/v1/chat/completions".into(),
             body: serde_json::json!({"model": "m"}),
         })
         .unwrap();
-        assert_eq!(fields(&batch)["url"], "/v1/chat/completions");
-        assert_eq!(fields(&batch)["body"]["model"], "m");
-        assert!(fields("not json").is_empty());
+        assert_eq!(input_fields(&batch)["url"], "/v1/chat/completions");
+        assert_eq!(input_fields(&batch)["body"]["model"], "m");
+        assert!(input_fields("not json").is_empty());
     }
 }

@@ -103,18 +103,20 @@ pub(super) fn backfill_counters(conn: &Connection) -> rusqlite::Result<()> {
     if kept {
         return Ok(());
     }
-    conn.execute_batch(
-        "INSERT INTO counters (name, n)
-           SELECT 'total', COUNT(*) FROM items
-           UNION ALL SELECT 'done', COUNT(*) FROM items WHERE status = 'done'
-           UNION ALL SELECT 'failed', COUNT(*) FROM items WHERE status = 'failed'
-           UNION ALL SELECT 'sent', COUNT(*) FROM attempts
-           UNION ALL SELECT 'rate_limited', COUNT(*) FROM attempts WHERE http_status = 429
-           UNION ALL SELECT 'retries', COUNT(*) FROM attempts a WHERE attempt > 1
-             AND NOT EXISTS (SELECT 1 FROM attempts p WHERE p.seq = a.seq
-                 AND p.attempt = a.attempt - 1 AND p.http_status BETWEEN 200 AND 299);",
-    )
+    conn.execute_batch(&format!("INSERT INTO counters (name, n) {COUNTED};"))
 }
+
+/// The counters counted from the rows (one pass over `items` and `attempts`): what a db
+/// made before the counters existed starts them from, and what `status` reads of such a
+/// db opened read-only.
+const COUNTED: &str = "SELECT 'total', COUNT(*) FROM items
+   UNION ALL SELECT 'done', COUNT(*) FROM items WHERE status = 'done'
+   UNION ALL SELECT 'failed', COUNT(*) FROM items WHERE status = 'failed'
+   UNION ALL SELECT 'sent', COUNT(*) FROM attempts
+   UNION ALL SELECT 'rate_limited', COUNT(*) FROM attempts WHERE http_status = 429
+   UNION ALL SELECT 'retries', COUNT(*) FROM attempts a WHERE attempt > 1
+     AND NOT EXISTS (SELECT 1 FROM attempts p WHERE p.seq = a.seq
+         AND p.attempt = a.attempt - 1 AND p.http_status BETWEEN 200 AND 299)";
 
 /// Adds `by` to counter `name` inside a write.
 pub(super) fn bump(tx: &Transaction<'_>, name: &str, by: i64) -> rusqlite::Result<()> {
@@ -405,6 +407,19 @@ impl Store {
         Ok(rows)
     }
 
+    /// Up to `n` pending items of every lane after the cursor `after`, in queue order
+    /// (priority descending, then file order): each lane's page, merged. Items held by an
+    /// open batch are left out.
+    pub fn pending_after(&self, after: After, n: usize) -> Result<Vec<PendingRow>, StoreError> {
+        let mut rows = Vec::new();
+        for lane in self.pending_lanes()? {
+            rows.extend(self.pending_page(lane, after, n)?);
+        }
+        rows.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.seq));
+        rows.truncate(n);
+        Ok(rows)
+    }
+
     /// Fills in the stored listing pages of the rows of multi-request jobs that started.
     pub(super) fn load_pages(&self, rows: &mut [PendingRow]) -> Result<(), StoreError> {
         let mut started = rows.iter_mut().filter(|r| r.steps.is_some()).peekable();
@@ -447,12 +462,22 @@ impl Store {
         })
     }
 
+    /// The counters, or, in a db made before they existed and opened read-only (so not
+    /// backfilled), the same numbers counted from the rows.
     fn counters(&self) -> Result<[u64; 6], StoreError> {
         let mut out = [0u64; 6];
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, n FROM counters")
+        let kept: bool = (self.conn)
+            .prepare_cached(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'counters'",
+            )
+            .and_then(|mut stmt| stmt.exists([]))
             .map_err(self.err("reading the counters"))?;
+        let sql = if kept {
+            "SELECT name, n FROM counters"
+        } else {
+            COUNTED
+        };
+        let mut stmt = (self.conn.prepare_cached(sql)).map_err(self.err("reading the counters"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -550,5 +575,66 @@ mod tests {
         again.id = "i99".into();
         let found = store.insert_items(&[row(102, 0, lanes[0]), again]).unwrap();
         assert_eq!(found.map(|d| (d.line, d.first_line)), Some((103, 101)));
+    }
+
+    #[test]
+    fn a_db_made_before_the_counters_counts_its_rows_when_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut store = Store::open(&path).unwrap();
+        store.begin_import().unwrap();
+        let rows: Vec<ImportRow> = (0..5).map(|seq| row(seq, 0, Lane::default())).collect();
+        store.insert_items(&rows).unwrap();
+        store.finish_import(5, &[]).unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE items SET status = 'done' WHERE seq < 2;
+             UPDATE items SET status = 'failed' WHERE seq = 4;
+             INSERT INTO attempts (seq, attempt, sent_at_ms, latency_ms, http_status, outcome)
+               VALUES (0, 1, 0, 5, 429, 'rate_limited'), (0, 2, 9, 5, 200, 'done');
+             DROP TABLE counters;",
+        )
+        .unwrap();
+        drop(conn);
+        let old = Store::open_read_only(&path).unwrap();
+        let counts = old.counts().unwrap();
+        assert_eq!(
+            (counts.total, counts.done, counts.failed, counts.pending),
+            (5, 2, 1, 2)
+        );
+        let requests = old.request_counts().unwrap();
+        assert_eq!(
+            (requests.sent, requests.rate_limited, requests.retries),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn pages_of_every_lane_come_in_queue_order_across_lanes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
+        store.begin_import().unwrap();
+        let lanes = [0, 1, 2].map(|tenant| Lane {
+            tenant,
+            ..Lane::default()
+        });
+        let rows: Vec<ImportRow> = (0..30)
+            .map(|seq| row(seq, (seq % 4) as i64, lanes[(seq % 3) as usize]))
+            .collect();
+        store.insert_items(&rows).unwrap();
+        store.finish_import(30, &[]).unwrap();
+        let mut want: Vec<(i64, u64)> = rows.iter().map(|r| (r.priority, r.seq)).collect();
+        want.sort_by_key(|&(p, s)| (std::cmp::Reverse(p), s));
+        let (mut got, mut after) = (Vec::new(), None);
+        loop {
+            let page = store.pending_after(after, 4).unwrap();
+            got.extend(page.iter().map(|r| (r.priority, r.seq)));
+            after = got.last().copied();
+            if page.len() < 4 {
+                break;
+            }
+        }
+        assert_eq!(got, want);
     }
 }

@@ -205,3 +205,20 @@ fn a_free_tier_tenants_own_rpm_binds_the_estimate() {
         "a pro tenant has no rpm of its own: {e}"
     );
 }
+
+#[test]
+fn an_estimate_refuses_a_duplicate_id_naming_both_lines_as_run_does() {
+    // The estimate's one pass keeps only hashes of the ids; a repeated hash reads the list
+    // again for the message `run` gives.
+    let p = Project::new().with_mock("mock://openai");
+    p.config(RPS_50, 2);
+    p.write("work.csv", "id,prompt\na,hello\nb,hi\na,again\n");
+    let est = p.cmd(&["estimate", "work.csv", "-c", "ratebound.toml"]);
+    est.expect_code(2);
+    let run = p.cmd(&["run", "work.csv", "-c", "ratebound.toml", "--db", "e.db"]);
+    run.expect_code(2);
+    for fragment in ["work.csv:4", "`a`", "line 2", "hint:"] {
+        assert!(est.stderr().contains(fragment), "{}", est.dump());
+    }
+    assert_eq!(est.stderr(), run.stderr(), "{}\n{}", est.dump(), run.dump());
+}
