@@ -615,6 +615,12 @@ impl Limiter {
         self.rebuild()
     }
 
+    /// The delay variation every rolling bucket's burst is shrunk by (see
+    /// [`Limiter::with_jitter`]).
+    pub fn jitter(&self) -> Duration {
+        Duration::from_nanos(self.jitter)
+    }
+
     /// The limits this limiter enforces, in config order.
     pub fn specs(&self) -> impl Iterator<Item = &LimitSpec> {
         self.buckets.iter().map(|b| &b.spec)

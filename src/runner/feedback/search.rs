@@ -462,10 +462,10 @@ impl Search {
         // The measured burst, less one for the provider's own rounding, else a tenth of a
         // second's worth, so dispatch is paced, not bunched; at least `min_burst`, so a
         // multi-request job always fits.
-        let burst = self
-            .burst
-            .map_or(self.rate / 10.0, |b| b - 1.0)
-            .max(self.min_burst);
+        // The limiter shrinks every burst by its jitter allowance: a job of `min_burst`
+        // must still fit once that is taken off.
+        let floor = self.min_burst + (self.rate * limiter.jitter().as_secs_f64()).ceil();
+        let burst = self.burst.map_or(self.rate / 10.0, |b| b - 1.0).max(floor);
         let burst = NonZeroU64::new(burst.floor() as u64).unwrap_or(NonZeroU64::MIN);
         limiter.relearn(
             self.index,
