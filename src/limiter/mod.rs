@@ -346,6 +346,10 @@ pub struct BucketState {
     pub learned: Option<LearnedSpec>,
 }
 
+/// The name of the limit the rate search sets for a provider that sends no rate-limit
+/// headers (in the limiter, status and the db).
+pub const SEARCHED: &str = "searched-requests";
+
 /// The definition of a limit learned from the provider, as saved with the limiter state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LearnedSpec {

@@ -17,6 +17,16 @@ use std::time::Duration;
 
 use crate::session::{End, Summary};
 
+/// The line saying the rate is being searched, and what it is now, when `limits` hold the
+/// searched limit (the provider sends no rate-limit headers).
+pub fn searching_line(limits: &[crate::limiter::BucketUsage]) -> Option<String> {
+    let l = limits.iter().find(|l| l.name == crate::limiter::SEARCHED)?;
+    let per_s = l.limit as f64 / l.window_s.max(1e-9);
+    Some(format!(
+        "searching the rate: {per_s:.1} requests/s now (the API sends no rate-limit headers)"
+    ))
+}
+
 /// An amount of `unit` for people: dollars for `usd` (kept as micro-dollars), else the
 /// number and the unit.
 pub fn amount(value: u64, unit: &str) -> String {
@@ -95,6 +105,12 @@ pub fn summary(s: &Summary, db: &Path) -> String {
             l.name,
             amount(l.limit, &l.unit),
             period(l.window_s)
+        ));
+    }
+    if let Some(line) = searching_line(&snap.limits) {
+        out.push_str(&format!(
+            "  rate      {line}
+"
         ));
     }
     if let End::AuthRefused { body, .. } = &s.end {

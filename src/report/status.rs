@@ -231,6 +231,12 @@ pub fn render(s: &Status) -> String {
             super::period(l.window_s)
         ));
     }
+    if let Some(line) = super::searching_line(&s.limits) {
+        out.push_str(&format!(
+            "rate:      {line}
+"
+        ));
+    }
     for b in &s.batches {
         out.push_str(&format!(
             "batch:     {:<3} {:<9} {:<24} {} requests: {} succeeded, {} failed{}\n",
@@ -278,6 +284,24 @@ mod tests {
             worklist: None,
             batches: Vec::new(),
         }
+    }
+
+    #[test]
+    fn status_says_the_rate_is_searched_and_what_it_is_now() {
+        let mut s = shard(10, 5, "running", "2026-11-23T10:00:05Z", 100);
+        assert!(!render(&s).contains("searching"), "{}", render(&s));
+        s.limits.push(BucketUsage {
+            name: crate::limiter::SEARCHED.into(),
+            unit: "requests".into(),
+            used: 3,
+            limit: 4_830,
+            window_s: 100.0,
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("rate:      searching the rate: 48.3 requests/s now"),
+            "{text}"
+        );
     }
 
     #[test]

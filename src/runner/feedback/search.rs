@@ -81,7 +81,7 @@ const MIN_RATE: f64 = 0.2;
 pub const MIN_BURST: u64 = 16;
 
 /// The name of the searched limit in the limiter, status and the db.
-pub const NAME: &str = "searched-requests";
+pub const NAME: &str = crate::limiter::SEARCHED;
 
 /// Where a search starts: what an earlier session found (restored from the limiter state).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
