@@ -120,18 +120,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let before = before(&store, last.as_ref())?;
 
     let shared = shared_limiter(&prepared, headers, args.shard)?;
-    let published = published_learned(shared.as_ref()).await;
-    let most_steps = (prepared.config.plans.values())
-        .map(|plan| plan.steps.len())
-        .max()
-        .unwrap_or(1);
-    let feedback = restore_limiter(
-        &mut prepared.limiter,
-        last.as_ref(),
-        published.as_ref(),
-        &clock,
-    )
-    .with_job_requests(u64::try_from(most_steps).unwrap_or(u64::MAX));
+    let feedback = feedback(&mut prepared, shared.as_ref(), last.as_ref(), &clock).await;
     let config = &prepared.config;
     let (base_url, _mock) = base_url(&config.api.base_url, &config.path).await?;
     let transport = HttpTransport::new(&base_url, headers, config.api.timeout, config.workers)?
@@ -269,6 +258,24 @@ fn restore_limiter(
         limiter.restore(&shared.states, clock);
     }
     feedback
+}
+
+/// What this run starts knowing of the provider: the limiter restored (see
+/// [`restore_limiter`]) from this db's last session or what the runners sharing the limit
+/// published, and the most requests one job costs (its kind's steps).
+async fn feedback(
+    prepared: &mut Prepared,
+    shared: Option<&Arc<dyn SharedLimiter>>,
+    last: Option<&ProgressRow>,
+    clock: &SystemClock,
+) -> Feedback {
+    let published = published_learned(shared).await;
+    let most_steps = (prepared.config.plans.values())
+        .map(|plan| plan.steps.len())
+        .max()
+        .unwrap_or(1);
+    restore_limiter(&mut prepared.limiter, last, published.as_ref(), clock)
+        .with_job_requests(u64::try_from(most_steps).unwrap_or(u64::MAX))
 }
 
 /// What the runners sharing the limit published of what they learned, if any (waiting at

@@ -735,13 +735,11 @@ impl<T: Transport> Runner<T> {
         let error = result.as_ref().err().map(ToString::to_string);
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         let attempt = AttemptRecord {
-            seq: job.seq,
-            attempt: job.attempts,
-            sent_at_ms,
             latency_ms,
             http_status,
             outcome: outcome.as_str(),
             error: error.clone(),
+            ..attempt_of(&job, sent_at_ms)
         };
         Ok(Some(Answered {
             job,
@@ -1027,6 +1025,19 @@ impl<T: Transport> Runner<T> {
                 states: learned,
             });
         }
+    }
+}
+
+/// The record of `job`'s latest attempt, sent at `sent_at_ms`, before its outcome is known.
+fn attempt_of(job: &Job, sent_at_ms: u64) -> AttemptRecord {
+    AttemptRecord {
+        seq: job.seq,
+        attempt: job.attempts,
+        sent_at_ms,
+        latency_ms: 0,
+        http_status: None,
+        outcome: Outcome::Failed.as_str(),
+        error: None,
     }
 }
 
