@@ -484,12 +484,8 @@ mod tests {
         let mut feedback = Feedback::default();
         let clock = SystemClock::new();
         let now = clock.now();
-        feedback.on_bare(
-            &mut limiter,
-            now,
-            Duration::from_millis(10),
-            crate::runner::Bare::Accepted,
-        );
+        let sent = now.saturating_sub(10_000_000);
+        feedback.on_bare(&mut limiter, now, sent, crate::runner::Bare::Accepted);
         let mut states = limiter.save(&clock);
         for s in &mut states {
             if let Some(l) = &mut s.learned {

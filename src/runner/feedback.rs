@@ -91,9 +91,6 @@ pub struct Feedback {
 
 const SECOND: Nanos = 1_000_000_000;
 
-/// A rate so high it never binds: the search watches without pacing.
-const UNBOUNDED: f64 = 1e6;
-
 impl Feedback {
     /// Feedback that sends one request first and lets its headers (or their absence) size
     /// the first wave: for a session that knows nothing of the provider's current state.
@@ -118,33 +115,28 @@ impl Feedback {
     /// Whether the rate is being searched for (no headers), and the rate now allowed.
     pub fn searching(&self) -> Option<f64> {
         let resumed = self.resumed.map(|(found, _)| found.rate_per_s);
-        (self.search.as_ref().map(Search::rate).or(resumed)).filter(|r| *r < UNBOUNDED)
+        (self.search.as_ref().map(Search::rate).or(resumed)).filter(|r| *r < search::UNBOUNDED)
     }
 
-    /// A response without rate-limit headers, of a request that took `latency`, seen at
-    /// `now`. When the config states no request limit, the rate ramps up from the first
+    /// A response without rate-limit headers, of a request sent at `sent`, seen at `now`. When the config states no request limit, the rate ramps up from the first
     /// round trip until the first refusal; otherwise the configured limits pace dispatch
     /// and the search only watches until then. Returns whether a refusal was a new signal.
-    pub fn on_bare(
-        &mut self,
-        limiter: &mut Limiter,
-        now: Nanos,
-        latency: Duration,
-        bare: Bare,
-    ) -> bool {
-        let sent = now.saturating_sub(nanos(latency));
-        let ramp = !states_request_limit(limiter);
-        let min_burst = self.job_requests.unwrap_or(search::MIN_BURST);
-        let search = self.search.get_or_insert_with(|| match self.resumed {
-            Some((found, index)) => {
-                Search::on_bucket(index, limiter, now, latency, Some(found), min_burst)
-            }
-            None => {
-                let watch = Found {
-                    rate_per_s: UNBOUNDED,
-                    burst: None,
-                };
-                Search::start(limiter, now, latency, (!ramp).then_some(watch), min_burst)
+    pub fn on_bare(&mut self, limiter: &mut Limiter, now: Nanos, sent: Nanos, bare: Bare) -> bool {
+        let search = self.search.get_or_insert_with(|| {
+            let latency = Duration::from_nanos(now.saturating_sub(sent));
+            let min_burst = self.job_requests.unwrap_or(search::MIN_BURST);
+            match self.resumed {
+                Some((found, index)) => {
+                    Search::on_bucket(index, limiter, now, latency, Some(found), min_burst)
+                }
+                None => {
+                    let watch = Found {
+                        rate_per_s: search::UNBOUNDED,
+                        burst: None,
+                    };
+                    let ramp = !states_request_limit(limiter);
+                    Search::start(limiter, now, latency, (!ramp).then_some(watch), min_burst)
+                }
             }
         });
         match bare {
@@ -167,10 +159,10 @@ impl Feedback {
             ..Feedback::default()
         };
         for state in states {
-            let Some(spec) = (state.learned.as_ref()).and_then(|l| l.to_spec(&state.name)) else {
+            let Some(saved) = state.learned.as_ref() else {
                 continue;
             };
-            let Some(saved) = state.learned.as_ref() else {
+            let Some(spec) = saved.to_spec(&state.name) else {
                 continue;
             };
             let index = limiter.learn(spec.clone());

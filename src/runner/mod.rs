@@ -180,9 +180,9 @@ struct Answered {
     http_status: Option<u16>,
     body: Option<String>,
     latency_ms: u64,
-    /// Since the request went out (its round trip plus any wait to be read), for the rate
-    /// search: `now` less this is its send instant.
-    latency: Duration,
+    /// When the deciding request went out (the runner's clock; 0 if it never reached the
+    /// API), for the rate search.
+    sent_at: Nanos,
     error: Option<String>,
     /// The wall time the response was read at.
     wall: SystemTime,
@@ -225,7 +225,7 @@ impl Answered {
             http_status: None,
             body: None,
             latency_ms: 0,
-            latency: Duration::ZERO,
+            sent_at: 0,
             error,
             wall,
         }
@@ -752,7 +752,7 @@ impl<T: Transport> Runner<T> {
             http_status,
             body,
             latency_ms,
-            latency: Duration::from_nanos(now.saturating_sub(sent_at)),
+            sent_at,
             error,
             wall,
         }))
@@ -793,7 +793,7 @@ impl<T: Transport> Runner<T> {
     /// A success: settle to the usage, then store the result (or queue a next page).
     fn on_done(&mut self, a: Answered, now: Nanos, c: &mut Counters) -> Result<(), RunError> {
         if a.observed.limits.is_empty() {
-            (self.feedback).on_bare(&mut self.limiter, now, a.latency, Bare::Accepted);
+            (self.feedback).on_bare(&mut self.limiter, now, a.sent_at, Bare::Accepted);
         }
         let job = a.job;
         let usage = a.body.as_deref().and_then(usage_of);
@@ -849,7 +849,7 @@ impl<T: Transport> Runner<T> {
         if a.observed.limits.is_empty() && retry_after.is_none() {
             // No headers at all: the search slows dispatch down; only this item waits, a
             // jittered interval at the searched rate.
-            (self.feedback).on_bare(&mut self.limiter, now, a.latency, Bare::Refused);
+            (self.feedback).on_bare(&mut self.limiter, now, a.sent_at, Bare::Refused);
             let wait = self.feedback.retry_delay(c.rng.random::<f64>());
             self.scheduler
                 .enqueue_at(now + nanos(wait), job.lane, job.priority, job.seq, job);
@@ -885,7 +885,7 @@ impl<T: Transport> Runner<T> {
         self.settle(a.reservation, a.job.seq, &a.sent_costs, now);
         if shed {
             // Load shed with no word of when to come back: a sign to slow down.
-            (self.feedback).on_bare(&mut self.limiter, now, a.latency, Bare::SlowDown);
+            (self.feedback).on_bare(&mut self.limiter, now, a.sent_at, Bare::SlowDown);
         }
         let mut job = a.job;
         job.failures += 1;

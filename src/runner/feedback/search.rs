@@ -80,6 +80,9 @@ const MIN_RATE: f64 = 0.2;
 /// [`Search::start`]): a job costing more requests than the burst could never be admitted.
 pub const MIN_BURST: u64 = 16;
 
+/// A rate so high it never binds: the search watches without pacing.
+pub const UNBOUNDED: f64 = 1e6;
+
 /// The name of the searched limit in the limiter, status and the db.
 pub const NAME: &str = crate::limiter::SEARCHED;
 
@@ -214,7 +217,7 @@ impl Search {
             window: INITIAL,
             min_burst: min_burst.max(1) as f64,
         };
-        if !resumed || found.is_some_and(|f| f.rate_per_s >= 1e6) {
+        if !resumed || found.is_some_and(|f| f.rate_per_s >= UNBOUNDED) {
             search.apply(limiter, now);
         }
         search
