@@ -55,9 +55,6 @@ pub struct Snapshot {
     pub limits: Vec<BucketUsage>,
     /// What the run is waiting for, if anything unusual (a quota's reset).
     pub note: Option<String>,
-    /// The provider sends no rate-limit headers and the rate is being searched for: the
-    /// rate now allowed, in requests per second (also in `limits` as `searched-requests`).
-    pub searching_per_s: Option<f64>,
 }
 
 impl Snapshot {

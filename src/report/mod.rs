@@ -17,11 +17,17 @@ use std::time::Duration;
 
 use crate::session::{End, Summary};
 
+/// The rate the search allows now, in requests per second, when `limits` hold the
+/// searched limit (the runner shows it only while it searches).
+pub fn searched_rate(limits: &[crate::limiter::BucketUsage]) -> Option<f64> {
+    let l = limits.iter().find(|l| l.name == crate::limiter::SEARCHED)?;
+    Some(l.limit as f64 / l.window_s.max(1e-9))
+}
+
 /// The line saying the rate is being searched, and what it is now, when `limits` hold the
 /// searched limit (the provider sends no rate-limit headers).
 pub fn searching_line(limits: &[crate::limiter::BucketUsage]) -> Option<String> {
-    let l = limits.iter().find(|l| l.name == crate::limiter::SEARCHED)?;
-    let per_s = l.limit as f64 / l.window_s.max(1e-9);
+    let per_s = searched_rate(limits)?;
     Some(format!(
         "searching the rate: {per_s:.1} requests/s now (the API sends no rate-limit headers)"
     ))

@@ -121,7 +121,12 @@ impl Progress {
             rate: pace.rate,
             eta: pace.eta,
             limits: gauges(&s.limits, &self.pause_at, now_ms),
-            state: state_of(s.note.as_deref(), backing_off, searching, s.searching_per_s),
+            state: state_of(
+                s.note.as_deref(),
+                backing_off,
+                searching,
+                super::searched_rate(&s.limits),
+            ),
         }
     }
 
@@ -295,6 +300,25 @@ mod tests {
             live::plain_line(&view),
             "progress: 250/1000 (25.0%) done 240 failed 10 · 20.0/s · ETA 38s · 429s 3 · retries 4 · in flight 8 · backing off after 429s or errors · rpm 90%"
         );
+    }
+
+    #[test]
+    fn the_searched_limit_in_a_snapshot_shows_the_rate_being_searched() {
+        let mut progress = Progress::new(100, 0, true);
+        let searched = BucketUsage {
+            name: crate::limiter::SEARCHED.into(),
+            unit: "requests".into(),
+            used: 2,
+            limit: 4_830,
+            window_s: 100.0,
+        };
+        let s = Snapshot {
+            total: 100,
+            limits: vec![searched],
+            ..Snapshot::default()
+        };
+        assert_eq!(progress.view(&s).state, State::Searching(Some(48.3)));
+        assert_eq!(progress.view(&Snapshot::default()).state, State::Running);
     }
 
     #[test]

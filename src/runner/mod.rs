@@ -991,7 +991,6 @@ impl<T: Transport> Runner<T> {
             elapsed,
             limits: self.feedback.shown(self.limiter.usage(now)),
             note,
-            searching_per_s: self.feedback.searching(),
         };
         let mut limiter_state = self.limiter.save(&self.clock);
         self.feedback.save(&mut limiter_state, now);
