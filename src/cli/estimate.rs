@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::prepare::{self, Prepared};
 use super::{EXIT_OK, UsageError, out};
+use crate::estimate::spill::{self, Spill};
 use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem, SimList, SimListBuilder};
 use crate::report;
 use crate::store::Recorded;
@@ -100,6 +101,12 @@ fn simulate(args: &EstimateArgs) -> anyhow::Result<(estimate::Estimate, Prepared
         policy: prepared.plan.as_ref().map(|plan| &plan.policy),
     };
     let e = estimate::estimate(&setup, config.workers.max(1), args.deadline)?;
+    if let Some(e) = items.read_error() {
+        anyhow::bail!(
+            "{}: reading the sorted work list back from its temporary file: {e}",
+            args.worklist.display()
+        );
+    }
     Ok((e, prepared))
 }
 
@@ -134,12 +141,16 @@ fn sim_items(
         recorded,
     };
     let mut items = SimListBuilder::default();
-    let mut ids = Vec::new();
+    // Sorted on disk beyond a chunk, as the entries are: memory stays flat in the list's size.
+    let mut ids = Spill::new(spill::CHUNK);
+    let mut spill_failed = None;
     let read = prepared.validate(
         &args.worklist,
         prepare::Ids::Stored,
         |item, built, route| {
-            ids.push(id_hash(&item.id));
+            if let Err(e) = ids.push(id_hash(&item.id)) {
+                spill_failed.get_or_insert(e);
+            }
             let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
             sim.lane = prepared.lane_of(built, item.priority);
             pricer.apply(
@@ -152,14 +163,31 @@ fn sim_items(
             items.push(sim);
         },
     );
-    ids.sort_unstable();
-    let repeated = ids.windows(2).any(|w| w[0] == w[1]);
+    let sort_err = |e| {
+        anyhow::anyhow!(
+            "{}: sorting the work list in a temporary file: {e}\n  hint: set TMPDIR to a directory with room (about 28 bytes per item)",
+            args.worklist.display()
+        )
+    };
+    if let Some(e) = spill_failed {
+        return Err(sort_err(e));
+    }
+    let ids = ids.finish().map_err(sort_err)?;
+    let mut sorted = ids.iter();
+    let repeated = sorted.next().is_some_and(|first| {
+        sorted
+            .scan(first, |last, id| Some(std::mem::replace(last, id) == id))
+            .any(|same| same)
+    });
+    if let Some(e) = ids.read_error() {
+        return Err(sort_err(e));
+    }
     drop(ids);
     if read.is_err() || repeated {
         prepared.validate(&args.worklist, prepare::Ids::Read, |_, _, _| {})?;
     }
     read?;
-    Ok(items.build())
+    items.build().map_err(sort_err)
 }
 
 /// A hash of an item's id that is the same in every process.

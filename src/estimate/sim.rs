@@ -24,6 +24,7 @@ use crate::scheduler::{Lane, Policy, Popped, Scheduler};
 
 use super::latency::{Latency, Sampler};
 use super::sim_list::{Entry, Shape, SimList};
+use super::spill;
 
 /// The inputs of a simulated run that stay the same whatever the worker count.
 #[derive(Clone, Copy, Debug)]
@@ -78,17 +79,17 @@ pub struct Trace {
 /// One attempt of an item: where it queues, what it costs, and its failures so far.
 #[derive(Clone, Copy, Debug)]
 struct SimJob<'a> {
-    entry: &'a Entry,
+    entry: Entry,
     shape: &'a Shape,
     /// Transient failures of this item before this attempt.
     failures: u32,
 }
 
 impl<'a> SimJob<'a> {
-    fn fresh(list: &'a SimList, entry: &'a Entry) -> Self {
+    fn fresh(list: &'a SimList, entry: Entry) -> Self {
         SimJob {
             entry,
-            shape: list.shape(entry),
+            shape: list.shape(&entry),
             failures: 0,
         }
     }
@@ -192,10 +193,11 @@ pub fn run_checked(setup: &Setup<'_>, workers: usize) -> Trace {
         return run_lanes(setup, policy, workers);
     }
     let list = setup.items;
+    let mut rest = list.entries();
     let mut queue = Ordered {
         list,
-        next: 0,
-        fresh: list.entries().first().map(|e| SimJob::fresh(list, e)),
+        fresh: rest.next().map(|e| SimJob::fresh(list, e)),
+        rest,
         retries: Scheduler::new(),
     };
     let mut sim = Sim::new(setup, workers);
@@ -233,10 +235,10 @@ pub fn run_checked(setup: &Setup<'_>, workers: usize) -> Trace {
 /// backoff, which rejoin by priority (as the runner's scheduler picks them).
 struct Ordered<'a> {
     list: &'a SimList,
-    /// Index of the next fresh item in the list's entries.
-    next: usize,
-    /// That item, with no failures yet.
+    /// The next fresh item, with no failures yet.
     fresh: Option<SimJob<'a>>,
+    /// The fresh items after it.
+    rest: spill::Iter<'a, Entry>,
     retries: Scheduler<SimJob<'a>>,
 }
 
@@ -268,9 +270,8 @@ impl<'a> Queue for Ordered<'a> {
             self.retries.pop(now)?
         } else {
             let job = self.fresh.take()?;
-            self.next += 1;
             let list = self.list;
-            self.fresh = (list.entries().get(self.next)).map(|e| SimJob::fresh(list, e));
+            self.fresh = self.rest.next().map(|e| SimJob::fresh(list, e));
             job
         };
         Some(Popped {
@@ -537,8 +538,9 @@ impl Trace {
 fn run_lanes(setup: &Setup<'_>, policy: &Policy, workers: usize) -> Trace {
     let list = setup.items;
     let mut scheduler: Scheduler<SimJob<'_>> = Scheduler::with_policy(policy.clone());
-    // Queued in file order, as the runner reads them.
-    let mut by_file: Vec<&Entry> = list.entries().iter().collect();
+    // Queued in file order, as the runner reads them (every item is in the scheduler
+    // here: lanes keep the whole list in memory).
+    let mut by_file: Vec<Entry> = list.entries().collect();
     by_file.sort_unstable_by_key(|e| e.seq);
     for e in by_file {
         let job = SimJob::fresh(list, e);

@@ -4,14 +4,19 @@
 //! place in the queue (priority and file order, an [`Entry`] of 24 bytes) and everything
 //! else (costs, limits, lane, usage and price: its [`Shape`]). Items of a work list share a
 //! few shapes (one per distinct token count, say), so each shape is kept once and the
-//! entries point at it: ten million items take about 240 MB, whatever their prompts.
+//! entries point at it. Entries beyond a million are sorted on disk ([`spill`]): an
+//! estimate of ten million items holds about one million entries' worth of memory, whatever
+//! their prompts.
 //!
-//! Invariant: [`SimList::entries`] are in the order a plain scheduler sends them (priority
+//! Invariant: [`SimList::entries`] come in the order a plain scheduler sends them (priority
 //! first, then file order), sorted once when the list is built. Totals over the whole list
 //! (tokens, price, what each limit is charged) are sums over shapes times their counts.
+//!
+//! [`spill`]: super::spill
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::hash::{Hash, Hasher};
+use std::io;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -20,6 +25,7 @@ use crate::limiter::{Costs, Route, Unit};
 use crate::scheduler::Lane;
 
 use super::SimItem;
+use super::spill::{self, Record, Sorted, Spill};
 
 /// What items with the same costs, limits, lane, usage and price have in common.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,10 +92,51 @@ pub struct Entry {
     shape: u32,
 }
 
+impl Entry {
+    /// Dispatch order: higher priority first, then file order.
+    fn key(&self) -> (Reverse<i64>, u64, u32) {
+        (Reverse(self.priority), self.seq, self.shape)
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Record for Entry {
+    const SIZE: usize = 20;
+    fn encode(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.priority.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        out[16..20].copy_from_slice(&self.shape.to_le_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        let mut b8 = [0u8; 8];
+        let mut b4 = [0u8; 4];
+        b8.copy_from_slice(&bytes[..8]);
+        let priority = i64::from_le_bytes(b8);
+        b8.copy_from_slice(&bytes[8..16]);
+        b4.copy_from_slice(&bytes[16..20]);
+        Entry {
+            priority,
+            seq: u64::from_le_bytes(b8),
+            shape: u32::from_le_bytes(b4),
+        }
+    }
+}
+
 /// The items of a work list in dispatch order, each pointing at its shape.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct SimList {
-    entries: Vec<Entry>,
+    entries: Sorted<Entry>,
     shapes: Vec<Shape>,
     /// Items per shape.
     counts: Vec<u64>,
@@ -98,7 +145,7 @@ pub struct SimList {
 impl SimList {
     /// Items in the list.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        usize::try_from(self.entries.len()).unwrap_or(usize::MAX)
     }
 
     /// Whether the list has no item.
@@ -106,9 +153,16 @@ impl SimList {
         self.entries.is_empty()
     }
 
-    /// The items, in dispatch order: priority first, then file order.
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
+    /// The items, in dispatch order: priority first, then file order (a pass over them,
+    /// read back from disk when the list was spilled; any number of passes).
+    pub fn entries(&self) -> spill::Iter<'_, Entry> {
+        self.entries.iter()
+    }
+
+    /// The first read of the spilled entries that failed, if any: a simulation that met it
+    /// saw only part of the list, and its figures must not be reported.
+    pub fn read_error(&self) -> Option<io::Error> {
+        self.entries.read_error()
     }
 
     /// The shape of `entry`, an entry of this list.
@@ -129,53 +183,95 @@ impl SimList {
 }
 
 /// Builds a [`SimList`] one item at a time (the work list is read once, streaming).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimListBuilder {
-    list: SimList,
+    entries: Spill<Entry>,
+    shapes: Vec<Shape>,
+    counts: Vec<u64>,
     index: FxHashMap<Shape, u32>,
+    /// The first write of spilled entries that failed: [`SimListBuilder::build`] returns it.
+    failed: Option<io::Error>,
+}
+
+impl Default for SimListBuilder {
+    /// A builder that sorts entries beyond [`spill::CHUNK`] on disk.
+    fn default() -> Self {
+        SimListBuilder::spilling_every(spill::CHUNK)
+    }
 }
 
 impl SimListBuilder {
+    /// A builder that writes a sorted run every `chunk` entries (`usize::MAX`: never).
+    pub fn spilling_every(chunk: usize) -> Self {
+        SimListBuilder {
+            entries: Spill::new(chunk),
+            shapes: Vec::new(),
+            counts: Vec::new(),
+            index: FxHashMap::default(),
+            failed: None,
+        }
+    }
+
     /// Adds the next item of the work list.
     pub fn push(&mut self, item: SimItem) {
+        let entry = self.entry(item);
+        if self.failed.is_none()
+            && let Err(e) = self.entries.push(entry)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// The entry of `item`, its shape kept (once) and counted.
+    fn entry(&mut self, item: SimItem) -> Entry {
         let (priority, seq) = (item.priority, item.seq);
         let shape = Shape::of(item);
-        let list = &mut self.list;
         let shape = match self.index.get(&shape) {
             Some(&i) => i,
             None => {
-                let i = u32::try_from(list.shapes.len())
+                let i = u32::try_from(self.shapes.len())
                     .expect("a work list has fewer than 2^32 distinct item shapes");
-                list.shapes.push(shape.clone());
-                list.counts.push(0);
+                self.shapes.push(shape.clone());
+                self.counts.push(0);
                 self.index.insert(shape, i);
                 i
             }
         };
-        list.counts[shape as usize] += 1;
-        list.entries.push(Entry {
+        self.counts[shape as usize] += 1;
+        Entry {
             priority,
             seq,
             shape,
-        });
+        }
     }
 
     /// The list, sorted into dispatch order.
-    pub fn build(self) -> SimList {
-        let mut list = self.list;
-        // Sorted in place: no second copy of the entries (their spare capacity is never
-        // touched, so it takes no memory).
-        list.entries
-            .sort_unstable_by_key(|e| (Reverse(e.priority), e.seq));
-        list
+    ///
+    /// # Errors
+    /// When entries could not be written to (or sorted in) the temporary file.
+    pub fn build(self) -> io::Result<SimList> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        Ok(SimList {
+            entries: self.entries.finish()?,
+            shapes: self.shapes,
+            counts: self.counts,
+        })
     }
 }
 
 impl FromIterator<SimItem> for SimList {
+    /// A list held in memory (no temporary file, so nothing can fail): for tests and
+    /// benches.
     fn from_iter<I: IntoIterator<Item = SimItem>>(items: I) -> SimList {
         let mut builder = SimListBuilder::default();
-        items.into_iter().for_each(|item| builder.push(item));
-        builder.build()
+        let entries = items.into_iter().map(|item| builder.entry(item)).collect();
+        SimList {
+            entries: Sorted::from_vec(entries),
+            shapes: builder.shapes,
+            counts: builder.counts,
+        }
     }
 }
 
@@ -190,7 +286,7 @@ mod tests {
                 SimItem::new(priority, seq, Costs::request(tokens), Route::all(1))
             });
         let list: SimList = items.into_iter().collect();
-        let order: Vec<u64> = list.entries().iter().map(|e| e.seq).collect();
+        let order: Vec<u64> = list.entries().map(|e| e.seq).collect();
         assert_eq!(order, [1, 3, 0, 2], "priority first, then file order");
         let counts: Vec<u64> = list.shapes().map(|(_, n)| n).collect();
         assert_eq!(
@@ -199,6 +295,7 @@ mod tests {
             "the 10-token shape first, as the file first used it"
         );
         assert_eq!(list.sum(|s| s.tokens), 50);
-        assert_eq!(list.shape(&list.entries()[0]).tokens, 20);
+        let first = list.entries().next().unwrap();
+        assert_eq!(list.shape(&first).tokens, 20);
     }
 }

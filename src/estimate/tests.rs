@@ -413,3 +413,46 @@ fn a_tenant_held_by_its_own_limit_does_not_hold_back_the_others() {
     assert_eq!(e.makespan_s, sim::secs(t.end));
     assert!(e.limits[1].held_share > 0.0, "{e:?}");
 }
+
+#[test]
+fn a_list_sorted_on_disk_estimates_exactly_as_one_held_in_memory() {
+    // Mixed priorities and sizes, transient failures (retries rejoin by priority), several
+    // limits: the spilled list (runs of 97 entries, merged) must give the same figures.
+    let mut x = 11u64;
+    let listed: Vec<SimItem> = (0..2_000)
+        .map(|seq| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let tokens = 50 + (x >> 40) % 400;
+            SimItem::new(
+                ((x >> 20) % 4) as i64,
+                seq,
+                Costs::request(tokens),
+                Route::all(2),
+            )
+        })
+        .collect();
+    let limits = [
+        limit("rps", Unit::Requests, 40, 1),
+        limit("tpm", Unit::Tokens, 600_000, 60),
+    ];
+    let latency = fixed(120);
+    let mut spilled = sim_list::SimListBuilder::spilling_every(97);
+    listed.iter().cloned().for_each(|i| spilled.push(i));
+    let spilled = spilled.build().unwrap();
+    let held = setup(&listed, &limits, &latency);
+    let on_disk = Setup {
+        items: &spilled,
+        failure_share: 0.1,
+        ..held
+    };
+    let held = Setup {
+        failure_share: 0.1,
+        ..held
+    };
+    let a = serde_json::to_value(estimate(&held, 8, None).unwrap()).unwrap();
+    let b = serde_json::to_value(estimate(&on_disk, 8, None).unwrap()).unwrap();
+    assert!(spilled.read_error().is_none());
+    let order = |l: &SimList| l.entries().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(order(&spilled), order(held.items));
+    assert_eq!(a, b);
+}
