@@ -13,7 +13,7 @@
 #                        few seconds of requests and a SIGINT
 #   resume first request start -> first request of a rerun after that SIGINT
 #   status               `status --json` wall time, live (during the rerun) and stopped
-#   export rows/s        every item marked done in the db (sqlite3), then `export -o FILE`
+#   export rows/s        every item marked done in the db (sqlite3, counters too), then `export -o FILE`
 #                        (JSONL), `export --format csv --with-input -o FILE` and
 #                        `export -o -` into /dev/null; rows/s and VmHWM of each
 #   status, old db       `status --json` of a copy of that db without its `counters` table
@@ -203,7 +203,10 @@ def main():
         done = subprocess.run(["sqlite3", "run.db",
             "UPDATE items SET status = 'done', http_status = 200, attempts = 1, latency_ms = 5, "
             "body = '{\"choices\":[{\"message\":{\"content\":\"ok\"}}]}', "
-            "usage = '{\"total_tokens\":52}', finished_at_ms = 0 WHERE status = 'pending';"],
+            "usage = '{\"total_tokens\":52}', finished_at_ms = 0 WHERE status = 'pending'; "
+            # The counters as a run keeps them (export reads them to choose its scan).
+            "UPDATE counters SET n = (SELECT count(*) FROM items WHERE status = 'done') "
+            "WHERE name = 'done';"],
             cwd=work, check=True)
         rows = [
             ("import items/s", f"{N / fresh['imported']:,.0f}"),

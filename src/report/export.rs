@@ -14,6 +14,7 @@
 //! field names, to write its header).
 
 use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -217,8 +218,12 @@ fn write_rows(
     out: impl Write,
 ) -> std::io::Result<u64> {
     match options.format {
-        Format::Jsonl => write_lines(rows, out, |row| jsonl(row, &options.select)),
-        Format::OpenaiBatch => write_lines(rows, out, |row| openai_batch(&row.result)),
+        Format::Jsonl => write_lines(rows, out, |row, out| {
+            serde_json::to_writer(out, &jsonl(row, &record(&row.result), &options.select))
+        }),
+        Format::OpenaiBatch => write_lines(rows, out, |row, out| {
+            serde_json::to_writer(out, &openai_batch(&row.result))
+        }),
         Format::Csv => {
             let inputs = input_columns(inputs, &options.select);
             write_csv(rows, &inputs, &options.select, out).map_err(csv_io)
@@ -226,15 +231,15 @@ fn write_rows(
     }
 }
 
-fn write_lines(
+fn write_lines<W: Write>(
     rows: impl Iterator<Item = impl Borrow<Row>>,
-    out: impl Write,
-    line: impl Fn(&Row) -> Value,
+    out: W,
+    line: impl Fn(&Row, &mut std::io::BufWriter<W>) -> serde_json::Result<()>,
 ) -> std::io::Result<u64> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut written = 0;
     for row in rows {
-        serde_json::to_writer(&mut out, &line(row.borrow()))?;
+        line(row.borrow(), &mut out)?;
         out.write_all(b"\n")?;
         written += 1;
     }
@@ -242,20 +247,42 @@ fn write_lines(
     Ok(written)
 }
 
-/// One JSONL record: the contract's fields, then each selected field, then `input`.
-fn jsonl(row: &Row, select: &[Select]) -> Value {
-    let r = record(&row.result);
-    let mut object = match serde_json::to_value(&r) {
-        Ok(Value::Object(o)) => o,
-        _ => Map::new(),
-    };
+/// A value of a JSONL record, borrowed from the row where it can be.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Field<'a> {
+    Json(&'a Value),
+    Picked(Value),
+    Text(Option<&'a str>),
+    Number(Option<u64>),
+    Input(&'a Map<String, Value>),
+}
+
+/// One JSONL record: the contract's fields, then each selected field, then `input`, keyed
+/// as a JSON object of them is (a later field of the same name replaces an earlier one,
+/// keys in `Map`'s order), without copying the body or the input into one.
+fn jsonl<'a>(
+    row: &'a Row,
+    r: &'a Record<'a>,
+    select: &'a [Select],
+) -> BTreeMap<&'a str, Field<'a>> {
+    let mut line = BTreeMap::from([
+        ("id", Field::Text(Some(r.id))),
+        ("status", Field::Text(Some(r.status))),
+        ("http_status", Field::Number(r.http_status.map(u64::from))),
+        ("body", Field::Json(&r.body)),
+        ("attempts", Field::Number(Some(u64::from(r.attempts)))),
+        ("latency_ms", Field::Number(r.latency_ms)),
+        ("usage", Field::Json(&r.usage)),
+        ("error", Field::Text(r.error)),
+    ]);
     for s in select {
-        object.insert(s.name.clone(), pick(&r.body, &s.pointer));
+        line.insert(s.name.as_str(), Field::Picked(pick(&r.body, &s.pointer)));
     }
     if !row.input.is_empty() {
-        object.insert("input".into(), Value::Object(row.input.clone()));
+        line.insert("input", Field::Input(&row.input));
     }
-    Value::Object(object)
+    line
 }
 
 /// One line of OpenAI's Batch output

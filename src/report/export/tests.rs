@@ -254,3 +254,32 @@ fn a_closed_pipe_is_a_broken_pipe_in_every_format() {
         );
     }
 }
+
+#[test]
+fn a_jsonl_line_is_the_json_object_of_its_fields_byte_for_byte() {
+    // Written field by field (nothing copied into an object first), the line must still be
+    // exactly the object's text: keys in `Map` order, the body compacted, a selected field
+    // named `input` replaced by the input.
+    let row = with_input(
+        "7",
+        r#"{ "z": 1, "choices": [ {"message": {"content": "hi"}} ] }"#,
+        json!({"id": "7", "prompt": "p"}),
+    );
+    let options = selecting(
+        Format::Jsonl,
+        &["aa=/choices/0/message/content", "input=/z", "zz=/missing"],
+    );
+    let line = export(std::slice::from_ref(&row), &options);
+    let mut object = serde_json::to_value(record(&row.result)).unwrap();
+    let body = object["body"].clone();
+    let map = object.as_object_mut().unwrap();
+    for s in &options.select {
+        map.insert(s.name.clone(), pick(&body, &s.pointer));
+    }
+    map.insert("input".into(), Value::Object(row.input.clone()));
+    assert_eq!(line, format!("{object}\n"));
+    assert!(
+        line.starts_with(r#"{"aa":"hi","attempts":2,"body":{"choices""#),
+        "{line}"
+    );
+}
