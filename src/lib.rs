@@ -53,6 +53,7 @@ pub mod series;
 pub mod session;
 pub mod shard;
 pub mod shared;
+pub mod spill;
 pub mod store;
 pub mod template;
 pub mod worklist;

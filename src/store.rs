@@ -37,7 +37,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     line INTEGER NOT NULL,
     priority INTEGER NOT NULL,
     tokens INTEGER,
@@ -174,6 +174,17 @@ pub enum StoreError {
         path: PathBuf,
         /// Its schema version.
         found: i32,
+    },
+    /// The import's temporary file of id hashes could not be written or read.
+    #[error(
+        "{path}: checking the work list's ids for repeats in a temporary file failed\n  hint: set TMPDIR to a writable directory with room (8 bytes per item)"
+    )]
+    Spill {
+        /// The db path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The writer thread stopped after an error.
     #[error("{path}: the database writer stopped: {message}")]

@@ -220,6 +220,29 @@ const RAGGED_HINT: &str = "quote values that hold commas or line breaks (`\"a, b
 const DUPLICATE_HINT: &str =
     "ids must be unique so that a resumed run can tell items apart; rename one of them";
 
+/// A hash of an item's id that is the same in every process: a list's ids are checked for
+/// repeats by sorting these (on disk beyond a chunk), then comparing the ids of equal
+/// hashes only.
+pub fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// The hashes that come more than once in `sorted` (ascending), each once.
+pub fn repeats(sorted: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut last = None;
+    for h in sorted {
+        if last == Some(h) && out.last() != Some(&h) {
+            out.push(h);
+        }
+        last = Some(h);
+    }
+    out
+}
+
 fn utf8_subject(field: Option<&str>) -> String {
     field.map_or_else(|| "the line".to_owned(), |f| format!("field `{f}`"))
 }
@@ -946,6 +969,14 @@ mod tests {
             .iter()
             .map(|i| (i.seq, i.line, i.id.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn repeats_are_the_hashes_seen_twice_each_once() {
+        assert_eq!(repeats([1, 2, 2, 2, 5, 7, 7].into_iter()), [2, 7]);
+        assert!(repeats([1, 2, 3].into_iter()).is_empty());
+        assert_eq!(id_hash("a"), id_hash("a"));
+        assert_ne!(id_hash("a"), id_hash("b"));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `ratebound estimate`: a dry run of the work list in virtual time, through the same
 //! preparation, limiter and scheduler as `run`, with latencies fixed, fitted or recorded.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -9,9 +8,9 @@ use clap::Args;
 
 use super::prepare::{self, Prepared};
 use super::{EXIT_OK, UsageError, out};
-use crate::estimate::spill::{self, Spill};
 use crate::estimate::{self, Latency, Pricer, RecordedRun, SimItem, SimList, SimListBuilder};
 use crate::report;
+use crate::spill::{self, Spill};
 use crate::store::Recorded;
 
 #[derive(Args, Debug)]
@@ -148,7 +147,7 @@ fn sim_items(
         &args.worklist,
         prepare::Ids::Stored,
         |item, built, route| {
-            if let Err(e) = ids.push(id_hash(&item.id)) {
+            if let Err(e) = ids.push(crate::worklist::id_hash(&item.id)) {
                 spill_failed.get_or_insert(e);
             }
             let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
@@ -173,12 +172,7 @@ fn sim_items(
         return Err(sort_err(e));
     }
     let ids = ids.finish().map_err(sort_err)?;
-    let mut sorted = ids.iter();
-    let repeated = sorted.next().is_some_and(|first| {
-        sorted
-            .scan(first, |last, id| Some(std::mem::replace(last, id) == id))
-            .any(|same| same)
-    });
+    let repeated = !crate::worklist::repeats(ids.iter()).is_empty();
     if let Some(e) = ids.read_error() {
         return Err(sort_err(e));
     }
@@ -188,11 +182,4 @@ fn sim_items(
     }
     read?;
     items.build().map_err(sort_err)
-}
-
-/// A hash of an item's id that is the same in every process.
-fn id_hash(id: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
 }

@@ -29,7 +29,6 @@ pub mod latency;
 pub mod recorded;
 pub mod sim;
 pub mod sim_list;
-pub mod spill;
 #[cfg(test)]
 mod tests;
 

@@ -24,7 +24,7 @@ use crate::scheduler::{Lane, Policy, Popped, Scheduler};
 
 use super::latency::{Latency, Sampler};
 use super::sim_list::{Entry, Shape, SimList};
-use super::spill;
+use crate::spill;
 
 /// The inputs of a simulated run that stay the same whatever the worker count.
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@
 //! first, then file order), sorted once when the list is built. Totals over the whole list
 //! (tokens, price, what each limit is charged) are sums over shapes times their counts.
 //!
-//! [`spill`]: super::spill
+//! [`spill`]: crate::spill
 
 use std::cmp::{Ordering, Reverse};
 use std::hash::{Hash, Hasher};
@@ -23,9 +23,9 @@ use rustc_hash::FxHashMap;
 
 use crate::limiter::{Costs, Route, Unit};
 use crate::scheduler::Lane;
+use crate::spill::{self, Record, Sorted, Spill};
 
 use super::SimItem;
-use super::spill::{self, Record, Sorted, Spill};
 
 /// What items with the same costs, limits, lane, usage and price have in common.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,11 +6,18 @@
 //! until [`Store::finish_import`] binds the db to the list, after every item was checked:
 //! a bad row anywhere leaves no queue behind, and a kill during the import makes the next
 //! run start it over.
+//!
+//! Ids are checked for repeats without an index on them (inserting ten million ids into a
+//! b-tree in random order cost the writing thread more than the rows): each id's hash goes
+//! to a [`Spill`], sorted on disk beyond a chunk, and only the ids of hashes seen twice are
+//! compared, in one pass over the items once all are in.
 
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use crate::spill::{self, Spill};
 use crate::store::{DuplicateId, ImportRow, Store, StoreError};
+use crate::worklist::{id_hash, repeats};
 
 /// Items per transaction.
 const BATCH: usize = 8_192;
@@ -35,6 +42,10 @@ pub struct Inserter {
     batch: Vec<ImportRow>,
     /// A problem was found: nothing more is written.
     abandoned: bool,
+    /// The hash of every id queued.
+    ids: Spill<u64>,
+    /// The first failure to write `ids` to its temporary file.
+    spill_failed: Option<std::io::Error>,
 }
 
 impl Inserter {
@@ -75,6 +86,8 @@ impl Inserter {
             thread: Some(thread),
             batch: Vec::with_capacity(BATCH),
             abandoned: false,
+            ids: Spill::new(spill::CHUNK),
+            spill_failed: None,
         })
     }
 
@@ -82,6 +95,9 @@ impl Inserter {
     pub fn push(&mut self, row: ImportRow) {
         if self.abandoned {
             return;
+        }
+        if let Err(e) = self.ids.push(id_hash(&row.id)) {
+            self.spill_failed.get_or_insert(e);
         }
         self.batch.push(row);
         if self.batch.len() >= BATCH {
@@ -105,21 +121,39 @@ impl Inserter {
         }
     }
 
-    /// Writes what is left and waits for the thread.
+    /// Writes what is left, waits for the thread, then looks for a repeated id.
     ///
     /// # Errors
-    /// The first error of the writing thread.
+    /// The first error of the writing thread, or of the id hashes' temporary file.
     pub fn finish(mut self) -> Result<Imported, StoreError> {
         if !self.abandoned && !self.batch.is_empty() {
             self.send();
         }
         drop(self.tx.take());
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            _ => Err(StoreError::WriterGone {
-                path: std::path::PathBuf::new(),
-                message: "the import thread panicked".into(),
-            }),
+        let mut imported = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result?,
+            _ => {
+                return Err(StoreError::WriterGone {
+                    path: std::path::PathBuf::new(),
+                    message: "the import thread panicked".into(),
+                });
+            }
+        };
+        if imported.duplicate.is_none() && !self.abandoned {
+            let spill_err = |source| StoreError::Spill {
+                path: imported.store.path().to_path_buf(),
+                source,
+            };
+            if let Some(e) = self.spill_failed {
+                return Err(spill_err(e));
+            }
+            let ids = self.ids.finish().map_err(spill_err)?;
+            let repeated = repeats(ids.iter());
+            if let Some(e) = ids.read_error() {
+                return Err(spill_err(e));
+            }
+            imported.duplicate = imported.store.first_repeated_id(&repeated)?;
         }
+        Ok(imported)
     }
 }

@@ -62,7 +62,7 @@ impl ImportRow {
     }
 }
 
-/// Two items with one id, found by the unique index at import.
+/// Two items with one id, found at import.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DuplicateId {
     /// The id.
@@ -246,6 +246,39 @@ impl Store {
             bump(&tx, "total", batch.len() as i64).map_err(err)?;
         }
         tx.commit().map_err(err)?;
+        Ok(None)
+    }
+
+    /// The first item (in file order) whose id an earlier item has, among the items whose
+    /// id hashes to one of `hashes` (the hashes an import saw more than once): one pass over
+    /// the items in rowid order, keeping only those ids. `None` when equal hashes were
+    /// different ids.
+    pub fn first_repeated_id(&self, hashes: &[u64]) -> Result<Option<DuplicateId>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(None);
+        }
+        let hashes: rustc_hash::FxHashSet<u64> = hashes.iter().copied().collect();
+        let err = failing(&self.path, "looking for repeated ids");
+        let mut stmt = (self.conn)
+            .prepare("SELECT id, line FROM items ORDER BY seq")
+            .map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        let mut seen: rustc_hash::FxHashMap<String, u64> = Default::default();
+        while let Some(row) = rows.next().map_err(&err)? {
+            let id: String = row.get(0).map_err(&err)?;
+            if !hashes.contains(&crate::worklist::id_hash(&id)) {
+                continue;
+            }
+            let line: u64 = row.get(1).map_err(&err)?;
+            if let Some(&first_line) = seen.get(&id) {
+                return Ok(Some(DuplicateId {
+                    id,
+                    line,
+                    first_line,
+                }));
+            }
+            seen.insert(id, line);
+        }
         Ok(None)
     }
 
@@ -571,10 +604,23 @@ mod tests {
         assert_eq!(store.counts().unwrap().pending, 40);
         let dup = store.insert_items(&[row(99, 0, lanes[0]), row(100, 0, lanes[0])]);
         assert_eq!(dup.unwrap(), None);
+        // No index on ids: a repeat is found from the hashes an import saw twice.
         let mut again = row(101, 0, lanes[0]);
         again.id = "i99".into();
-        let found = store.insert_items(&[row(102, 0, lanes[0]), again]).unwrap();
-        assert_eq!(found.map(|d| (d.line, d.first_line)), Some((103, 101)));
+        let mut later = row(103, 0, lanes[0]);
+        later.id = "i5".into();
+        let rows = [row(102, 0, lanes[0]), again, later];
+        assert_eq!(store.insert_items(&rows).unwrap(), None);
+        let hash = crate::worklist::id_hash;
+        let found = store.first_repeated_id(&[hash("i5"), hash("i99")]).unwrap();
+        assert_eq!(
+            found.map(|d| (d.id, d.line, d.first_line)),
+            Some(("i99".to_string(), 103, 101)),
+            "the first repeat in file order, with its first line"
+        );
+        // Equal hashes of different ids (here: a hash of a lone id) are no repeat.
+        assert_eq!(store.first_repeated_id(&[hash("i7")]).unwrap(), None);
+        assert_eq!(store.first_repeated_id(&[]).unwrap(), None);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! as a run to an anonymous temporary file (gone when the last handle closes, even after a
 //! kill). [`Sorted`] reads them back in order by merging the runs, a block of each at a
 //! time, so memory stays at one chunk however long the list: an estimate of ten million
-//! items holds a few tens of MB, not hundreds.
+//! items holds a few tens of MB, not hundreds, and an import checks ten million ids for
+//! repeats without an index or a set of them.
 //!
 //! Not the `extsort` crate: it brings rayon in, and its sorted output can be read once,
 //! where an estimate passes over its list once per simulated run.
