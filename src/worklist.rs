@@ -7,8 +7,8 @@
 //!
 //! Invariants:
 //! - Streaming: one record is in memory at a time (plus the set of ids seen, to refuse
-//!   duplicates, unless [`WorklistReader::without_id_check`] leaves that to the store's
-//!   unique index). A bad record yields its `Err` and reading goes on with the next, so the
+//!   duplicates, unless [`WorklistReader::without_id_check`] leaves that to the caller,
+//!   which sorts id hashes). A bad record yields its `Err` and reading goes on with the next, so the
 //!   caller can report every problem; an I/O error is yielded once and ends the iteration.
 //! - `seq` counts every record in file order, bad ones included, so a derived id (the 1-based
 //!   record number) is the same on every read of the same file.
@@ -291,7 +291,7 @@ fn field_hint(field: &str) -> &'static str {
 #[derive(Debug, Default)]
 struct Ids {
     seen: rustc_hash::FxHashMap<String, u64>,
-    /// Duplicates are checked elsewhere (the store's unique index): keep nothing.
+    /// Duplicates are checked elsewhere (from sorted id hashes): keep nothing.
     unchecked: bool,
 }
 
@@ -366,7 +366,7 @@ impl WorklistReader {
         })
     }
 
-    /// Leaves refusing duplicate ids to the caller (the import's unique index), so that
+    /// Leaves refusing duplicate ids to the caller (the import sorts id hashes), so that
     /// reading keeps no set of every id seen: memory stays flat however long the list.
     pub fn without_id_check(mut self) -> Self {
         self.ids.unchecked = true;

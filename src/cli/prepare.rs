@@ -88,7 +88,7 @@ pub struct Validated {
 pub enum Ids {
     /// The reader, keeping every id seen.
     Read,
-    /// The import's unique index (the reader keeps no set of every id).
+    /// The caller, from sorted id hashes (the reader keeps no set of every id).
     Stored,
 }
 

@@ -133,8 +133,8 @@ impl Queueing<'_> {
             std::thread::spawn(move || fingerprint::content_hash(&path))
         };
         let mut inserter = Inserter::start(store)?;
-        // Unsharded, the store's unique index refuses duplicate ids: reading keeps no set
-        // of every id. A shard imports only its own items, so the reader checks them all.
+        // Unsharded, the inserter finds repeated ids from their sorted hashes: reading
+        // keeps no set of every id. A shard imports only its own items, so the reader checks them all.
         let ids = if self.shard.is_some() {
             Ids::Read
         } else {
