@@ -7,10 +7,12 @@
 //! a bad row anywhere leaves no queue behind, and a kill during the import makes the next
 //! run start it over.
 
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
+use crate::scheduler::Lane;
 use crate::store::{DuplicateId, ImportRow, Store, StoreError};
+use crate::worklist::Item;
 
 /// Items per transaction.
 const BATCH: usize = 8_192;
@@ -31,8 +33,14 @@ pub struct Imported {
 /// Writes validated items into the store on a thread of its own.
 pub struct Inserter {
     tx: Option<SyncSender<Vec<ImportRow>>>,
+    /// Written batches, back from the writing thread: their rows are refilled, so that
+    /// items cost no allocation here and no free there.
+    spare: Receiver<Vec<ImportRow>>,
     thread: Option<JoinHandle<Result<Imported, StoreError>>>,
+    /// The batch being filled: its first `filled` rows are this batch's, the rest are
+    /// rows of an earlier one, to be refilled.
     batch: Vec<ImportRow>,
+    filled: usize,
     /// A problem was found: nothing more is written.
     abandoned: bool,
 }
@@ -46,6 +54,7 @@ impl Inserter {
         store.begin_import()?;
         let path = store.path().to_path_buf();
         let (tx, rx) = sync_channel::<Vec<ImportRow>>(QUEUED_BATCHES);
+        let (spare_tx, spare) = channel::<Vec<ImportRow>>();
         let thread = std::thread::Builder::new()
             .name("ratebound-import".into())
             .spawn(move || {
@@ -59,6 +68,8 @@ impl Inserter {
                         });
                     }
                     count += batch.len() as u64;
+                    // Refilled by the validating thread (or dropped, when it is done).
+                    let _ = spare_tx.send(batch);
                 }
                 Ok(Imported {
                     store,
@@ -72,19 +83,25 @@ impl Inserter {
             })?;
         Ok(Inserter {
             tx: Some(tx),
+            spare,
             thread: Some(thread),
             batch: Vec::with_capacity(BATCH),
+            filled: 0,
             abandoned: false,
         })
     }
 
-    /// Queues one validated item; a full batch goes to the writing thread.
-    pub fn push(&mut self, row: ImportRow) {
+    /// Queues one validated item in `lane`; a full batch goes to the writing thread.
+    pub fn push(&mut self, item: &Item, lane: Lane) {
         if self.abandoned {
             return;
         }
-        self.batch.push(row);
-        if self.batch.len() >= BATCH {
+        match self.batch.get_mut(self.filled) {
+            Some(row) => row.refill(item, lane),
+            None => self.batch.push(ImportRow::of(item, lane)),
+        }
+        self.filled += 1;
+        if self.filled >= BATCH {
             self.send();
         }
     }
@@ -93,10 +110,14 @@ impl Inserter {
     pub fn abandon(&mut self) {
         self.abandoned = true;
         self.batch = Vec::new();
+        self.filled = 0;
     }
 
     fn send(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.batch.truncate(self.filled);
+        self.filled = 0;
+        let next = (self.spare.try_recv()).unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
         if let Some(tx) = &self.tx
             && tx.send(batch).is_err()
         {
@@ -110,7 +131,7 @@ impl Inserter {
     /// # Errors
     /// The first error of the writing thread.
     pub fn finish(mut self) -> Result<Imported, StoreError> {
-        if !self.abandoned && !self.batch.is_empty() {
+        if !self.abandoned && self.filled > 0 {
             self.send();
         }
         drop(self.tx.take());

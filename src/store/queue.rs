@@ -49,16 +49,34 @@ pub struct ImportRow {
 impl ImportRow {
     /// The row of `item` queued in `lane`.
     pub fn of(item: &Item, lane: Lane) -> ImportRow {
-        ImportRow {
-            seq: item.seq,
-            line: item.line,
-            id: item.id.clone(),
-            priority: item.priority,
-            tokens: item.tokens,
-            // Serializing a JSON value cannot fail.
-            payload: serde_json::to_string(&item.payload).unwrap_or_default(),
+        let mut row = ImportRow {
+            seq: 0,
+            line: 0,
+            id: String::new(),
+            priority: 0,
+            tokens: None,
+            payload: String::new(),
             lane,
-        }
+        };
+        row.refill(item, lane);
+        row
+    }
+
+    /// Makes this row that of `item` queued in `lane`, reusing its buffers: the import
+    /// refills the rows of written batches instead of allocating new ones for every item.
+    pub fn refill(&mut self, item: &Item, lane: Lane) {
+        self.seq = item.seq;
+        self.line = item.line;
+        self.id.clear();
+        self.id.push_str(&item.id);
+        self.priority = item.priority;
+        self.tokens = item.tokens;
+        let mut payload = std::mem::take(&mut self.payload).into_bytes();
+        payload.clear();
+        // Serializing a JSON value into memory cannot fail, and gives UTF-8.
+        let _ = serde_json::to_writer(&mut payload, &item.payload);
+        self.payload = String::from_utf8(payload).unwrap_or_default();
+        self.lane = lane;
     }
 }
 
