@@ -20,6 +20,10 @@ const BATCH: usize = 8_192;
 /// Batches waiting for the writing thread (bounds the import's memory).
 const QUEUED_BATCHES: usize = 2;
 
+/// Batches of rows there ever are: the one being filled, those queued, the one being
+/// written. The import's memory stays that of these rows however long the list.
+const BATCHES: usize = QUEUED_BATCHES + 2;
+
 /// What an import wrote.
 pub struct Imported {
     /// The store, back from the writing thread.
@@ -41,6 +45,8 @@ pub struct Inserter {
     /// rows of an earlier one, to be refilled.
     batch: Vec<ImportRow>,
     filled: usize,
+    /// Batches made so far, up to [`BATCHES`].
+    made: usize,
     /// A problem was found: nothing more is written.
     abandoned: bool,
 }
@@ -87,6 +93,7 @@ impl Inserter {
             thread: Some(thread),
             batch: Vec::with_capacity(BATCH),
             filled: 0,
+            made: 1,
             abandoned: false,
         })
     }
@@ -116,7 +123,17 @@ impl Inserter {
     fn send(&mut self) {
         self.batch.truncate(self.filled);
         self.filled = 0;
-        let next = (self.spare.try_recv()).unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let spare = if self.made < BATCHES {
+            self.spare.try_recv().ok()
+        } else {
+            // Every batch is made: wait for the writing thread to give one back (none
+            // comes once it has stopped).
+            self.spare.recv().ok()
+        };
+        let next = spare.unwrap_or_else(|| {
+            self.made += 1;
+            Vec::with_capacity(BATCH)
+        });
         let batch = std::mem::replace(&mut self.batch, next);
         if let Some(tx) = &self.tx
             && tx.send(batch).is_err()
