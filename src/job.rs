@@ -9,6 +9,7 @@
 //! limit (<https://platform.openai.com/docs/guides/rate-limits>): prompt characters / 4 plus
 //! `max_tokens`, unless the item gives `tokens`.
 
+mod body;
 pub mod steps;
 
 use serde_json::{Map, Value};
@@ -23,6 +24,7 @@ use crate::scheduler::Lane;
 use crate::store::PendingRow;
 use crate::template::RenderError;
 use crate::worklist::Payload;
+use body::BodyFacts;
 
 /// The HTTP request of one attempt, relative to the API's base URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,20 +229,16 @@ pub fn build(
     if let Some(built) = build_steps(spec, payload, tokens, model)? {
         return Ok(built);
     }
-    let (request, body) = render_request(spec, payload)?;
+    let (request, facts) = render_request(spec, payload)?;
     let field = |name: &str| match payload {
         Payload::Vars(vars) => text_field(vars, name),
         Payload::Batch { .. } => None,
     };
     let kind = field("kind");
     let tenant = field("tenant");
-    let model_name = body
-        .as_ref()
-        .and_then(|b| b.get("model"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let prompt_tokens = body.as_ref().map_or(0, prompt_tokens);
-    let max_tokens = body.as_ref().map_or(0, max_tokens);
+    let prompt_tokens = facts.prompt_tokens();
+    let max_tokens = facts.max_tokens;
+    let model_name = facts.model;
     let token_estimate = tokens.unwrap_or(prompt_tokens.saturating_add(max_tokens));
     let mut costs = Costs::request(token_estimate);
     if let Some(price) = model_name.as_deref().and_then(|m| model.pricing.get(m)) {
@@ -261,11 +259,9 @@ pub fn build(
     })
 }
 
-/// The request `payload` renders to, with its body parsed as JSON (`None` without a body).
-fn render_request(
-    spec: &RequestSpec,
-    payload: &Payload,
-) -> Result<(Request, Option<Value>), JobError> {
+/// The request `payload` renders to, with what the estimate reads of its body (nothing
+/// without a body).
+fn render_request(spec: &RequestSpec, payload: &Payload) -> Result<(Request, BodyFacts), JobError> {
     match payload {
         Payload::Vars(vars) => {
             let body = match &spec.body {
@@ -274,13 +270,11 @@ fn render_request(
             };
             // Rendered in this order so the first error reported stays the same.
             let headers = render_headers(spec, vars)?;
-            let parsed = match &body {
-                Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
-                    JobError::InvalidBody {
-                        reason: e.to_string(),
-                    }
-                })?),
-                None => None,
+            let facts = match &body {
+                Some(text) => BodyFacts::parse(text).map_err(|e| JobError::InvalidBody {
+                    reason: e.to_string(),
+                })?,
+                None => BodyFacts::default(),
             };
             let request = Request {
                 method: spec.method.clone(),
@@ -288,7 +282,7 @@ fn render_request(
                 headers,
                 body,
             };
-            Ok((request, parsed))
+            Ok((request, facts))
         }
         Payload::Batch { method, url, body } => Ok((
             Request {
@@ -297,7 +291,7 @@ fn render_request(
                 headers: Vec::new(),
                 body: Some(body.to_string()),
             },
-            Some(body.clone()),
+            BodyFacts::of_value(body),
         )),
     }
 }
@@ -485,43 +479,8 @@ pub fn idempotency_key(fingerprint: &str, id: &str) -> String {
 /// assert_eq!(ratebound::job::estimate_tokens(&body), 2 + 100);
 /// ```
 pub fn estimate_tokens(body: &Value) -> u64 {
-    prompt_tokens(body).saturating_add(max_tokens(body))
-}
-
-/// Estimated prompt tokens: `ceil(prompt chars / 4)`.
-fn prompt_tokens(body: &Value) -> u64 {
-    let mut chars = 0usize;
-    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
-        for m in messages {
-            chars += text_chars(m.get("content"));
-        }
-    }
-    for key in ["prompt", "input"] {
-        chars += text_chars(body.get(key));
-    }
-    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
-}
-
-/// The most output tokens the request allows.
-fn max_tokens(body: &Value) -> u64 {
-    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(0)
-}
-
-fn text_chars(value: Option<&Value>) -> usize {
-    match value {
-        Some(Value::String(s)) => s.chars().count(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p {
-                Value::String(s) => s.chars().count(),
-                other => text_chars(other.get("text")),
-            })
-            .sum(),
-        _ => 0,
-    }
+    let facts = BodyFacts::of_value(body);
+    facts.prompt_tokens().saturating_add(facts.max_tokens)
 }
 
 #[cfg(test)]

@@ -245,14 +245,18 @@ impl Template {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn render(&self, vars: &Map<String, Value>) -> Result<String, RenderError> {
-        // The literals plus room for short values: one allocation for most renders.
-        let literals: usize = (self.segments.iter())
+        // The literals plus each text value and a little room for escapes: one allocation
+        // for most renders.
+        let size: usize = (self.segments.iter())
             .map(|s| match s {
                 Segment::Literal(text) => text.len(),
-                Segment::Field { .. } => 32,
+                Segment::Field { name, .. } => match vars.get(name) {
+                    Some(Value::String(s)) => s.len() + 8,
+                    _ => 32,
+                },
             })
             .sum();
-        let mut out = String::with_capacity(literals);
+        let mut out = String::with_capacity(size);
         // Path values that are all dots, with where they landed, to check their segments.
         let mut dots: Vec<(usize, &str)> = Vec::new();
         for segment in &self.segments {

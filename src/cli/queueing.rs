@@ -17,7 +17,7 @@ use crate::job::Built;
 use crate::queue::fingerprint::{self, Fingerprint};
 use crate::queue::{Imported, Inserter};
 use crate::shard::Shard;
-use crate::store::{ImportRow, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::worklist::{Item, WorklistError};
 
 /// Items per transaction when a new config moves items to other lanes.
@@ -143,7 +143,7 @@ impl Queueing<'_> {
         let checked = self.prepared.validate(self.path, ids, |item, built, _| {
             if self.shard.is_none_or(|s| s.includes(&item.id)) {
                 let lane = self.prepared.lane_of(built, item.priority);
-                inserter.push(ImportRow::of(item, lane));
+                inserter.push(item, lane);
             }
         });
         if let Err(e) = checked {

@@ -12,18 +12,23 @@
 //! to a [`Spill`], sorted on disk beyond a chunk, and only the ids of hashes seen twice are
 //! compared, in one pass over the items once all are in.
 
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
+use crate::scheduler::Lane;
 use crate::spill::{self, Spill};
 use crate::store::{DuplicateId, ImportRow, Store, StoreError};
-use crate::worklist::{id_hash, repeats};
+use crate::worklist::{Item, id_hash, repeats};
 
 /// Items per transaction.
 const BATCH: usize = 8_192;
 
 /// Batches waiting for the writing thread (bounds the import's memory).
 const QUEUED_BATCHES: usize = 2;
+
+/// Batches of rows there ever are: the one being filled, those queued, the one being
+/// written. The import's memory stays that of these rows however long the list.
+const BATCHES: usize = QUEUED_BATCHES + 2;
 
 /// What an import wrote.
 pub struct Imported {
@@ -38,8 +43,16 @@ pub struct Imported {
 /// Writes validated items into the store on a thread of its own.
 pub struct Inserter {
     tx: Option<SyncSender<Vec<ImportRow>>>,
+    /// Written batches, back from the writing thread: their rows are refilled, so that
+    /// items cost no allocation here and no free there.
+    spare: Receiver<Vec<ImportRow>>,
     thread: Option<JoinHandle<Result<Imported, StoreError>>>,
+    /// The batch being filled: its first `filled` rows are this batch's, the rest are
+    /// rows of an earlier one, to be refilled.
     batch: Vec<ImportRow>,
+    filled: usize,
+    /// Batches made so far, up to [`BATCHES`].
+    made: usize,
     /// A problem was found: nothing more is written.
     abandoned: bool,
     /// The hash of every id queued.
@@ -57,6 +70,7 @@ impl Inserter {
         store.begin_import()?;
         let path = store.path().to_path_buf();
         let (tx, rx) = sync_channel::<Vec<ImportRow>>(QUEUED_BATCHES);
+        let (spare_tx, spare) = channel::<Vec<ImportRow>>();
         let thread = std::thread::Builder::new()
             .name("ratebound-import".into())
             .spawn(move || {
@@ -70,6 +84,8 @@ impl Inserter {
                         });
                     }
                     count += batch.len() as u64;
+                    // Refilled by the validating thread (or dropped, when it is done).
+                    let _ = spare_tx.send(batch);
                 }
                 Ok(Imported {
                     store,
@@ -83,24 +99,31 @@ impl Inserter {
             })?;
         Ok(Inserter {
             tx: Some(tx),
+            spare,
             thread: Some(thread),
             batch: Vec::with_capacity(BATCH),
+            filled: 0,
+            made: 1,
             abandoned: false,
             ids: Spill::new(spill::CHUNK),
             spill_failed: None,
         })
     }
 
-    /// Queues one validated item; a full batch goes to the writing thread.
-    pub fn push(&mut self, row: ImportRow) {
+    /// Queues one validated item in `lane`; a full batch goes to the writing thread.
+    pub fn push(&mut self, item: &Item, lane: Lane) {
         if self.abandoned {
             return;
         }
-        if let Err(e) = self.ids.push(id_hash(&row.id)) {
+        if let Err(e) = self.ids.push(id_hash(&item.id)) {
             self.spill_failed.get_or_insert(e);
         }
-        self.batch.push(row);
-        if self.batch.len() >= BATCH {
+        match self.batch.get_mut(self.filled) {
+            Some(row) => row.refill(item, lane),
+            None => self.batch.push(ImportRow::of(item, lane)),
+        }
+        self.filled += 1;
+        if self.filled >= BATCH {
             self.send();
         }
     }
@@ -109,10 +132,24 @@ impl Inserter {
     pub fn abandon(&mut self) {
         self.abandoned = true;
         self.batch = Vec::new();
+        self.filled = 0;
     }
 
     fn send(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.batch.truncate(self.filled);
+        self.filled = 0;
+        let spare = if self.made < BATCHES {
+            self.spare.try_recv().ok()
+        } else {
+            // Every batch is made: wait for the writing thread to give one back (none
+            // comes once it has stopped).
+            self.spare.recv().ok()
+        };
+        let next = spare.unwrap_or_else(|| {
+            self.made += 1;
+            Vec::with_capacity(BATCH)
+        });
+        let batch = std::mem::replace(&mut self.batch, next);
         if let Some(tx) = &self.tx
             && tx.send(batch).is_err()
         {
@@ -126,7 +163,7 @@ impl Inserter {
     /// # Errors
     /// The first error of the writing thread, or of the id hashes' temporary file.
     pub fn finish(mut self) -> Result<Imported, StoreError> {
-        if !self.abandoned && !self.batch.is_empty() {
+        if !self.abandoned && self.filled > 0 {
             self.send();
         }
         drop(self.tx.take());
