@@ -295,6 +295,9 @@ struct Ids {
     unchecked: bool,
 }
 
+/// Most fields of earlier items a CSV reader keeps for refilling.
+const MAX_SPARE: usize = 4096;
+
 /// Streams [`Item`]s from a work list; see the module docs for the guarantees.
 #[derive(Debug)]
 pub struct WorklistReader {
@@ -314,6 +317,8 @@ enum Source {
         reader: csv::Reader<LineTracker<File>>,
         columns: Vec<String>,
         record: csv::ByteRecord,
+        /// Fields of items read earlier, given back to be refilled ([`WorklistReader::recycle`]).
+        spare: Vec<Map<String, Value>>,
     },
     Jsonl {
         reader: BufReader<File>,
@@ -349,6 +354,7 @@ impl WorklistReader {
                     reader,
                     columns,
                     record: csv::ByteRecord::new(),
+                    spare: Vec::new(),
                 }
             }
             Format::Jsonl => Source::Jsonl {
@@ -373,6 +379,16 @@ impl WorklistReader {
         self
     }
 
+    /// Gives back the fields of an item this reader made, to be refilled by a later CSV
+    /// record instead of allocating its names and values again (a JSONL reader drops them).
+    pub fn recycle(&mut self, vars: Map<String, Value>) {
+        if let Source::Csv { spare, .. } = &mut self.source
+            && spare.len() < MAX_SPARE
+        {
+            spare.push(vars);
+        }
+    }
+
     /// The file's format.
     pub fn format(&self) -> Format {
         match self.source {
@@ -395,6 +411,7 @@ impl WorklistReader {
             reader,
             columns,
             record,
+            spare,
         } = &mut self.source
         else {
             return None;
@@ -419,7 +436,7 @@ impl WorklistReader {
             Ok(true) => {
                 let seq = self.seq;
                 self.seq += 1;
-                let vars = csv_vars(&self.path, line, columns, record);
+                let vars = csv_vars(&self.path, line, columns, record, spare.pop());
                 Some(
                     vars.and_then(|vars| {
                         item_from_object(&self.path, &mut self.ids, seq, line, vars)
@@ -674,25 +691,39 @@ impl<R: Read> Read for LineTracker<R> {
     }
 }
 
-/// A CSV record's fields by column name, all strings.
+/// A CSV record's fields by column name, all strings, written into `spare` (the fields of
+/// an earlier record) when it holds exactly the columns: only the values' text is copied.
 fn csv_vars(
     path: &Path,
     line: u64,
     columns: &[String],
     record: &csv::ByteRecord,
+    spare: Option<Map<String, Value>>,
 ) -> Result<Map<String, Value>, WorklistError> {
-    columns
-        .iter()
-        .zip(record)
-        .map(|(name, bytes)| match std::str::from_utf8(bytes) {
-            Ok(value) => Ok((name.clone(), Value::String(value.to_owned()))),
-            Err(_) => Err(WorklistError::NotUtf8 {
+    // A map with one more key holds the `id` derived for an earlier record, which this one
+    // must not see.
+    let mut vars = spare
+        .filter(|m| m.len() == columns.len())
+        .unwrap_or_default();
+    for (name, bytes) in columns.iter().zip(record) {
+        let Ok(value) = std::str::from_utf8(bytes) else {
+            return Err(WorklistError::NotUtf8 {
                 path: path.to_path_buf(),
                 line,
                 field: Some(name.clone()),
-            }),
-        })
-        .collect()
+            });
+        };
+        match vars.get_mut(name) {
+            Some(Value::String(text)) => {
+                text.clear();
+                text.push_str(value);
+            }
+            _ => {
+                vars.insert(name.clone(), Value::String(value.to_owned()));
+            }
+        }
+    }
+    Ok(vars)
 }
 
 /// Parses one JSONL line into an object.
@@ -942,6 +973,30 @@ mod tests {
             .into_iter()
             .map(Result::unwrap)
             .collect()
+    }
+
+    #[test]
+    fn recycled_fields_read_as_fresh_ones() {
+        for content in [
+            &b"id,prompt,tenant\na,hello,t1\nb,\"with, comma\",\nc,x\xffy,t3\nd,last,t4\n"[..],
+            &b"prompt,kind\nfirst,k\nsecond,\nthird,k\n"[..],
+        ] {
+            let (_dir, path) = list("l.csv", content);
+            let fresh: Vec<_> = WorklistReader::open(&path).unwrap().collect();
+            let mut reader = WorklistReader::open(&path).unwrap();
+            let mut recycled = Vec::new();
+            while let Some(item) = reader.next() {
+                if let Ok(Item {
+                    payload: Payload::Vars(vars),
+                    ..
+                }) = &item
+                {
+                    reader.recycle(vars.clone());
+                }
+                recycled.push(item);
+            }
+            assert_eq!(format!("{recycled:?}"), format!("{fresh:?}"));
+        }
     }
 
     /// The work list's only error, and its message from the file name on (no temp dir).

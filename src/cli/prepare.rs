@@ -304,20 +304,33 @@ const READ_AHEAD_BATCH: usize = 1024;
 
 /// Feeds every record of `reader` to `each`, in file order, parsed on a second thread:
 /// on a large work list reading and checking (rendering every request) overlap on two
-/// cores. Batches go back to the reading thread to be freed and reused, so each thread
-/// frees what it allocated (the allocator is slow at freeing another thread's memory).
+/// cores. Batches go back to the reading thread to be reused, their items' fields refilled
+/// by later records ([`WorklistReader::recycle`]), so each thread frees what it allocated
+/// (the allocator is slow at freeing another thread's memory) and most records allocate
+/// nothing.
 fn read_ahead(reader: WorklistReader, mut each: impl FnMut(&Result<Item, WorklistError>)) {
     std::thread::scope(|scope| {
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<_>>();
         scope.spawn(move || {
-            let mut reader = reader.peekable();
-            while reader.peek().is_some() {
+            let mut reader = reader;
+            loop {
                 let mut batch = empty_rx
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(READ_AHEAD_BATCH));
-                batch.clear();
+                for item in batch.drain(..) {
+                    if let Ok(Item {
+                        payload: Payload::Vars(vars),
+                        ..
+                    }) = item
+                    {
+                        reader.recycle(vars);
+                    }
+                }
                 batch.extend(reader.by_ref().take(READ_AHEAD_BATCH));
+                if batch.is_empty() {
+                    break;
+                }
                 if full_tx.send(batch).is_err() {
                     return;
                 }
