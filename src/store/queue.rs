@@ -340,20 +340,14 @@ impl Store {
     /// Copies the import's pages from the WAL into the db file on a thread and connection
     /// of its own, while the run starts sending. A passive checkpoint: it never blocks a
     /// writer, and the other connections' automatic checkpoints find it busy meanwhile
-    /// instead of doing the copy themselves. A failure only leaves the copy to them. Once
-    /// copied, the WAL file is emptied if no other connection is in it at that instant
-    /// (one try, never waiting), else cut back at a later reset (`journal_size_limit`).
+    /// instead of doing the copy themselves. A failure only leaves the copy to them.
     fn checkpoint_in_background(&self) {
         let path = self.path.clone();
         let spawned = std::thread::Builder::new()
             .name("ratebound-checkpoint".into())
             .spawn(move || {
                 let copied = open_conn(&path).and_then(|conn| {
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-                    // Then empty the WAL file (as large as the db by now) if nothing reads
-                    // or writes at this instant; else it is cut back at a later reset.
-                    conn.busy_timeout(std::time::Duration::ZERO)?;
-                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 });
                 if let Err(e) = copied {
                     tracing::debug!(error = %e, "the checkpoint after the import failed");
