@@ -393,17 +393,11 @@ pub struct Store {
 
 use crate::clock::unix_ms;
 
-/// The size the WAL file is cut back to once a checkpoint has copied all of it, in bytes:
-/// an import leaves a WAL as large as the db, which would otherwise stay on disk until the
-/// run ends.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
-
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     Ok(conn)
 }
 

@@ -15,7 +15,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{Counts, PendingRow, RequestCounts, Store, StoreError, open_conn};
+use super::{Counts, PendingRow, RequestCounts, Store, StoreError};
 use crate::scheduler::{After, Lane};
 use crate::worklist::Item;
 
@@ -187,20 +187,10 @@ impl Store {
     /// Starts an import over: no items, all counters at zero, no `imported` mark. Until
     /// [`Store::finish_import`], the connection keeps a larger page cache: the id index's
     /// pages stay in memory instead of being read back from the OS for every insert.
-    ///
-    /// From here on this connection makes no automatic checkpoints: copying the WAL into
-    /// the db file every thousand pages, on the writing thread, took a third of a large
-    /// import's time before the first request. The import's pages are copied once, after
-    /// it, by [`Store::finish_import`]'s background checkpoint (and later ones by the
-    /// run's writer connection). The WAL keeps every change until then, so a kill at any
-    /// instant loses nothing committed.
     pub fn begin_import(&mut self) -> Result<(), StoreError> {
         let err = failing(&self.path, "starting the import");
         self.conn
             .pragma_update(None, "cache_size", IMPORT_CACHE_KIB)
-            .map_err(&err)?;
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(&err)?;
         let tx = self.conn.transaction().map_err(&err)?;
         let reset = (|| {
@@ -332,30 +322,7 @@ impl Store {
                 self.conn
                     .pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)
             })
-            .map_err(&err)?;
-        self.checkpoint_in_background();
-        Ok(())
-    }
-
-    /// Copies the import's pages from the WAL into the db file on a thread and connection
-    /// of its own, while the run starts sending. A passive checkpoint: it never blocks a
-    /// writer, and the other connections' automatic checkpoints find it busy meanwhile
-    /// instead of doing the copy themselves. A failure only leaves the copy to them.
-    fn checkpoint_in_background(&self) {
-        let path = self.path.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ratebound-checkpoint".into())
-            .spawn(move || {
-                let copied = open_conn(&path).and_then(|conn| {
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                });
-                if let Err(e) = copied {
-                    tracing::debug!(error = %e, "the checkpoint after the import failed");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "the checkpoint after the import did not start");
-        }
+            .map_err(&err)
     }
 
     /// Moves items to the lanes given by `(seq, lane)` (after the scheduling config
