@@ -185,8 +185,9 @@ pub(super) fn finish_item(tx: &Transaction<'_>, seq: u64, status: &str) -> rusql
 
 impl Store {
     /// Starts an import over: no items, all counters at zero, no `imported` mark. Until
-    /// [`Store::finish_import`], the connection keeps a larger page cache: the id index's
-    /// pages stay in memory instead of being read back from the OS for every insert.
+    /// [`Store::finish_import`], the connection keeps a larger page cache: the lane index's
+    /// pages stay in memory instead of being read back from the OS for every insert (new
+    /// dbs have no index on ids; an old db's unique one uses it too).
     pub fn begin_import(&mut self) -> Result<(), StoreError> {
         let err = failing(&self.path, "starting the import");
         self.conn
