@@ -11,8 +11,10 @@
 //! where an estimate passes over its list once per simulated run.
 //!
 //! Invariant: every run in the file is sorted; a [`Sorted`] that wrote no run holds all its
-//! records in memory, sorted. A read that fails ends the pass early and is kept:
-//! [`Sorted::read_error`] gives it to the caller, which must not trust a pass that ended so.
+//! records in memory, sorted. A write that fails is kept, and [`Spill::finish`] returns it
+//! (callers push from inside streaming passes that cannot return an error). A read that
+//! fails ends the pass early and is kept too: [`Sorted::read_error`] gives it to the
+//! caller, which must not trust a pass that ended so.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -63,6 +65,8 @@ pub struct Spill<T> {
     file: Option<BufWriter<File>>,
     runs: Vec<Run>,
     written: u64,
+    /// The first write that failed: nothing more is kept, and `finish` returns it.
+    failed: Option<io::Error>,
 }
 
 impl<T: Record> Spill<T> {
@@ -74,6 +78,7 @@ impl<T: Record> Spill<T> {
             file: None,
             runs: Vec::new(),
             written: 0,
+            failed: None,
         }
     }
 
@@ -87,16 +92,19 @@ impl<T: Record> Spill<T> {
         self.len() == 0
     }
 
-    /// Adds a record; a full chunk is sorted and written out.
-    ///
-    /// # Errors
-    /// When the temporary file cannot be made or written.
-    pub fn push(&mut self, record: T) -> io::Result<()> {
-        self.buffer.push(record);
-        if self.buffer.len() >= self.chunk {
-            self.write_run()?;
+    /// Adds a record; a full chunk is sorted and written out. When the temporary file
+    /// cannot be made or written, the error is kept for [`Spill::finish`] and later
+    /// records are dropped.
+    pub fn push(&mut self, record: T) {
+        if self.failed.is_some() {
+            return;
         }
-        Ok(())
+        self.buffer.push(record);
+        if self.buffer.len() >= self.chunk
+            && let Err(e) = self.write_run()
+        {
+            self.failed = Some(e);
+        }
     }
 
     fn write_run(&mut self) -> io::Result<()> {
@@ -125,24 +133,21 @@ impl<T: Record> Spill<T> {
     /// Every record pushed, sorted.
     ///
     /// # Errors
-    /// When the last run cannot be written.
+    /// The first write that failed, or the last run's.
     pub fn finish(mut self) -> io::Result<Sorted<T>> {
-        let file = match self.file.take() {
-            None => {
-                self.buffer.sort_unstable();
-                None
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.file.is_some() {
+            if !self.buffer.is_empty() {
+                self.write_run()?;
             }
-            Some(writer) => {
-                self.file = Some(writer);
-                if !self.buffer.is_empty() {
-                    self.write_run()?;
-                }
-                // The chunk's memory goes back: the records are read from the file.
-                self.buffer = Vec::new();
-                let writer = self.file.take().map(BufWriter::into_inner);
-                writer.transpose().map_err(io::IntoInnerError::into_error)?
-            }
-        };
+            // The chunk's memory goes back: the records are read from the file.
+            self.buffer = Vec::new();
+        }
+        self.buffer.sort_unstable();
+        let writer = self.file.take().map(BufWriter::into_inner);
+        let file = writer.transpose().map_err(io::IntoInnerError::into_error)?;
         Ok(Sorted {
             len: self.len(),
             memory: self.buffer,
@@ -321,7 +326,7 @@ mod tests {
     fn sorted(values: &[u64], chunk: usize) -> Sorted<u64> {
         let mut spill = Spill::new(chunk);
         for &v in values {
-            spill.push(v).unwrap();
+            spill.push(v);
         }
         spill.finish().unwrap()
     }

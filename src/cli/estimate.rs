@@ -142,14 +142,11 @@ fn sim_items(
     let mut items = SimListBuilder::default();
     // Sorted on disk beyond a chunk, as the entries are: memory stays flat in the list's size.
     let mut ids = Spill::new(spill::CHUNK);
-    let mut spill_failed = None;
     let read = prepared.validate(
         &args.worklist,
         prepare::Ids::Stored,
         |item, built, route| {
-            if let Err(e) = ids.push(crate::worklist::id_hash(&item.id)) {
-                spill_failed.get_or_insert(e);
-            }
+            ids.push(crate::worklist::id_hash(&item.id));
             let mut sim = SimItem::new(item.priority, item.seq, built.costs.clone(), route);
             sim.lane = prepared.lane_of(built, item.priority);
             pricer.apply(
@@ -168,9 +165,6 @@ fn sim_items(
             args.worklist.display()
         )
     };
-    if let Some(e) = spill_failed {
-        return Err(sort_err(e));
-    }
     let ids = ids.finish().map_err(sort_err)?;
     let repeated = !crate::worklist::repeats(ids.iter()).is_empty();
     if let Some(e) = ids.read_error() {

@@ -189,8 +189,6 @@ pub struct SimListBuilder {
     shapes: Vec<Shape>,
     counts: Vec<u64>,
     index: FxHashMap<Shape, u32>,
-    /// The first write of spilled entries that failed: [`SimListBuilder::build`] returns it.
-    failed: Option<io::Error>,
 }
 
 impl Default for SimListBuilder {
@@ -208,18 +206,13 @@ impl SimListBuilder {
             shapes: Vec::new(),
             counts: Vec::new(),
             index: FxHashMap::default(),
-            failed: None,
         }
     }
 
     /// Adds the next item of the work list.
     pub fn push(&mut self, item: SimItem) {
         let entry = self.entry(item);
-        if self.failed.is_none()
-            && let Err(e) = self.entries.push(entry)
-        {
-            self.failed = Some(e);
-        }
+        self.entries.push(entry);
     }
 
     /// The entry of `item`, its shape kept (once) and counted.
@@ -250,9 +243,6 @@ impl SimListBuilder {
     /// # Errors
     /// When entries could not be written to (or sorted in) the temporary file.
     pub fn build(self) -> io::Result<SimList> {
-        if let Some(e) = self.failed {
-            return Err(e);
-        }
         Ok(SimList {
             entries: self.entries.finish()?,
             shapes: self.shapes,

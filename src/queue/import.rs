@@ -57,8 +57,6 @@ pub struct Inserter {
     abandoned: bool,
     /// The hash of every id queued.
     ids: Spill<u64>,
-    /// The first failure to write `ids` to its temporary file.
-    spill_failed: Option<std::io::Error>,
 }
 
 impl Inserter {
@@ -106,7 +104,6 @@ impl Inserter {
             made: 1,
             abandoned: false,
             ids: Spill::new(spill::CHUNK),
-            spill_failed: None,
         })
     }
 
@@ -115,9 +112,7 @@ impl Inserter {
         if self.abandoned {
             return;
         }
-        if let Err(e) = self.ids.push(id_hash(&item.id)) {
-            self.spill_failed.get_or_insert(e);
-        }
+        self.ids.push(id_hash(&item.id));
         match self.batch.get_mut(self.filled) {
             Some(row) => row.refill(item, lane),
             None => self.batch.push(ImportRow::of(item, lane)),
@@ -181,9 +176,6 @@ impl Inserter {
                 path: imported.store.path().to_path_buf(),
                 source,
             };
-            if let Some(e) = self.spill_failed {
-                return Err(spill_err(e));
-            }
             let ids = self.ids.finish().map_err(spill_err)?;
             let repeated = repeats(ids.iter());
             if let Some(e) = ids.read_error() {
