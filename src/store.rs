@@ -783,23 +783,24 @@ impl Store {
         self.with_finished(failed_only, false, |rows| f(&mut rows.map(|(row, _)| row)))
     }
 
-    /// How to read the finished items (only failures when `failed_only`) in file order:
-    /// `items NOT INDEXED`, a pass in rowid order that needs no sort, when they are an
-    /// eighth of the list or more; else `items`, through the status index, sorting the few.
-    /// (Through the index, a million finished rows went through a temporary sort of every
-    /// row's body and payload.)
-    pub(crate) fn finished_scan(&self, failed_only: bool) -> Result<&'static str, StoreError> {
+    /// The `FROM ... WHERE ... ORDER BY seq` that reads the finished items (only failures
+    /// when `failed_only`) in file order: through `items NOT INDEXED`, a pass in rowid order
+    /// that needs no sort, when they are an eighth of the list or more; else through the
+    /// status index, sorting the few. (Through the index, a million finished rows went
+    /// through a temporary sort of every row's body and payload.)
+    pub(crate) fn finished_rows(&self, failed_only: bool) -> Result<String, StoreError> {
         let counts = self.counts()?;
-        let selected = if failed_only {
-            counts.failed
+        let (filter, selected) = if failed_only {
+            ("status = 'failed'", counts.failed)
         } else {
-            counts.done + counts.failed
+            ("status IN ('done', 'failed')", counts.done + counts.failed)
         };
-        Ok(if selected.saturating_mul(8) >= counts.total {
+        let items = if selected.saturating_mul(8) >= counts.total {
             "items NOT INDEXED"
         } else {
             "items"
-        })
+        };
+        Ok(format!("FROM {items} WHERE {filter} ORDER BY seq"))
     }
 
     /// As [`Store::with_results`], each row with the item's stored payload (the JSON text
@@ -810,17 +811,12 @@ impl Store {
         with_payload: bool,
         f: impl FnOnce(&mut dyn Iterator<Item = (ResultRow, Option<String>)>) -> R,
     ) -> Result<R, StoreError> {
-        let filter = if failed_only {
-            "status = 'failed'"
-        } else {
-            "status IN ('done', 'failed')"
-        };
         let payload = if with_payload { "payload" } else { "NULL" };
-        let items = self.finished_scan(failed_only)?;
+        let from = self.finished_rows(failed_only)?;
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT id, status, http_status, body, attempts, latency_ms, usage, error, {payload} FROM {items} WHERE {filter} ORDER BY seq"
+                "SELECT id, status, http_status, body, attempts, latency_ms, usage, error, {payload} {from}"
             ))
             .map_err(self.err("reading results"))?;
         let mut failure = None;

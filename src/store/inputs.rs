@@ -13,17 +13,10 @@ impl Store {
     /// Every work-list field name of the finished items (only failures when
     /// `failed_only`), in the order the file first uses them, read one item at a time.
     pub fn input_keys(&self, failed_only: bool) -> Result<Vec<String>, StoreError> {
-        let filter = if failed_only {
-            "status = 'failed'"
-        } else {
-            "status IN ('done', 'failed')"
-        };
-        let items = self.finished_scan(failed_only)?;
+        let from = self.finished_rows(failed_only)?;
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT payload FROM {items} WHERE {filter} ORDER BY seq"
-            ))
+            .prepare(&format!("SELECT payload {from}"))
             .map_err(self.err("reading the work list's fields"))?;
         let mut rows = stmt
             .query([])
