@@ -8,8 +8,9 @@
 //! Invariants:
 //! - Streaming: one record is in memory at a time (plus the set of ids seen, to refuse
 //!   duplicates, unless [`WorklistReader::without_id_check`] leaves that to the caller,
-//!   which sorts id hashes). A bad record yields its `Err` and reading goes on with the next, so the
-//!   caller can report every problem; an I/O error is yielded once and ends the iteration.
+//!   which sorts id hashes). A bad record yields its `Err` and reading goes on with the
+//!   next, so the caller can report every problem; an I/O error is yielded once and ends
+//!   the iteration.
 //! - `seq` counts every record in file order, bad ones included, so a derived id (the 1-based
 //!   record number) is the same on every read of the same file.
 //! - An item's `Payload::Vars` holds every field of its record, reserved ones included, plus

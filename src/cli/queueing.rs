@@ -134,7 +134,8 @@ impl Queueing<'_> {
         };
         let mut inserter = Inserter::start(store)?;
         // Unsharded, the inserter finds repeated ids from their sorted hashes: reading
-        // keeps no set of every id. A shard imports only its own items, so the reader checks them all.
+        // keeps no set of every id. A shard imports only its own items, so the reader
+        // checks them all.
         let ids = if self.shard.is_some() {
             Ids::Read
         } else {
