@@ -10,9 +10,10 @@
 //! refused by its fingerprint.
 
 pub mod claim;
+mod importing;
 mod queue;
 
-pub use queue::{DuplicateId, ImportRow};
+pub use importing::{DuplicateId, ImportRow, Importing, importing_path};
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -182,6 +183,19 @@ pub enum StoreError {
     Spill {
         /// The db path.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The import's file beside the db could not be written, synced or put in its place.
+    #[error(
+        "{path}: {doing} failed\n  hint: the db's folder must be writable, with room for the imported list (about the work list's size again)"
+    )]
+    ImportFile {
+        /// The import file's path.
+        path: PathBuf,
+        /// What the import was doing.
+        doing: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -454,6 +468,21 @@ fn identity(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
     }
 }
 
+/// Creates the tables a db lacks (adding what later versions added to an older one) and
+/// marks the file as a ratebound db of this schema version.
+fn schema(conn: &Connection, identity: Identity) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    queue::add_lane_columns(conn)?;
+    conn.execute_batch(queue::QUEUE_SCHEMA)?;
+    queue::backfill_counters(conn)?;
+    conn.execute_batch(batch::BATCH_SCHEMA)?;
+    if identity != Identity::Current {
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(())
+}
+
 /// A read-only connection to the existing ratebound db at `path`, which it leaves as it is.
 fn read_only_conn(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
@@ -523,17 +552,8 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
-            .and_then(|()| conn.execute_batch(SCHEMA))
-            .and_then(|()| queue::add_lane_columns(&conn))
-            .and_then(|()| conn.execute_batch(queue::QUEUE_SCHEMA))
-            .and_then(|()| queue::backfill_counters(&conn))
-            .and_then(|()| conn.execute_batch(batch::BATCH_SCHEMA))
+            .and_then(|()| schema(&conn, identity))
             .map_err(err)?;
-        if identity != Identity::Current {
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .and_then(|()| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
-                .map_err(err)?;
-        }
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -637,25 +657,40 @@ impl Store {
         }
     }
 
-    /// Imports items (all in the default lane) in batched transactions, then marks the
-    /// import complete. An interrupted import is redone from scratch on the next run.
+    /// Imports items (all in the default lane) in batched transactions, then puts the
+    /// import in place ([`Importing::install`]) with the db's `meta`: what the CLI's
+    /// streaming import does, for tests. A repeated id is refused and imports nothing.
     pub fn import(&mut self, items: impl Iterator<Item = Item>) -> Result<u64, StoreError> {
-        self.begin_import()?;
+        let mut importing = self.begin_import()?;
         let mut count = 0u64;
+        let mut hashes = Vec::new();
         let mut batch = Vec::with_capacity(10_000);
         let mut items = items.peekable();
         while items.peek().is_some() {
             batch.clear();
             batch.extend((items.by_ref().take(10_000)).map(|i| ImportRow::of(&i, Lane::default())));
-            if let Some(dup) = self.insert_items(&batch)? {
-                return Err(StoreError::WriterGone {
-                    path: self.path.clone(),
-                    message: format!("item `{}` on line {} is a duplicate", dup.id, dup.line),
-                });
-            }
+            hashes.extend(batch.iter().map(|r| crate::worklist::id_hash(&r.id)));
+            importing.insert_items(&batch)?;
             count += batch.len() as u64;
         }
-        self.finish_import(count, &[])?;
+        hashes.sort_unstable();
+        let repeated = crate::worklist::repeats(hashes.into_iter());
+        if let Some(dup) = importing.first_repeated_id(&repeated)? {
+            return Err(StoreError::WriterGone {
+                path: self.path.clone(),
+                message: format!("item `{}` on line {} is a duplicate", dup.id, dup.line),
+            });
+        }
+        // What the db was bound to before (`bind_worklist`) stays.
+        let kept: Vec<(String, String)> = (self.conn)
+            .prepare("SELECT key, value FROM meta")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(self.err("reading the db's meta"))?;
+        let kept: Vec<(&str, &str)> = kept.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        importing.install(self, count, &kept)?;
         Ok(count)
     }
 

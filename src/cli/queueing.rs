@@ -127,12 +127,12 @@ impl Queueing<'_> {
 
     /// A first run, or one after an import cut short: every item validated and written in
     /// one streaming pass; the db is bound to the list only once all of it is in.
-    fn import(&self, store: Store) -> anyhow::Result<(Store, String)> {
+    fn import(&self, mut store: Store) -> anyhow::Result<(Store, String)> {
         let hashing = {
             let path = self.path.clone();
             std::thread::spawn(move || fingerprint::content_hash(&path))
         };
-        let mut inserter = Inserter::start(store)?;
+        let mut inserter = Inserter::start(&store)?;
         // Unsharded, the inserter finds repeated ids from their sorted hashes: reading
         // keeps no set of every id. A shard imports only its own items, so the reader
         // checks them all.
@@ -154,7 +154,7 @@ impl Queueing<'_> {
             return Err(e);
         }
         let Imported {
-            mut store,
+            importing,
             count,
             duplicate,
         } = inserter.finish()?;
@@ -174,7 +174,8 @@ impl Queueing<'_> {
         };
         let identity = format!("{}{}", self.fp.identity(), self.suffix);
         let started = unix_ms(SystemTime::now()).to_string();
-        store.finish_import(
+        importing.install(
+            &mut store,
             count,
             &[
                 ("fingerprint", identity.as_str()),

@@ -2,10 +2,10 @@
 //!
 //! The work list is read on one thread and each item validated (its request rendered and
 //! checked against the limits) on another; validated items reach this one in batches and go
-//! into the store in large transactions through a prepared statement. Nothing is runnable
-//! until [`Store::finish_import`] binds the db to the list, after every item was checked:
-//! a bad row anywhere leaves no queue behind, and a kill during the import makes the next
-//! run start it over.
+//! into the import's own file ([`Importing`]) in large transactions through a prepared
+//! statement. Nothing is runnable until [`Importing::install`] binds that file to the list
+//! and puts it in the db's place, after every item was checked: a bad row anywhere leaves no
+//! queue behind, and a kill during the import makes the next run start it over.
 //!
 //! Ids are checked for repeats without an index on them (inserting ten million ids into a
 //! b-tree in random order cost the writing thread more than the rows): each id's hash goes
@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use crate::scheduler::Lane;
 use crate::spill::{self, Spill};
-use crate::store::{DuplicateId, ImportRow, Store, StoreError};
+use crate::store::{DuplicateId, ImportRow, Importing, Store, StoreError};
 use crate::worklist::{Item, id_hash, repeats};
 
 /// Items per transaction.
@@ -32,11 +32,12 @@ const BATCHES: usize = QUEUED_BATCHES + 2;
 
 /// What an import wrote.
 pub struct Imported {
-    /// The store, back from the writing thread.
-    pub store: Store,
-    /// Items written (not yet runnable: [`Store::finish_import`] makes them so).
+    /// The import's file, back from the writing thread (not yet runnable:
+    /// [`Importing::install`] makes it so).
+    pub importing: Importing,
+    /// Items written.
     pub count: u64,
-    /// The first id found twice, if any: the writing stopped there.
+    /// The first id found twice, if any.
     pub duplicate: Option<DuplicateId>,
 }
 
@@ -46,7 +47,7 @@ pub struct Inserter {
     /// Written batches, back from the writing thread: their rows are refilled, so that
     /// items cost no allocation here and no free there.
     spare: Receiver<Vec<ImportRow>>,
-    thread: Option<JoinHandle<Result<Imported, StoreError>>>,
+    thread: Option<JoinHandle<Result<(Importing, u64), StoreError>>>,
     /// The batch being filled: its first `filled` rows are this batch's, the rest are
     /// rows of an earlier one, to be refilled.
     batch: Vec<ImportRow>,
@@ -60,13 +61,14 @@ pub struct Inserter {
 }
 
 impl Inserter {
-    /// Starts an import into `store` (emptying its queue first) and the thread writing it.
+    /// Starts an import into `store` (into a file of its own, [`Store::begin_import`]) and
+    /// the thread writing it.
     ///
     /// # Errors
-    /// When the store cannot be emptied, or the thread cannot start.
-    pub fn start(mut store: Store) -> Result<Inserter, StoreError> {
-        store.begin_import()?;
-        let path = store.path().to_path_buf();
+    /// When the import's file cannot be created, or the thread cannot start.
+    pub fn start(store: &Store) -> Result<Inserter, StoreError> {
+        let mut importing = store.begin_import()?;
+        let path = importing.path().to_path_buf();
         let (tx, rx) = sync_channel::<Vec<ImportRow>>(QUEUED_BATCHES);
         let (spare_tx, spare) = channel::<Vec<ImportRow>>();
         let thread = std::thread::Builder::new()
@@ -74,22 +76,12 @@ impl Inserter {
             .spawn(move || {
                 let mut count = 0u64;
                 for batch in rx {
-                    if let Some(duplicate) = store.insert_items(&batch)? {
-                        return Ok(Imported {
-                            store,
-                            count,
-                            duplicate: Some(duplicate),
-                        });
-                    }
+                    importing.insert_items(&batch)?;
                     count += batch.len() as u64;
                     // Refilled by the validating thread (or dropped, when it is done).
                     let _ = spare_tx.send(batch);
                 }
-                Ok(Imported {
-                    store,
-                    count,
-                    duplicate: None,
-                })
+                Ok((importing, count))
             })
             .map_err(|e| StoreError::WriterGone {
                 path,
@@ -162,7 +154,7 @@ impl Inserter {
             self.send();
         }
         drop(self.tx.take());
-        let mut imported = match self.thread.take().map(JoinHandle::join) {
+        let (importing, count) = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result?,
             _ => {
                 return Err(StoreError::WriterGone {
@@ -171,9 +163,10 @@ impl Inserter {
                 });
             }
         };
-        if imported.duplicate.is_none() && !self.abandoned {
+        let mut duplicate = None;
+        if !self.abandoned {
             let spill_err = |source| StoreError::Spill {
-                path: imported.store.path().to_path_buf(),
+                path: importing.path().to_path_buf(),
                 source,
             };
             let ids = self.ids.finish().map_err(spill_err)?;
@@ -181,8 +174,12 @@ impl Inserter {
             if let Some(e) = ids.read_error() {
                 return Err(spill_err(e));
             }
-            imported.duplicate = imported.store.first_repeated_id(&repeated)?;
+            duplicate = importing.first_repeated_id(&repeated)?;
         }
-        Ok(imported)
+        Ok(Imported {
+            importing,
+            count,
+            duplicate,
+        })
     }
 }

@@ -17,7 +17,6 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Counts, PendingRow, RequestCounts, Store, StoreError};
 use crate::scheduler::{After, Lane};
-use crate::worklist::Item;
 
 /// The lane columns and the queue index, created after [`add_lane_columns`] has run on a
 /// db of an earlier version.
@@ -26,76 +25,6 @@ DROP INDEX IF EXISTS items_queue;
 CREATE INDEX IF NOT EXISTS items_lane ON items (status, class, tenant, grp, priority DESC, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 ";
-
-/// An item as the import writes it: its fields, its payload as JSON text and its lane.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImportRow {
-    /// Sequence number (file order).
-    pub seq: u64,
-    /// 1-based line of the record.
-    pub line: u64,
-    /// The item's id.
-    pub id: String,
-    /// Higher first.
-    pub priority: i64,
-    /// Token estimate override.
-    pub tokens: Option<u64>,
-    /// The payload as JSON text.
-    pub payload: String,
-    /// Where it queues.
-    pub lane: Lane,
-}
-
-impl ImportRow {
-    /// The row of `item` queued in `lane`.
-    pub fn of(item: &Item, lane: Lane) -> ImportRow {
-        let mut row = ImportRow {
-            seq: 0,
-            line: 0,
-            id: String::new(),
-            priority: 0,
-            tokens: None,
-            payload: String::new(),
-            lane,
-        };
-        row.refill(item, lane);
-        row
-    }
-
-    /// Makes this row that of `item` queued in `lane`, reusing its buffers: the import
-    /// refills the rows of written batches instead of allocating new ones for every item.
-    pub fn refill(&mut self, item: &Item, lane: Lane) {
-        self.seq = item.seq;
-        self.line = item.line;
-        self.id.clear();
-        self.id.push_str(&item.id);
-        self.priority = item.priority;
-        self.tokens = item.tokens;
-        let mut payload = std::mem::take(&mut self.payload).into_bytes();
-        payload.clear();
-        // Serializing a JSON value into memory cannot fail, and gives UTF-8.
-        let _ = serde_json::to_writer(&mut payload, &item.payload);
-        self.payload = String::from_utf8(payload).unwrap_or_default();
-        self.lane = lane;
-    }
-}
-
-/// Two items with one id, found at import.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DuplicateId {
-    /// The id.
-    pub id: String,
-    /// The line of the second item.
-    pub line: u64,
-    /// The line of the first.
-    pub first_line: u64,
-}
-
-/// The import's page cache, in KiB (negative: SQLite's unit for a size in KiB).
-const IMPORT_CACHE_KIB: i64 = -49_152;
-
-/// SQLite's default page cache, in KiB.
-const DEFAULT_CACHE_KIB: i64 = -2_000;
 
 /// The counters `status` reads.
 const COUNTERS: [&str; 6] = ["total", "done", "failed", "sent", "rate_limited", "retries"];
@@ -184,148 +113,6 @@ pub(super) fn finish_item(tx: &Transaction<'_>, seq: u64, status: &str) -> rusql
 }
 
 impl Store {
-    /// Starts an import over: no items, all counters at zero, no `imported` mark. Until
-    /// [`Store::finish_import`], the connection keeps a larger page cache: the lane index's
-    /// pages stay in memory instead of being read back from the OS for every insert (new
-    /// dbs have no index on ids; an old db's unique one uses it too).
-    pub fn begin_import(&mut self) -> Result<(), StoreError> {
-        let err = failing(&self.path, "starting the import");
-        self.conn
-            .pragma_update(None, "cache_size", IMPORT_CACHE_KIB)
-            .map_err(&err)?;
-        let tx = self.conn.transaction().map_err(&err)?;
-        let reset = (|| {
-            tx.execute_batch(
-                "DELETE FROM items; DELETE FROM counters; DELETE FROM meta WHERE key = 'imported';",
-            )?;
-            for name in COUNTERS {
-                tx.execute("INSERT INTO counters (name, n) VALUES (?1, 0)", [name])?;
-            }
-            Ok::<(), rusqlite::Error>(())
-        })();
-        reset.and_then(|()| tx.commit()).map_err(&err)
-    }
-
-    /// Inserts validated items with their lanes in one transaction (the import's unit of
-    /// work: thousands at a time). An id already taken inserts nothing of the batch and
-    /// comes back as a [`DuplicateId`].
-    pub fn insert_items(&mut self, batch: &[ImportRow]) -> Result<Option<DuplicateId>, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            doing: "importing the work list",
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO items (seq, id, line, priority, tokens, payload, class, tenant, grp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .map_err(err)?;
-            for (i, row) in batch.iter().enumerate() {
-                let inserted = insert.execute(params![
-                    row.seq,
-                    row.id,
-                    row.line,
-                    row.priority,
-                    row.tokens,
-                    row.payload,
-                    row.lane.class,
-                    row.lane.tenant,
-                    row.lane.group
-                ]);
-                match inserted {
-                    Ok(_) => {}
-                    Err(rusqlite::Error::SqliteFailure(e, _))
-                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-                    {
-                        let first = batch[..i].iter().find(|r| r.id == row.id).map(|r| r.line);
-                        drop(insert);
-                        drop(tx);
-                        let first_line = match first {
-                            Some(line) => line,
-                            None => self
-                                .conn
-                                .query_row("SELECT line FROM items WHERE id = ?1", [&row.id], |r| {
-                                    r.get(0)
-                                })
-                                .map_err(err)?,
-                        };
-                        return Ok(Some(DuplicateId {
-                            id: row.id.clone(),
-                            line: row.line,
-                            first_line,
-                        }));
-                    }
-                    Err(e) => return Err(err(e)),
-                }
-            }
-            bump(&tx, "total", batch.len() as i64).map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(None)
-    }
-
-    /// The first item (in file order) whose id an earlier item has, among the items whose
-    /// id hashes to one of `hashes` (the hashes an import saw more than once): one pass over
-    /// the items in rowid order, keeping only those ids. `None` when equal hashes were
-    /// different ids.
-    pub fn first_repeated_id(&self, hashes: &[u64]) -> Result<Option<DuplicateId>, StoreError> {
-        if hashes.is_empty() {
-            return Ok(None);
-        }
-        let hashes: rustc_hash::FxHashSet<u64> = hashes.iter().copied().collect();
-        let err = failing(&self.path, "looking for repeated ids");
-        let mut stmt = (self.conn)
-            .prepare("SELECT id, line FROM items ORDER BY seq")
-            .map_err(&err)?;
-        let mut rows = stmt.query([]).map_err(&err)?;
-        let mut seen: rustc_hash::FxHashMap<String, u64> = Default::default();
-        while let Some(row) = rows.next().map_err(&err)? {
-            let id: String = row.get(0).map_err(&err)?;
-            if !hashes.contains(&crate::worklist::id_hash(&id)) {
-                continue;
-            }
-            let line: u64 = row.get(1).map_err(&err)?;
-            if let Some(&first_line) = seen.get(&id) {
-                return Ok(Some(DuplicateId {
-                    id,
-                    line,
-                    first_line,
-                }));
-            }
-            seen.insert(id, line);
-        }
-        Ok(None)
-    }
-
-    /// Completes an import of `count` items: binds the db to the work list (`meta` pairs:
-    /// fingerprint, work list, config and start time) and sets the `imported` mark, in one
-    /// transaction. Only then is the queue runnable.
-    pub fn finish_import(&mut self, count: u64, meta: &[(&str, &str)]) -> Result<(), StoreError> {
-        let err = failing(&self.path, "completing the import");
-        let tx = self.conn.transaction().map_err(&err)?;
-        let count = count.to_string();
-        let write = (|| {
-            for (key, value) in meta.iter().chain([&("imported", count.as_str())]) {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                    [key, value],
-                )?;
-            }
-            Ok::<(), rusqlite::Error>(())
-        })();
-        write
-            .and_then(|()| tx.commit())
-            .and_then(|()| {
-                self.conn
-                    .pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)
-            })
-            .map_err(&err)
-    }
-
     /// Moves items to the lanes given by `(seq, lane)` (after the scheduling config
     /// changed), in one transaction.
     pub fn set_lanes(&mut self, lanes: &[(u64, Lane)]) -> Result<(), StoreError> {
@@ -573,6 +360,7 @@ pub(super) fn pending_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingRow>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ImportRow;
 
     fn row(seq: u64, priority: i64, lane: Lane) -> ImportRow {
         ImportRow {
@@ -586,11 +374,20 @@ mod tests {
         }
     }
 
+    /// A db at `path` holding `rows`, imported as the CLI does.
+    fn imported(path: &std::path::Path, rows: &[ImportRow]) -> Store {
+        let mut store = Store::open(path).unwrap();
+        let mut importing = store.begin_import().unwrap();
+        importing.insert_items(rows).unwrap();
+        importing
+            .install(&mut store, rows.len() as u64, &[])
+            .unwrap();
+        store
+    }
+
     #[test]
     fn each_lane_pages_in_queue_order_after_its_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
-        store.begin_import().unwrap();
         let lane = |class, tenant, group| Lane {
             class,
             tenant,
@@ -600,8 +397,7 @@ mod tests {
         let rows: Vec<ImportRow> = (0..40)
             .map(|seq| row(seq, (seq % 3) as i64, lanes[(seq % 4) as usize]))
             .collect();
-        assert_eq!(store.insert_items(&rows).unwrap(), None);
-        store.finish_import(40, &[]).unwrap();
+        let store = imported(&dir.path().join("q.db"), &rows);
         assert_eq!(store.pending_lanes().unwrap(), lanes);
         for l in lanes {
             let mut want: Vec<(i64, u64)> = (rows.iter())
@@ -621,37 +417,72 @@ mod tests {
             assert_eq!(got, want, "lane {l:?}");
         }
         assert_eq!(store.counts().unwrap().pending, 40);
-        let dup = store.insert_items(&[row(99, 0, lanes[0]), row(100, 0, lanes[0])]);
-        assert_eq!(dup.unwrap(), None);
-        // No index on ids: a repeat is found from the hashes an import saw twice.
-        let mut again = row(101, 0, lanes[0]);
-        again.id = "i99".into();
-        let mut later = row(103, 0, lanes[0]);
-        later.id = "i5".into();
-        let rows = [row(102, 0, lanes[0]), again, later];
-        assert_eq!(store.insert_items(&rows).unwrap(), None);
+    }
+
+    #[test]
+    fn a_repeated_id_is_found_from_the_hashes_seen_twice_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        let mut importing = store.begin_import().unwrap();
+        let mut rows: Vec<ImportRow> = (0..10).map(|seq| row(seq, 0, Lane::default())).collect();
+        rows[6].id = "i4".into();
+        rows[8].id = "i2".into();
+        importing.insert_items(&rows).unwrap();
         let hash = crate::worklist::id_hash;
-        let found = store.first_repeated_id(&[hash("i5"), hash("i99")]).unwrap();
+        let found = importing
+            .first_repeated_id(&[hash("i2"), hash("i4")])
+            .unwrap();
         assert_eq!(
             found.map(|d| (d.id, d.line, d.first_line)),
-            Some(("i99".to_string(), 103, 101)),
+            Some(("i4".to_string(), 8, 6)),
             "the first repeat in file order, with its first line"
         );
         // Equal hashes of different ids (here: a hash of a lone id) are no repeat.
-        assert_eq!(store.first_repeated_id(&[hash("i7")]).unwrap(), None);
-        assert_eq!(store.first_repeated_id(&[]).unwrap(), None);
+        assert_eq!(importing.first_repeated_id(&[hash("i7")]).unwrap(), None);
+        assert_eq!(importing.first_repeated_id(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn an_import_takes_the_dbs_place_only_when_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let rows: Vec<ImportRow> = (0..5).map(|seq| row(seq, 0, Lane::default())).collect();
+        let mut store = Store::open(&path).unwrap();
+        // A file left by an import cut short is started over.
+        let side = super::super::importing_path(&path);
+        std::fs::write(&side, b"left by a kill").unwrap();
+        let mut importing = store.begin_import().unwrap();
+        assert_eq!(importing.path(), side);
+        importing.insert_items(&rows).unwrap();
+        drop(importing);
+        assert!(!side.exists(), "a dropped import leaves no file");
+        assert_eq!(store.meta("imported").unwrap(), None);
+        assert_eq!(store.counts().unwrap().total, 0, "the db is untouched");
+
+        let mut importing = store.begin_import().unwrap();
+        importing.insert_items(&rows).unwrap();
+        importing
+            .install(&mut store, 5, &[("fingerprint", "fp")])
+            .unwrap();
+        assert!(!side.exists());
+        assert_eq!(store.meta("imported").unwrap().as_deref(), Some("5"));
+        assert_eq!(store.meta("fingerprint").unwrap().as_deref(), Some("fp"));
+        assert_eq!(store.counts().unwrap().total, 5);
+        let mode: String = (store.conn)
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(store);
+        let again = Store::open_read_only(&path).unwrap();
+        assert_eq!(again.counts().unwrap().pending, 5);
     }
 
     #[test]
     fn a_db_made_before_the_counters_counts_its_rows_when_read_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let mut store = Store::open(&path).unwrap();
-        store.begin_import().unwrap();
         let rows: Vec<ImportRow> = (0..5).map(|seq| row(seq, 0, Lane::default())).collect();
-        store.insert_items(&rows).unwrap();
-        store.finish_import(5, &[]).unwrap();
-        drop(store);
+        drop(imported(&path, &rows));
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "UPDATE items SET status = 'done' WHERE seq < 2;
@@ -678,8 +509,6 @@ mod tests {
     #[test]
     fn pages_of_every_lane_come_in_queue_order_across_lanes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("q.db")).unwrap();
-        store.begin_import().unwrap();
         let lanes = [0, 1, 2].map(|tenant| Lane {
             tenant,
             ..Lane::default()
@@ -687,8 +516,7 @@ mod tests {
         let rows: Vec<ImportRow> = (0..30)
             .map(|seq| row(seq, (seq % 4) as i64, lanes[(seq % 3) as usize]))
             .collect();
-        store.insert_items(&rows).unwrap();
-        store.finish_import(30, &[]).unwrap();
+        let store = imported(&dir.path().join("q.db"), &rows);
         let mut want: Vec<(i64, u64)> = rows.iter().map(|r| (r.priority, r.seq)).collect();
         want.sort_by_key(|&(p, s)| (std::cmp::Reverse(p), s));
         let (mut got, mut after) = (Vec::new(), None);

@@ -36,13 +36,18 @@ fn a_kill_during_the_import_is_redone_and_every_item_runs_exactly_once() {
         "--quiet",
     ];
     let db = p.path("q.db");
+    // The import is written beside the db, then put in its place whole.
+    let importing = p.path("q.db.importing");
     let mut child = p.command(&args).spawn().unwrap();
-    // Wait for the first batch of the import to be committed, then kill -9.
+    // Wait for the first batch of the import to be written, then kill -9.
     let mid_import = loop {
-        if let Some((count, imported)) = import_state(&db)
-            && (count > 0 || imported)
+        if let Some((count, _)) = import_state(&importing)
+            && count > 0
         {
-            break !imported;
+            break true;
+        }
+        if import_state(&db).is_some_and(|(_, imported)| imported) {
+            break false;
         }
         assert!(child.try_wait().unwrap().is_none(), "the run ended early");
         std::thread::sleep(Duration::from_millis(1));
@@ -54,10 +59,11 @@ fn a_kill_during_the_import_is_redone_and_every_item_runs_exactly_once() {
         p.records().is_empty(),
         "nothing is sent before the import completes"
     );
-    let (_, imported) = import_state(&db).unwrap();
-    assert!(!imported, "a cut import is not runnable");
+    let (count, imported) = import_state(&db).unwrap();
+    assert!(!imported && count == 0, "a cut import is not in the db");
 
     p.cmd(&args).expect_code(0);
+    assert!(!importing.exists(), "the rerun's import took its place");
     let exported = p.export(&db);
     assert_eq!(exported.len(), ITEMS, "every item has exactly one record");
     let mut sent: HashMap<String, usize> = HashMap::new();
@@ -90,6 +96,7 @@ fn a_bad_last_row_refuses_the_run_and_leaves_nothing_runnable() {
     assert!(p.records().is_empty(), "nothing sent");
     let (_, imported) = import_state(&p.path("b.db")).unwrap_or((0, false));
     assert!(!imported, "nothing runnable left behind");
+    assert!(!p.path("b.db.importing").exists(), "nor an import file");
 
     // Fixed, the same db takes it: it was bound to no list.
     p.write("work.csv", &good);
