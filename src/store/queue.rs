@@ -394,7 +394,8 @@ mod tests {
             group,
         };
         let lanes = [lane(0, 0, 0), lane(0, 2, 1), lane(1, 0, 0), lane(1, 0, 3)];
-        let rows: Vec<ImportRow> = (0..40)
+        // Two statements of 64 rows, then 22 one at a time.
+        let rows: Vec<ImportRow> = (0..150)
             .map(|seq| row(seq, (seq % 3) as i64, lanes[(seq % 4) as usize]))
             .collect();
         let store = imported(&dir.path().join("q.db"), &rows);
@@ -416,7 +417,7 @@ mod tests {
             }
             assert_eq!(got, want, "lane {l:?}");
         }
-        assert_eq!(store.counts().unwrap().pending, 40);
+        assert_eq!(store.counts().unwrap().pending, 150);
     }
 
     #[test]
