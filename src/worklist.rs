@@ -62,6 +62,37 @@ pub enum Payload {
     },
 }
 
+impl Payload {
+    /// Appends the payload as JSON text, byte for byte what `serde_json` writes for it
+    /// (`{"Vars":{...}}` or `{"Batch":{...}}`); the import writes millions of them, so text
+    /// values are escaped by runs instead of one byte at a time.
+    pub fn write_json(&self, out: &mut String) {
+        let Payload::Vars(vars) = self else {
+            // Serializing a JSON value into memory cannot fail.
+            out.push_str(&serde_json::to_string(self).unwrap_or_default());
+            return;
+        };
+        out.push_str("{\"Vars\":{");
+        for (i, (name, value)) in vars.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            crate::template::push_json_escaped(out, name);
+            out.push_str("\":");
+            match value {
+                Value::String(text) => {
+                    out.push('"');
+                    crate::template::push_json_escaped(out, text);
+                    out.push('"');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        out.push_str("}}");
+    }
+}
+
 /// The work list's file format, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -955,6 +986,39 @@ fn describe_type(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    proptest::proptest! {
+        /// The import's payload text is what serde_json writes: text with escapes anywhere,
+        /// JSONL's numbers, booleans, nulls and nested values.
+        #[test]
+        fn payload_json_is_byte_for_byte_serde_jsons(
+            fields in proptest::collection::vec(
+                ("[a-z_\"\\\n\u{e9}]{0,12}", "[a-z \"\\\n\u{1}\u{1f600}]{0,40}", 0..5u8),
+                0..6,
+            )
+        ) {
+            let vars: Map<String, Value> = fields
+                .into_iter()
+                .map(|(name, text, kind)| {
+                    let value = match kind {
+                        0 => json!(text.len()),
+                        1 => json!(null),
+                        2 => json!({"nested": text, "list": [1.5, true]}),
+                        _ => Value::String(text),
+                    };
+                    (name, value)
+                })
+                .collect();
+            for payload in [
+                Payload::Vars(vars.clone()),
+                Payload::Batch { method: "POST".into(), url: "/v1/x".into(), body: Value::Object(vars) },
+            ] {
+                let mut out = String::new();
+                payload.write_json(&mut out);
+                proptest::prop_assert_eq!(out, serde_json::to_string(&payload).unwrap());
+            }
+        }
+    }
 
     /// Writes a work list named `name` into a fresh temp dir.
     fn list(name: &str, content: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {

@@ -71,11 +71,8 @@ impl ImportRow {
         self.id.push_str(&item.id);
         self.priority = item.priority;
         self.tokens = item.tokens;
-        let mut payload = std::mem::take(&mut self.payload).into_bytes();
-        payload.clear();
-        // Serializing a JSON value into memory cannot fail, and gives UTF-8.
-        let _ = serde_json::to_writer(&mut payload, &item.payload);
-        self.payload = String::from_utf8(payload).unwrap_or_default();
+        self.payload.clear();
+        item.payload.write_json(&mut self.payload);
         self.lane = lane;
     }
 }
