@@ -1,5 +1,5 @@
-//! The items table as the queue: bulk import, pages of pending items in scheduler order,
-//! and the counters `status` reads instead of counting rows.
+//! The items table as the queue: pages of pending items in scheduler order, and the
+//! counters `status` reads instead of counting rows (the bulk import is `importing`'s).
 //!
 //! Owns the lane columns of `items` (class, tenant, endpoint group, as indices into the
 //! scheduling policy, set at import) and the `items_lane` index on
@@ -8,10 +8,10 @@
 //! `counters` table too: item counts by status and request counts, kept by the import, the
 //! writer and `retry-failed` in the same transactions as the rows they count.
 //!
-//! Invariant: an import is runnable only once it is complete. Rows go in by large
-//! transactions, but the work list's binding (fingerprint) and the `imported` mark are
-//! written together last; until then a rerun starts the import over, so a kill at any
-//! instant leaves nothing half-queued.
+//! Invariant: an import is runnable only once it is complete. It is written into a file of
+//! its own, bound to the work list (fingerprint and `imported` mark) last, and only then
+//! renamed over the db ([`super::Importing`]); until then a rerun starts the import over,
+//! so a kill at any instant leaves nothing half-queued.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
