@@ -303,8 +303,9 @@ impl Importing {
     /// them as the new one's) and opens `db` again on it.
     ///
     /// # Errors
-    /// When a write, the sync or the rename fails; the db is then as it was, or (when
-    /// reopening failed) fully imported.
+    /// When a write, the sync or the rename fails. On disk, the db is then as it was (the
+    /// import file is deleted), or fully imported when only reopening it failed; `db`'s
+    /// connection may be closed either way, so the caller stops.
     pub fn install(
         mut self,
         db: &mut Store,
