@@ -415,6 +415,14 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// `path` with `suffix` appended: the files beside a db (`<db>.lock`, `<db>.importing`,
+/// SQLite's `-wal`, `-shm` and `-journal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// What a file opened as a db holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Identity {
@@ -498,9 +506,7 @@ fn read_only_conn(path: &Path) -> Result<Connection, StoreError> {
     // A db whose run closed cleanly has no `-wal` file: open it immutable, so SQLite
     // creates no `-wal`/`-shm` beside it either. A live (or crashed) run's db has one,
     // which a read-only connection reads through.
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let mode = if Path::new(&wal).exists() {
+    let mode = if sidecar(path, "-wal").exists() {
         "mode=ro"
     } else {
         "immutable=1"

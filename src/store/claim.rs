@@ -41,9 +41,7 @@ pub struct Claim {
 
 /// The lock file of the db at `db`: `<db>.lock` beside it.
 pub fn lock_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+    super::sidecar(db, ".lock")
 }
 
 impl Claim {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::queue::failing;
-use super::{Identity, Store, StoreError, open_conn, schema};
+use super::{Identity, Store, StoreError, open_conn, schema, sidecar};
 use crate::scheduler::Lane;
 use crate::worklist::Item;
 
@@ -131,9 +131,7 @@ fn bind_rows(
 
 /// Where an import into the db at `db` is written: `<db>.importing` beside it.
 pub fn importing_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".importing");
-    PathBuf::from(name)
+    sidecar(db, ".importing")
 }
 
 /// How often the import's file is synced while it is written, so that the sync before
@@ -372,13 +370,6 @@ impl Drop for Importing {
             let _ = remove_if_present(&self.store.path);
         }
     }
-}
-
-/// `path` with `suffix` appended (SQLite's `-wal`, `-shm` and `-journal` files).
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 /// Deletes `path`; a missing file is no error.
