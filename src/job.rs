@@ -24,7 +24,7 @@ use crate::scheduler::Lane;
 use crate::store::PendingRow;
 use crate::template::RenderError;
 use crate::worklist::Payload;
-use body::BodyFacts;
+use body::{BodyFacts, FactsPlan};
 
 /// The HTTP request of one attempt, relative to the API's base URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +141,9 @@ pub struct CostModel {
     pub pricing: Pricing,
     /// The steps of each kind that has them.
     pub plans: BTreeMap<String, Arc<Plan>>,
+    /// The facts of every body the request's template renders, when they can be worked
+    /// out once from the template.
+    pub(crate) body_facts: Option<FactsPlan>,
 }
 
 impl CostModel {
@@ -150,6 +153,7 @@ impl CostModel {
             kinds: config.kinds.clone(),
             pricing: config.pricing.clone(),
             plans: config.plans.clone(),
+            body_facts: config.request.body.as_ref().and_then(FactsPlan::of),
         }
     }
 
@@ -229,7 +233,7 @@ pub fn build(
     if let Some(built) = build_steps(spec, payload, tokens, model)? {
         return Ok(built);
     }
-    let (request, facts) = render_request(spec, payload)?;
+    let (request, facts) = render_request(spec, payload, model.body_facts.as_ref())?;
     let field = |name: &str| match payload {
         Payload::Vars(vars) => text_field(vars, name),
         Payload::Batch { .. } => None,
@@ -261,7 +265,12 @@ pub fn build(
 
 /// The request `payload` renders to, with what the estimate reads of its body (nothing
 /// without a body).
-fn render_request(spec: &RequestSpec, payload: &Payload) -> Result<(Request, BodyFacts), JobError> {
+/// `plan` gives the facts without parsing the body when it was worked out for its template.
+fn render_request(
+    spec: &RequestSpec,
+    payload: &Payload,
+    plan: Option<&FactsPlan>,
+) -> Result<(Request, BodyFacts), JobError> {
     match payload {
         Payload::Vars(vars) => {
             let body = match &spec.body {
@@ -270,11 +279,15 @@ fn render_request(spec: &RequestSpec, payload: &Payload) -> Result<(Request, Bod
             };
             // Rendered in this order so the first error reported stays the same.
             let headers = render_headers(spec, vars)?;
-            let facts = match &body {
-                Some(text) => BodyFacts::parse(text).map_err(|e| JobError::InvalidBody {
-                    reason: e.to_string(),
-                })?,
-                None => BodyFacts::default(),
+            let plan = plan.filter(|p| spec.body.as_ref().is_some_and(|t| p.is_for(t)));
+            let facts = match (&body, plan) {
+                (Some(_), Some(plan)) => plan.facts(vars),
+                (Some(text), None) => {
+                    BodyFacts::parse(text).map_err(|e| JobError::InvalidBody {
+                        reason: e.to_string(),
+                    })?
+                }
+                (None, _) => BodyFacts::default(),
             };
             let request = Request {
                 method: spec.method.clone(),

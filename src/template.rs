@@ -217,6 +217,17 @@ impl Template {
         (model != "0").then(|| model.to_string())
     }
 
+    /// Whether every placeholder stands inside a JSON string literal of the template's
+    /// text (always false for other kinds): an inserted value then changes only the text
+    /// of a string, never the body's structure.
+    pub fn fields_in_strings(&self) -> bool {
+        self.kind == TemplateKind::Json
+            && self.segments.iter().all(|segment| match segment {
+                Segment::Literal(_) => true,
+                Segment::Field { in_string, .. } => *in_string,
+            })
+    }
+
     /// The kind this template was parsed as.
     pub fn kind(&self) -> TemplateKind {
         self.kind
