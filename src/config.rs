@@ -20,6 +20,7 @@ use crate::headers::Dialect;
 use crate::limiter::budget::{Price, Pricing, micro_usd};
 use crate::limiter::{Costs, LimitKind, LimitSpec, Scope, Unit};
 use crate::retry::{OnQuota, RetryPolicy};
+use crate::template::body::FactsPlan;
 use crate::template::{Template, TemplateKind};
 
 pub mod batch;
@@ -180,6 +181,9 @@ pub struct RequestSpec {
     pub path: Template,
     /// JSON body template, if the request has a body.
     pub body: Option<Template>,
+    /// What the estimate reads of every body `body` renders, when that can be worked out
+    /// once from the template (see [`FactsPlan`]).
+    pub body_facts: Option<FactsPlan>,
     /// Extra headers per request, `{{field}}` inserted raw.
     pub headers: Vec<(String, Template)>,
     /// Line of `body` in the config, for errors about placeholders.
@@ -905,6 +909,7 @@ fn check_request(check: &mut Checker<'_>, raw: RawRequest) -> Option<RequestSpec
     Some(RequestSpec {
         method,
         path: path?,
+        body_facts: body.as_ref().and_then(FactsPlan::of),
         body,
         headers,
         body_line,

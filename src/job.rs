@@ -9,7 +9,6 @@
 //! limit (<https://platform.openai.com/docs/guides/rate-limits>): prompt characters / 4 plus
 //! `max_tokens`, unless the item gives `tokens`.
 
-mod body;
 pub mod steps;
 
 use serde_json::{Map, Value};
@@ -23,8 +22,8 @@ use crate::limiter::{Costs, JobAttrs, Limiter, Route, Unit};
 use crate::scheduler::Lane;
 use crate::store::PendingRow;
 use crate::template::RenderError;
+use crate::template::body::BodyFacts;
 use crate::worklist::Payload;
-use body::{BodyFacts, FactsPlan};
 
 /// The HTTP request of one attempt, relative to the API's base URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,9 +140,6 @@ pub struct CostModel {
     pub pricing: Pricing,
     /// The steps of each kind that has them.
     pub plans: BTreeMap<String, Arc<Plan>>,
-    /// The facts of every body the request's template renders, when they can be worked
-    /// out once from the template.
-    pub(crate) body_facts: Option<FactsPlan>,
 }
 
 impl CostModel {
@@ -153,7 +149,6 @@ impl CostModel {
             kinds: config.kinds.clone(),
             pricing: config.pricing.clone(),
             plans: config.plans.clone(),
-            body_facts: config.request.body.as_ref().and_then(FactsPlan::of),
         }
     }
 
@@ -230,10 +225,42 @@ pub fn build(
     tokens: Option<u64>,
     model: &CostModel,
 ) -> Result<Built, JobError> {
+    build_with(spec, payload, tokens, model, Body::Rendered)
+}
+
+/// Checks an item's request and estimates its cost, as [`build`] does, for the checks
+/// before the first request: a body whose facts the template gives ([`FactsPlan`]) is
+/// checked (every placeholder has a value) but not rendered, and `request.body` is `None`.
+/// The same items fail, with the same errors.
+///
+/// [`FactsPlan`]: crate::template::body::FactsPlan
+pub fn check(
+    spec: &RequestSpec,
+    payload: &Payload,
+    tokens: Option<u64>,
+    model: &CostModel,
+) -> Result<Built, JobError> {
+    build_with(spec, payload, tokens, model, Body::Checked)
+}
+
+/// Whether a job's body is rendered or, where the template allows, only checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Rendered,
+    Checked,
+}
+
+fn build_with(
+    spec: &RequestSpec,
+    payload: &Payload,
+    tokens: Option<u64>,
+    model: &CostModel,
+    body: Body,
+) -> Result<Built, JobError> {
     if let Some(built) = build_steps(spec, payload, tokens, model)? {
         return Ok(built);
     }
-    let (request, facts) = render_request(spec, payload, model.body_facts.as_ref())?;
+    let (request, facts) = render_request(spec, payload, body)?;
     let field = |name: &str| match payload {
         Payload::Vars(vars) => text_field(vars, name),
         Payload::Batch { .. } => None,
@@ -265,29 +292,31 @@ pub fn build(
 
 /// The request `payload` renders to, with what the estimate reads of its body (nothing
 /// without a body).
-/// `plan` gives the facts without parsing the body when it was worked out for its template.
 fn render_request(
     spec: &RequestSpec,
     payload: &Payload,
-    plan: Option<&FactsPlan>,
+    only: Body,
 ) -> Result<(Request, BodyFacts), JobError> {
     match payload {
         Payload::Vars(vars) => {
-            let body = match &spec.body {
-                Some(t) => Some(t.render(vars)?),
-                None => None,
+            let body = match (&spec.body, &spec.body_facts) {
+                (Some(t), Some(_)) if only == Body::Checked => {
+                    t.check_fields(vars)?;
+                    None
+                }
+                (Some(t), _) => Some(t.render(vars)?),
+                (None, _) => None,
             };
             // Rendered in this order so the first error reported stays the same.
             let headers = render_headers(spec, vars)?;
-            let plan = plan.filter(|p| spec.body.as_ref().is_some_and(|t| p.is_for(t)));
-            let facts = match (&body, plan) {
-                (Some(_), Some(plan)) => plan.facts(vars),
-                (Some(text), None) => {
+            let facts = match (&spec.body_facts, &body) {
+                (Some(plan), _) => plan.facts(vars),
+                (None, Some(text)) => {
                     BodyFacts::parse(text).map_err(|e| JobError::InvalidBody {
                         reason: e.to_string(),
                     })?
                 }
-                (None, _) => BodyFacts::default(),
+                (None, None) => BodyFacts::default(),
             };
             let request = Request {
                 method: spec.method.clone(),
@@ -510,6 +539,40 @@ mod tests {
         assert_eq!(estimate_tokens(&body), 2 + 200, "8 chars -> 2 tokens");
         assert_eq!(estimate_tokens(&json!({"input": "12345"})), 2);
         assert_eq!(estimate_tokens(&json!({})), 0);
+    }
+
+    #[test]
+    fn checking_costs_what_building_does_without_rendering_the_body() {
+        let config = |body: &str| {
+            let text = format!(
+                "[api]\nbase_url = \"http://x\"\n[request]\npath = \"/v1/{{{{kind}}}}\"\nbody = '{body}'\n"
+            );
+            crate::config::Config::parse(std::path::Path::new("c.toml"), &text)
+                .unwrap()
+                .request
+        };
+        let planned = config(
+            r#"{"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "Q: {{q}}"}]}"#,
+        );
+        let unplanned = config(r#"{"max_tokens": {{n}}, "prompt": "{{q}}"}"#);
+        assert!(planned.body_facts.is_some() && unplanned.body_facts.is_none());
+        let model = CostModel::default();
+        for vars in [
+            json!({"kind": "a", "q": "héllo \"world\"", "n": 5}),
+            json!({"kind": "a", "n": 5}),
+            json!({"q": "x", "n": 5}),
+            json!({"kind": "a", "q": "x", "n": "[1"}),
+        ] {
+            let payload = Payload::Vars(vars.as_object().unwrap().clone());
+            for spec in [&planned, &unplanned] {
+                let built = build(spec, &payload, None, &model).map(|b| (b.request.path, b.costs));
+                let checked = check(spec, &payload, None, &model);
+                let body = checked.as_ref().ok().map(|b| b.request.body.is_some());
+                assert_eq!(checked.map(|b| (b.request.path, b.costs)), built, "{vars}");
+                // Only a planned template's body goes unrendered.
+                assert!(body.is_none() || body == Some(spec.body_facts.is_none()));
+            }
+        }
     }
 
     #[test]

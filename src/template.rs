@@ -18,6 +18,8 @@
 //! (quotes scanned honouring backslash escapes), never from the inserted values. Names are
 //! looked up as they stand: a dotted name like `steps.create.body.id` is one plain key.
 
+pub mod body;
+
 use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -215,6 +217,24 @@ impl Template {
         let body: Value = serde_json::from_str(&self.render(&vars).ok()?).ok()?;
         let model = body.get("model")?.as_str()?;
         (model != "0").then(|| model.to_string())
+    }
+
+    /// Checks that `vars` has a value for every placeholder, without rendering.
+    ///
+    /// # Errors
+    /// [`RenderError::MissingField`] for the first placeholder `vars` lacks: the error
+    /// [`Template::render`] gives first when there is one.
+    pub fn check_fields(&self, vars: &Map<String, Value>) -> Result<(), RenderError> {
+        match self
+            .names
+            .iter()
+            .find(|name| !vars.contains_key(name.as_str()))
+        {
+            Some(name) => Err(RenderError::MissingField {
+                field: name.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether every placeholder stands inside a JSON string literal of the template's

@@ -157,7 +157,7 @@ impl Prepared {
         }
     }
 
-    /// Reads every item, renders its request and checks it can ever be admitted, collecting
+    /// Reads every item, checks its request ([`job::check`]) and that it can ever be admitted, collecting
     /// every problem (up to a cap) before anything is sent.
     ///
     /// `on_item` sees every valid item with its estimated cost and the limits it falls under.
@@ -200,7 +200,7 @@ impl Prepared {
         problems: &mut InputErrors,
     ) -> Option<(Built, Route)> {
         let config = &self.config;
-        match job::build(&config.request, &item.payload, item.tokens, cost_model) {
+        match job::check(&config.request, &item.payload, item.tokens, cost_model) {
             Ok(built) => {
                 let route = built.route(&self.limiter);
                 if let Err(never) = self.limiter.check_fits(&route, &built.costs) {

@@ -19,7 +19,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::template::{Template, TemplateKind};
+use super::{Template, TemplateKind};
 
 /// The keys whose value is a limit on output tokens, the first present one wins.
 const MAX_TOKEN_KEYS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
@@ -94,10 +94,8 @@ impl BodyFacts {
 ///
 /// Invariant: `plan.facts(vars)` equals `BodyFacts::parse(&template.render(vars)?)` for
 /// every `vars` the template renders with.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FactsPlan {
-    /// The template it was worked out for.
-    template: Template,
     /// The facts of the body with every value empty.
     base: BodyFacts,
     /// The placeholders whose characters count as prompt, with how many times each.
@@ -136,16 +134,7 @@ impl FactsPlan {
                 times => prompt.push((name.to_string(), times)),
             }
         }
-        Some(FactsPlan {
-            template: template.clone(),
-            base,
-            prompt,
-        })
-    }
-
-    /// Whether this plan was worked out for `template`.
-    pub fn is_for(&self, template: &Template) -> bool {
-        self.template == *template
+        Some(FactsPlan { base, prompt })
     }
 
     /// The facts of the body the template renders with `vars` (a placeholder `vars` lacks
@@ -514,13 +503,14 @@ mod tests {
         }
     }
 
-    fn plan(src: &str) -> Option<FactsPlan> {
-        FactsPlan::of(&Template::parse(src, TemplateKind::Json).unwrap())
+    fn plan(src: &str) -> Option<(Template, FactsPlan)> {
+        let template = Template::parse(src, TemplateKind::Json).unwrap();
+        FactsPlan::of(&template).map(|plan| (template, plan))
     }
 
-    /// The plan's facts are those parsed from the rendered body.
-    fn plan_agrees(plan: &FactsPlan, vars: &Map<String, Value>) {
-        let text = plan.template.render(vars).unwrap();
+    /// The plan's facts are those parsed from the body `template` renders.
+    fn plan_agrees((template, plan): &(Template, FactsPlan), vars: &Map<String, Value>) {
+        let text = template.render(vars).unwrap();
         assert_eq!(
             plan.facts(vars),
             BodyFacts::parse(&text).unwrap(),
@@ -536,9 +526,10 @@ mod tests {
                 {"role": "user", "content": [{"type": "text", "text": "{{q}} or {{q}}"}]}]}"#,
         )
         .expect("every placeholder is in a string value");
-        assert_eq!(plan.base.model.as_deref(), Some("m"));
-        assert_eq!(plan.base.max_tokens, 16);
-        let times: Vec<_> = plan.prompt.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let facts = &plan.1;
+        assert_eq!(facts.base.model.as_deref(), Some("m"));
+        assert_eq!(facts.base.max_tokens, 16);
+        let times: Vec<_> = facts.prompt.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         assert_eq!(times, [("topic", 1), ("q", 2)]);
         for (topic, q) in [("", ""), ("héllo \"x\"\n\u{1}", "q"), ("1", "\\ud800")] {
             let vars = serde_json::json!({"id": "i-1", "topic": topic, "q": q});
@@ -614,7 +605,7 @@ mod tests {
             };
             let vars: Map<String, Value> = [("a".to_string(), a), ("b".to_string(), b)].into_iter().collect();
             if let Some(plan) = FactsPlan::of(&template) {
-                plan_agrees(&plan, &vars);
+                plan_agrees(&(template, plan), &vars);
             } else {
                 // Only a placeholder in a key or in `model` leaves a valid template
                 // without a plan here.
