@@ -727,7 +727,11 @@ impl Store {
         let tx = self.conn.transaction().map_err(&err)?;
         let n = tx
             .execute(
-                "UPDATE items SET status = 'pending', error = NULL, finished_at_ms = NULL WHERE status = 'failed'",
+                &format!(
+                    "UPDATE items SET status = 'pending', error = NULL, finished_at_ms = NULL
+                     WHERE {} AND status = 'failed'",
+                    queue::FINISHED
+                ),
                 [],
             )
             .and_then(|n| queue::bump(&tx, "failed", -(n as i64)).map(|()| n as u64))
@@ -841,7 +845,10 @@ impl Store {
         } else {
             "items"
         };
-        Ok(format!("FROM {items} WHERE {filter} ORDER BY seq"))
+        Ok(format!(
+            "FROM {items} WHERE {} AND {filter} ORDER BY seq",
+            queue::FINISHED
+        ))
     }
 
     /// As [`Store::with_results`], each row with the item's stored payload (the JSON text
@@ -922,7 +929,7 @@ impl Recorded {
             .map_err(err("reading recorded latencies"))?;
         let usage = conn
             .prepare(
-                "SELECT id, usage FROM items WHERE status = 'done' AND usage IS NOT NULL ORDER BY seq",
+                &format!("SELECT id, usage FROM items WHERE {} AND status = 'done' AND usage IS NOT NULL ORDER BY seq", queue::FINISHED),
             )
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
