@@ -831,8 +831,8 @@ impl Store {
     /// The `FROM ... WHERE ... ORDER BY seq` that reads the finished items (only failures
     /// when `failed_only`) in file order: through `items NOT INDEXED`, a pass in rowid order
     /// that needs no sort, when they are an eighth of the list or more; else through the
-    /// status index, sorting the few. (Through the index, a million finished rows went
-    /// through a temporary sort of every row's body and payload.)
+    /// finished items' index (`items_finished`), sorting the few. (Through an index, a
+    /// million finished rows went through a temporary sort of every row's body and payload.)
     pub(crate) fn finished_rows(&self, failed_only: bool) -> Result<String, StoreError> {
         let counts = self.counts()?;
         let (filter, selected) = if failed_only {

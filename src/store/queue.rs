@@ -103,12 +103,14 @@ pub(super) fn backfill_counters(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&format!("INSERT INTO counters (name, n) {COUNTED};"))
 }
 
-/// The counters counted from the rows (one pass over `items` and `attempts`): what a db
+/// The counters counted from the rows (through the indexes on `status`, of this version
+/// or an earlier one, and one pass over `attempts`; the finished counts hold
+/// [`FINISHED`] so that `items_finished` serves them): what a db
 /// made before the counters existed starts them from, and what `status` reads of such a
 /// db opened read-only.
 const COUNTED: &str = "SELECT 'total', COUNT(*) FROM items
-   UNION ALL SELECT 'done', COUNT(*) FROM items WHERE status = 'done'
-   UNION ALL SELECT 'failed', COUNT(*) FROM items WHERE status = 'failed'
+   UNION ALL SELECT 'done', COUNT(*) FROM items WHERE status <> 'pending' AND status = 'done'
+   UNION ALL SELECT 'failed', COUNT(*) FROM items WHERE status <> 'pending' AND status = 'failed'
    UNION ALL SELECT 'sent', COUNT(*) FROM attempts
    UNION ALL SELECT 'rate_limited', COUNT(*) FROM attempts WHERE http_status = 429
    UNION ALL SELECT 'retries', COUNT(*) FROM attempts a WHERE attempt > 1
