@@ -189,7 +189,7 @@ pub enum StoreError {
     },
     /// The import's file beside the db could not be written, synced or put in its place.
     #[error(
-        "{path}: {doing} failed\n  hint: the db's folder must be writable, with room for the imported list (about 1.6 times the work list's size)"
+        "{path}: {doing} failed\n  hint: the db's folder must be writable, with room for the imported list (about 1.5 times the work list's size)"
     )]
     ImportFile {
         /// The import file's path.
