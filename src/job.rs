@@ -1,9 +1,13 @@
 //! A job: one item turned into the request to send and its estimated cost.
 //!
 //! Owns rendering the request template with an item's fields and estimating what the request
-//! will cost before it is sent. Pure: no I/O. Every item is rendered once before the first
-//! request (so a bad placeholder or an invalid JSON body stops the run before anything is
-//! sent) and again when it is dispatched.
+//! will cost before it is sent. Pure: no I/O. Every item is checked once before the first
+//! request ([`check`]: a bad placeholder or an invalid JSON body stops the run before
+//! anything is sent) and rendered when it is dispatched ([`build`]). The check renders the
+//! body too unless its template's [`FactsPlan`] shows every body it renders is valid, with
+//! facts that follow from the values.
+//!
+//! [`FactsPlan`]: crate::template::body::FactsPlan
 //!
 //! The token estimate follows OpenAI's description of how requests count against a tokens
 //! limit (<https://platform.openai.com/docs/guides/rate-limits>): prompt characters / 4 plus
@@ -255,12 +259,12 @@ fn build_with(
     payload: &Payload,
     tokens: Option<u64>,
     model: &CostModel,
-    body: Body,
+    want: Body,
 ) -> Result<Built, JobError> {
     if let Some(built) = build_steps(spec, payload, tokens, model)? {
         return Ok(built);
     }
-    let (request, facts) = render_request(spec, payload, body)?;
+    let (request, facts) = render_request(spec, payload, want)?;
     let field = |name: &str| match payload {
         Payload::Vars(vars) => text_field(vars, name),
         Payload::Batch { .. } => None,
@@ -290,17 +294,18 @@ fn build_with(
     })
 }
 
-/// The request `payload` renders to, with what the estimate reads of its body (nothing
-/// without a body).
+/// The request `payload` renders to (its body left out when `want` is [`Body::Checked`]
+/// and the template's plan gives its facts), with what the estimate reads of its body
+/// (nothing without a body).
 fn render_request(
     spec: &RequestSpec,
     payload: &Payload,
-    only: Body,
+    want: Body,
 ) -> Result<(Request, BodyFacts), JobError> {
     match payload {
         Payload::Vars(vars) => {
             let body = match (&spec.body, &spec.body_facts) {
-                (Some(t), Some(_)) if only == Body::Checked => {
+                (Some(t), Some(_)) if want == Body::Checked => {
                     t.check_fields(vars)?;
                     None
                 }

@@ -157,8 +157,8 @@ impl Prepared {
         }
     }
 
-    /// Reads every item, checks its request ([`job::check`]) and that it can ever be admitted, collecting
-    /// every problem (up to a cap) before anything is sent.
+    /// Reads every item, checks its request ([`job::check`]) and that it can ever be
+    /// admitted, collecting every problem (up to a cap) before anything is sent.
     ///
     /// `on_item` sees every valid item with its estimated cost and the limits it falls under.
     /// Returns the number of items read.

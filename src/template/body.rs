@@ -1,11 +1,12 @@
 //! What a job's cost estimate reads of its JSON body (`model`, prompt characters, the most
-//! output tokens), read straight from the rendered text.
+//! output tokens), read straight from the rendered text, or worked out once from the
+//! template ([`FactsPlan`]).
 //!
-//! Every item's body is rendered and checked before the first request, a million or more
-//! at import; building a `serde_json::Value` tree of each only to read three things from it
-//! was most of that time. [`BodyFacts::parse`] walks the text once and keeps only what the
-//! estimate reads; [`BodyFacts::of_value`] reads the same from a body already parsed (a
-//! Batch line's).
+//! Every item's body is checked before the first request, a million or more at import;
+//! building a `serde_json::Value` tree of each only to read three things from it was most
+//! of that time. [`BodyFacts::parse`] walks the text once and keeps only what the estimate
+//! reads; [`BodyFacts::of_value`] reads the same from a body already parsed (a Batch
+//! line's); [`FactsPlan::facts`] needs no body at all, only the values.
 //!
 //! Invariant: `parse(text)` equals `of_value(&serde_json::from_str(text)?)` for every text,
 //! and fails exactly when that parse fails, with the same error. Every value goes through
@@ -114,7 +115,7 @@ impl FactsPlan {
             .collect();
         let bare = template.render(&empty).ok()?;
         let base = BodyFacts::parse(&bare).ok()?;
-        // A character the template's own text lacks, so a key holding it holds a value.
+        // A character the template's own text lacks: a key holding it holds a value.
         let probe = ('\u{e000}'..='\u{f8ff}').find(|&c| !bare.contains(c))?;
         let mut prompt = Vec::new();
         for name in template.placeholders() {
