@@ -186,24 +186,6 @@ fn pick(body: &Value, pointer: &str) -> Value {
     body.pointer(pointer).cloned().unwrap_or(Value::Null)
 }
 
-/// A JSON value as a CSV cell: strings as they are, null as empty, the rest as JSON text.
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A JSON value as a CSV cell for the record's own JSON columns: JSON text, null as empty.
-fn json_cell(v: &Value) -> String {
-    if v.is_null() {
-        String::new()
-    } else {
-        v.to_string()
-    }
-}
-
 /// Writes `rows` to `out` as `options` says. Errors are the writer's own `std::io::Error`.
 pub fn write(rows: &[Row], options: &Options, out: impl Write) -> std::io::Result<()> {
     write_rows(rows.iter(), input_keys(rows), options, out).map(|_| ())
@@ -350,28 +332,70 @@ fn write_csv(
         .chain(inputs.iter().map(|(_, column)| column.clone()))
         .chain(select.iter().map(|s| s.name.clone()));
     w.write_record(header.collect::<Vec<_>>())?;
+    // Cells go straight to the writer; those that are JSON or number text are written
+    // into one buffer, reused row after row.
+    let mut cells = Cells {
+        w,
+        text: Vec::new(),
+    };
     for row in rows {
         let row = row.borrow();
         let r = record(&row.result);
-        let mut cells = vec![
-            r.id.to_string(),
-            r.status.to_string(),
-            r.http_status.map(|s| s.to_string()).unwrap_or_default(),
-            json_cell(&r.body),
-            r.attempts.to_string(),
-            r.latency_ms.map(|l| l.to_string()).unwrap_or_default(),
-            json_cell(&r.usage),
-            r.error.unwrap_or_default().to_string(),
-        ];
-        cells.extend(
-            (inputs.iter()).map(|(key, _)| row.input.get(key).map(cell).unwrap_or_default()),
-        );
-        cells.extend(select.iter().map(|s| cell(&pick(&r.body, &s.pointer))));
-        w.write_record(cells)?;
+        cells.w.write_field(r.id)?;
+        cells.w.write_field(r.status)?;
+        cells.number(r.http_status)?;
+        cells.json(&r.body)?;
+        cells.number(Some(r.attempts))?;
+        cells.number(r.latency_ms)?;
+        cells.json(&r.usage)?;
+        cells.w.write_field(r.error.unwrap_or_default())?;
+        for (key, _) in inputs {
+            cells.value(row.input.get(key))?;
+        }
+        for s in select {
+            cells.value(r.body.pointer(&s.pointer))?;
+        }
+        cells.w.write_record(None::<&[u8]>)?;
         written += 1;
     }
-    w.flush()?;
+    cells.w.flush()?;
     Ok(written)
+}
+
+/// A CSV writer and the buffer its JSON and number cells are written into.
+struct Cells<W: Write> {
+    w: csv::Writer<W>,
+    text: Vec<u8>,
+}
+
+impl<W: Write> Cells<W> {
+    /// A number's cell, empty for none.
+    fn number(&mut self, n: Option<impl std::fmt::Display>) -> csv::Result<()> {
+        self.text.clear();
+        if let Some(n) = n {
+            write!(self.text, "{n}")?;
+        }
+        self.w.write_field(&self.text)
+    }
+
+    /// A cell of the record's own JSON columns: JSON text, null as empty.
+    fn json(&mut self, v: &Value) -> csv::Result<()> {
+        self.text.clear();
+        if !v.is_null() {
+            serde_json::to_writer(&mut self.text, v).map_err(std::io::Error::from)?;
+        }
+        self.w.write_field(&self.text)
+    }
+
+    /// A JSON value's cell: strings as they are, null (or nothing) as empty, the rest as
+    /// JSON text.
+    fn value(&mut self, v: Option<&Value>) -> csv::Result<()> {
+        match v {
+            Some(Value::String(s)) => self.w.write_field(s),
+            Some(v) => self.json(v),
+            None => self.w.write_field(""),
+        }
+    }
 }
 
 /// A CSV error as the `std::io::Error` underneath, so a closed pipe stays a `BrokenPipe`.
