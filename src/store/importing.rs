@@ -88,8 +88,8 @@ pub struct DuplicateId {
     pub first_line: u64,
 }
 
-/// The import's page cache, in KiB (negative: SQLite's unit for a size in KiB): the lane
-/// index's pages stay in memory instead of being read back from the OS for every insert.
+/// The import's page cache, in KiB (negative: SQLite's unit for a size in KiB): the
+/// pending index's pages stay in memory instead of being read back from the OS for every insert.
 const IMPORT_CACHE_KIB: i64 = -49_152;
 
 /// Rows per INSERT statement: one statement of many rows costs SQLite's virtual machine one
@@ -196,11 +196,8 @@ impl Store {
             sidecar(&path, "-journal"),
             sidecar(&path, "-wal"),
         ] {
-            remove_if_present(&leftover).map_err(|source| StoreError::ImportFile {
-                path: leftover.clone(),
-                doing: "deleting an import cut short",
-                source,
-            })?;
+            remove_if_present(&leftover)
+                .map_err(file_failing(&leftover, "deleting an import cut short"))?;
         }
         let conn = Connection::open(&path)
             .and_then(|conn| {
@@ -211,11 +208,7 @@ impl Store {
                 Ok(conn)
             })
             .map_err(failing(&path, "starting the import"))?;
-        let flusher = Flusher::start(&path).map_err(|source| StoreError::ImportFile {
-            path: path.clone(),
-            doing: "starting the import",
-            source,
-        })?;
+        let flusher = Flusher::start(&path).map_err(file_failing(&path, "starting the import"))?;
         Ok(Importing {
             store: Store { conn, path },
             flusher,
@@ -327,24 +320,18 @@ impl Importing {
             .map_err(&err)?;
         // Closes the import file: it is complete.
         self.store.conn = Connection::open_in_memory().map_err(&err)?;
-        let io = |doing| {
-            let path = path.clone();
-            move |source| StoreError::ImportFile {
-                path,
-                doing,
-                source,
-            }
-        };
         self.flusher.stop();
         File::open(&path)
             .and_then(|f| f.sync_all())
-            .map_err(io("syncing the imported list to disk"))?;
+            .map_err(file_failing(&path, "syncing the imported list to disk"))?;
         // Closes the db's connection: nothing may write the old file once it is replaced.
         db.conn = Connection::open_in_memory().map_err(failing(&db.path, "closing the db"))?;
         for stale in [sidecar(&db.path, "-wal"), sidecar(&db.path, "-shm")] {
-            remove_if_present(&stale).map_err(io("deleting the old db's -wal and -shm"))?;
+            remove_if_present(&stale)
+                .map_err(file_failing(&path, "deleting the old db's -wal and -shm"))?;
         }
-        std::fs::rename(&path, &db.path).map_err(io("putting the import in the db's place"))?;
+        std::fs::rename(&path, &db.path)
+            .map_err(file_failing(&path, "putting the import in the db's place"))?;
         self.installed = true;
         if let Some(dir) = db.path.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -355,7 +342,7 @@ impl Importing {
             // The rename lasts through a crash once the folder is synced.
             File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(io("syncing the db's folder"))?;
+                .map_err(file_failing(&path, "syncing the db's folder"))?;
         }
         db.conn = open_conn(&db.path).map_err(failing(&db.path, "opening the imported db"))?;
         Ok(())
@@ -369,6 +356,15 @@ impl Drop for Importing {
         if !self.installed {
             let _ = remove_if_present(&self.store.path);
         }
+    }
+}
+
+/// The [`StoreError::ImportFile`] of an I/O failure on `path` while `doing`.
+fn file_failing<'a>(path: &'a Path, doing: &'static str) -> impl Fn(io::Error) -> StoreError + 'a {
+    move |source| StoreError::ImportFile {
+        path: path.to_path_buf(),
+        doing,
+        source,
     }
 }
 
