@@ -482,6 +482,14 @@ mod tests {
             ".{0,8}".prop_map(Value::from),
         ]
         .prop_map(|v| v.to_string());
+        nested(leaf, key)
+    }
+
+    /// JSON text of arrays and objects (keys from `key`) nested around `leaf` texts.
+    fn nested(
+        leaf: impl Strategy<Value = String> + 'static,
+        key: impl Strategy<Value = &'static str> + Clone + 'static,
+    ) -> impl Strategy<Value = String> {
         leaf.prop_recursive(4, 48, 6, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..5)
@@ -578,16 +586,7 @@ mod tests {
             string.clone(),
             string,
         ];
-        leaf.prop_recursive(4, 32, 5, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4)
-                    .prop_map(|items| format!("[{}]", items.join(", "))),
-                prop::collection::vec((key.clone(), inner), 0..5).prop_map(|entries| {
-                    let fields = entries.into_iter().map(|(k, v)| format!("\"{k}\": {v}"));
-                    format!("{{{}}}", fields.collect::<Vec<_>>().join(", "))
-                }),
-            ]
-        })
+        nested(leaf, key)
     }
 
     fn value() -> impl Strategy<Value = Value> {
